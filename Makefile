@@ -1,0 +1,44 @@
+# The two commands in README.md: `make demo` and `make test`. Both set up everything on first run.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint format bench example-data clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,demo,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/system-deps.sh
+	OPENBLAS_NUM_THREADS=1 $(BIN)/iotad demo $(ARGS)
+
+test: $(STAMP)
+	bash scripts/system-deps.sh
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not integration" $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	bash scripts/system-deps.sh
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/train_speed.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/inference.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/throughput.py
+
+example-data: $(STAMP)
+	$(BIN)/python examples/generate.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

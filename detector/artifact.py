@@ -1,0 +1,264 @@
+"""Reading and validating a model artifact (the contract between training and the worker).
+
+An artifact is a directory::
+
+    artifact.json     what the model is and how to feed it (see `Artifact`)
+    model.keras       the trained Keras model (training and inspection only)
+    model.tflite      LiteRT export at batch size `tflite_files` says (the worker runs these)
+    model_b1.tflite   ...one file per exported batch size
+
+Writing lives in `training/artifact_writer.py`; this module must stay free of TensorFlow.
+Every problem is raised as `ArtifactError` with one line naming it, never a raw traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+ARTIFACT_JSON = "artifact.json"
+KNOWN_FEATURES = ("value", "tod_sin", "tod_cos", "dow_sin", "dow_cos")
+KNOWN_CELLS = ("lstm", "gru", "simplernn")
+KNOWN_SCALING = ("standard", "minmax")
+
+
+class ArtifactError(Exception):
+    """A model artifact is missing, corrupt or of a schema this code does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesScale:
+    """Affine normalisation of one series: ``scaled = (raw - offset) / scale``."""
+
+    offset: float
+    scale: float
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorStats:
+    """Forecast residual statistics in *scaled* units, from the validation split.
+
+    `abs_quantiles` maps a quantile ("0.5", "0.9", "0.99", "0.999") to that quantile of
+    |residual|. The worker seeds its online error statistics from these.
+    """
+
+    mean: float
+    std: float
+    abs_quantiles: dict[str, float]
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A validated model artifact. Paths are resolved inside `directory`."""
+
+    directory: Path
+    schema_version: int
+    version: str
+    created_at: str
+    code_version: str
+    cell: str
+    units: tuple[int, ...]
+    bidirectional: bool
+    window_len: int
+    horizon: int
+    features: tuple[str, ...]
+    scaling_method: str
+    series_scales: dict[str, SeriesScale]
+    default_scale: SeriesScale
+    series_errors: dict[str, ErrorStats]
+    global_errors: ErrorStats
+    tflite_files: dict[int, str]
+    keras_file: str
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted(self.tflite_files))
+
+    def tflite_path(self, batch_size: int) -> Path:
+        return _inside(self.directory, self.tflite_files[batch_size])
+
+    @property
+    def keras_path(self) -> Path:
+        return _inside(self.directory, self.keras_file)
+
+    def scale_for(self, key: str) -> SeriesScale | None:
+        """The trained normalisation of series `key` ("device/metric"), or None if unseen."""
+        return self.series_scales.get(key)
+
+    def errors_for(self, key: str) -> ErrorStats:
+        """Residual statistics of series `key`, falling back to the pooled ones."""
+        return self.series_errors.get(key, self.global_errors)
+
+
+def _inside(directory: Path, name: str) -> Path:
+    """Resolve `name` inside `directory`; a name that escapes it is an error."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in {".", ".."}:
+        raise ArtifactError(f"artifact file name {name!r} must be a plain file name")
+    path = (directory / name).resolve()
+    if path.parent != directory.resolve():
+        raise ArtifactError(f"artifact file {name!r} escapes {directory}")
+    return path
+
+
+def _req(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise ArtifactError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if kind is float:
+        kind = (int, float)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ArtifactError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _finite(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ArtifactError(f"{where}: {value!r} is not a finite number")
+    return float(value)
+
+
+def _scale(obj: Any, where: str) -> SeriesScale:
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{where}: expected an object with offset and scale")
+    offset = _finite(obj.get("offset"), f"{where}.offset")
+    scale = _finite(obj.get("scale"), f"{where}.scale")
+    if scale <= 0:
+        raise ArtifactError(f"{where}.scale must be positive, got {scale}")
+    return SeriesScale(offset, scale)
+
+
+def _errors(obj: Any, where: str) -> ErrorStats:
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{where}: expected an object of residual statistics")
+    std = _finite(obj.get("std"), f"{where}.std")
+    if std < 0:
+        raise ArtifactError(f"{where}.std must not be negative")
+    quantiles = obj.get("abs_quantiles", {})
+    if not isinstance(quantiles, dict):
+        raise ArtifactError(f"{where}.abs_quantiles must be an object")
+    n = obj.get("n", 0)
+    if not isinstance(n, int) or n < 0:
+        raise ArtifactError(f"{where}.n must be a non-negative integer")
+    return ErrorStats(
+        mean=_finite(obj.get("mean", 0.0), f"{where}.mean"),
+        std=std,
+        abs_quantiles={str(k): _finite(v, f"{where}.abs_quantiles[{k}]") for k, v in quantiles.items()},
+        n=n,
+    )
+
+
+def parse_artifact(doc: Any, directory: Path) -> Artifact:
+    """Validate a decoded ``artifact.json`` document; raise `ArtifactError` on any problem."""
+    where = ARTIFACT_JSON
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{where}: expected a JSON object at the top level")
+    schema = _req(doc, "schema_version", int, where)
+    if schema != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{where}: unknown schema_version {schema} (this iotad reads {SCHEMA_VERSION}); "
+            "retrain the model or upgrade iotad"
+        )
+    model = _req(doc, "model", dict, where)
+    cell = _req(model, "cell", str, "model")
+    if cell not in KNOWN_CELLS:
+        raise ArtifactError(f"model.cell {cell!r} is not one of {', '.join(KNOWN_CELLS)}")
+    units = _req(model, "units", list, "model")
+    if not units or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units):
+        raise ArtifactError("model.units must be a non-empty list of positive integers")
+    window_len = _req(doc, "window_len", int, where)
+    if window_len < 1:
+        raise ArtifactError(f"{where}: window_len must be at least 1")
+    horizon = _req(doc, "horizon", int, where)
+    if horizon != 1:
+        raise ArtifactError(f"{where}: horizon {horizon} is not supported (only 1-step forecasts)")
+    features = _req(doc, "features", list, where)
+    if not features or features[0] != "value" or any(f not in KNOWN_FEATURES for f in features):
+        raise ArtifactError(
+            f"{where}: features {features!r} must start with 'value' and use only "
+            f"{', '.join(KNOWN_FEATURES)}"
+        )
+    scaling = _req(doc, "scaling", dict, where)
+    method = _req(scaling, "method", str, "scaling")
+    if method not in KNOWN_SCALING:
+        raise ArtifactError(f"scaling.method {method!r} is not one of {', '.join(KNOWN_SCALING)}")
+    per_series = _req(scaling, "per_series", dict, "scaling")
+    calibration = _req(doc, "calibration", dict, where)
+    files = _req(doc, "files", dict, where)
+    tflite = _req(files, "tflite", dict, "files")
+    if not tflite:
+        raise ArtifactError("files.tflite lists no LiteRT model")
+    tflite_files: dict[int, str] = {}
+    for batch, name in tflite.items():
+        if not str(batch).isdigit() or int(batch) < 1:
+            raise ArtifactError(f"files.tflite: batch size {batch!r} is not a positive integer")
+        _inside(directory, name)
+        tflite_files[int(batch)] = name
+    keras_file = _req(files, "keras", str, "files")
+    _inside(directory, keras_file)
+    return Artifact(
+        directory=directory,
+        schema_version=schema,
+        version=_req(doc, "version", str, where),
+        created_at=_req(doc, "created_at", str, where),
+        code_version=_req(doc, "code_version", str, where),
+        cell=cell,
+        units=tuple(units),
+        bidirectional=bool(model.get("bidirectional", False)),
+        window_len=window_len,
+        horizon=horizon,
+        features=tuple(features),
+        scaling_method=method,
+        series_scales={str(k): _scale(v, f"scaling.per_series[{k}]") for k, v in per_series.items()},
+        default_scale=_scale(scaling.get("default", {"offset": 0.0, "scale": 1.0}), "scaling.default"),
+        series_errors={
+            str(k): _errors(v, f"calibration.per_series[{k}]")
+            for k, v in _req(calibration, "per_series", dict, "calibration").items()
+        },
+        global_errors=_errors(_req(calibration, "global", dict, "calibration"), "calibration.global"),
+        tflite_files=tflite_files,
+        keras_file=keras_file,
+        training=doc.get("training", {}) if isinstance(doc.get("training"), dict) else {},
+        metrics=doc.get("metrics", {}) if isinstance(doc.get("metrics"), dict) else {},
+    )
+
+
+def load_artifact(path: str | Path, *, check_files: bool = True) -> Artifact:
+    """Load and validate the artifact directory at `path`.
+
+    Raises `ArtifactError` with a one-line message when the directory, ``artifact.json`` or a
+    model file it names is missing, unreadable, corrupt or of an unknown schema.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ArtifactError(f"model artifact {directory} is not a directory (train one: iotad train)")
+    meta = directory / ARTIFACT_JSON
+    try:
+        text = meta.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArtifactError(f"{meta} is missing: not a model artifact") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{meta} cannot be read: {exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            f"{meta} is corrupt (invalid JSON at line {exc.lineno}: {exc.msg})"
+        ) from None
+    artifact = parse_artifact(doc, directory)
+    if check_files:
+        for batch in artifact.batch_sizes:
+            model_file = artifact.tflite_path(batch)
+            if not model_file.is_file():
+                raise ArtifactError(f"{model_file} is missing (named in {ARTIFACT_JSON})")
+    return artifact
