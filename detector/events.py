@@ -1,0 +1,66 @@
+"""What the detection core hands to the edges: scored readings and alert events."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from detector.readings import Reading
+
+AlertState = Literal["firing", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A reading the model forecast: the band it was expected in and how far outside it was."""
+
+    reading: Reading
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    is_anomaly: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """The start (`firing`) or end (`resolved`) of an anomalous episode of one series.
+
+    `id` is stable for the episode and state, so consumers can drop redelivered duplicates:
+    the same episode's firing event always carries the same id.
+    """
+
+    id: str
+    state: AlertState
+    device: str
+    metric: str
+    ts: float
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A decoded reading the core would not take (out of order, too many series, ...)."""
+
+    reading: Reading
+    reason: str
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Everything one `DetectionCore.process` call decided, in input order where it matters."""
+
+    scored: list[Scored]
+    events: list[AlertEvent]
+    dropped: list[Dropped]
+    warming: int = 0
+    model_batch: int = 0
+    inference_s: float = 0.0
