@@ -117,7 +117,7 @@ def _req(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: st
     value = obj[key]
     if kind is float:
         kind = (int, float)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ArtifactError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
     return value
 
@@ -153,7 +153,9 @@ def _errors(obj: Any, where: str) -> ErrorStats:
     return ErrorStats(
         mean=_finite(obj.get("mean", 0.0), f"{where}.mean"),
         std=std,
-        abs_quantiles={str(k): _finite(v, f"{where}.abs_quantiles[{k}]") for k, v in quantiles.items()},
+        abs_quantiles={
+            str(k): _finite(v, f"{where}.abs_quantiles[{k}]") for k, v in quantiles.items()
+        },
         n=n,
     )
 
@@ -174,7 +176,9 @@ def parse_artifact(doc: Any, directory: Path) -> Artifact:
     if cell not in KNOWN_CELLS:
         raise ArtifactError(f"model.cell {cell!r} is not one of {', '.join(KNOWN_CELLS)}")
     units = _req(model, "units", list, "model")
-    if not units or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units):
+    if not units or not all(
+        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units
+    ):
         raise ArtifactError("model.units must be a non-empty list of positive integers")
     window_len = _req(doc, "window_len", int, where)
     if window_len < 1:
@@ -219,13 +223,19 @@ def parse_artifact(doc: Any, directory: Path) -> Artifact:
         horizon=horizon,
         features=tuple(features),
         scaling_method=method,
-        series_scales={str(k): _scale(v, f"scaling.per_series[{k}]") for k, v in per_series.items()},
-        default_scale=_scale(scaling.get("default", {"offset": 0.0, "scale": 1.0}), "scaling.default"),
+        series_scales={
+            str(k): _scale(v, f"scaling.per_series[{k}]") for k, v in per_series.items()
+        },
+        default_scale=_scale(
+            scaling.get("default", {"offset": 0.0, "scale": 1.0}), "scaling.default"
+        ),
         series_errors={
             str(k): _errors(v, f"calibration.per_series[{k}]")
             for k, v in _req(calibration, "per_series", dict, "calibration").items()
         },
-        global_errors=_errors(_req(calibration, "global", dict, "calibration"), "calibration.global"),
+        global_errors=_errors(
+            _req(calibration, "global", dict, "calibration"), "calibration.global"
+        ),
         tflite_files=tflite_files,
         keras_file=keras_file,
         training=doc.get("training", {}) if isinstance(doc.get("training"), dict) else {},
@@ -241,7 +251,9 @@ def load_artifact(path: str | Path, *, check_files: bool = True) -> Artifact:
     """
     directory = Path(path)
     if not directory.is_dir():
-        raise ArtifactError(f"model artifact {directory} is not a directory (train one: iotad train)")
+        raise ArtifactError(
+            f"model artifact {directory} is not a directory (train one: iotad train)"
+        )
     meta = directory / ARTIFACT_JSON
     try:
         text = meta.read_text(encoding="utf-8")

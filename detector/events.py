@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from detector.readings import Reading
 
@@ -64,3 +64,13 @@ class BatchResult:
     warming: int = 0
     model_batch: int = 0
     inference_s: float = 0.0
+
+
+class AlertSink(Protocol):
+    """Where alert events go (MQTT topic, Alertmanager, a list in a test).
+
+    `send` must not block the detection loop for long: a sink that talks to a slow service
+    queues the event and delivers it from its own thread.
+    """
+
+    def send(self, event: AlertEvent) -> None: ...

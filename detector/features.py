@@ -25,7 +25,7 @@ def time_features(ts: np.ndarray, names: Sequence[str]) -> np.ndarray:
     `TIME_FEATURES`: sine/cosine of the time of day and of the time in the week.
     """
     ts = np.asarray(ts, dtype=np.float64)
-    out = np.empty(ts.shape + (len(names),), dtype=np.float32)
+    out = np.empty((*ts.shape, len(names)), dtype=np.float32)
     day_phase = 2 * np.pi * np.mod(ts, DAY_S) / DAY_S
     week_phase = 2 * np.pi * np.mod(ts + _WEEK_ORIGIN_S, WEEK_S) / WEEK_S
     for i, name in enumerate(names):
