@@ -6,13 +6,21 @@ call `DetectionCore.process` with plain `Reading`s and get a `BatchResult` back.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from detector.artifact import Artifact
-from detector.events import BatchResult
+from detector.decision import EpisodeTracker, event_id
+from detector.events import AlertEvent, BatchResult, Dropped, Scored
+from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
 from detector.readings import Reading
+from detector.scoring import ErrorTracker
+
+CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,15 +28,28 @@ class DetectionConfig:
     """Tunables of the detection core (the worker's `IOTAD_DETECTION__*` settings)."""
 
     threshold: float = 4.0
-    """Score above which a reading is anomalous (score = |residual| / residual std)."""
+    """Score above which a reading is anomalous (score = |residual - mean| / residual std)."""
     resolve_after: int = 5
     """Normal readings in a row that end an anomalous episode (hysteresis)."""
     error_halflife: int = 1000
     """Readings over which the online residual statistics forget half their past."""
+    error_clip: float = 6.0
+    """Residuals enter the online statistics clipped to this many standard deviations."""
     max_series: int = 100_000
     """Active series beyond which new series are dropped with reason ``too_many_series``."""
     idle_evict_s: float = 86_400.0
     """A series with no reading for this long is evicted (its slot is reused)."""
+
+
+@dataclass(slots=True)
+class _Admitted:
+    """The readings of one batch the core accepted, as parallel arrays."""
+
+    readings: list[Reading]
+    slots: np.ndarray
+    values: np.ndarray
+    ts: np.ndarray
+    rank: np.ndarray  # k for the k-th reading of its series in this batch
 
 
 class DetectionCore:
@@ -37,26 +58,263 @@ class DetectionCore:
     def __init__(
         self, artifact: Artifact, forecaster: Forecaster, config: DetectionConfig | None = None
     ) -> None:
-        raise NotImplementedError
+        from detector.windows import WindowStore
 
-    def process(self, readings: Sequence[Reading]) -> BatchResult:
-        """Take a batch of readings (any series, any order in time across series).
+        self.artifact = artifact
+        self.forecaster = forecaster
+        self.config = config or DetectionConfig()
+        self.window_len = artifact.window_len
+        self.features = artifact.features
+        self.store = WindowStore(
+            artifact.window_len, self.config.max_series, keep_ts=len(artifact.features) > 1
+        )
+        cap = self.store.capacity
+        self.offset = np.zeros(cap, dtype=np.float64)
+        self.scale = np.ones(cap, dtype=np.float64)
+        self.has_scale = np.zeros(cap, dtype=bool)
+        self.errors = ErrorTracker(cap, self.config.error_halflife, self.config.error_clip)
+        self.episodes = EpisodeTracker(cap, self.config.resolve_after)
 
-        Readings of one series must be in increasing `ts`; one whose ts is not after the
-        series' last one is dropped with reason ``out_of_order`` (``duplicate`` when ts and
-        value equal the last reading's). All ready windows go to the forecaster in **one**
-        call. Returns scored readings, alert events, dropped readings and counts.
-        """
-        raise NotImplementedError
+    # -- series ------------------------------------------------------------------------------
 
     @property
     def active_series(self) -> int:
-        raise NotImplementedError
+        return len(self.store)
 
     @property
     def warming_series(self) -> int:
-        raise NotImplementedError
+        used = self.store.used_slots()
+        return int(np.count_nonzero(self.store.count[used] < self.window_len))
+
+    def _allocate(self, key: str) -> int | None:
+        slot = self.store.allocate(key)
+        if slot is None:
+            return None
+        cap = self.store.capacity
+        if cap > self.offset.shape[0]:
+            grow = cap - self.offset.shape[0]
+            self.offset = np.concatenate([self.offset, np.zeros(grow)])
+            self.scale = np.concatenate([self.scale, np.ones(grow)])
+            self.has_scale = np.concatenate([self.has_scale, np.zeros(grow, dtype=bool)])
+            self.errors.ensure_capacity(cap)
+            self.episodes.ensure_capacity(cap)
+        known = self.artifact.scale_for(key)
+        if known is not None:
+            self.offset[slot], self.scale[slot] = known.offset, known.scale
+            self.has_scale[slot] = True
+        else:
+            self.has_scale[slot] = False
+        self.errors.seed(slot, self.artifact.errors_for(key))
+        self.episodes.reset(slot)
+        return slot
 
     def evict_idle(self, now: float) -> int:
         """Free the slots of series idle for longer than `idle_evict_s`; returns how many."""
-        raise NotImplementedError
+        stale = self.store.idle(now - self.config.idle_evict_s)
+        for key in stale:
+            self.store.release(key)
+        return len(stale)
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    def process(self, readings: Sequence[Reading], now: float | None = None) -> BatchResult:
+        """Take a batch of readings (any series, any order in time across series).
+
+        Readings of one series must come in increasing `ts`; one whose ts is not after the
+        series' last one is dropped with reason ``out_of_order`` (``duplicate`` when ts and
+        value equal the last reading's). All ready windows go to the forecaster in **one**
+        `predict` call. `now` is the clock time used for idle eviction (default: wall clock).
+
+        Scored readings and events of one series come out in time order.
+        """
+        result = BatchResult(scored=[], events=[], dropped=[])
+        seen = time.time() if now is None else now
+        admitted = self._admit(readings, result)
+        if admitted is None:
+            return result
+        windows, owners = self._collect_windows(admitted, seen, result)
+        if not owners.size:
+            return result
+        started = time.perf_counter()
+        forecast = np.asarray(self.forecaster.predict(windows), dtype=np.float64)
+        result.inference_s = time.perf_counter() - started
+        result.model_batch = int(owners.size)
+        self._score(admitted, owners, forecast, result)
+        return result
+
+    def _admit(self, readings: Sequence[Reading], result: BatchResult) -> _Admitted | None:
+        store = self.store
+        kept: list[Reading] = []
+        slots: list[int] = []
+        ranks: list[int] = []
+        last: dict[int, tuple[float, float, int]] = {}  # slot -> (ts, value, readings so far)
+        for reading in readings:
+            key = reading.key
+            slot = store.slot(key)
+            if slot is None:
+                slot = self._allocate(key)
+                if slot is None:
+                    result.dropped.append(Dropped(reading, "too_many_series"))
+                    continue
+            prev = last.get(slot)
+            if prev is None:
+                prev = (float(store.last_ts[slot]), float(store.last_value[slot]), 0)
+            if not reading.ts > prev[0]:
+                same = reading.ts == prev[0] and reading.value == prev[1]
+                result.dropped.append(Dropped(reading, "duplicate" if same else "out_of_order"))
+                continue
+            last[slot] = (reading.ts, reading.value, prev[2] + 1)
+            kept.append(reading)
+            slots.append(slot)
+            ranks.append(prev[2])
+        if not kept:
+            return None
+        return _Admitted(
+            readings=kept,
+            slots=np.array(slots, dtype=np.int64),
+            values=np.array([r.value for r in kept], dtype=np.float64),
+            ts=np.array([r.ts for r in kept], dtype=np.float64),
+            rank=np.array(ranks, dtype=np.int64),
+        )
+
+    def _collect_windows(
+        self, adm: _Admitted, seen: float, result: BatchResult
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Build the model input of every ready reading, pushing readings into the windows.
+
+        Readings are taken in rounds (round k = the k-th reading of each series in the batch)
+        so that a reading's window holds exactly the readings before it, batch included.
+        Returns the stacked model input and, per row, the index of its reading in `adm`.
+        """
+        store = self.store
+        inputs: list[np.ndarray] = []
+        owners: list[np.ndarray] = []
+        for k in range(int(adm.rank.max()) + 1):
+            idx = np.flatnonzero(adm.rank == k)
+            slots = adm.slots[idx]
+            ready = store.ready(slots)
+            if ready.any():
+                r_idx, r_slots = idx[ready], slots[ready]
+                values, ts = store.windows(r_slots)
+                self._fit_missing_scales(r_slots, values)
+                scaled = (values - self.offset[r_slots, None]) / self.scale[r_slots, None]
+                inputs.append(model_input(scaled, ts, self.features))
+                owners.append(r_idx)
+            result.warming += int(np.count_nonzero(~ready))
+            store.push(slots, adm.values[idx], adm.ts[idx], seen)
+        if not owners:
+            return np.empty((0, self.window_len, len(self.features)), np.float32), np.empty(0, int)
+        return np.concatenate(inputs), np.concatenate(owners)
+
+    def _fit_missing_scales(self, slots: np.ndarray, windows: np.ndarray) -> None:
+        """Series the model was not trained on take their scale from their first window."""
+        missing = ~self.has_scale[slots]
+        for slot, window in zip(slots[missing].tolist(), windows[missing], strict=True):
+            offset, scale = fit_scale(window, self.artifact.scaling_method)
+            # A nearly flat warm-up window would blow later deviations up to huge inputs.
+            scale = max(scale, 1e-3 * max(1.0, abs(offset)))
+            self.offset[slot], self.scale[slot] = offset, scale
+            self.has_scale[slot] = True
+
+    def _score(
+        self, adm: _Admitted, owners: np.ndarray, forecast: np.ndarray, result: BatchResult
+    ) -> None:
+        threshold = self.config.threshold
+        ranks = adm.rank[owners]
+        for k in range(int(ranks.max()) + 1):
+            rows = np.flatnonzero(ranks == k)
+            idx = owners[rows]
+            slots = adm.slots[idx]
+            offset, scale = self.offset[slots], self.scale[slots]
+            values = adm.values[idx]
+            residual = (values - offset) / scale - forecast[rows]
+            score = self.errors.score(slots, residual)
+            mean, std = self.errors.mean[slots], self.errors.std(slots)
+            expected = forecast[rows] * scale + offset
+            lower = expected + (mean - threshold * std) * scale
+            upper = expected + (mean + threshold * std) * scale
+            anomalous = score > threshold
+            self.errors.update(slots, residual)
+            transitions = dict(
+                (i, (state, onset))
+                for i, state, onset in self.episodes.step(slots, anomalous, adm.ts[idx])
+            )
+            for i in range(idx.size):
+                reading = adm.readings[int(idx[i])]
+                scored = Scored(
+                    reading=reading,
+                    expected=float(expected[i]),
+                    lower=float(lower[i]),
+                    upper=float(upper[i]),
+                    score=float(score[i]),
+                    is_anomaly=bool(anomalous[i]),
+                )
+                result.scored.append(scored)
+                if i in transitions:
+                    state, onset = transitions[i]
+                    result.events.append(self._event(scored, state, onset))
+
+    def _event(self, scored: Scored, state: str, onset: float) -> AlertEvent:
+        r = scored.reading
+        base = event_id(r.key, onset)
+        return AlertEvent(
+            id=base if state == "firing" else f"{base}-resolved",
+            state=state,  # type: ignore[arg-type]
+            device=r.device,
+            metric=r.metric,
+            ts=r.ts,
+            value=r.value,
+            expected=scored.expected,
+            lower=scored.lower,
+            upper=scored.upper,
+            score=scored.score,
+            threshold=self.config.threshold,
+        )
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Every active series' state (windows, scales, error statistics, episodes)."""
+        state = self.store.state()
+        slots = np.array([self.store.slot(str(k)) for k in state["keys"]], dtype=np.int64)
+        state.update(
+            format=np.array(CHECKPOINT_FORMAT),
+            model_version=np.array(self.artifact.version),
+            window_len=np.array(self.window_len),
+            offset=self.offset[slots],
+            scale=self.scale[slots],
+            has_scale=self.has_scale[slots],
+            err_mean=self.errors.mean[slots],
+            err_var=self.errors.var[slots],
+            ep_active=self.episodes.active[slots],
+            ep_normal_run=self.episodes.normal_run[slots],
+            ep_onset_ts=self.episodes.onset_ts[slots],
+        )
+        return state
+
+    def restore(self, state: dict[str, np.ndarray]) -> int:
+        """Load a `snapshot`; raises ValueError when it does not fit this model."""
+        if int(state["format"]) != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {int(state['format'])} is not supported")
+        if int(state["window_len"]) != self.window_len:
+            raise ValueError("checkpoint window length differs from the model's")
+        if str(state["model_version"]) != self.artifact.version:
+            raise ValueError(
+                f"checkpoint is for model {state['model_version']}, not {self.artifact.version}"
+            )
+        slots: list[int] = []
+        for i, key in enumerate(state["keys"].tolist()):
+            slot = self._allocate(str(key))
+            if slot is None:
+                break  # more series than max_series: the rest warm up again
+            self.offset[slot] = state["offset"][i]
+            self.scale[slot] = state["scale"][i]
+            self.has_scale[slot] = state["has_scale"][i]
+            self.errors.mean[slot] = state["err_mean"][i]
+            self.errors.var[slot] = state["err_var"][i]
+            self.episodes.active[slot] = state["ep_active"][i]
+            self.episodes.normal_run[slot] = state["ep_normal_run"][i]
+            self.episodes.onset_ts[slot] = state["ep_onset_ts"][i]
+            slots.append(slot)
+        self.store.restore_rows(slots, state)
+        return len(slots)

@@ -1,0 +1,176 @@
+"""Per-series rolling windows in preallocated numpy ring buffers.
+
+Every series owns one *slot*: a row of a 2-D float32 array of `window_len` values (and, when
+the model uses calendar features, a row of float64 timestamps). Slots come from a free list
+and are reused after eviction, so memory per series is fixed and small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_INITIAL_SLOTS = 1024
+
+
+class WindowStore:
+    """Ring buffers of the last `window_len` readings of up to `max_series` series.
+
+    Storage grows by doubling up to `max_series` rows, so a worker with a handful of series
+    does not pay for 100,000.
+    """
+
+    def __init__(self, window_len: int, max_series: int, *, keep_ts: bool = False) -> None:
+        if window_len < 1 or max_series < 1:
+            raise ValueError("window_len and max_series must be positive")
+        self.window_len = window_len
+        self.max_series = max_series
+        self.keep_ts = keep_ts
+        self._slot_of: dict[str, int] = {}
+        self._keys: list[str | None] = []
+        self._free: list[int] = []
+        cap = min(_INITIAL_SLOTS, max_series)
+        self.values = np.zeros((cap, window_len), dtype=np.float32)
+        self.ts = np.zeros((cap, window_len) if keep_ts else (cap, 0), dtype=np.float64)
+        self.pos = np.zeros(cap, dtype=np.int64)  # next write position in the ring
+        self.count = np.zeros(cap, dtype=np.int64)  # readings seen, saturating at window_len
+        self.last_ts = np.full(cap, -np.inf, dtype=np.float64)
+        self.last_value = np.full(cap, np.nan, dtype=np.float64)
+        self.last_seen = np.zeros(cap, dtype=np.float64)  # clock time of the last reading
+
+    # -- slots -------------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return self.values.shape[0]
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._slot_of
+
+    def slot(self, key: str) -> int | None:
+        """The slot of series `key`, or None when it has none."""
+        return self._slot_of.get(key)
+
+    def key(self, slot: int) -> str | None:
+        return self._keys[slot]
+
+    def keys(self) -> list[str]:
+        return list(self._slot_of)
+
+    def allocate(self, key: str) -> int | None:
+        """Give series `key` a fresh, empty slot; None when `max_series` are active."""
+        if key in self._slot_of:
+            return self._slot_of[key]
+        if self._free:
+            slot = self._free.pop()
+        elif len(self._keys) < self.max_series:
+            slot = len(self._keys)
+            if slot >= self.capacity:
+                self._grow(min(self.max_series, 2 * self.capacity))
+            self._keys.append(None)
+        else:
+            return None
+        self._keys[slot] = key
+        self._slot_of[key] = slot
+        self._reset(slot)
+        return slot
+
+    def release(self, key: str) -> int | None:
+        """Forget series `key`; returns the slot it had (now free) or None."""
+        slot = self._slot_of.pop(key, None)
+        if slot is not None:
+            self._keys[slot] = None
+            self._free.append(slot)
+            self._reset(slot)
+        return slot
+
+    def used_slots(self) -> np.ndarray:
+        """Slots of all active series."""
+        return np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(self._slot_of))
+
+    def idle(self, older_than: float) -> list[str]:
+        """Keys of series whose last reading was seen before clock time `older_than`."""
+        used = self.used_slots()
+        stale = used[self.last_seen[used] < older_than]
+        return [k for k in (self._keys[s] for s in stale.tolist()) if k is not None]
+
+    def _reset(self, slot: int) -> None:
+        self.values[slot] = 0.0
+        if self.keep_ts:
+            self.ts[slot] = 0.0
+        self.pos[slot] = 0
+        self.count[slot] = 0
+        self.last_ts[slot] = -np.inf
+        self.last_value[slot] = np.nan
+        self.last_seen[slot] = 0.0
+
+    def _grow(self, new_cap: int) -> None:
+        def grown(a: np.ndarray, fill: float) -> np.ndarray:
+            out = np.full((new_cap, *a.shape[1:]), fill, dtype=a.dtype)
+            out[: a.shape[0]] = a
+            return out
+
+        self.values = grown(self.values, 0.0)
+        self.ts = grown(self.ts, 0.0)
+        self.pos = grown(self.pos, 0)
+        self.count = grown(self.count, 0)
+        self.last_ts = grown(self.last_ts, -np.inf)
+        self.last_value = grown(self.last_value, np.nan)
+        self.last_seen = grown(self.last_seen, 0.0)
+
+    # -- data --------------------------------------------------------------------------------
+
+    def ready(self, slots: np.ndarray) -> np.ndarray:
+        """Mask of `slots` whose window is full."""
+        return self.count[slots] >= self.window_len
+
+    def windows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Windows of `slots`, oldest first: values ``(n, W)`` and timestamps (or None)."""
+        order = (self.pos[slots, np.newaxis] + np.arange(self.window_len)) % self.window_len
+        rows = slots[:, np.newaxis]
+        values = self.values[rows, order]
+        ts = self.ts[rows, order] if self.keep_ts else None
+        return values, ts
+
+    def push(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray, seen: float) -> None:
+        """Append one reading to each of `slots` (which must be distinct)."""
+        pos = self.pos[slots]
+        self.values[slots, pos] = values
+        if self.keep_ts:
+            self.ts[slots, pos] = ts
+        self.pos[slots] = (pos + 1) % self.window_len
+        self.count[slots] = np.minimum(self.count[slots] + 1, self.window_len)
+        self.last_ts[slots] = ts
+        self.last_value[slots] = values
+        self.last_seen[slots] = seen
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Compact copy of every active series' window, for checkpoints."""
+        keys = self.keys()
+        slots = np.array([self._slot_of[k] for k in keys], dtype=np.int64)
+        values, ts = self.windows(slots)
+        return {
+            "keys": np.array(keys, dtype=object),
+            "values": values,
+            "ts": ts if ts is not None else np.zeros((len(keys), 0)),
+            "count": self.count[slots].copy(),
+            "last_ts": self.last_ts[slots].copy(),
+            "last_value": self.last_value[slots].copy(),
+            "last_seen": self.last_seen[slots].copy(),
+        }
+
+    def restore_rows(self, slots: list[int], state: dict[str, np.ndarray]) -> None:
+        """Write row i of a `state` copy into allocated slot ``slots[i]``."""
+        for i, slot in enumerate(slots):
+            self.values[slot] = state["values"][i]
+            if self.keep_ts and state["ts"].shape[1] == self.window_len:
+                self.ts[slot] = state["ts"][i]
+            self.pos[slot] = 0  # windows are stored oldest first
+            self.count[slot] = state["count"][i]
+            self.last_ts[slot] = state["last_ts"][i]
+            self.last_value[slot] = state["last_value"][i]
+            self.last_seen[slot] = state["last_seen"][i]

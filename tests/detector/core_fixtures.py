@@ -1,0 +1,61 @@
+"""Small artifacts and forecasters for testing the detection core without TensorFlow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.artifact import SCHEMA_VERSION, Artifact, parse_artifact
+
+
+def make_artifact(
+    window_len: int = 3,
+    per_series: dict[str, tuple[float, float]] | None = None,
+    errors: dict[str, tuple[float, float]] | None = None,
+    global_error: tuple[float, float] = (0.0, 1.0),
+    features: tuple[str, ...] = ("value",),
+    method: str = "standard",
+) -> Artifact:
+    """An in-memory artifact: scales ``key -> (offset, scale)``, errors ``key -> (mean, std)``."""
+
+    def err(mean: float, std: float) -> dict[str, Any]:
+        return {"mean": mean, "std": std, "abs_quantiles": {}, "n": 100}
+
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "version": "test-model",
+        "created_at": "2026-11-28T00:00:00Z",
+        "code_version": "iotad test",
+        "model": {"cell": "lstm", "units": [4], "layers": 1, "bidirectional": False},
+        "window_len": window_len,
+        "horizon": 1,
+        "features": list(features),
+        "scaling": {
+            "method": method,
+            "per_series": {
+                k: {"offset": o, "scale": s} for k, (o, s) in (per_series or {}).items()
+            },
+            "default": {"offset": 0.0, "scale": 1.0},
+        },
+        "calibration": {
+            "per_series": {k: err(*v) for k, v in (errors or {}).items()},
+            "global": err(*global_error),
+        },
+        "files": {"keras": "model.keras", "tflite": {"1": "model_b1.tflite"}},
+    }
+    return parse_artifact(doc, Path("/nonexistent"))
+
+
+class LastValueForecaster:
+    """Forecasts the last scaled value of each window (the naive forecast); counts calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.rows = 0
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.rows += windows.shape[0]
+        return windows[:, -1, 0].astype(np.float32)

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from detector.core import DetectionConfig, DetectionCore
+from detector.readings import Reading
+from tests.detector.core_fixtures import LastValueForecaster, make_artifact
+
+
+def readings(device: str, values: list[float], t0: float = 1000.0, metric: str = "temp"):
+    return [Reading(device, metric, t0 + i, v) for i, v in enumerate(values)]
+
+
+def test_expected_band_and_score_by_hand() -> None:
+    # Trained scale of m1/temp: offset 10, scale 2; residual stats: mean 0, std 0.5.
+    art = make_artifact(
+        window_len=3, per_series={"m1/temp": (10.0, 2.0)}, errors={"m1/temp": (0.0, 0.5)}
+    )
+    core = DetectionCore(art, LastValueForecaster(), DetectionConfig(threshold=3.0))
+    res = core.process(readings("m1", [10.0, 12.0, 14.0, 16.0]))
+    assert res.warming == 3
+    (s,) = res.scored
+    # Naive forecast: last scaled value (14-10)/2 = 2 -> expected 2*2+10 = 14.
+    assert s.expected == pytest.approx(14.0)
+    # Residual (16-10)/2 - 2 = 1 scaled; score 1 / 0.5 = 2.
+    assert s.score == pytest.approx(2.0)
+    # Band: 14 +/- 3 * 0.5 * 2 = [11, 17].
+    assert (s.lower, s.upper) == (pytest.approx(11.0), pytest.approx(17.0))
+    assert not s.is_anomaly
+
+
+def test_spike_fires_once_and_resolves() -> None:
+    art = make_artifact(
+        window_len=3, per_series={"m1/temp": (0.0, 1.0)}, errors={"m1/temp": (0.0, 1.0)}
+    )
+    core = DetectionCore(
+        art, LastValueForecaster(), DetectionConfig(threshold=4.0, resolve_after=3)
+    )
+    values = [0.0] * 10 + [50.0] + [0.0] * 10
+    res = core.process(readings("m1", values))
+    assert [e.state for e in res.events] == ["firing", "resolved"]
+    firing = res.events[0]
+    assert (firing.device, firing.metric, firing.value) == ("m1", "temp", 50.0)
+    assert firing.threshold == 4.0
+
+
+def test_one_forecaster_call_per_batch() -> None:
+    art = make_artifact(window_len=2)
+    fc = LastValueForecaster()
+    core = DetectionCore(art, fc)
+    batch = [r for d in ("a", "b", "c") for r in readings(d, [1.0, 2.0, 3.0, 4.0, 5.0])]
+    res = core.process(batch)
+    assert fc.calls == 1
+    assert fc.rows == len(res.scored) == 9  # 3 series x (5 - 2 warming)
+
+
+def test_batched_scores_equal_one_at_a_time() -> None:
+    rng = random.Random(7)
+    stream: list[Reading] = []
+    for t in range(60):
+        for d in ("a", "b", "c", "d"):
+            if rng.random() < 0.7:
+                stream.append(Reading(d, "m", 1000.0 + t, rng.gauss(5, 1) + (20 if t == 40 else 0)))
+    art = make_artifact(window_len=4)
+    cfg = DetectionConfig(threshold=3.0, resolve_after=2, error_halflife=10)
+    one = DetectionCore(art, LastValueForecaster(), cfg)
+    single = [s for r in stream for s in one.process([r]).scored]
+    batched_core = DetectionCore(art, LastValueForecaster(), cfg)
+    batched = []
+    i = 0
+    while i < len(stream):
+        n = rng.randint(1, 40)
+        batched.extend(batched_core.process(stream[i : i + n]).scored)
+        i += n
+    key = lambda s: (s.reading.device, s.reading.ts)  # noqa: E731
+    a = sorted(single, key=key)
+    b = sorted(batched, key=key)
+    assert len(a) == len(b) > 0
+    assert [key(x) for x in a] == [key(x) for x in b]
+    np.testing.assert_allclose([x.score for x in a], [x.score for x in b], rtol=1e-12)
+    np.testing.assert_allclose([x.expected for x in a], [x.expected for x in b], rtol=1e-12)
+
+
+def test_out_of_order_duplicate_and_too_many_series_are_dropped() -> None:
+    art = make_artifact(window_len=2)
+    core = DetectionCore(art, LastValueForecaster(), DetectionConfig(max_series=2))
+    res = core.process(
+        [
+            Reading("a", "m", 10.0, 1.0),
+            Reading("a", "m", 10.0, 1.0),  # duplicate
+            Reading("a", "m", 9.0, 3.0),  # out of order
+            Reading("a", "m", 10.0, 2.0),  # same ts, other value: out of order
+            Reading("b", "m", 10.0, 1.0),
+            Reading("c", "m", 10.0, 1.0),  # third series, max 2
+        ]
+    )
+    assert [(d.reading.device, d.reason) for d in res.dropped] == [
+        ("a", "duplicate"),
+        ("a", "out_of_order"),
+        ("a", "out_of_order"),
+        ("c", "too_many_series"),
+    ]
+    assert core.active_series == 2
+    assert core.warming_series == 2
+
+
+def test_unknown_series_takes_its_scale_from_its_first_window() -> None:
+    art = make_artifact(window_len=4, method="standard")
+    core = DetectionCore(art, LastValueForecaster())
+    core.process(readings("new", [1.0, 3.0, 1.0, 3.0, 2.0]))
+    slot = core.store.slot("new/temp")
+    # mean 2, std 1 of the first window [1, 3, 1, 3]
+    assert core.offset[slot] == pytest.approx(2.0)
+    assert core.scale[slot] == pytest.approx(1.0)
+
+
+def test_idle_series_are_evicted() -> None:
+    art = make_artifact(window_len=2)
+    core = DetectionCore(art, LastValueForecaster(), DetectionConfig(idle_evict_s=60))
+    core.process(readings("old", [1.0]), now=1000.0)
+    core.process(readings("new", [1.0]), now=1100.0)
+    assert core.evict_idle(now=1070.0) == 1
+    assert core.store.slot("old/temp") is None and core.active_series == 1
+
+
+def test_snapshot_restore_gives_the_same_scores_as_no_restart() -> None:
+    art = make_artifact(window_len=3)
+    cfg = DetectionConfig(threshold=3.0, error_halflife=5)
+    rng = random.Random(1)
+    values = [rng.gauss(0, 1) for _ in range(40)]
+    stream = readings("a", values)
+    straight = DetectionCore(art, LastValueForecaster(), cfg)
+    expected = [s.score for s in straight.process(stream).scored][-10:]
+    first = DetectionCore(art, LastValueForecaster(), cfg)
+    first.process(stream[:30])
+    state = first.snapshot()
+    second = DetectionCore(art, LastValueForecaster(), cfg)
+    assert second.restore(state) == 1
+    after = second.process(stream[30:])
+    assert after.warming == 0
+    assert [s.score for s in after.scored] == pytest.approx(expected, rel=1e-12)
+
+
+def test_restore_refuses_another_models_checkpoint() -> None:
+    core = DetectionCore(make_artifact(window_len=3), LastValueForecaster())
+    state = core.snapshot()
+    other = DetectionCore(make_artifact(window_len=4), LastValueForecaster())
+    with pytest.raises(ValueError, match="window length"):
+        other.restore(state)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import numpy as np
+
+from detector.decision import EpisodeTracker, event_id
+
+
+def run(tracker: EpisodeTracker, flags: list[bool]) -> list[tuple[int, str]]:
+    out = []
+    for t, flag in enumerate(flags):
+        for _, state, _ in tracker.step(np.array([0]), np.array([flag]), np.array([float(t)])):
+            out.append((t, state))
+    return out
+
+
+def test_a_50_reading_level_shift_is_one_firing_and_one_resolved() -> None:
+    tracker = EpisodeTracker(capacity=1, resolve_after=5)
+    flags = [False] * 10 + [True] * 50 + [False] * 10
+    assert run(tracker, flags) == [(10, "firing"), (64, "resolved")]
+
+
+def test_short_gaps_inside_an_episode_do_not_resolve_it() -> None:
+    tracker = EpisodeTracker(capacity=1, resolve_after=3)
+    flags = [True, False, False, True, False, True] + [False] * 3
+    assert run(tracker, flags) == [(0, "firing"), (8, "resolved")]
+
+
+def test_event_id_is_stable_and_distinguishes_episodes() -> None:
+    assert event_id("m1/temp", 100.0) == event_id("m1/temp", 100.0)
+    assert event_id("m1/temp", 100.0) != event_id("m1/temp", 101.0)
+    assert event_id("m1/temp", 100.0) != event_id("m2/temp", 100.0)
