@@ -6,6 +6,11 @@ set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# Prometheus rule tests (promtool) and the Alertmanager integration tests. Debian names the
+# Alertmanager binary prometheus-alertmanager; upstream tarballs name it alertmanager.
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
+command -v alertmanager >/dev/null 2>&1 || command -v prometheus-alertmanager >/dev/null 2>&1 \
+  || need+=(prometheus-alertmanager)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else

@@ -1,0 +1,367 @@
+"""Alert sink that posts alert events to Prometheus Alertmanager's v2 API.
+
+Alertmanager identifies an alert by its label set, so a series' firing and resolved events
+carry the same labels (``alertname``, ``device``, ``metric``, ``severity`` plus any static
+labels) and differ only in their time range:
+
+- firing: ``startsAt`` is the start of the episode and ``endsAt`` a few resend intervals
+  ahead. Alertmanager treats an alert whose ``endsAt`` has passed as resolved, so the sink
+  re-posts every active firing alert every ``resend_interval_s`` to push ``endsAt`` on, as
+  Prometheus does. A worker that dies therefore leaves no alert firing forever: it expires
+  ``ttl_s`` after the last re-post.
+- resolved: ``endsAt`` is the time of the event, which Alertmanager merges into the
+  firing alert it already holds.
+
+Only the stdlib is used (``urllib.request``) so the worker install stays light. ``send`` never
+blocks: it appends to a bounded queue that a daemon thread drains, retrying with capped
+exponential backoff while Alertmanager is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from detector.events import AlertEvent
+
+log = logging.getLogger(__name__)
+
+ALERTNAME = "SensorAnomaly"
+
+
+@dataclass(frozen=True, slots=True)
+class _Posting:
+    """One alert to post: the event and the start of its episode (``startsAt``)."""
+
+    event: AlertEvent
+    starts_at: float
+
+
+def iso_utc(ts: float) -> str:
+    """RFC 3339 UTC timestamp with milliseconds, as Alertmanager parses it.
+
+    >>> iso_utc(0.0)
+    '1970-01-01T00:00:00.000Z'
+    """
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _num(x: float) -> str:
+    # Annotations are string-to-string maps in the v2 API.
+    return f"{x:.6g}"
+
+
+def alert_payload(
+    event: AlertEvent,
+    *,
+    starts_at: float,
+    now: float,
+    ttl_s: float,
+    worker_url: str,
+    severity: str = "warning",
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The v2 API JSON object for one alert event.
+
+    Timestamps are clamped to `now`: readings carry the sensor's clock, and a time ahead of
+    Alertmanager's would keep a resolved alert active (or make startsAt > endsAt, which the
+    API rejects with 400).
+    """
+    ev = event
+    start = min(starts_at, now)
+    all_labels = {**(labels or {}), "alertname": ALERTNAME, "device": ev.device}
+    all_labels.update(metric=ev.metric, severity=severity)
+    if ev.state == "firing":
+        summary = (
+            f"{ev.device}/{ev.metric} = {_num(ev.value)} is outside its expected band "
+            f"[{_num(ev.lower)}, {_num(ev.upper)}] (score {_num(ev.score)} > "
+            f"threshold {_num(ev.threshold)})"
+        )
+        ends = now + ttl_s
+    else:
+        summary = f"{ev.device}/{ev.metric} is back within its expected band"
+        ends = max(min(ev.ts, now), start)
+    return {
+        "labels": all_labels,
+        "annotations": {
+            "summary": summary,
+            "value": _num(ev.value),
+            "expected": _num(ev.expected),
+            "lower": _num(ev.lower),
+            "upper": _num(ev.upper),
+            "score": _num(ev.score),
+            "threshold": _num(ev.threshold),
+            "alert_id": ev.id,
+        },
+        "startsAt": iso_utc(start),
+        "endsAt": iso_utc(ends),
+        "generatorURL": worker_url,
+    }
+
+
+class AlertmanagerSink:
+    """AlertSink that delivers events to Alertmanager from a background thread.
+
+    Args:
+        url: Alertmanager base URL, e.g. ``http://alertmanager:9093``.
+        worker_url: where a human finds the worker (``generatorURL``), e.g. ``http://host:9108/``.
+        severity: value of the ``severity`` label.
+        labels: extra static labels (e.g. ``{"plant": "north"}``); they become part of the
+            alert's identity.
+        queue_size: events kept while Alertmanager is slow or down; past it the oldest is
+            dropped and counted.
+        resend_interval_s: how often active firing alerts are re-posted.
+        ttl_s: how far ahead a firing alert's ``endsAt`` is set; defaults to four resend
+            intervals so one or two lost re-posts do not resolve it.
+        timeout_s: HTTP timeout of one request.
+        backoff_initial_s, backoff_max_s: retry delays, doubling up to the cap.
+        max_batch: alerts per request.
+        registry: where the ``iotad_alertmanager_*`` counters are registered; ``None`` keeps
+            them unregistered (still readable through the attributes), as prometheus_client does.
+        clock: wall clock for alert timestamps (tests pass a fixed one).
+        headers: extra HTTP headers (e.g. ``Authorization`` for a proxy in front).
+
+    Example::
+
+        sink = AlertmanagerSink("http://alertmanager:9093", "http://worker:9108/",
+                                registry=registry)
+        sink.send(event)        # returns at once
+        sink.close(timeout_s=5)  # flushes what is queued
+    """
+
+    def __init__(
+        self,
+        url: str,
+        worker_url: str,
+        *,
+        severity: str = "warning",
+        labels: Mapping[str, str] | None = None,
+        queue_size: int = 10_000,
+        resend_interval_s: float = 60.0,
+        ttl_s: float | None = None,
+        timeout_s: float = 5.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        max_batch: int = 500,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if queue_size < 1 or max_batch < 1 or resend_interval_s <= 0:
+            raise ValueError("queue_size, max_batch and resend_interval_s must be positive")
+        self.endpoint = url.rstrip("/") + "/api/v2/alerts"
+        self.worker_url = worker_url
+        self.severity = severity
+        self.labels = dict(labels or {})
+        self.resend_interval_s = resend_interval_s
+        self.ttl_s = 4.0 * resend_interval_s if ttl_s is None else ttl_s
+        self.timeout_s = timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.max_batch = max_batch
+        self._clock = clock
+        self._headers = {"Content-Type": "application/json", **(headers or {})}
+
+        self.sent = Counter(
+            "iotad_alertmanager_sent",
+            "Alerts accepted by Alertmanager (re-posts of active alerts included).",
+            registry=registry,
+        )
+        self.errors = Counter(
+            "iotad_alertmanager_errors",
+            "Failed requests to Alertmanager (each retry counts).",
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "iotad_alertmanager_dropped",
+            "Alerts given up on: queue full, rejected by Alertmanager (4xx), or shutdown.",
+            ["reason"],
+            registry=registry,
+        )
+        self.active_gauge = Gauge(
+            "iotad_alertmanager_active_alerts",
+            "Firing alerts the sink keeps re-posting to Alertmanager.",
+            registry=registry,
+        )
+        for reason in ("queue_full", "rejected", "shutdown"):
+            self.dropped.labels(reason)  # export zeros so rate() works from the start
+
+        self._cond = threading.Condition()
+        self._queue: deque[_Posting] = deque()
+        self._queue_size = queue_size
+        # (device, metric) -> posting of the firing event; re-posted until resolved.
+        self._active: dict[tuple[str, str], _Posting] = {}
+        self._closing = False
+        self._close_deadline = float("inf")
+        self._lost_at_close = False
+        self._drops_unlogged = 0
+        self._drop_logged_at = float("-inf")
+        self._thread = threading.Thread(target=self._run, name="iotad-alertmanager", daemon=True)
+        self._thread.start()
+
+    # -- AlertSink -------------------------------------------------------------------------
+
+    def send(self, event: AlertEvent) -> None:
+        """Queue `event` for delivery; never blocks on the network."""
+        key = (event.device, event.metric)
+        with self._cond:
+            if event.state == "firing":
+                prev = self._active.get(key)
+                # A redelivered firing event of the same episode keeps the episode's start.
+                start = prev.starts_at if prev and prev.event.id == event.id else event.ts
+                posting = _Posting(event, start)
+                self._active[key] = posting
+            else:
+                prev = self._active.pop(key, None)
+                posting = _Posting(event, prev.starts_at if prev else event.ts)
+            self.active_gauge.set(len(self._active))
+            if self._closing:
+                self._count_drop("shutdown", 1)
+                return
+            if len(self._queue) >= self._queue_size:
+                self._queue.popleft()
+                self._count_drop("queue_full", 1)
+            self._queue.append(posting)
+            self._cond.notify()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Deliver what is queued (for at most `timeout_s`), then stop the thread.
+
+        Active alerts are not resolved: if the worker comes back it re-posts them, and if it
+        does not they expire at their ``endsAt``. Returns True when everything was flushed.
+        """
+        with self._cond:
+            if not self._closing:
+                self._closing = True
+                self._close_deadline = time.monotonic() + timeout_s
+            self._cond.notify_all()
+        self._thread.join(timeout_s + 1.0)
+        with self._cond:
+            return not self._thread.is_alive() and not self._queue and not self._lost_at_close
+
+    def __enter__(self) -> AlertmanagerSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def queue_depth(self) -> int:
+        """Events waiting for delivery."""
+        with self._cond:
+            return len(self._queue)
+
+    # -- delivery thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_refresh = time.monotonic() + self.resend_interval_s
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    wait_s = next_refresh - time.monotonic()
+                    if wait_s <= 0:
+                        break
+                    self._cond.wait(wait_s)
+                if self._closing:
+                    if not self._queue:
+                        return
+                    if time.monotonic() >= self._close_deadline:
+                        self._count_drop("shutdown", len(self._queue))
+                        self._queue.clear()
+                        return
+                # Re-post active alerts when due, even on a busy queue: a firing alert whose
+                # endsAt passes would read as resolved in Alertmanager.
+                if not self._closing and time.monotonic() >= next_refresh:
+                    batch = list(self._active.values())
+                    next_refresh = time.monotonic() + self.resend_interval_s
+                else:
+                    n = min(len(self._queue), self.max_batch)
+                    batch = [self._queue.popleft() for _ in range(n)]
+            for i in range(0, len(batch), self.max_batch):
+                self._deliver(batch[i : i + self.max_batch])
+
+    def _deliver(self, batch: list[_Posting]) -> None:
+        """Post `batch` until it is accepted, rejected, or the close deadline passes."""
+        delay_s = self.backoff_initial_s
+        while True:
+            now = self._clock()
+            body = json.dumps(self._payload(batch, now)).encode()
+            try:
+                self._post(body)
+            except urllib.error.HTTPError as exc:
+                self.errors.inc()
+                # 4xx (but 408 / 429) will not get better by retrying the same body.
+                if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                    detail = exc.read(500).decode(errors="replace")
+                    log.error("alertmanager rejected %d alerts: %s %s", len(batch), exc, detail)
+                    self.dropped.labels("rejected").inc(len(batch))
+                    return
+                log.warning("alertmanager error, will retry in %.1fs: %s", delay_s, exc)
+            except (OSError, ValueError) as exc:  # URLError, refused, timeout, reset
+                self.errors.inc()
+                log.warning("alertmanager unreachable, will retry in %.1fs: %s", delay_s, exc)
+            else:
+                self.sent.inc(len(batch))
+                return
+            with self._cond:
+                if self._closing:
+                    remaining = self._close_deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._count_drop("shutdown", len(batch))
+                        return
+                    self._cond.wait(min(delay_s, remaining))
+                else:
+                    # Jitter keeps a fleet of workers from retrying in lockstep.
+                    self._cond.wait(delay_s * random.uniform(0.8, 1.0))
+            delay_s = min(delay_s * 2.0, self.backoff_max_s)
+
+    def _payload(self, batch: Iterable[_Posting], now: float) -> list[dict[str, Any]]:
+        return [
+            alert_payload(
+                p.event,
+                starts_at=p.starts_at,
+                now=now,
+                ttl_s=self.ttl_s,
+                worker_url=self.worker_url,
+                severity=self.severity,
+                labels=self.labels,
+            )
+            for p in batch
+        ]
+
+    def _post(self, body: bytes) -> None:
+        timeout = self.timeout_s
+        if self._closing:
+            timeout = max(0.1, min(timeout, self._close_deadline - time.monotonic()))
+        req = urllib.request.Request(self.endpoint, data=body, headers=self._headers)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read()
+
+    def _count_drop(self, reason: str, n: int) -> None:
+        """Count `n` dropped alerts; log at most once a minute (called with the lock held)."""
+        self.dropped.labels(reason).inc(n)
+        self._lost_at_close = self._lost_at_close or reason == "shutdown"
+        self._drops_unlogged += n
+        now = time.monotonic()
+        if now - self._drop_logged_at >= 60.0:
+            log.warning(
+                "alertmanager sink dropped %d alerts (last reason: %s)",
+                self._drops_unlogged,
+                reason,
+            )
+            self._drops_unlogged = 0
+            self._drop_logged_at = now

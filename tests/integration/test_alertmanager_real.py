@@ -1,0 +1,196 @@
+"""AlertmanagerSink against a real Alertmanager binary (Debian's prometheus-alertmanager).
+
+What the v2 API does, checked here: a posted firing alert is listed by ``GET /api/v2/alerts``
+with ``status.state == "active"``; once a resolved alert (``endsAt`` in the past) is merged
+into it, it is no longer listed at all, whatever the ``active`` filter says.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from detector.alertmanager import AlertmanagerSink
+from detector.events import AlertEvent
+
+pytestmark = pytest.mark.integration
+
+# Upstream names the binary `alertmanager`, Debian `prometheus-alertmanager`.
+BINARY = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
+
+CONFIG = """\
+route:
+  receiver: blackhole
+  group_wait: 1s
+receivers:
+  - name: blackhole
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = cond()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+class RealAlertmanager:
+    """An Alertmanager process on a free port, clustering off, state in a temp dir."""
+
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        assert BINARY
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = tmp / "alertmanager.yml"
+        config.write_text(CONFIG)
+        self.log = (tmp / "alertmanager.log").open("wb")
+        self.proc = subprocess.Popen(
+            [
+                BINARY,
+                f"--config.file={config}",
+                f"--storage.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",  # no gossip port, no peers
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(self._ready)
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"alertmanager did not start: {self.log.name}") from None
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"alertmanager exited {self.proc.returncode}: {self.log.name}")
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def alerts(self, **params: str) -> list[dict[str, Any]]:
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        with urllib.request.urlopen(f"{self.url}/api/v2/alerts?{query}", timeout=5) as resp:
+            return json.load(resp)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[RealAlertmanager]:
+    if not BINARY:
+        pytest.skip("alertmanager binary not found (scripts/system-deps.sh installs it)")
+    am = RealAlertmanager(tmp_path)
+    yield am
+    am.stop()
+
+
+def event(state: str, ts: float, device: str = "press-7") -> AlertEvent:
+    return AlertEvent(
+        id=f"{device}-ep1-{state}",
+        state=state,  # type: ignore[arg-type]
+        device=device,
+        metric="temp",
+        ts=ts,
+        value=93.5,
+        expected=71.0,
+        lower=65.0,
+        upper=77.0,
+        score=4.2,
+        threshold=3.0,
+    )
+
+
+def ours(alerts: list[dict[str, Any]], device: str = "press-7") -> list[dict[str, Any]]:
+    return [a for a in alerts if a["labels"].get("device") == device]
+
+
+def test_firing_then_resolved(alertmanager: RealAlertmanager) -> None:
+    registry = CollectorRegistry()
+    sink = AlertmanagerSink(alertmanager.url, "http://worker:9108/", registry=registry)
+    t0 = time.time()
+    sink.send(event("firing", t0 - 5))
+
+    (alert,) = wait_for(lambda: ours(alertmanager.alerts()))
+    assert alert["status"]["state"] == "active"
+    assert alert["labels"] == {
+        "alertname": "SensorAnomaly",
+        "device": "press-7",
+        "metric": "temp",
+        "severity": "warning",
+    }
+    assert alert["annotations"]["upper"] == "77"
+    assert alert["annotations"]["alert_id"] == "press-7-ep1-firing"
+    assert alert["generatorURL"] == "http://worker:9108/"
+
+    sink.send(event("resolved", time.time()))
+    wait_for(lambda: not ours(alertmanager.alerts()))
+    # Resolved alerts are not listed even when inactive ones are asked for.
+    assert not ours(alertmanager.alerts(active="false"))
+    assert sink.close()
+    assert registry.get_sample_value("iotad_alertmanager_sent_total") == 2
+    assert registry.get_sample_value("iotad_alertmanager_errors_total") == 0
+
+
+def test_reposts_push_ends_at_forward(alertmanager: RealAlertmanager) -> None:
+    sink = AlertmanagerSink(alertmanager.url, "http://worker:9108/", resend_interval_s=0.3)
+    sink.send(event("firing", time.time()))
+    (first,) = wait_for(lambda: ours(alertmanager.alerts()))
+    (later,) = wait_for(
+        lambda: [a for a in ours(alertmanager.alerts()) if a["endsAt"] > first["endsAt"]]
+    )
+    assert later["startsAt"] == first["startsAt"]
+    assert later["fingerprint"] == first["fingerprint"]
+    sink.close()
+
+
+def test_delivers_once_alertmanager_comes_up(tmp_path: Path) -> None:
+    if not BINARY:
+        pytest.skip("alertmanager binary not found (scripts/system-deps.sh installs it)")
+    port = free_port()
+    registry = CollectorRegistry()
+    sink = AlertmanagerSink(
+        f"http://127.0.0.1:{port}",
+        "http://worker:9108/",
+        registry=registry,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
+    )
+    sink.send(event("firing", time.time(), device="late"))
+    wait_for(lambda: (registry.get_sample_value("iotad_alertmanager_errors_total") or 0) >= 1)
+    am = RealAlertmanager(tmp_path, port=port)
+    try:
+        wait_for(lambda: ours(am.alerts(), "late"))
+        assert sink.close()
+    finally:
+        am.stop()
