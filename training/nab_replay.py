@@ -1,0 +1,267 @@
+"""Replaying one NAB file through the worker's detection core, strictly causally.
+
+Per file: the probationary rows are history. A forecaster is fitted on them alone (the LSTM
+training pipeline, or the naive last-value baseline), then every later row goes through
+`detector.core.DetectionCore.process` in time order, as the worker would receive it. A row's
+score depends only on the rows before and at it: nothing looks at the file's later values,
+its overall min/max or its length (the caller passes the history length).
+
+The core's per-reading output becomes NAB's ``anomaly_score`` in exactly one place,
+`nab_anomaly_score`; its fixed default threshold is `DEFAULT_NAB_THRESHOLD`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.artifact import SCHEMA_VERSION, Artifact, load_artifact, parse_artifact
+from detector.core import DetectionConfig, DetectionCore
+from detector.features import fit_scale
+from detector.forecaster import Forecaster
+from detector.readings import Reading
+
+# What became of each row (the `status` column of the detail CSV).
+PROBATION, WARMING, DROPPED, SCORED = 0, 1, 2, 3
+
+DEFAULT_NAB_THRESHOLD = 0.5
+"""NAB threshold that equals the core's own: ``nab_anomaly_score(threshold) == 0.5``."""
+
+MODELS = ("lstm", "naive")
+
+
+def nab_anomaly_score(core_score: np.ndarray, core_threshold: float) -> np.ndarray:
+    """Map the core's per-reading score (|residual| in residual stds, >= 0) into NAB's [0, 1].
+
+    ``s / (s + core_threshold)``: strictly increasing, so NAB's optimised threshold sees the
+    core's ranking unchanged, and the core's own threshold lands on `DEFAULT_NAB_THRESHOLD`.
+    Rows the core did not score (NaN: probation, warm-up, dropped) get 0.
+    """
+    s = np.asarray(core_score, dtype=np.float64)
+    out = np.zeros(s.shape)
+    ok = np.isfinite(s)
+    out[ok] = s[ok] / (s[ok] + core_threshold)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """How to replay NAB files: model, training overrides, core settings, batching."""
+
+    model: str = "lstm"
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    """Fields of `training.pipeline.TrainConfig` to set (``--train KEY=VALUE``)."""
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    chunk_rows: int = 256
+    """Readings per `process` call; chunks start at fixed rows so a prefix replays the same."""
+    prime_rows: int | None = None
+    """History rows fed through the core before scoring starts; None = one window."""
+
+
+@dataclass(slots=True)
+class FileReplay:
+    """Everything the replay of one file produced, row-aligned with the file."""
+
+    name: str
+    timestamps: np.ndarray
+    values: np.ndarray
+    history_rows: int
+    core_score: np.ndarray  # NaN where the core gave no score
+    expected: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    is_anomaly: np.ndarray
+    status: np.ndarray
+    anomaly_score: np.ndarray
+    fit_s: float = 0.0
+    replay_s: float = 0.0
+    model_info: dict[str, Any] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per fate: probation, warming, dropped, scored; and core anomalies."""
+        return {
+            "rows": int(self.status.size),
+            "probation_rows": int(np.sum(self.status == PROBATION)),
+            "warming_rows": int(np.sum(self.status == WARMING)),
+            "dropped_rows": int(np.sum(self.status == DROPPED)),
+            "scored_rows": int(np.sum(self.status == SCORED)),
+            "core_anomalies": int(np.sum(self.is_anomaly)),
+        }
+
+
+def series_names(name: str) -> tuple[str, str]:
+    """The ``(device, metric)`` a NAB file plays as: its file stem and ``value``."""
+    stem = Path(name).stem
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem)[:64], "value"
+
+
+class LastValueForecaster:
+    """The naive forecast: tomorrow looks like today (last scaled value of each window)."""
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        return np.asarray(windows[:, -1, 0], dtype=np.float32)
+
+
+def _naive_artifact(key: str, values: np.ndarray, directory: Path) -> Artifact:
+    """An in-memory artifact for the naive forecaster, calibrated on the history only."""
+    offset, scale = fit_scale(values, "standard")
+    residual = np.diff((values - offset) / scale) if values.size > 1 else np.zeros(1)
+    stats = {
+        "mean": float(residual.mean()),
+        "std": float(residual.std()),
+        "abs_quantiles": {
+            q: float(np.quantile(np.abs(residual), float(q))) for q in ("0.5", "0.9", "0.99")
+        },
+        "n": int(residual.size),
+    }
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "version": f"naive-{key}",
+        "created_at": "1970-01-01T00:00:00Z",
+        "code_version": "iotad nab naive baseline",
+        "model": {"cell": "lstm", "units": [1], "bidirectional": False},
+        "window_len": 1,
+        "horizon": 1,
+        "features": ["value"],
+        "scaling": {"method": "standard", "per_series": {key: {"offset": offset, "scale": scale}}},
+        "calibration": {"per_series": {key: stats}, "global": stats},
+        "files": {"keras": "none.keras", "tflite": {"1": "none.tflite"}},
+    }
+    return parse_artifact(doc, directory)
+
+
+def _train_config(overrides: dict[str, Any]) -> Any:
+    """The training pipeline's default `TrainConfig` with `overrides` applied by field name."""
+    from training.pipeline import TrainConfig
+
+    cfg = TrainConfig()
+    known = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"TrainConfig has no field(s) {', '.join(unknown)}")
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def fit_forecaster(
+    key: str, ts: np.ndarray, values: np.ndarray, cfg: ReplayConfig, work_dir: Path
+) -> tuple[Artifact, Forecaster, dict[str, Any]]:
+    """Fit the replay's forecaster on history rows only; returns artifact, forecaster, info.
+
+    ``lstm`` trains with the project's pipeline and runs the LiteRT export, as the worker
+    does; ``naive`` needs no training (a baseline for what the model adds).
+    """
+    if cfg.model == "naive":
+        return _naive_artifact(key, values, work_dir), LastValueForecaster(), {"model": "naive"}
+    if cfg.model != "lstm":
+        raise ValueError(f"unknown model {cfg.model!r} (one of {', '.join(MODELS)})")
+    from detector.forecaster import LiteRTForecaster
+    from training.pipeline import train_series
+
+    result = train_series({key: (ts, values)}, _train_config(cfg.train_overrides), work_dir)
+    artifact = load_artifact(result.artifact_dir)
+    info = {"model": "lstm", "artifact_dir": str(result.artifact_dir)}
+    report = getattr(result, "report", None)
+    if isinstance(report, dict):
+        info["report"] = report
+    return artifact, LiteRTForecaster.from_artifact(artifact, num_threads=1), info
+
+
+def replay_series(
+    core: DetectionCore,
+    device: str,
+    metric: str,
+    ts: np.ndarray,
+    values: np.ndarray,
+    first_row: int,
+    score_from: int,
+    chunk_rows: int,
+) -> dict[str, np.ndarray]:
+    """Feed rows ``first_row..`` through `core` in time order; rows before `score_from` only
+    prime it. Returns row-aligned arrays (NaN / PROBATION for rows whose output is unused).
+
+    Chunks are cut at ``score_from + k * chunk_rows`` whatever the file's length, so a file
+    and any prefix of it send the same batches (the last one excepted) to the forecaster.
+    """
+    n = len(ts)
+    out = {k: np.full(n, np.nan) for k in ("core_score", "expected", "lower", "upper")}
+    out["is_anomaly"] = np.zeros(n, dtype=bool)
+    out["status"] = np.full(n, PROBATION, dtype=np.int8)
+    bounds = [first_row, *range(score_from, n, chunk_rows), n]
+    for lo, hi in itertools.pairwise(bounds):
+        if hi <= lo:
+            continue
+        readings = [Reading(device, metric, float(ts[i]), float(values[i])) for i in range(lo, hi)]
+        # The core hands back the very Reading objects it was given: map them to rows by id.
+        row_of = {id(r): lo + j for j, r in enumerate(readings)}
+        result = core.process(readings, now=0.0)
+        if lo < score_from:
+            continue  # priming: the core learns the window, nothing is reported
+        out["status"][lo:hi] = WARMING
+        for d in result.dropped:
+            out["status"][row_of[id(d.reading)]] = DROPPED
+        for s in result.scored:
+            row = row_of[id(s.reading)]
+            out["status"][row] = SCORED
+            out["core_score"][row] = s.score
+            out["expected"][row] = s.expected
+            out["lower"][row], out["upper"][row] = s.lower, s.upper
+            out["is_anomaly"][row] = s.is_anomaly
+    return out
+
+
+def replay_file(
+    name: str,
+    ts: np.ndarray,
+    values: np.ndarray,
+    history_rows: int,
+    cfg: ReplayConfig,
+    work_dir: Path,
+) -> FileReplay:
+    """Fit on ``values[:history_rows]``, then score every later row through the core.
+
+    `history_rows` is NAB's probationary length of the *whole* file (the caller's job, so
+    that a prefix of a file replays with the same history).
+    """
+    key = "/".join(series_names(name))
+    started = time.perf_counter()
+    artifact, forecaster, info = fit_forecaster(
+        key, ts[:history_rows], values[:history_rows], cfg, work_dir
+    )
+    replay = replay_fitted(name, ts, values, history_rows, artifact, forecaster, cfg)
+    replay.fit_s = time.perf_counter() - started - replay.replay_s
+    replay.model_info = info
+    return replay
+
+
+def replay_fitted(
+    name: str,
+    ts: np.ndarray,
+    values: np.ndarray,
+    history_rows: int,
+    artifact: Artifact,
+    forecaster: Forecaster,
+    cfg: ReplayConfig,
+) -> FileReplay:
+    """Score rows ``history_rows..`` with an already fitted forecaster, in a fresh core."""
+    started = time.perf_counter()
+    device, metric = series_names(name)
+    core = DetectionCore(artifact, forecaster, cfg.detection)
+    prime = artifact.window_len if cfg.prime_rows is None else cfg.prime_rows
+    first_row = max(0, history_rows - prime)
+    trace = replay_series(core, device, metric, ts, values, first_row, history_rows, cfg.chunk_rows)
+    return FileReplay(
+        name=name,
+        timestamps=np.asarray(ts, dtype=np.float64),
+        values=np.asarray(values, dtype=np.float64),
+        history_rows=history_rows,
+        anomaly_score=nab_anomaly_score(trace["core_score"], cfg.detection.threshold),
+        replay_s=time.perf_counter() - started,
+        **trace,
+    )
