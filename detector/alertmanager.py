@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import BaseModel, ConfigDict, Field
 
 from detector.events import AlertEvent
 
@@ -109,6 +111,26 @@ def alert_payload(
         "endsAt": iso_utc(ends),
         "generatorURL": worker_url,
     }
+
+
+class AlertmanagerSettings(BaseModel):
+    """Settings of the sink, meant as ``WorkerSettings.alertmanager`` (``IOTAD_ALERTMANAGER__*``).
+
+    The sink is off while `url` is unset.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    """Alertmanager base URL, e.g. ``http://alertmanager:9093``."""
+    external_url: str | None = None
+    """The worker as a human reaches it (``generatorURL``); default ``http://<hostname>:<port>/``."""
+    severity: str = "warning"
+    resend_interval_s: float = Field(60.0, gt=0)
+    """Keep below Alertmanager's resolve_timeout (5m by default)."""
+    queue_size: int = Field(10_000, ge=1)
+    timeout_s: float = Field(5.0, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
 
 
 class AlertmanagerSink:
@@ -210,6 +232,29 @@ class AlertmanagerSink:
         self._drop_logged_at = float("-inf")
         self._thread = threading.Thread(target=self._run, name="iotad-alertmanager", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: AlertmanagerSettings,
+        *,
+        metrics_port: int = 9108,
+        registry: CollectorRegistry | None = None,
+    ) -> AlertmanagerSink | None:
+        """The sink `settings` describe, or None when no URL is set."""
+        if not settings.url:
+            return None
+        worker_url = settings.external_url or f"http://{socket.gethostname()}:{metrics_port}/"
+        return cls(
+            settings.url,
+            worker_url,
+            severity=settings.severity,
+            resend_interval_s=settings.resend_interval_s,
+            queue_size=settings.queue_size,
+            timeout_s=settings.timeout_s,
+            backoff_max_s=settings.backoff_max_s,
+            registry=registry,
+        )
 
     # -- AlertSink -------------------------------------------------------------------------
 

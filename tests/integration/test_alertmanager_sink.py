@@ -17,7 +17,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector.alertmanager import AlertmanagerSink, alert_payload, iso_utc
+from detector.alertmanager import (
+    AlertmanagerSettings,
+    AlertmanagerSink,
+    alert_payload,
+    iso_utc,
+)
 from detector.events import AlertEvent
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -297,3 +302,15 @@ def test_active_alerts_are_reposted_until_resolved(
     later = am.alerts[n:]
     assert {a["labels"]["device"] for a in later} == {"other"}  # press-7 no longer re-posted
     assert sink.close()
+
+
+def test_from_settings(am: FakeAlertmanager, registry: CollectorRegistry) -> None:
+    assert AlertmanagerSink.from_settings(AlertmanagerSettings()) is None
+    settings = AlertmanagerSettings(url=am.url, severity="page", resend_interval_s=5)
+    sink = AlertmanagerSink.from_settings(settings, metrics_port=9200, registry=registry)
+    assert sink is not None
+    assert sink.worker_url == f"http://{socket.gethostname()}:9200/"
+    assert sink.ttl_s == 20
+    sink.send(event())
+    assert sink.close()
+    assert am.alerts[0]["labels"]["severity"] == "page"
