@@ -1,0 +1,152 @@
+"""Alert events and scored readings out to MQTT.
+
+- `MqttAlertSink` (an `AlertSink`): QoS 1 on ``alerts/{device}/{metric}``, JSON with a stable
+  id per episode and state, so consumers can drop redelivered duplicates.
+- `ScoreStream`: opt-in, every scored reading on ``scores/{device}/{metric}`` at QoS 0.
+
+Both publish through a `Publisher` (the MQTT connection, or a list in a test).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Protocol
+
+import msgspec
+
+from detector.events import AlertEvent, Scored
+
+
+class Delivery(Protocol):
+    """A queued publish; `wait` returns True once the broker has it (QoS 0: once sent)."""
+
+    def wait(self, timeout_s: float) -> bool: ...
+
+
+class Publisher(Protocol):
+    """Something that publishes to topics; None means the publish was refused."""
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> Delivery | None: ...
+
+
+class AlertMessage(msgspec.Struct, frozen=True):
+    """The JSON of one alert event on the alerts topic."""
+
+    id: str
+    state: str
+    device: str
+    metric: str
+    ts: float
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    threshold: float
+    model: str
+    worker: str
+
+
+class ScoreMessage(msgspec.Struct, frozen=True):
+    """The JSON of one scored reading on the scores topic."""
+
+    ts: float
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    anomaly: bool
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class MqttAlertSink:
+    """Publishes alert events at QoS 1 on ``<prefix>/{device}/{metric}``.
+
+    `flush` waits until the broker has confirmed every event sent so far; the worker calls
+    it before acknowledging the input that caused the events, so an alert is never lost
+    to a crash between the ack and the publish.
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        *,
+        prefix: str = "alerts",
+        model_version: str = "",
+        worker_id: str = "",
+        qos: int = 1,
+    ) -> None:
+        self.publisher = publisher
+        self.prefix = prefix
+        self.model_version = model_version
+        self.worker_id = worker_id
+        self.qos = qos
+        self.failed = 0
+        self._pending: list[Delivery] = []
+
+    def topic(self, event: AlertEvent) -> str:
+        return f"{self.prefix}/{event.device}/{event.metric}"
+
+    def encode(self, event: AlertEvent) -> bytes:
+        return _encode(
+            AlertMessage(
+                id=event.id,
+                state=event.state,
+                device=event.device,
+                metric=event.metric,
+                ts=event.ts,
+                value=event.value,
+                expected=event.expected,
+                lower=event.lower,
+                upper=event.upper,
+                score=event.score,
+                threshold=event.threshold,
+                model=self.model_version,
+                worker=self.worker_id,
+            )
+        )
+
+    def send(self, event: AlertEvent) -> None:
+        delivery = self.publisher.publish(self.topic(event), self.encode(event), qos=self.qos)
+        if delivery is None:
+            self.failed += 1
+        else:
+            self._pending.append(delivery)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s` in all) for the broker to confirm the pending events."""
+        deadline = time.monotonic() + timeout_s
+        pending, self._pending = self._pending, []
+        ok = True
+        for delivery in pending:
+            ok = delivery.wait(max(0.0, deadline - time.monotonic())) and ok
+        return ok
+
+
+class ScoreStream:
+    """Publishes every scored reading on ``<prefix>/{device}/{metric}`` at QoS 0."""
+
+    def __init__(self, publisher: Publisher, prefix: str = "scores") -> None:
+        self.publisher = publisher
+        self.prefix = prefix
+        self.failed = 0
+
+    def send_many(self, scored: Iterable[Scored]) -> int:
+        """Publish each scored reading; returns how many the client refused."""
+        failed = 0
+        publish = self.publisher.publish
+        for s in scored:
+            r = s.reading
+            body = _encode(
+                ScoreMessage(r.ts, r.value, s.expected, s.lower, s.upper, s.score, s.is_anomaly)
+            )
+            if publish(f"{self.prefix}/{r.device}/{r.metric}", body, 0) is None:
+                failed += 1
+        self.failed += failed
+        return failed

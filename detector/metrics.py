@@ -1,0 +1,214 @@
+"""The worker's Prometheus metrics. Names are a contract with deploy/ (Grafana, rules).
+
+Everything is registered on a registry passed in, so each test builds a fresh
+``CollectorRegistry()`` and reads samples back with ``registry.get_sample_value``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# Reading ts -> decision, 1 ms to 60 s: a live stream sits in the low buckets, a backlog or a
+# lagging worker shows up in the top ones.
+LAG_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+INFERENCE_BUCKETS_S = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+
+class BulkHistogram(Collector):
+    """A histogram fed with whole numpy arrays of observations.
+
+    The lag is observed once per reading; `Histogram.observe` takes a lock per call, which at
+    50k readings/s costs more than the bucketing of a whole batch with numpy.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self._counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last one: +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray | Sequence[float]) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        if values.size == 0:
+            return
+        # le semantics: a value equal to a bound belongs to that bound's bucket.
+        idx = np.searchsorted(self.bounds, values, side="left")
+        counts = np.bincount(idx, minlength=len(self._counts))
+        total = float(values.sum())
+        with self._lock:
+            self._counts += counts
+            self._sum += total
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts)
+            total = self._sum
+        buckets = [(_le(b), float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+class WorkerMetrics:
+    """All `iotad_*` metrics of one worker, on `registry`.
+
+    `series_devices` is the opt-in allow-list of devices that get per-series gauges
+    (value, expected, score); no other metric carries a device label.
+    """
+
+    def __init__(self, registry: CollectorRegistry, series_devices: Iterable[str] = ()) -> None:
+        self.registry = registry
+        r = registry
+        self.messages = Counter("iotad_messages_total", "MQTT messages received", registry=r)
+        self.readings = Counter(
+            "iotad_readings_total", "Readings received (= accepted + rejected)", registry=r
+        )
+        self.accepted = Counter(
+            "iotad_readings_accepted_total", "Readings taken by the detection core", registry=r
+        )
+        self.rejected = Counter(
+            "iotad_readings_rejected_total",
+            "Readings rejected by the decoder or dropped by the core, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.scored = Counter(
+            "iotad_readings_scored_total", "Readings the model forecast and scored", registry=r
+        )
+        self.warming = Counter(
+            "iotad_readings_warming_total",
+            "Readings of series whose window is not full yet",
+            registry=r,
+        )
+        self.anomalies = Counter("iotad_anomalies_total", "Anomalous readings", registry=r)
+        self.alert_events = Counter(
+            "iotad_alert_events_total", "Alert events by state", ["state"], registry=r
+        )
+        for state in ("firing", "resolved"):
+            self.alert_events.labels(state)  # present at 0 from the start, for rate() queries
+        self.series_active = Gauge("iotad_series_active", "Series with state", registry=r)
+        self.series_warming = Gauge(
+            "iotad_series_warming", "Series whose window is not full yet", registry=r
+        )
+        self.queue_depth = Gauge(
+            "iotad_ingest_queue_depth", "Messages waiting for the detection thread", registry=r
+        )
+        self.batch_size = Histogram(
+            "iotad_batch_size",
+            "Readings per drain of the ingest queue",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "iotad_inference_seconds",
+            "Seconds per model call",
+            buckets=INFERENCE_BUCKETS_S,
+            registry=r,
+        )
+        self.lag = BulkHistogram(
+            "iotad_lag_seconds", "Seconds from a reading's ts to its decision", LAG_BUCKETS_S
+        )
+        r.register(self.lag)
+        self.mqtt_connected = Gauge(
+            "iotad_mqtt_connected", "1 while connected to the broker", registry=r
+        )
+        self.mqtt_reconnects = Counter(
+            "iotad_mqtt_reconnects_total", "Connections to the broker after the first", registry=r
+        )
+        self.ready = Gauge("iotad_ready", "1 when connected and the model is loaded", registry=r)
+        self.model_info = Gauge(
+            "iotad_model_info",
+            "The loaded model artifact",
+            ["version", "cell", "window"],
+            registry=r,
+        )
+        self.deadletter = Counter(
+            "iotad_deadletter_total", "Messages published to the dead-letter topic", registry=r
+        )
+        self.publish_failed = Counter(
+            "iotad_publish_failed_total",
+            "Publishes the MQTT client refused (queue full, not connected), by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.series_devices = frozenset(series_devices)
+        self.series_value = self.series_expected = self.series_score = None
+        if self.series_devices:
+            self.series_value = Gauge(
+                "iotad_series_value",
+                "Last value (allow-listed devices)",
+                ["device", "metric"],
+                registry=r,
+            )
+            self.series_expected = Gauge(
+                "iotad_series_expected",
+                "Last forecast (allow-listed devices)",
+                ["device", "metric"],
+                registry=r,
+            )
+            self.series_score = Gauge(
+                "iotad_series_score",
+                "Last anomaly score (allow-listed devices)",
+                ["device", "metric"],
+                registry=r,
+            )
+
+    def set_model(self, version: str, cell: str, window: int) -> None:
+        """Publish the loaded artifact as ``iotad_model_info{version,cell,window} 1``."""
+        self.model_info.clear()
+        self.model_info.labels(version, cell, str(window)).set(1)
+
+    def set_series(
+        self, device: str, metric: str, value: float, expected: float, score: float
+    ) -> None:
+        """Per-series gauges; a no-op unless `device` is allow-listed."""
+        if device not in self.series_devices or self.series_value is None:
+            return
+        self.series_value.labels(device, metric).set(value)
+        self.series_expected.labels(device, metric).set(expected)  # type: ignore[union-attr]
+        self.series_score.labels(device, metric).set(score)  # type: ignore[union-attr]

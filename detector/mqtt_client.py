@@ -1,0 +1,321 @@
+"""The paho-mqtt adapter: connect, subscribe, hand messages over, ack, publish, status.
+
+Only this module knows paho. The network thread runs `on_message`, which must stay cheap: the
+worker passes a callback that decodes and enqueues. Acknowledgements are manual (QoS 1,
+``manual_ack=True``) and come from the detection thread once a message's readings are done.
+
+Every connection gets a new *generation* number. A message remembers the generation it
+arrived on; its ack is only sent on that same connection. After a reconnect the broker
+redelivers whatever was not acknowledged, and an ack sent on the new connection for an old
+message id could acknowledge a different message.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from detector.metrics import WorkerMetrics
+from detector.settings import MqttSettings
+
+log = logging.getLogger("iotad.mqtt")
+
+# message topic (raw bytes: paho's str property raises on bad UTF-8), payload, mid, qos, generation
+MessageHandler = Callable[[bytes, bytes, int, int, int], None]
+
+
+class ConnectError(Exception):
+    """The broker could not be reached or refused us; the message is one line, no secrets."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, secret-free description of a connection failure."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on that port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host ({exc.strerror})"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
+
+
+class InfoDelivery:
+    """A paho publish as an `alerts.Delivery`."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, info: mqtt.MQTTMessageInfo) -> None:
+        self.info = info
+
+    def wait(self, timeout_s: float) -> bool:
+        try:
+            self.info.wait_for_publish(timeout=timeout_s)
+        except (RuntimeError, ValueError):  # refused or dropped by paho
+            return False
+        return self.info.is_published()
+
+
+class MqttConnection:
+    """One paho client with the worker's session, subscriptions and status topic.
+
+    Args:
+        settings: broker, credentials, TLS, topics, session.
+        client_id: stable id (the worker id), so the broker keeps the session across restarts.
+        status_topic: retained ``{"state": "online"|"offline"}``; offline is also the will.
+        on_message: called on the network thread as ``(topic, payload, mid, qos, generation)``.
+        metrics: connection gauges and counters (optional).
+        status_extra: more fields for the online status (worker, model version, ...).
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        *,
+        status_topic: str,
+        on_message: MessageHandler,
+        metrics: WorkerMetrics | None = None,
+        status_extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.status_topic = status_topic
+        self.metrics = metrics
+        self._handler = on_message
+        self._status_extra = dict(status_extra or {})
+        self.generation = 0
+        self.connected = False
+        self._ever_connected = False
+        self._closing = False
+        self._connack = threading.Event()
+        self._refusal: str | None = None
+        self.v5 = settings.version == "5"
+        self.client = self._make_client()
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            # v3.1.1: a persistent session; v5 uses clean_start=False on connect instead.
+            clean_session=None if self.v5 else False,
+            manual_ack=True,
+            reconnect_on_failure=True,
+        )
+        client.max_queued_messages_set(s.max_queued_publishes)
+        client.max_inflight_messages_set(100)
+        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
+        if s.username is not None:
+            password = s.password.get_secret_value() if s.password is not None else None
+            client.username_pw_set(s.username, password)
+        if s.tls.active:
+            try:
+                client.tls_set(
+                    ca_certs=str(s.tls.ca_file) if s.tls.ca_file else None,
+                    certfile=str(s.tls.cert_file) if s.tls.cert_file else None,
+                    keyfile=str(s.tls.key_file) if s.tls.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ConnectError(f"TLS setup failed: {describe_error(exc)}") from None
+            if s.tls.insecure:
+                client.tls_insecure_set(True)
+        client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def _connect_properties(self) -> Properties | None:
+        if not self.v5:
+            return None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.settings.session_expiry_s
+        # How many unacknowledged messages the broker may push ahead of our acks: enough to
+        # keep a batch in flight while the previous one is being processed.
+        props.ReceiveMaximum = self.settings.receive_maximum
+        return props
+
+    def _status(self, state: str) -> bytes:
+        doc = {"state": state, **self._status_extra, "ts": time.time()}
+        return msgspec.json.encode(doc)
+
+    @property
+    def url(self) -> str:
+        scheme = "mqtts" if self.settings.tls.active else "mqtt"
+        return f"{scheme}://{self.settings.host}:{self.settings.port}"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Connect (retrying with backoff up to ``connect_timeout_s``), then run the network
+        thread, which reconnects by itself from then on. Raises `ConnectError`; returns
+        early, unconnected, when `stop` is set meanwhile."""
+        s = self.settings
+        deadline = time.monotonic() + s.connect_timeout_s
+        delay = float(s.reconnect_min_s)
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            problem = self._try_connect(deadline)
+            if problem is None:
+                self.client.loop_start()
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectError(
+                    f"cannot connect to {self.url} as {self.client_id!r}: {problem} "
+                    f"(gave up after {s.connect_timeout_s:g} s)"
+                )
+            wait = min(delay, remaining)
+            log.warning("cannot connect to %s: %s; retrying in %.0f s", self.url, problem, wait)
+            stop.wait(wait)
+            delay = min(delay * 2, float(s.reconnect_max_s))
+
+    def _try_connect(self, deadline: float) -> str | None:
+        """One attempt, run by hand until CONNACK; None on success, else what went wrong."""
+        s = self.settings
+        self._connack.clear()
+        self._refusal = None
+        try:
+            kwargs: dict[str, Any] = {"keepalive": s.keepalive_s}
+            if self.v5:
+                kwargs["clean_start"] = False
+                kwargs["properties"] = self._connect_properties()
+            self.client.connect(s.host, s.port, **kwargs)
+        except (OSError, ValueError) as exc:
+            return describe_error(exc)
+        wait_until = min(deadline, time.monotonic() + max(5.0, s.keepalive_s))
+        while not self._connack.is_set() and time.monotonic() < wait_until:
+            rc = self.client.loop(timeout=0.1)
+            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+                break
+        if self._connack.is_set() and self._refusal is None:
+            return None
+        self._disconnect_quietly()
+        if self._refusal is not None:
+            return f"broker refused the connection: {self._refusal}"
+        if self._connack.is_set():
+            return "broker refused the connection"
+        return "connection closed before the broker answered (TLS or protocol mismatch?)"
+
+    def _disconnect_quietly(self) -> None:
+        try:
+            self.client.disconnect()
+            self.client.loop(timeout=0.05)
+        except Exception:  # already closed; nothing to clean up
+            pass
+
+    def close(self, timeout_s: float = 3.0) -> None:
+        """Publish the offline status (retained), disconnect, stop the network thread."""
+        self._closing = True
+        try:
+            if self.connected:
+                info = self.client.publish(
+                    self.status_topic, self._status("offline"), qos=1, retain=True
+                )
+                try:
+                    info.wait_for_publish(timeout=timeout_s)
+                except (RuntimeError, ValueError):
+                    log.warning("offline status not confirmed by the broker")
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+            self.connected = False
+            if self.metrics is not None:
+                self.metrics.mqtt_connected.set(0)
+
+    # -- traffic -------------------------------------------------------------------------
+
+    def ack(self, mid: int, qos: int, generation: int) -> bool:
+        """Acknowledge a processed message if its connection is still the current one."""
+        if qos == 0 or generation != self.generation:
+            return False
+        self.client.ack(mid, qos)
+        return True
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> InfoDelivery | None:
+        """Queue a publish; None when paho refused it (queue full, or QoS 0 while away)."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
+            # QoS 1 while disconnected is kept by paho and sent after the reconnect.
+            qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
+        ):
+            return InfoDelivery(info)
+        return None
+
+    # -- paho callbacks (network thread) -------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._refusal = str(reason)
+            self._connack.set()
+            return
+        self.generation += 1
+        self.connected = True
+        if self.metrics is not None:
+            self.metrics.mqtt_connected.set(1)
+            if self._ever_connected:
+                self.metrics.mqtt_reconnects.inc()
+        self._ever_connected = True
+        qos = self.settings.qos
+        # Renewed on every connect: a broker that lost the session must not leave us deaf.
+        if self.v5:
+            client.subscribe([(t, SubscribeOptions(qos=qos)) for t in self.settings.topics])
+        else:
+            client.subscribe([(t, qos) for t in self.settings.topics])
+        client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        log.info(
+            "connected to %s as %r (session present: %s), subscribed to %s",
+            self.url,
+            self.client_id,
+            bool(getattr(flags, "session_present", False)),
+            ", ".join(self.settings.topics),
+        )
+        self._connack.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        was_connected = self.connected
+        self.connected = False
+        if self.metrics is not None:
+            self.metrics.mqtt_connected.set(0)
+        if was_connected and not self._closing:
+            log.warning("disconnected from %s: %s; reconnecting", self.url, reason)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        for topic, reason in zip(self.settings.topics, reasons, strict=False):
+            if reason.is_failure:
+                log.error("subscription to %r refused by the broker: %s", topic, reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # message._topic: the raw bytes (the public .topic decodes and raises on bad UTF-8).
+        self._handler(message._topic, message.payload, message.mid, message.qos, self.generation)

@@ -1,0 +1,322 @@
+"""`iotad run`: the streaming worker. MQTT in; alerts, dead letters and metrics out.
+
+Cheap to import (the CLI imports every subcommand to build its help): pydantic, paho, numpy
+and LiteRT are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+# Before numpy is imported anywhere: OpenBLAS' default threads made small matmuls erratic
+# (4k-44k windows/s for the same work) and the worker's second core belongs to paho.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from detector.settings import WorkerSettings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# flag dest -> (dotted setting, flag as shown in errors)
+FLAGS: dict[str, tuple[str, str]] = {
+    "host": ("mqtt.host", "--host"),
+    "port": ("mqtt.port", "--port"),
+    "topic": ("mqtt.topics", "--topic"),
+    "mqtt_version": ("mqtt.version", "--mqtt-version"),
+    "username": ("mqtt.username", "--username"),
+    "ca_file": ("mqtt.tls.ca_file", "--ca-file"),
+    "model": ("model.path", "--model"),
+    "metrics_host": ("metrics.host", "--metrics-host"),
+    "metrics_port": ("metrics.port", "--metrics-port"),
+    "worker_id": ("worker_id", "--worker-id"),
+    "threshold": ("detection.threshold", "--threshold"),
+    "scores": ("output.scores", "--scores"),
+    "log_level": ("log.level", "--log-level"),
+}
+
+EPILOG = """\
+Every setting can also be given as an environment variable (IOTAD_ prefix, `__` between
+levels), in a .env file, or as a file in the secrets directory named like the variable
+(IOTAD_SECRETS_DIR, default /run/secrets): e.g. IOTAD_MQTT__HOST, IOTAD_MQTT__PORT,
+IOTAD_MQTT__TOPICS (comma-separated), IOTAD_MQTT__USERNAME, IOTAD_MQTT__PASSWORD (environment or
+secrets file only: there is no password flag), IOTAD_MQTT__TLS__CA_FILE,
+IOTAD_MQTT__TLS__CERT_FILE, IOTAD_MQTT__TLS__KEY_FILE, IOTAD_MQTT__SESSION_EXPIRY_S,
+IOTAD_MODEL__PATH, IOTAD_METRICS__PORT, IOTAD_DETECTION__THRESHOLD, IOTAD_OUTPUT__SCORES,
+IOTAD_OUTPUT__DEADLETTER_TOPIC, IOTAD_PAYLOAD__MAX_BYTES. Flags win over the environment.
+Exit codes: 0 after SIGTERM/SIGINT, 1 when the model or the broker cannot be used,
+2 for invalid settings."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `iotad run` (the most used settings; the rest are IOTAD_* variables)."""
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add = parser.add_argument
+    add("--model", metavar="DIR", help="model artifact directory (IOTAD_MODEL__PATH)")
+    add("--host", help="MQTT broker host (IOTAD_MQTT__HOST, default localhost)")
+    add("--port", type=int, help="MQTT broker port (IOTAD_MQTT__PORT, default 1883)")
+    add(
+        "--topic",
+        action="append",
+        metavar="FILTER",
+        help="topic filter to subscribe to; repeatable (IOTAD_MQTT__TOPICS, default sensors/#)",
+    )
+    add("--mqtt-version", choices=["5", "3.1.1"], help="MQTT protocol (default 5)")
+    add("--username", help="MQTT user name; the password comes from IOTAD_MQTT__PASSWORD")
+    add("--ca-file", metavar="PEM", help="CA bundle for TLS (IOTAD_MQTT__TLS__CA_FILE)")
+    add("--worker-id", help="stable worker id: MQTT client id and status topic (IOTAD_WORKER_ID)")
+    add("--metrics-host", help="bind address for /metrics /healthz /readyz (default 0.0.0.0)")
+    add("--metrics-port", type=int, help="port for /metrics /healthz /readyz (default 9108)")
+    add("--threshold", type=float, help="anomaly score threshold (IOTAD_DETECTION__THRESHOLD)")
+    add(
+        "--scores",
+        action="store_true",
+        default=None,
+        help="publish every scored reading on scores/{device}/{metric} (IOTAD_OUTPUT__SCORES)",
+    )
+    add("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    add("--env-file", default=".env", metavar="PATH", help="dotenv file to read (default .env)")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Nested settings from the flags that were given (None means not given)."""
+    out: dict[str, Any] = {}
+    for dest, (dotted, _flag) in FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from detector.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(
+            overrides_from_args(args),
+            env_file=args.env_file or None,
+            flags={dotted: flag for dotted, flag in FLAGS.values()},
+        )
+    except SettingsError as exc:
+        for line in exc.lines:
+            print(f"iotad run: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(settings.log.level)
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    return serve(settings, stop=stop)
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def serve(
+    settings: WorkerSettings,
+    *,
+    stop: threading.Event,
+    registry: CollectorRegistry | None = None,
+    started: Any = None,
+) -> int:
+    """Run the worker until `stop` is set; returns the exit code.
+
+    `registry` defaults to a fresh one; `started`, if given, is called with the running
+    `Service` once the worker is connected (tests read ports and state from it).
+    """
+    import logging
+
+    from detector.settings import unknown_env_vars
+
+    log = logging.getLogger("iotad.run")
+    for name in unknown_env_vars():
+        log.warning("environment variable %s names no setting; ignored", name)
+    service = Service(settings, registry)
+    try:
+        code = service.start(stop)
+        if code != EXIT_OK:
+            return code
+        if started is not None:
+            started(service)
+        return service.wait(stop)
+    finally:
+        service.shutdown()
+
+
+class Service:
+    """The parts of one running worker, built from settings (see `serve`)."""
+
+    def __init__(self, settings: WorkerSettings, registry: CollectorRegistry | None) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from detector.metrics import WorkerMetrics
+
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = WorkerMetrics(self.registry, settings.metrics.series_devices)
+        self.worker: Any = None
+        self.connection: Any = None
+        self.http: Any = None
+        self.model_version = ""
+        self.started_s = time.monotonic()
+        self.ready_after_s: float | None = None
+
+    def ready(self) -> tuple[bool, str]:
+        if self.worker is None:
+            return False, "model not loaded"
+        if not self.worker.alive:
+            return False, "detection thread not running"
+        if self.connection is None or not self.connection.connected:
+            return False, "not connected to the broker"
+        return True, "ready"
+
+    def start(self, stop: threading.Event) -> int:
+        import logging
+
+        from detector.artifact import ArtifactError, load_artifact
+        from detector.core import DetectionCore
+        from detector.forecaster import LiteRTForecaster
+        from detector.health import HealthServer
+        from detector.mqtt_client import ConnectError, MqttConnection
+        from detector.payloads import PayloadDecoder, PayloadLimits
+        from detector.ratelimit import RateLimitedLog
+        from detector.worker import Worker, make_outputs
+
+        log = logging.getLogger("iotad.run")
+        s = self.settings
+        self.http = HealthServer(self.registry, self.ready, s.metrics.host, s.metrics.port)
+        try:
+            self.http.start()
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", s.metrics.host, s.metrics.port, exc.strerror)
+            self.http = None
+            return EXIT_FAILED
+        try:
+            artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
+            forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
+            core = DetectionCore(artifact, forecaster, s.detection)
+        except ArtifactError as exc:
+            log.error("cannot load the model: %s", exc)
+            return EXIT_FAILED
+        self.model_version = artifact.version
+        self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
+        decoder = PayloadDecoder(
+            s.mqtt.topic_patterns,
+            PayloadLimits(s.payload.max_bytes, s.payload.max_readings, s.payload.max_future_s),
+        )
+        reject_log = RateLimitedLog(
+            logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
+        )
+        worker = Worker(
+            core,
+            self.metrics,
+            decoder,
+            queue_size=s.queue_size,
+            max_batch=s.max_batch,
+            reject_log=reject_log,
+        )
+        status_extra = {
+            "worker": s.worker_id,
+            "model": artifact.version,
+            "pid": os.getpid(),
+        }
+        try:
+            conn = MqttConnection(
+                s.mqtt,
+                s.client_id,
+                status_topic=f"{s.output.status_prefix}/{s.worker_id}",
+                on_message=worker.on_message,
+                metrics=self.metrics,
+                status_extra=status_extra,
+            )
+        except ConnectError as exc:
+            log.error("%s", exc)
+            return EXIT_FAILED
+        sink, dead, stream = make_outputs(
+            conn,
+            worker_id=s.worker_id,
+            model_version=artifact.version,
+            alerts_prefix=s.output.alerts_prefix,
+            deadletter_topic=s.output.deadletter_topic,
+            deadletter_payload_bytes=s.output.deadletter_payload_bytes,
+            scores=s.output.scores,
+            scores_prefix=s.output.scores_prefix,
+        )
+        worker.sinks, worker.deadletter, worker.scores = [sink], dead, stream
+        worker.attach(conn)
+        # The detection thread runs before we connect: a persistent session may deliver a
+        # backlog during the handshake, and the bounded queue must be drained meanwhile.
+        worker.start()
+        self.worker = worker
+        self.connection = conn
+        try:
+            conn.start(stop=stop)
+        except ConnectError as exc:
+            log.error("%s", exc)
+            return EXIT_FAILED
+        if stop.is_set():
+            return EXIT_OK
+        self.ready_after_s = time.monotonic() - self.started_s
+        self.metrics.ready.set(1)
+        log.info(
+            "worker %s ready in %.2f s: model %s (%s, window %d)",
+            s.worker_id,
+            self.ready_after_s,
+            artifact.version,
+            artifact.cell,
+            artifact.window_len,
+        )
+        return EXIT_OK
+
+    def wait(self, stop: threading.Event) -> int:
+        """Until `stop`; a dead detection thread ends the run with exit code 1."""
+        while not stop.wait(0.5):
+            ok, _ = self.ready()
+            self.metrics.ready.set(1 if ok else 0)
+            if self.worker is not None and not self.worker.alive:
+                return EXIT_FAILED
+        return EXIT_OK
+
+    def shutdown(self) -> None:
+        """Finish the batch in flight, publish offline status, disconnect, stop serving."""
+        import logging
+
+        log = logging.getLogger("iotad.run")
+        self.metrics.ready.set(0)
+        if self.worker is not None:
+            self.worker.stop()
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception as exc:  # shutting down anyway
+                log.warning("disconnect: %s", exc)
+        if self.http is not None:
+            self.http.stop()
+        log.info("stopped")

@@ -1,0 +1,406 @@
+"""Settings of `iotad run`: environment (``IOTAD_*``), ``.env``, a secrets directory, flags.
+
+Precedence, highest first: command-line flags, environment variables, the ``.env`` file,
+files in the secrets directory, defaults. Nested settings use ``__``::
+
+    IOTAD_MQTT__HOST=broker IOTAD_MQTT__PORT=8883 IOTAD_MQTT__TLS__CA_FILE=/etc/ca.pem
+    IOTAD_MODEL__PATH=/models/current IOTAD_DETECTION__THRESHOLD=5
+
+Passwords come from the environment or, better, from a file named like the variable in the
+secrets directory (``/run/secrets/iotad_mqtt__password``; the directory is
+``IOTAD_SECRETS_DIR``, default ``/run/secrets`` when it exists). There is no password flag.
+
+pydantic is used here, at start-up, and nowhere on the per-message path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources import NestedSecretsSettingsSource
+
+from detector.core import DetectionConfig
+from detector.payloads import DEFAULT_PATTERNS, TopicPattern
+from detector.readings import valid_name
+
+ENV_PREFIX = "IOTAD_"
+NESTED = "__"
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+
+
+class SettingsError(Exception):
+    """Invalid settings; `lines` holds one line per problem, each naming the setting."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def default_worker_id() -> str:
+    """``iotad-<hostname>``, reduced to the characters a client id and topic may carry."""
+    host = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname()) or "local"
+    return f"iotad-{host}"[:64]
+
+
+def _split_list(value: Any) -> Any:
+    """Lists from the environment: JSON (``["a","b"]``) or comma-separated (``a,b``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode]
+
+
+def _check_topic_name(topic: str, what: str) -> str:
+    if not topic or any(c in topic for c in "+#\0") or topic.startswith("/") or topic.endswith("/"):
+        raise ValueError(f"{what} {topic!r} must be a topic without wildcards or outer '/'")
+    return topic
+
+
+class TLSSettings(BaseModel):
+    """TLS to the broker. On when `enabled` or any file is given; verification always on
+    unless `insecure` (which skips the host name check; for test brokers only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    insecure: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or self.ca_file is not None or self.cert_file is not None
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TLSSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (a client certificate)")
+        return self
+
+
+class MqttSettings(BaseModel):
+    """The broker connection and what to subscribe to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    version: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None
+    """Defaults to the worker id: stable, so the broker keeps the session across restarts."""
+    username: str | None = None
+    password: SecretStr | None = None
+    topics: StrList = Field(default_factory=lambda: ["sensors/#"])
+    topic_patterns: StrList = Field(default_factory=lambda: list(DEFAULT_PATTERNS))
+    qos: Literal[0, 1] = 1
+    keepalive_s: int = Field(30, ge=5, le=65535)
+    session_expiry_s: int = Field(3600, ge=0, le=4_294_967_295)
+    """MQTT v5: how long the broker keeps the session (and queues) while the worker is away."""
+    receive_maximum: int = Field(4096, ge=1, le=65535)
+    """MQTT v5: unacknowledged messages the broker may send ahead (v3.1.1: the broker's
+    max_inflight_messages decides)."""
+    reconnect_min_s: int = Field(1, ge=1)
+    reconnect_max_s: int = Field(60, ge=1)
+    connect_timeout_s: float = Field(30.0, gt=0)
+    """At start-up, give up (exit 1) when no connection succeeded within this time."""
+    max_queued_publishes: int = Field(10_000, ge=1)
+    """Outgoing QoS 1 messages (alerts, dead letters) held while the broker is away."""
+    tls: TLSSettings = Field(default_factory=TLSSettings)
+
+    _split = field_validator("topics", "topic_patterns", mode="before")(_split_list)
+
+    @field_validator("topics")
+    @classmethod
+    def _filters(cls, topics: list[str]) -> list[str]:
+        if not topics:
+            raise ValueError("at least one topic filter is needed")
+        for topic in topics:
+            parts = topic.split("/")
+            bad_hash = "#" in topic and (parts[-1] != "#" or topic.count("#") > 1)
+            bad_plus = any("+" in p and p != "+" for p in parts)
+            if not topic or bad_hash or bad_plus:
+                raise ValueError(f"{topic!r} is not a valid MQTT topic filter")
+        return topics
+
+    @field_validator("topic_patterns")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        if not patterns:
+            raise ValueError("at least one topic pattern is needed")
+        for pattern in patterns:
+            TopicPattern(pattern)  # raises ValueError naming the bad segment
+        return patterns
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        if value is not None and not (1 <= len(value) <= 64):
+            raise ValueError("client id must be 1 to 64 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff(self) -> MqttSettings:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        return self
+
+
+class PayloadSettings(BaseModel):
+    """Bounds on incoming messages (see `detector.payloads.PayloadLimits`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_bytes: int = Field(65_536, ge=1, le=268_435_455)
+    max_readings: int = Field(1000, ge=1)
+    max_future_s: float = Field(300.0, ge=0)
+
+
+class OutputSettings(BaseModel):
+    """Topics the worker publishes to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alerts_prefix: str = "alerts"
+    scores: bool = False
+    """Publish every scored reading on ``<scores_prefix>/{device}/{metric}`` (QoS 0)."""
+    scores_prefix: str = "scores"
+    deadletter_topic: str = "iotad/deadletter"
+    deadletter_payload_bytes: int = Field(1024, ge=0)
+    """Dead letters carry at most this much of the rejected payload."""
+    status_prefix: str = "iotad/status"
+
+    @field_validator("alerts_prefix", "scores_prefix", "deadletter_topic", "status_prefix")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return _check_topic_name(value, "topic")
+
+
+class MetricsSettings(BaseModel):
+    """The HTTP endpoint for /metrics, /healthz and /readyz."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "0.0.0.0"
+    port: int = Field(9108, ge=0, le=65535)
+    """0 picks a free port (tests)."""
+    series_devices: StrList = Field(default_factory=list)
+    """Devices that get per-series gauges (iotad_series_value/expected/score)."""
+
+    _split = field_validator("series_devices", mode="before")(_split_list)
+
+
+class ModelSettings(BaseModel):
+    """The model artifact the worker runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = None
+    """Required to run; checked by `load_settings` so the error names IOTAD_MODEL__PATH."""
+    threads: int = Field(1, ge=1, le=64)
+    """LiteRT interpreter threads (the network thread needs the other core)."""
+
+
+class LogSettings(BaseModel):
+    """Logging of rejected input: at most `lines` per `interval_s` per reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    reject_lines: int = Field(5, ge=0)
+    reject_interval_s: float = Field(60.0, gt=0)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class WorkerSettings(BaseSettings):
+    """Everything `iotad run` can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        secrets_dir_missing="ok",
+    )
+
+    worker_id: str = Field(default_factory=default_worker_id)
+    queue_size: int = Field(20_000, ge=1)
+    """Messages the network thread may hand over before it waits for the detection thread."""
+    max_batch: int = Field(8192, ge=1)
+    """Readings one drain of the queue passes to the core at most."""
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    payload: PayloadSettings = Field(default_factory=PayloadSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("worker_id")
+    @classmethod
+    def _worker_id(cls, value: str) -> str:
+        if not valid_name(value):
+            raise ValueError(f"{value!r} must be 1-64 of [A-Za-z0-9_.-] (it is a topic segment)")
+        return value
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or self.worker_id
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The stock secrets source only sees top-level fields; the password is nested.
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            NestedSecretsSettingsSource(file_secret_settings),
+        )
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable of a setting: ``("mqtt", "port")`` -> ``IOTAD_MQTT__PORT``."""
+    names = [str(p) for p in loc if isinstance(p, str)]
+    index = "".join(f"[{p}]" for p in loc if isinstance(p, int))
+    return ENV_PREFIX + NESTED.join(n.upper() for n in names) + index
+
+
+def format_errors(exc: ValidationError, flags: dict[str, str] | None = None) -> list[str]:
+    """One line per problem: ``setting IOTAD_MQTT__PORT (--port): <what is wrong>``.
+
+    `flags` maps dotted setting paths ("mqtt.port") to the flag that sets them. Values are
+    echoed except for secrets.
+    """
+    flags = flags or {}
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err.get("loc", ()))
+        dotted = ".".join(str(p) for p in loc if isinstance(p, str))
+        name = env_name(loc) if loc else "IOTAD_*"
+        flag = f" ({flags[dotted]})" if dotted in flags else ""
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "missing":
+            msg = "required but not set"
+        elif err.get("type") == "extra_forbidden":
+            msg = "unknown setting (misspelt?)"
+        elif "password" not in dotted and "input" in err and not isinstance(err["input"], dict):
+            shown = repr(err["input"])
+            msg += f" (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
+        lines.append(f"setting {name}{flag}: {msg}")
+    return lines or [f"settings: {exc}"]
+
+
+def secrets_dir_from_env(environ: dict[str, str] | None = None) -> Path | None:
+    """``IOTAD_SECRETS_DIR`` if set, else ``/run/secrets`` when it exists, else None."""
+    environ = os.environ if environ is None else environ
+    configured = environ.get(f"{ENV_PREFIX}SECRETS_DIR")
+    if configured:
+        return Path(configured)
+    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None,
+    *,
+    env_file: str | Path | None = ".env",
+    secrets_dir: str | Path | None = None,
+    flags: dict[str, str] | None = None,
+) -> WorkerSettings:
+    """Build the settings; raise `SettingsError` with one line per invalid setting.
+
+    `overrides` is a nested dict of values from flags (``{"mqtt": {"port": 1884}}``); they
+    win over the environment, the ``.env`` file and the secrets directory.
+    """
+    if secrets_dir is None:
+        secrets_dir = secrets_dir_from_env()
+    try:
+        settings = WorkerSettings(
+            _env_file=env_file,
+            _secrets_dir=secrets_dir,
+            **(overrides or {}),
+        )
+    except ValidationError as exc:
+        raise SettingsError(format_errors(exc, flags)) from None
+    except (ValueError, OSError) as exc:  # e.g. an env list that is neither JSON nor CSV
+        raise SettingsError([f"settings: {str(exc).splitlines()[0]}"]) from None
+    if settings.model.path is None:
+        flag = (flags or {}).get("model.path")
+        raise SettingsError(
+            [
+                f"setting {env_name(('model', 'path'))}{f' ({flag})' if flag else ''}: "
+                "required but not set (the model artifact directory)"
+            ]
+        )
+    return settings
+
+
+def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
+    """``IOTAD_*`` variables that name no setting (typos are otherwise silently ignored)."""
+    environ = os.environ if environ is None else environ
+    known_top = set(WorkerSettings.model_fields) | {"secrets_dir", "env_file"}
+    unknown = []
+    for key in environ:
+        if not key.upper().startswith(ENV_PREFIX):
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split(NESTED)
+        if path[0] not in known_top or not _known_path(WorkerSettings, path):
+            unknown.append(key)
+    return sorted(unknown)
+
+
+def _known_path(model: Any, path: list[str]) -> bool:
+    fields = getattr(model, "model_fields", None)
+    if fields is None:
+        import dataclasses
+
+        if dataclasses.is_dataclass(model):
+            return len(path) == 1 and path[0] in {f.name for f in dataclasses.fields(model)}
+        return not path
+    if not path:
+        return True
+    if path[0] not in fields:
+        return path[0] in {"secrets_dir", "env_file"}
+    annotation = fields[path[0]].annotation
+    if len(path) == 1:
+        return True
+    return isinstance(annotation, type) and _known_path(annotation, path[1:])
