@@ -1,0 +1,96 @@
+"""What a training run tells about itself: metrics, per-series figures, the summary lines.
+
+Pure NumPy over the pipeline's arrays; the pipeline puts the results into ``artifact.json``
+(metrics) and ``report.json`` (everything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from training.calibration import rmse
+from training.windowing import WindowSet
+
+PLOT_SERIES = 3
+"""Series drawn in forecast.png (those with the most validation windows)."""
+
+
+def metrics(
+    residual: np.ndarray,
+    naive_error: np.ndarray,
+    global_errors: dict[str, Any],
+    tflite_max_abs_diff: float,
+) -> dict[str, Any]:
+    """The artifact's ``metrics``: validation fit, the naive baseline, the export check."""
+    val_rmse, naive_rmse = rmse(residual), rmse(naive_error)
+    return {
+        "val_loss": val_rmse**2,
+        "val_rmse_scaled": val_rmse,
+        "naive_rmse_scaled": naive_rmse,
+        # Below 1 the model forecasts better than repeating the last value.
+        "rmse_ratio_vs_naive": val_rmse / naive_rmse if naive_rmse > 0 else None,
+        "tflite_max_abs_diff": tflite_max_abs_diff,
+        "residual_mean": global_errors["mean"],
+        "residual_std": global_errors["std"],
+        "residual_abs_quantiles": global_errors["abs_quantiles"],
+    }
+
+
+def per_series(
+    ws: WindowSet, residual: np.ndarray, naive_error: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Readings, windows and validation RMSE (model and naive) of each series."""
+    k = len(ws.keys)
+    val_ids = ws.series_id[ws.val_pos]
+    count = np.bincount(val_ids, minlength=k)
+    sse = np.bincount(val_ids, weights=np.square(residual, dtype=np.float64), minlength=k)
+    sse_naive = np.bincount(val_ids, weights=np.square(naive_error, dtype=np.float64), minlength=k)
+    readings = np.bincount(ws.series_id, minlength=k)
+    out = {}
+    for sid, key in enumerate(ws.keys):
+        n = int(count[sid])
+        out[key] = {
+            "readings": int(readings[sid]),
+            "train_readings": ws.n_train_readings[key],
+            "val_windows": n,
+            "val_rmse_scaled": float(np.sqrt(sse[sid] / n)) if n else None,
+            "naive_rmse_scaled": float(np.sqrt(sse_naive[sid] / n)) if n else None,
+        }
+    return out
+
+
+def forecast_panels(
+    ws: WindowSet, predicted: np.ndarray, n_series: int = PLOT_SERIES
+) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(key, ts, actual, predicted)`` in original units for the series with most windows."""
+    val_ids = ws.series_id[ws.val_pos]
+    counts = np.bincount(val_ids, minlength=len(ws.keys))
+    panels = []
+    for sid in np.argsort(-counts, kind="stable")[:n_series]:
+        if counts[sid] == 0:
+            break
+        key = ws.keys[int(sid)]
+        offset, scale = ws.scales[key]
+        mask = val_ids == sid
+        pos = ws.val_pos[mask]
+        actual = ws.values[pos].astype(np.float64) * scale + offset
+        forecast = predicted[mask].astype(np.float64) * scale + offset
+        panels.append((key, ws.ts[pos], actual, forecast))
+    return panels
+
+
+def summary_lines(report: dict[str, Any]) -> Sequence[str]:
+    """A short human summary of a finished run."""
+    m = report["metrics"]
+    ratio = m["rmse_ratio_vs_naive"]
+    ratio_text = f"{ratio:.3f}" if ratio is not None else "n/a"
+    return [
+        f"artifact: {report['artifact_dir']} (version {report['version']})",
+        f"validation RMSE {m['val_rmse_scaled']:.4f} vs naive {m['naive_rmse_scaled']:.4f} "
+        f"(ratio {ratio_text}, scaled units) after {report['training']['epochs_run']} epochs",
+        f"LiteRT vs Keras max abs diff {m['tflite_max_abs_diff']:.2g}; "
+        f"{report['timing_s']['total_s']:.1f} s in total",
+    ]
