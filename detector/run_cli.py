@@ -107,13 +107,18 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings(
             overrides_from_args(args),
             env_file=args.env_file or None,
-            flags={dotted: flag for dotted, flag in FLAGS.values()},
+            # Name a flag in an error only when it was the flag that set the bad value.
+            flags={d: f for dest, (d, f) in FLAGS.items() if getattr(args, dest, None) is not None},
         )
     except SettingsError as exc:
         for line in exc.lines:
             print(f"iotad run: {line}", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(settings.log.level)
+    from prometheus_client import disable_created_metrics
+
+    # The *_created series double the scrape size and no dashboard of ours reads them.
+    disable_created_metrics()
     stop = threading.Event()
     _install_signal_handlers(stop)
     return serve(settings, stop=stop)
@@ -184,6 +189,7 @@ class Service:
         self.worker: Any = None
         self.connection: Any = None
         self.http: Any = None
+        self.alertmanager: Any = None
         self.model_version = ""
         self.started_s = time.monotonic()
         self.ready_after_s: float | None = None
@@ -200,6 +206,7 @@ class Service:
     def start(self, stop: threading.Event) -> int:
         import logging
 
+        from detector.alertmanager import AlertmanagerSink
         from detector.artifact import ArtifactError, load_artifact
         from detector.core import DetectionCore
         from detector.forecaster import LiteRTForecaster
@@ -270,6 +277,11 @@ class Service:
             scores_prefix=s.output.scores_prefix,
         )
         worker.sinks, worker.deadletter, worker.scores = [sink], dead, stream
+        self.alertmanager = AlertmanagerSink.from_settings(
+            s.alertmanager, metrics_port=s.metrics.port, registry=self.registry
+        )
+        if self.alertmanager is not None:
+            worker.sinks.append(self.alertmanager)
         worker.attach(conn)
         # The detection thread runs before we connect: a persistent session may deliver a
         # backlog during the handshake, and the bounded queue must be drained meanwhile.
@@ -312,6 +324,8 @@ class Service:
         self.metrics.ready.set(0)
         if self.worker is not None:
             self.worker.stop()
+        if self.alertmanager is not None:
+            self.alertmanager.close(timeout_s=5.0)
         if self.connection is not None:
             try:
                 self.connection.close()

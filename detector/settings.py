@@ -39,6 +39,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources import NestedSecretsSettingsSource
 
+from detector.alertmanager import AlertmanagerSettings
 from detector.core import DetectionConfig
 from detector.payloads import DEFAULT_PATTERNS, TopicPattern
 from detector.readings import valid_name
@@ -268,6 +269,8 @@ class WorkerSettings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
     log: LogSettings = Field(default_factory=LogSettings)
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    """Alert events also go to Alertmanager when ``IOTAD_ALERTMANAGER__URL`` is set."""
 
     @field_validator("worker_id")
     @classmethod
@@ -364,11 +367,10 @@ def load_settings(
     except (ValueError, OSError) as exc:  # e.g. an env list that is neither JSON nor CSV
         raise SettingsError([f"settings: {str(exc).splitlines()[0]}"]) from None
     if settings.model.path is None:
-        flag = (flags or {}).get("model.path")
         raise SettingsError(
             [
-                f"setting {env_name(('model', 'path'))}{f' ({flag})' if flag else ''}: "
-                "required but not set (the model artifact directory)"
+                f"setting {env_name(('model', 'path'))}: required but not set "
+                "(the model artifact directory; `iotad run --model DIR`)"
             ]
         )
     return settings

@@ -1,0 +1,123 @@
+"""The worker's metrics: names (a contract with deploy/), labels, the bulk lag histogram."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from detector.metrics import LAG_BUCKETS_S, BulkHistogram, WorkerMetrics
+
+CONTRACT = {
+    "iotad_messages_total": "counter",
+    "iotad_readings_total": "counter",
+    "iotad_readings_accepted_total": "counter",
+    "iotad_readings_rejected_total": "counter",
+    "iotad_readings_scored_total": "counter",
+    "iotad_readings_warming_total": "counter",
+    "iotad_anomalies_total": "counter",
+    "iotad_alert_events_total": "counter",
+    "iotad_series_active": "gauge",
+    "iotad_series_warming": "gauge",
+    "iotad_ingest_queue_depth": "gauge",
+    "iotad_batch_size": "histogram",
+    "iotad_inference_seconds": "histogram",
+    "iotad_lag_seconds": "histogram",
+    "iotad_mqtt_connected": "gauge",
+    "iotad_mqtt_reconnects_total": "counter",
+    "iotad_ready": "gauge",
+    "iotad_model_info": "gauge",
+    "iotad_deadletter_total": "counter",
+}
+
+
+def families(registry: CollectorRegistry) -> dict[str, str]:
+    """Exposed family name (counters with their _total) -> type."""
+    out = {}
+    for fam in registry.collect():
+        name = fam.name + "_total" if fam.type == "counter" else fam.name
+        out[name] = fam.type
+    return out
+
+
+def test_contract_names_and_types(registry: CollectorRegistry) -> None:
+    WorkerMetrics(registry)
+    found = families(registry)
+    for name, kind in CONTRACT.items():
+        assert found.get(name) == kind, name
+    text = generate_latest(registry).decode()
+    for name in CONTRACT:
+        assert f"# TYPE {name} {CONTRACT[name]}\n" in text
+
+
+def test_no_device_labels_unless_allow_listed(registry: CollectorRegistry) -> None:
+    m = WorkerMetrics(registry)
+    m.set_series("press-1", "temperature", 1.0, 2.0, 3.0)
+    assert "device=" not in generate_latest(registry).decode()
+    assert "iotad_series_value" not in families(registry)
+
+
+def test_per_series_gauges_for_allow_listed_devices(registry: CollectorRegistry) -> None:
+    m = WorkerMetrics(registry, series_devices=["press-1"])
+    m.set_series("press-1", "temperature", 21.5, 21.0, 0.7)
+    m.set_series("press-2", "temperature", 1.0, 1.0, 1.0)  # not allow-listed: ignored
+    labels = {"device": "press-1", "metric": "temperature"}
+    assert registry.get_sample_value("iotad_series_value", labels) == 21.5
+    assert registry.get_sample_value("iotad_series_expected", labels) == 21.0
+    assert registry.get_sample_value("iotad_series_score", labels) == 0.7
+    other = {"device": "press-2", "metric": "temperature"}
+    assert registry.get_sample_value("iotad_series_value", other) is None
+
+
+def test_model_info(registry: CollectorRegistry) -> None:
+    m = WorkerMetrics(registry)
+    m.set_model("v1", "lstm", 32)
+    m.set_model("v2", "gru", 16)  # a reload replaces, not adds
+    assert (
+        registry.get_sample_value(
+            "iotad_model_info", {"version": "v2", "cell": "gru", "window": "16"}
+        )
+        == 1.0
+    )
+    assert (
+        registry.get_sample_value(
+            "iotad_model_info", {"version": "v1", "cell": "lstm", "window": "32"}
+        )
+        is None
+    )
+
+
+def test_rejected_by_reason_and_alert_states(registry: CollectorRegistry) -> None:
+    m = WorkerMetrics(registry)
+    m.rejected.labels("bad_ts").inc(3)
+    assert registry.get_sample_value("iotad_readings_rejected_total", {"reason": "bad_ts"}) == 3
+    # Both states exist at zero from the start, so rate() works before the first alert.
+    for state in ("firing", "resolved"):
+        assert registry.get_sample_value("iotad_alert_events_total", {"state": state}) == 0
+
+
+def test_lag_buckets_span_1ms_to_60s() -> None:
+    assert LAG_BUCKETS_S[0] == 0.001 and LAG_BUCKETS_S[-1] == 60.0
+
+
+def test_bulk_histogram_matches_le_semantics(registry: CollectorRegistry) -> None:
+    h = BulkHistogram("t_lag_seconds", "test", [0.1, 1.0, 10.0])
+    registry.register(h)
+    # 0.1 falls in le=0.1 (bounds are inclusive); 11 only in +Inf.
+    h.observe_many(np.array([0.05, 0.1, 0.5, 1.0, 5.0, 11.0]))
+    h.observe_many([])
+    get = registry.get_sample_value
+    assert get("t_lag_seconds_bucket", {"le": "0.1"}) == 2
+    assert get("t_lag_seconds_bucket", {"le": "1.0"}) == 4
+    assert get("t_lag_seconds_bucket", {"le": "10.0"}) == 5
+    assert get("t_lag_seconds_bucket", {"le": "+Inf"}) == 6
+    assert get("t_lag_seconds_count") == 6
+    assert get("t_lag_seconds_sum") == pytest.approx(17.65)
+
+
+def test_two_workers_do_not_share_a_registry() -> None:
+    a, b = CollectorRegistry(), CollectorRegistry()
+    WorkerMetrics(a).messages.inc()
+    WorkerMetrics(b)
+    assert a.get_sample_value("iotad_messages_total") == 1
+    assert b.get_sample_value("iotad_messages_total") == 0

@@ -1,0 +1,250 @@
+"""Settings: environment, nesting, .env, secrets directory, flags, and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detector.core import DetectionConfig
+from detector.run_cli import add_arguments, overrides_from_args
+from detector.settings import (
+    SettingsError,
+    WorkerSettings,
+    env_name,
+    load_settings,
+    unknown_env_vars,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No IOTAD_* from the developer's shell, no .env or /run/secrets of the machine."""
+    import os
+
+    for key in list(os.environ):
+        if key.upper().startswith("IOTAD_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def load(**kwargs: object) -> WorkerSettings:
+    kwargs.setdefault("secrets_dir", None)
+    kwargs.setdefault("env_file", None)
+    overrides = kwargs.pop("overrides", {"model": {"path": "/models/m"}})
+    return load_settings(overrides, **kwargs)  # type: ignore[arg-type]
+
+
+def test_defaults() -> None:
+    s = load()
+    assert s.mqtt.host == "localhost"
+    assert s.mqtt.port == 1883
+    assert s.mqtt.version == "5"
+    assert s.mqtt.topics == ["sensors/#"]
+    assert s.mqtt.topic_patterns == ["sensors/{device}/{metric}", "sensors/{device}"]
+    assert s.mqtt.qos == 1
+    assert s.metrics.port == 9108
+    assert s.metrics.host == "0.0.0.0"
+    assert s.output.deadletter_topic == "iotad/deadletter"
+    assert s.output.scores is False
+    assert s.payload.max_bytes == 65_536
+    assert s.payload.max_readings == 1000
+    assert s.payload.max_future_s == 300
+    assert s.mqtt.tls.active is False and s.mqtt.tls.insecure is False
+    assert s.detection == DetectionConfig()
+    assert s.client_id == s.worker_id
+
+
+def test_environment_with_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTAD_MQTT__HOST", "broker.plant")
+    monkeypatch.setenv("IOTAD_MQTT__PORT", "8883")
+    monkeypatch.setenv("IOTAD_MQTT__TOPICS", "sensors/#, plant/+/raw")
+    monkeypatch.setenv("IOTAD_MQTT__VERSION", "3.1.1")
+    monkeypatch.setenv("IOTAD_MODEL__PATH", "/models/current")
+    monkeypatch.setenv("IOTAD_METRICS__PORT", "9200")
+    monkeypatch.setenv("IOTAD_METRICS__SERIES_DEVICES", '["press-1", "press-2"]')
+    monkeypatch.setenv("IOTAD_DETECTION__THRESHOLD", "5.5")
+    monkeypatch.setenv("IOTAD_DETECTION__RESOLVE_AFTER", "3")
+    monkeypatch.setenv("IOTAD_WORKER_ID", "worker-7")
+    monkeypatch.setenv("IOTAD_OUTPUT__SCORES", "true")
+    s = load(overrides={})
+    assert (s.mqtt.host, s.mqtt.port, s.mqtt.version) == ("broker.plant", 8883, "3.1.1")
+    assert s.mqtt.topics == ["sensors/#", "plant/+/raw"]
+    assert s.model.path == Path("/models/current")
+    assert s.metrics.port == 9200
+    assert s.metrics.series_devices == ["press-1", "press-2"]
+    assert s.detection.threshold == 5.5 and s.detection.resolve_after == 3
+    assert isinstance(s.detection, DetectionConfig)
+    assert s.worker_id == "worker-7" and s.client_id == "worker-7"
+    assert s.output.scores is True
+
+
+def test_tls_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    monkeypatch.setenv("IOTAD_MQTT__TLS__CA_FILE", str(ca))
+    s = load()
+    assert s.mqtt.tls.active and s.mqtt.tls.ca_file == ca and not s.mqtt.tls.insecure
+
+
+def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTAD_MQTT__PORT", "1884")
+    monkeypatch.setenv("IOTAD_MQTT__HOST", "from-env")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--port", "1999", "--topic", "a/#", "--topic", "b/#", "--model", "/m", "--scores"]
+    )
+    s = load(overrides=overrides_from_args(args))
+    assert s.mqtt.port == 1999
+    assert s.mqtt.host == "from-env"  # not given as a flag: the environment's
+    assert s.mqtt.topics == ["a/#", "b/#"]
+    assert s.output.scores is True
+
+
+def test_there_is_no_password_flag() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert not any("pass" in opt for a in parser._actions for opt in a.option_strings)
+
+
+def test_dotenv_file(tmp_path: Path) -> None:
+    env = tmp_path / "worker.env"
+    env.write_text("IOTAD_MQTT__HOST=dotenv-host\nIOTAD_MODEL__PATH=/m\n")
+    s = load(overrides={}, env_file=env)
+    assert s.mqtt.host == "dotenv-host"
+
+
+def test_password_from_secrets_dir(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "iotad_mqtt__password").write_text("s3cret-pw\n")
+    (secrets / "iotad_mqtt__username").write_text("worker")
+    s = load(secrets_dir=secrets)
+    assert s.mqtt.username == "worker"
+    assert s.mqtt.password is not None
+    assert s.mqtt.password.get_secret_value() == "s3cret-pw"
+
+
+def test_secrets_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = tmp_path / "s"
+    secrets.mkdir()
+    (secrets / "iotad_mqtt__password").write_text("pw-from-file")
+    monkeypatch.setenv("IOTAD_SECRETS_DIR", str(secrets))
+    s = load_settings({"model": {"path": "/m"}}, env_file=None)
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == "pw-from-file"
+
+
+def test_password_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTAD_MQTT__PASSWORD", "hunter2-secret")
+    s = load()
+    assert s.mqtt.password is not None
+    assert s.mqtt.password.get_secret_value() == "hunter2-secret"
+    for text in (repr(s), str(s), repr(s.mqtt), str(s.mqtt), s.model_dump_json()):
+        assert "hunter2-secret" not in text
+
+
+def test_password_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTAD_MQTT__PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("IOTAD_MQTT__PORT", "nope")
+    with pytest.raises(SettingsError) as err:
+        load()
+    assert "hunter2-secret" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("IOTAD_MQTT__PORT", "70000", "setting IOTAD_MQTT__PORT: "),
+        ("IOTAD_MQTT__PORT", "abc", "setting IOTAD_MQTT__PORT: "),
+        ("IOTAD_MQTT__VERSION", "4", "setting IOTAD_MQTT__VERSION: "),
+        ("IOTAD_MQTT__TOPICS", "a/#/b", "setting IOTAD_MQTT__TOPICS: "),
+        ("IOTAD_MQTT__TOPIC_PATTERNS", "sensors/{device}/#", "setting IOTAD_MQTT__TOPIC_PATTERNS"),
+        ("IOTAD_MQTT__TLS__CA_FILE", "/no/such/ca.pem", "setting IOTAD_MQTT__TLS__CA_FILE: "),
+        ("IOTAD_DETECTION__THRESHOLD", "high", "setting IOTAD_DETECTION__THRESHOLD: "),
+        ("IOTAD_METRICS__PORT", "-1", "setting IOTAD_METRICS__PORT: "),
+        ("IOTAD_WORKER_ID", "a/b", "setting IOTAD_WORKER_ID: "),
+        ("IOTAD_OUTPUT__DEADLETTER_TOPIC", "dead/#", "setting IOTAD_OUTPUT__DEADLETTER_TOPIC: "),
+        ("IOTAD_MQTT__HOTS", "typo", "setting IOTAD_MQTT__HOTS: unknown setting"),
+    ],
+)
+def test_invalid_setting_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError) as err:
+        load()
+    assert len(err.value.lines) == 1
+    assert err.value.lines[0].startswith(named)
+    assert "\n" not in err.value.lines[0]
+
+
+def test_missing_model_names_the_variable_and_flag() -> None:
+    with pytest.raises(SettingsError) as err:
+        load(overrides={})
+    assert err.value.lines == [
+        "setting IOTAD_MODEL__PATH: required but not set "
+        "(the model artifact directory; `iotad run --model DIR`)"
+    ]
+
+
+def test_error_names_the_flag_that_set_the_value() -> None:
+    with pytest.raises(SettingsError) as err:
+        load(
+            overrides={"mqtt": {"port": 0}, "model": {"path": "/m"}}, flags={"mqtt.port": "--port"}
+        )
+    assert err.value.lines[0].startswith("setting IOTAD_MQTT__PORT (--port): ")
+
+
+def test_env_name() -> None:
+    assert env_name(("mqtt", "tls", "ca_file")) == "IOTAD_MQTT__TLS__CA_FILE"
+    assert env_name(("mqtt", "topics", 0)) == "IOTAD_MQTT__TOPICS[0]"
+
+
+def test_unknown_top_level_variables_are_reported() -> None:
+    env = {"IOTAD_MQTT__HOST": "x", "IOTAD_TRESHOLD": "3", "IOTAD_SECRETS_DIR": "/s", "PATH": "/"}
+    assert unknown_env_vars(env) == ["IOTAD_TRESHOLD"]
+
+
+def test_cli_invalid_setting_exits_2_with_one_line(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "IOTAD_MQTT__PORT": "99999", "IOTAD_MODEL__PATH": "/m"}
+    out = subprocess.run(
+        [sys.executable, "-m", "detector", "run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("iotad run: setting IOTAD_MQTT__PORT: ")
+
+
+def test_cli_help_mentions_env_vars() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "detector", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0
+    for text in (
+        "--host",
+        "--port",
+        "--topic",
+        "--model",
+        "--metrics-port",
+        "--worker-id",
+        "--threshold",
+        "--mqtt-version",
+        "--scores",
+        "--log-level",
+        "IOTAD_MQTT__HOST",
+        "IOTAD_MQTT__PASSWORD",
+    ):
+        assert text in out.stdout
