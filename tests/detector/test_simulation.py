@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from detector.cli import main as cli_main
 from detector.readings import valid_name
 from detector.simulate_cli import parse_duration, parse_fault, parse_ts, write_csv
 from detector.simulation import (
@@ -295,3 +300,38 @@ def test_docstring_examples_run() -> None:
     import detector.simulation
 
     assert doctest.testmod(detector.simulation).failed == 0
+
+
+# -- examples/ ----------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bundled_example_matches_its_generator(tmp_path: Path) -> None:
+    out = tmp_path / "factory.csv"
+    cmd = [sys.executable, "examples/generate.py", "--out", str(out)]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    bundled = REPO / "examples" / "factory.csv"
+    assert bundled.stat().st_size < 4_000_000
+    assert out.read_bytes() == bundled.read_bytes(), "regenerate: python examples/generate.py"
+
+
+def test_readme_simulate_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (REPO / "examples" / "README.md").read_text().replace("\\\n", " ")
+    commands = [line.split() for line in text.splitlines() if line.startswith("iotad simulate")]
+    commands = [c for c in commands if "--csv" in c]
+    assert len(commands) == 2
+    monkeypatch.chdir(tmp_path)
+    for argv in commands:
+        assert cli_main(argv[1:]) == 0
+    rows = list(csv.reader((tmp_path / "history.csv").open()))
+    truth = json.loads((tmp_path / "faults.json").read_text())
+    assert rows[0] == ["ts", "device", "metric", "value"] and truth["start_ts"] == MONDAY
+    # 3 days of 2-minute ticks for 24 series, less 4 readings per tick a device was silent.
+    ticks = MONDAY + 120 * np.arange(3 * 720)
+    silent = [f for f in truth["faults"] if f["kind"] == "silent"]
+    lost = sum(((ticks >= f["start_ts"]) & (ticks < f["end_ts"])).sum() for f in silent)
+    assert truth["faults"] and len(rows) - 1 == 3 * 720 * 24 - 4 * lost
+    one = list(csv.reader((tmp_path / "one.csv").open()))
+    silent = [r for r in one[1:] if r[1] == "line2-oven01"]
+    assert len(silent) == (1440 - 20) * 4  # 60-s default interval, 20 min missing
