@@ -1,0 +1,280 @@
+"""deploy/docker-compose.yml, checked without Docker.
+
+- it is valid against the Compose Specification's JSON schema (compose-spec.schema.json:
+  the compose-spec project's schema, Apache-2.0, as shipped by the npm package dclint 3.1.0);
+- every file and directory it mounts or builds from exists (model and data directories
+  excepted: they are the operator's, made by `iotad train`);
+- secrets stay out of git, and the broker allows no anonymous client;
+- the worker's environment names real settings and its secret file is where the settings
+  read the broker password.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from detector.alertmanager import AlertmanagerSettings
+from detector.settings import load_settings, unknown_env_vars
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+SCHEMA = Path(__file__).with_name("compose-spec.schema.json")
+
+# Bind-mount sources that belong to the operator, not to the repository.
+OPERATOR_DIRS = {"../models", "../data"}
+
+_VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def expand(value: str) -> str:
+    """Compose-style ${VAR:-default} with the defaults (the environment is not consulted)."""
+    return _VAR.sub(lambda m: m.group(2) or "", value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def services(compose: dict[str, Any], *, production: bool) -> dict[str, dict[str, Any]]:
+    return {
+        name: svc
+        for name, svc in compose["services"].items()
+        if not production or not svc.get("profiles")
+    }
+
+
+def bind_mounts(svc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of a service's bind mounts (named volumes left out)."""
+    out = []
+    for vol in svc.get("volumes", []):
+        if isinstance(vol, dict):
+            if vol.get("type") == "bind":
+                out.append((vol["source"], vol["target"]))
+            continue
+        source, target = expand(vol).split(":")[:2]
+        if source.startswith((".", "/")):
+            out.append((source, target))
+    return out
+
+
+def test_valid_against_the_compose_spec(compose: dict[str, Any]) -> None:
+    schema = json.loads(SCHEMA.read_text())
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(compose)
+    ]
+    assert errors == []
+
+
+def test_schema_catches_mistakes(compose: dict[str, Any]) -> None:
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["worker"]["enviroment"] = {}  # typo
+    broken["services"]["mosquitto"]["depends_on"]["mosquitto-passwd"]["condition"] = "done"
+    errors = list(jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).iter_errors(broken))
+    assert len(errors) == 2
+
+
+def test_every_referenced_file_exists(compose: dict[str, Any]) -> None:
+    missing = []
+    for name, svc in compose["services"].items():
+        for source, target in bind_mounts(svc):
+            if source in OPERATOR_DIRS:
+                continue
+            if not (DEPLOY / source).exists():
+                missing.append(f"{name}: {source} -> {target}")
+        build = svc.get("build")
+        if build:
+            context = DEPLOY / build["context"]
+            dockerfile = context / build.get("dockerfile", "Dockerfile")
+            if not dockerfile.is_file():
+                missing.append(f"{name}: build {dockerfile}")
+            stages = re.findall(r"(?im)^FROM\s+\S+\s+AS\s+(\S+)", dockerfile.read_text())
+            assert build.get("target") in stages, (name, build.get("target"), stages)
+    assert missing == []
+
+
+def test_operator_dirs_are_documented_and_ignored() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    assert "IOTAD_MODELS_DIR" in readme and "IOTAD_DATA_DIR" in readme
+    assert "/models/" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_secrets_are_generated_not_committed(compose: dict[str, Any]) -> None:
+    init = (DEPLOY / "init-secrets.sh").read_text()
+    for name, secret in compose["secrets"].items():
+        path = (DEPLOY / secret["file"]).resolve()
+        assert path.parent == DEPLOY / "secrets", name
+        assert re.search(rf"\b{re.escape(path.name)}\b", init), f"{name}: init-secrets.sh"
+    tracked = subprocess.run(
+        ["git", "ls-files", "deploy/secrets"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert tracked == ["deploy/secrets/.gitignore"]
+    assert (DEPLOY / "secrets" / ".gitignore").read_text().splitlines()[1:] == ["*", "!.gitignore"]
+    for name, svc in compose["services"].items():
+        for secret in svc.get("secrets", []):
+            assert secret in compose["secrets"], (name, secret)
+
+
+def mosquitto_conf() -> dict[str, list[str]]:
+    conf: dict[str, list[str]] = {}
+    for line in (DEPLOY / "mosquitto" / "mosquitto.conf").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):  # '#' opens a comment at line start only
+            key, _, value = line.partition(" ")
+            conf.setdefault(key, []).append(value.strip())
+    return conf
+
+
+def test_broker_requires_authentication(compose: dict[str, Any]) -> None:
+    conf = mosquitto_conf()
+    assert conf["allow_anonymous"] == ["false"]
+    assert conf.get("per_listener_settings", ["false"]) == ["false"]  # one rule for all
+    (password_file,) = conf["password_file"]
+    (acl_file,) = conf["acl_file"]
+
+    # Every mosquitto in the production profile runs this config with both files in place.
+    brokers = {
+        name: svc
+        for name, svc in services(compose, production=True).items()
+        if svc.get("image", "").startswith("eclipse-mosquitto") and name != "mosquitto-passwd"
+    }
+    assert brokers
+    for svc in brokers.values():
+        mounts = dict((t, s) for s, t in bind_mounts(svc))
+        assert mounts["/mosquitto/config/mosquitto.conf"] == "./mosquitto/mosquitto.conf"
+        assert mounts[acl_file] == "./mosquitto/acl"
+        volumes = [v.split(":") for v in svc["volumes"] if isinstance(v, str)]
+        auth_volume = next(src for src, dst, *_ in volumes if password_file.startswith(dst + "/"))
+        # ... and the password file is the one the one-shot service generates there.
+        init = compose["services"]["mosquitto-passwd"]
+        assert f"{auth_volume}:{password_file.rsplit('/', 1)[0]}" in init["volumes"]
+        assert password_file in init["entrypoint"]
+        assert svc["depends_on"]["mosquitto-passwd"]["condition"] == (
+            "service_completed_successfully"
+        )
+
+
+def acl_users() -> dict[str, list[tuple[str, str]]]:
+    users: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in (DEPLOY / "mosquitto" / "acl").read_text().splitlines():
+        words = [] if line.lstrip().startswith("#") else line.split()  # '#' is a wildcard
+        if words[:1] == ["user"]:
+            current = words[1]
+            users[current] = []
+        elif words[:1] == ["topic"]:
+            assert current, "topic rule before any user: it would apply to anonymous clients"
+            users[current].append((words[1], words[2]))
+    return users
+
+
+def test_acl_gives_each_user_only_what_it_needs() -> None:
+    assert acl_users() == {
+        "iotad": [
+            ("read", "sensors/#"),
+            ("write", "alerts/#"),
+            ("write", "scores/#"),
+            ("write", "iotad/#"),
+        ],
+        "simulator": [("write", "sensors/#")],
+        "reader": [("read", "alerts/#"), ("read", "scores/#"), ("read", "iotad/#")],
+    }
+    make_passwd = (DEPLOY / "mosquitto" / "make-passwd.sh").read_text()
+    for user in acl_users():
+        assert f"{user}:" in make_passwd
+
+
+def test_every_mqtt_client_authenticates(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["environment"]["IOTAD_MQTT__USERNAME"] == "iotad"
+    assert "iotad_mqtt__password" in worker["secrets"]
+    assert not any("PASSWORD" in key for key in worker["environment"])  # secrets, not env
+    sim = compose["services"]["simulator"]
+    assert "--username=simulator" in sim["command"]
+    assert "--password-file=/run/secrets/mqtt_simulator_password" in sim["command"]
+    assert "mqtt_simulator_password" in sim["secrets"]
+
+
+def test_worker_environment_names_real_settings(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: expand(str(v)) for k, v in compose["services"]["worker"]["environment"].items()}
+    unknown = set(unknown_env_vars(env))
+    # The Alertmanager sink's settings, until the worker's settings carry them.
+    sink_vars = {f"IOTAD_ALERTMANAGER__{f.upper()}" for f in AlertmanagerSettings.model_fields}
+    assert unknown <= sink_vars, unknown
+    AlertmanagerSettings(
+        **{k.split("__", 1)[1].lower(): v for k, v in env.items() if k in sink_vars}
+    )
+
+    # The secret file compose mounts is where the settings look for the broker password.
+    (tmp_path / "iotad_mqtt__password").write_text("s3cret\n")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(env_file=None, secrets_dir=tmp_path)
+    assert settings.mqtt.password is not None
+    assert settings.mqtt.password.get_secret_value().strip() == "s3cret"
+    assert settings.mqtt.host == "mosquitto"
+    assert str(settings.model.path) == "/models/current"
+
+
+def test_prometheus_and_grafana_wiring(compose: dict[str, Any]) -> None:
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    svc_ports = {
+        name: {int(expand(p).rsplit(":", 1)[1]) for p in svc.get("ports", [])}
+        for name, svc in compose["services"].items()
+    }
+    for job in prom["scrape_configs"]:
+        for static in job["static_configs"]:
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                if host != "localhost":
+                    assert int(port) in svc_ports[host], target
+    prometheus = compose["services"]["prometheus"]
+    mounts = {t: s for s, t in bind_mounts(prometheus)}
+    (rule_glob,) = prom["rule_files"]
+    assert mounts[rule_glob.rsplit("/", 1)[0]] == "./prometheus/rules"
+
+    grafana = compose["services"]["grafana"]
+    mounts = {t: s for s, t in bind_mounts(grafana)}
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/iotad.yml").read_text())[
+        "providers"
+    ][0]
+    assert mounts[provider["options"]["path"]] == "./grafana/dashboards"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (DEPLOY / "grafana/dashboards" / Path(home).name).is_file()
+    datasources = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/datasources.yml").read_text()
+    )["datasources"]
+    uids = {d["uid"] for d in datasources}
+    for d in datasources:
+        host = re.match(r"https?://([^:/]+)", d["url"]).group(1)  # type: ignore[union-attr]
+        assert host in compose["services"], d["url"]
+    for path in (DEPLOY / "grafana" / "dashboards").glob("*.json"):
+        text = path.read_text()
+        assert set(re.findall(r'"uid": "([^"]+)"', text)) - {json.loads(text)["uid"]} <= uids
+
+
+def test_dashboards_are_generated() -> None:
+    """The committed JSON is what deploy/grafana/generate_dashboards.py writes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "generate_dashboards", DEPLOY / "grafana" / "generate_dashboards.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, text in module.render().items():
+        committed = (DEPLOY / "grafana" / "dashboards" / name).read_text()
+        assert committed == text, f"{name} is stale: run deploy/grafana/generate_dashboards.py"
