@@ -81,6 +81,16 @@ class PublishSettings:
     drain_timeout_s: float = 10.0
     progress_s: float = 5.0
 
+    def __post_init__(self) -> None:
+        if self.payload not in ("json", "bare", "batch") or self.qos not in (0, 1, 2):
+            raise ValueError(f"bad payload {self.payload!r} or qos {self.qos}")
+        if self.mqtt_version not in ("5", "3.1.1"):
+            raise ValueError(f"mqtt_version must be '5' or '3.1.1', not {self.mqtt_version!r}")
+        if not 0 < self.max_pending <= MAX_PENDING_LIMIT:
+            raise ValueError(f"max_pending must be in 1..{MAX_PENDING_LIMIT}")
+        if self.speed < 0 or (self.rate is not None and self.rate <= 0):
+            raise ValueError("speed must be >= 0 and rate > 0")
+
 
 @dataclass
 class PublishStats:
@@ -223,8 +233,6 @@ def run_publisher(
     `on_fault` is called (from this thread) when an injected fault starts. Raises
     `PublishError` when the broker cannot be reached or refuses the connection.
     """
-    if not 0 < settings.max_pending <= MAX_PENDING_LIMIT:
-        raise ValueError(f"max_pending must be in 1..{MAX_PENDING_LIMIT}")
     outstanding = _Outstanding()
     client, state = _make_client(settings, outstanding)
     _connect(settings, client, state)
@@ -245,37 +253,20 @@ def run_publisher(
     tick = 0
     try:
         while not stop_event.is_set():
-            now = time.monotonic()
-            if settings.duration_s is not None and now - wall0 >= settings.duration_s:
-                break
             ts = start_ts + tick * interval_s
-            if settings.sim_duration_s is not None and ts - start_ts >= settings.sim_duration_s:
-                break
             due = wall0 + tick * period_s
-            if due > now and stop_event.wait(due - now):
+            if _finished(settings, max(due, time.monotonic()) - wall0, ts - start_ts):
                 break
+            if due > time.monotonic() and stop_event.wait(due - time.monotonic()):
+                break
+            messages = _messages(settings, sim, ts)
+            stats.last_ts = ts
             for fault in sim.truth[len(stats.faults) :]:
                 stats.faults.append(fault)
                 if on_fault is not None:
                     on_fault(fault)
-            for topic, payload, n in _messages(settings, sim, ts):
-                if settings.max_readings is not None and stats.readings >= settings.max_readings:
-                    stop_event.set()
-                    break
-                # Backpressure: never let unconfirmed messages grow without bound.
-                while not outstanding.wait_at_most(cap - 1, stop_event, 1.0):
-                    if stop_event.is_set():
-                        break
-                if stop_event.is_set():
-                    break
-                outstanding.add()
-                info = client.publish(topic, payload, qos=settings.qos)
-                # QoS 0 while disconnected is dropped; QoS 1/2 stays queued for a reconnect.
-                if info.rc != 0 and (settings.qos == 0 or info.rc != 4):  # 4: MQTT_ERR_NO_CONN
-                    outstanding.done(False)
-                stats.messages += 1
-                stats.readings += n
-            stats.last_ts = ts
+            if not _send(client, settings, messages, outstanding, cap, stop_event, stats):
+                break
             tick += 1
             if on_progress is not None and time.monotonic() >= next_progress:
                 next_progress += settings.progress_s
@@ -286,6 +277,39 @@ def run_publisher(
         client.disconnect()
         client.loop_stop()
     return _snapshot(stats, outstanding, wall0)
+
+
+def _finished(settings: PublishSettings, wall_s: float, sim_s: float) -> bool:
+    return (settings.duration_s is not None and wall_s >= settings.duration_s) or (
+        settings.sim_duration_s is not None and sim_s >= settings.sim_duration_s
+    )
+
+
+def _send(
+    client: Any,
+    settings: PublishSettings,
+    messages: list[tuple[str, str, int]],
+    outstanding: _Outstanding,
+    cap: int,
+    stop_event: threading.Event,
+    stats: PublishStats,
+) -> bool:
+    """Publish one tick's messages; False when the run is over (stopped, or enough sent)."""
+    for topic, payload, n in messages:
+        if settings.max_readings is not None and stats.readings >= settings.max_readings:
+            return False
+        # Backpressure: wait for confirmations rather than let paho's queue grow.
+        while not outstanding.wait_at_most(cap - 1, stop_event, 1.0):
+            if stop_event.is_set():
+                return False
+        outstanding.add()
+        info = client.publish(topic, payload, qos=settings.qos)
+        # QoS 0 while disconnected is dropped; QoS 1/2 stays queued for the reconnect.
+        if info.rc != 0 and (settings.qos == 0 or info.rc != 4):  # 4: MQTT_ERR_NO_CONN
+            outstanding.done(False)
+        stats.messages += 1
+        stats.readings += n
+    return settings.max_readings is None or stats.readings < settings.max_readings
 
 
 def _snapshot(stats: PublishStats, outstanding: _Outstanding, wall0: float) -> PublishStats:

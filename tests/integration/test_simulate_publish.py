@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -34,45 +35,58 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def broker_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+@contextlib.contextmanager
+def run_mosquitto(workdir: Path, extra: str = "") -> Iterator[int]:
     """A mosquitto of our own on a free loopback port (never the system one on 1883)."""
     if not os.path.exists(MOSQUITTO):
         pytest.skip("mosquitto is not installed")
     port = _free_port()
-    conf = tmp_path_factory.mktemp("simulate-broker") / "mosquitto.conf"
+    conf = workdir / "mosquitto.conf"
+    if os.geteuid() == 0:
+        # As root, mosquitto drops to user "mosquitto", who cannot read pytest's temp dirs.
+        extra += "\nuser root"
     # Unlimited queues: a subscriber that falls behind must not lose QoS 1 messages here.
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\n"
+        f"listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 0\n{extra}\n"
     )
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"mosquitto did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-            time.sleep(0.05)
-    yield port
-    proc.terminate()
     try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mosquitto did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def broker_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    with run_mosquitto(tmp_path_factory.mktemp("simulate-broker"), "allow_anonymous true") as port:
+        yield port
 
 
 class Subscriber:
     """Collects every message on `topic` at QoS 1 (the callback only appends)."""
 
-    def __init__(self, port: int, topic: str, version: int = mqtt.MQTTv5) -> None:
+    def __init__(
+        self, port: int, topic: str, version: int = mqtt.MQTTv5, auth: tuple[str, str] | None = None
+    ) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self._ready = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=version)
+        if auth:
+            self._client.username_pw_set(*auth)
         self._client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self._client.on_subscribe = lambda *_: self._ready.set()
         self._client.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload))
@@ -194,8 +208,10 @@ def test_unreachable_broker_is_an_error() -> None:
         publish(_free_port(), "x", connect_timeout_s=2)
 
 
-def _cli(port: int, *args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, IOTAD_SIM_PASSWORD="unused")
+def _cli(port: int, *args: str, password: str = "") -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "IOTAD_SIM_PASSWORD"}
+    if password:
+        env["IOTAD_SIM_PASSWORD"] = password
     return subprocess.Popen(
         [
             sys.executable,
@@ -269,3 +285,26 @@ def test_cli_stops_cleanly_on_sigterm(broker_port: int, prefix: str) -> None:
     got = sub.wait_for(_confirmed(err))
     sub.close()
     assert len(got) == _confirmed(err) >= 50
+
+
+def test_password_from_environment_or_file(tmp_path: Path) -> None:
+    if not shutil.which("mosquitto_passwd"):
+        pytest.skip("mosquitto_passwd is not installed")
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "sim", "s3cret"], check=True)
+    extra = f"allow_anonymous false\npassword_file {passwd}"
+    with run_mosquitto(tmp_path, extra) as port:
+        sub = Subscriber(port, "sensors/#", auth=("sim", "s3cret"))
+        run = ("--username", "sim", "--max-readings", "48", "--speed", "0")
+        ok = _cli(port, *run, password="s3cret")
+        _, err = ok.communicate(timeout=30)
+        assert ok.returncode == 0, err
+        (tmp_path / "pw").write_text("s3cret\n")
+        from_file = _cli(port, *run, "--password-file", str(tmp_path / "pw"))
+        _, err = from_file.communicate(timeout=30)
+        assert from_file.returncode == 0, err
+        assert len(sub.wait_for(96)) == 96
+        sub.close()
+        wrong = _cli(port, *run, password="nope")
+        _, err = wrong.communicate(timeout=30)
+        assert wrong.returncode == 1 and "refused" in err
