@@ -176,6 +176,10 @@ def shift_running(
 class FactorySimulator:
     """Machines × metrics, stepped through time; pure and deterministic for a seed.
 
+    `faults` are injected at ``start_ts + offset_s``; `config.fault_rate_per_h` adds random
+    ones. After each step, `truth` lists the faults that have started (in order) and
+    `running` says which machines were on.
+
     >>> sim = FactorySimulator(FactoryConfig(n_devices=2, seed=1), start_ts=1_704_326_400)
     >>> len(sim.step(1_704_326_400)), sim.devices[0]
     (8, 'line1-press01')
