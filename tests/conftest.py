@@ -88,7 +88,12 @@ class Mosquitto:
         return self._proc is not None and self._proc.poll() is None
 
     def write_config(self) -> None:
-        lines = [f"listener {self.port} {self.host}", *self.BASE_CONF, *self.conf]
+        lines = [f"listener {self.port} {self.host}", *self.BASE_CONF]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # As root mosquitto drops to user "mosquitto", who cannot read pytest's 0700 tmp
+            # dirs (password files, certificates, its own log).
+            lines.append("user root")
+        lines.extend(self.conf)
         lines.append(f"log_dest file {self.log_path}")
         self.config_path.write_text("\n".join(lines) + "\n")
 
@@ -96,17 +101,22 @@ class Mosquitto:
         if self.running:
             return self
         self.write_config()
-        self._proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.config_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(self.workdir / "mosquitto.out", "ab") as out:
+            self._proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config_path)], stdout=out, stderr=subprocess.STDOUT
+            )
         try:
             wait_port(self.port, timeout_s)
         except TimeoutError:
             self.stop()
-            log = self.log_path.read_text() if self.log_path.exists() else ""
-            raise RuntimeError(f"mosquitto did not start on port {self.port}: {log}") from None
+            logs = [
+                p.read_text(errors="replace")
+                for p in (self.log_path, self.workdir / "mosquitto.out")
+                if p.exists()
+            ]
+            raise RuntimeError(
+                f"mosquitto did not start on port {self.port}: {' '.join(logs)}"
+            ) from None
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -276,13 +286,37 @@ def write_tiny_csv(path: Path, n: int = 1500, seed: int = 0) -> Path:
     return path
 
 
+def _training_fingerprint() -> str:
+    """Hash of the code a trained artifact depends on (cached artifacts go stale with it)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    files = sorted((root / "training").rglob("*.py")) + [
+        root / "detector" / name for name in ("artifact.py", "features.py", "readings.py")
+    ]
+    for path in files:
+        if path.is_file():
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small trained model artifact directory (trained once per test session)."""
+def tiny_artifact(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained model artifact directory.
+
+    Training takes ~20 s (TensorFlow), so the artifact is cached in pytest's cache directory,
+    keyed by the training code's hash; ``pytest --cache-clear`` retrains.
+    """
     try:
         from training.pipeline import TrainConfig, train
     except ImportError as exc:
         pytest.skip(f"training.pipeline is not importable yet ({exc})")
+    cache = Path(request.config.cache.mkdir("iotad_tiny_artifact"))
+    cached = cache / _training_fingerprint()
+    if (cached / "artifact.json").is_file():
+        return cached
     root = tmp_path_factory.mktemp("tiny_model")
     csv_path = write_tiny_csv(root / "tiny.csv")
     cfg = TrainConfig(
@@ -295,7 +329,14 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
         seed=0,
         plots=False,
     )
-    return Path(train(cfg).artifact_dir)
+    artifact_dir = Path(train(cfg).artifact_dir)
+    staging = cache / f".{cached.name}.{os.getpid()}"
+    shutil.copytree(artifact_dir, staging)
+    try:
+        staging.rename(cached)  # atomic: a concurrent session sees all or nothing
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)  # another session got there first
+    return cached if (cached / "artifact.json").is_file() else artifact_dir
 
 
 @pytest.fixture
@@ -304,3 +345,169 @@ def registry():  # type: ignore[no-untyped-def]
     from prometheus_client import CollectorRegistry
 
     return CollectorRegistry()
+
+
+# -- the worker as a subprocess ---------------------------------------------------------------
+
+
+class WorkerProcess:
+    """`iotad run` as a subprocess against the test broker, with a free metrics port.
+
+    Args:
+        broker: the test broker.
+        artifact: model artifact directory.
+        workdir: where its log goes (``worker.log``).
+        worker_id: stable id (the MQTT client id): reuse it to resume a session.
+        env: extra IOTAD_* variables; args: extra flags.
+    """
+
+    def __init__(
+        self,
+        broker: Mosquitto,
+        artifact: Path,
+        workdir: Path,
+        worker_id: str,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        import sys
+
+        self.metrics_port = free_port()
+        self.worker_id = worker_id
+        self.log_path = Path(workdir) / f"{worker_id}.log"
+        base = {k: v for k, v in os.environ.items() if not k.upper().startswith("IOTAD_")}
+        base.update(
+            {
+                "IOTAD_MQTT__HOST": broker.host,
+                "IOTAD_MQTT__PORT": str(broker.port),
+                "IOTAD_MODEL__PATH": str(artifact),
+                "IOTAD_METRICS__HOST": "127.0.0.1",
+                "IOTAD_METRICS__PORT": str(self.metrics_port),
+                "IOTAD_WORKER_ID": worker_id,
+                # Test sessions expire soon after the worker goes: nothing piles up.
+                "IOTAD_MQTT__SESSION_EXPIRY_S": "60",
+                "IOTAD_MQTT__CONNECT_TIMEOUT_S": "10",
+                "IOTAD_LOG__REJECT_INTERVAL_S": "1",
+                "OPENBLAS_NUM_THREADS": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        base.update(env or {})
+        self.env = base
+        self.args = [sys.executable, "-m", "detector", "run", "--env-file", "", *args]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def start(self) -> WorkerProcess:
+        self.started_at = time.monotonic()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in wait/kill)
+        self.proc = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.log_path.parent,
+        )
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def wait_ready(self, timeout_s: float = 30.0) -> float:
+        """Seconds from start until /readyz said 200 (raises with the log if it never does)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return time.monotonic() - self.started_at
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"worker not ready after {timeout_s} s:\n{self.log()}")
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Samples of /metrics as ``{(name, sorted labels): value}``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, text = self.get("/metrics")
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def wait_metric(
+        self, name: str, predicate: Callable[[float], bool], timeout_s: float = 20.0, **labels: str
+    ) -> float:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = self.sample(name, **labels)
+            if predicate(value):
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}{labels} = {value}:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout_s: float = 20.0) -> int:
+        assert self.proc is not None
+        code = self.proc.wait(timeout_s)
+        self._log.close()
+        return code
+
+    def stop(self) -> None:
+        """Kill if still running (cleanup)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc is not None:
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def start_worker(
+    mosquitto: Mosquitto, tiny_artifact: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """``start_worker(env={...}, args=[...], wait=True)`` -> a ready `WorkerProcess`."""
+    made: list[WorkerProcess] = []
+    default_id = "w-" + "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
+
+    def start(
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+        worker_id: str | None = None,
+        wait: bool = True,
+    ) -> WorkerProcess:
+        w = WorkerProcess(mosquitto, tiny_artifact, tmp_path, worker_id or default_id, env, args)
+        made.append(w)
+        w.start()
+        if wait:
+            w.wait_ready()
+        return w
+
+    yield start
+    for w in made:
+        w.stop()
