@@ -7,104 +7,23 @@ the port of mosquitto.conf are rewritten for this machine.
 
 from __future__ import annotations
 
-import getpass
-import os
 import re
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from tests.deploy.services import MOSQUITTO, MOSQUITTO_PASSWD, DeployBroker
+
 pytestmark = pytest.mark.integration
-
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-MOSQUITTO = shutil.which("mosquitto") or (
-    "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
-)
-MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """mosquitto with the stack's config, ACL and generated password file."""
-
-    def __init__(self, tmp: Path) -> None:
-        env = {
-            **os.environ,
-            "SECRETS_OUT": str(tmp / "secrets"),
-            "SECRETS_DIR": str(tmp / "secrets"),
-        }
-        for script, args in (
-            ("init-secrets.sh", []),
-            ("mosquitto/make-passwd.sh", [str(tmp / "passwd")]),
-        ):
-            subprocess.run(
-                ["sh", str(DEPLOY / script), *args],
-                env=env,
-                check=True,
-                timeout=30,
-                capture_output=True,
-            )
-        self.passwords = {
-            user: (tmp / "secrets" / name).read_text()
-            for user, name in (
-                ("iotad", "iotad_mqtt__password"),
-                ("simulator", "mqtt_simulator_password"),
-                ("reader", "mqtt_reader_password"),
-            )
-        }
-        self.port = free_port()
-        conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
-        replacements = {
-            "/mosquitto/auth/passwd": str(tmp / "passwd"),
-            "/mosquitto/config/acl": str(DEPLOY / "mosquitto" / "acl"),
-            "/mosquitto/data/": f"{tmp}/",
-            "listener 1883": f"listener {self.port} 127.0.0.1",
-        }
-        for old, new in replacements.items():
-            assert old in conf, old
-            conf = conf.replace(old, new)
-        # As root mosquitto would drop to the `mosquitto` user, which cannot enter tmp_path.
-        conf += f"\nuser {getpass.getuser()}\n"
-        (tmp / "mosquitto.conf").write_text(conf)
-        self.log = (tmp / "mosquitto.log").open("wb")
-        assert MOSQUITTO
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(tmp / "mosquitto.conf")],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"mosquitto did not start, see {self.log.name}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.log.close()
 
 
 class Client:
     """A paho client that records what it receives."""
 
-    def __init__(self, broker: Broker, user: str | None, password: str | None = None) -> None:
+    def __init__(self, broker: DeployBroker, user: str | None, password: str | None = None) -> None:
         self.received: list[tuple[str, bytes]] = []
         self.connack = threading.Event()
         self.reason: mqtt.ReasonCode | None = None
@@ -159,22 +78,22 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployBroker]:
     if not (MOSQUITTO and MOSQUITTO_PASSWD):
         pytest.skip("mosquitto / mosquitto_passwd not found (scripts/system-deps.sh installs them)")
-    b = Broker(tmp_path_factory.mktemp("mosquitto"))
+    b = DeployBroker(tmp_path_factory.mktemp("mosquitto"))
     yield b
     b.stop()
 
 
-def test_anonymous_and_wrong_passwords_are_refused(broker: Broker) -> None:
+def test_anonymous_and_wrong_passwords_are_refused(broker: DeployBroker) -> None:
     for user, password in ((None, None), ("iotad", "wrong"), ("nobody", "x"), ("iotad", "")):
         client = Client(broker, user, password)
         assert not client.ok, (user, client.reason)
         client.close()
 
 
-def test_topic_rights(broker: Broker) -> None:
+def test_topic_rights(broker: DeployBroker) -> None:
     iotad = Client(broker, "iotad", broker.passwords["iotad"])
     sim = Client(broker, "simulator", broker.passwords["simulator"])
     reader = Client(broker, "reader", broker.passwords["reader"])
@@ -210,8 +129,8 @@ def test_topic_rights(broker: Broker) -> None:
             c.close()
 
 
-def test_password_file_is_hashed_and_private(broker: Broker) -> None:
-    passwd = Path(broker.log.name).parent / "passwd"
+def test_password_file_is_hashed_and_private(broker: DeployBroker) -> None:
+    passwd = broker.password_file
     text = passwd.read_text()
     assert set(re.findall(r"^(\w+):", text, re.M)) == {"iotad", "simulator", "reader"}
     for password in broker.passwords.values():

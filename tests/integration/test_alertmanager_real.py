@@ -7,14 +7,8 @@ into it, it is no longer listed at all, whatever the ``active`` filter says.
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,92 +17,14 @@ from prometheus_client import CollectorRegistry
 
 from detector.alertmanager import AlertmanagerSink
 from detector.events import AlertEvent
+from tests.deploy.services import ALERTMANAGER, RealAlertmanager, free_port, wait_for
 
 pytestmark = pytest.mark.integration
-
-# Upstream names the binary `alertmanager`, Debian `prometheus-alertmanager`.
-BINARY = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
-
-CONFIG = """\
-route:
-  receiver: blackhole
-  group_wait: 1s
-receivers:
-  - name: blackhole
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = cond()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
-class RealAlertmanager:
-    """An Alertmanager process on a free port, clustering off, state in a temp dir."""
-
-    def __init__(self, tmp: Path, port: int | None = None) -> None:
-        assert BINARY
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = tmp / "alertmanager.yml"
-        config.write_text(CONFIG)
-        self.log = (tmp / "alertmanager.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                BINARY,
-                f"--config.file={config}",
-                f"--storage.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--cluster.listen-address=",  # no gossip port, no peers
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for(self._ready)
-        except AssertionError:
-            self.stop()
-            raise AssertionError(f"alertmanager did not start: {self.log.name}") from None
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"alertmanager exited {self.proc.returncode}: {self.log.name}")
-        try:
-            with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def alerts(self, **params: str) -> list[dict[str, Any]]:
-        query = "&".join(f"{k}={v}" for k, v in params.items())
-        with urllib.request.urlopen(f"{self.url}/api/v2/alerts?{query}", timeout=5) as resp:
-            return json.load(resp)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[RealAlertmanager]:
-    if not BINARY:
+    if not ALERTMANAGER:
         pytest.skip("alertmanager binary not found (scripts/system-deps.sh installs it)")
     am = RealAlertmanager(tmp_path)
     yield am
@@ -175,7 +91,7 @@ def test_reposts_push_ends_at_forward(alertmanager: RealAlertmanager) -> None:
 
 
 def test_delivers_once_alertmanager_comes_up(tmp_path: Path) -> None:
-    if not BINARY:
+    if not ALERTMANAGER:
         pytest.skip("alertmanager binary not found (scripts/system-deps.sh installs it)")
     port = free_port()
     registry = CollectorRegistry()
