@@ -272,3 +272,14 @@ def test_dashboards_are_generated() -> None:
     for name, text in module.render().items():
         committed = (DEPLOY / "grafana" / "dashboards" / name).read_text()
         assert committed == text, f"{name} is stale: run deploy/grafana/generate_dashboards.py"
+
+
+def test_iotad_commands_parse(compose: dict[str, Any]) -> None:
+    """The simulator's flags are ones `iotad simulate` accepts (argparse exits otherwise)."""
+    from detector.cli import build_parser
+
+    sim = compose["services"]["simulator"]
+    assert sim["entrypoint"][:2] == ["iotad", "simulate"]
+    args = build_parser().parse_args(["simulate", *[expand(a) for a in sim["command"]]])
+    assert args.host == "mosquitto" and args.username == "simulator"
+    assert args.password_file == "/run/secrets/mqtt_simulator_password"

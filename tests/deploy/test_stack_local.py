@@ -225,3 +225,23 @@ def test_every_dashboard_query_runs(stack: Stack) -> None:
             empty.append(f"{where}: {expr}")
     assert checked >= 25
     assert empty == []
+
+
+def test_image_healthcheck_and_k8s_probes_pass(stack: Stack) -> None:
+    """The Dockerfile's HEALTHCHECK command and the Deployment's probe paths, on the worker."""
+    import subprocess
+    import sys
+
+    dockerfile = pytest.importorskip("dockerfile")
+    (health,) = [
+        c for c in dockerfile.parse_file(str(DEPLOY / "Dockerfile")) if c.cmd == "HEALTHCHECK"
+    ]
+    _cmd, _python, flag, code = health.value
+    env = {"IOTAD_METRICS__PORT": str(stack.worker.metrics_port), "PATH": ""}
+    subprocess.run([sys.executable, flag, code], env=env, check=True, timeout=10)
+
+    deployment = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        status, _ = stack.worker.get(container[probe]["httpGet"]["path"])
+        assert status == 200, probe
