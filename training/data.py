@@ -176,10 +176,11 @@ def _read_long(rows: Iterable[list[str]], header: list[str], where: str, out: _C
 
 
 def _read_wide(
-    rows: Iterable[list[str]], header: list[str], device: str, where: str, out: _Collector
+    rows: Iterable[list[str]], names: list[str], device: str, where: str, out: _Collector
 ) -> None:
+    header = [name.lower() for name in names]
     i_ts = next(header.index(c) for c in TS_COLUMNS if c in header)
-    metrics = [(i, name) for i, name in enumerate(header) if i != i_ts]
+    metrics = [(i, name) for i, name in enumerate(names) if i != i_ts]
     for _, name in metrics:
         _check_name(name, "metric", f"{where}: header")
     keys = [(i, series_key(device, name)) for i, name in metrics]
@@ -208,25 +209,27 @@ def _read_file(path: Path, device: str | None, out: _Collector) -> None:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         rows = csv.reader(handle)
         try:
-            header = [h.strip().lower() for h in next(rows)]
+            names = [h.strip() for h in next(rows)]
         except StopIteration:
             raise DataError(f"{where} is empty (expected a CSV header line)") from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise DataError(f"{where} is not a readable CSV file: {exc}") from None
+        # Layout detection ignores case; metric names keep theirs.
+        header = [name.lower() for name in names]
         has_ts = any(c in header for c in TS_COLUMNS)
         try:
             if has_ts and {"device", "metric", "value"} <= set(header):
                 _read_long(rows, header, where, out)
             elif has_ts and len(header) == 2 and "value" in header:
                 name = device if device is not None else path.stem
-                _read_wide(rows, header, _check_name(name, "device", where), where, out)
+                _read_wide(rows, names, _check_name(name, "device", where), where, out)
             elif has_ts and len(header) >= 2 and len(set(header)) == len(header):
                 if device is None:
                     raise DataError(
                         f"{where} is a wide CSV (columns {', '.join(header)}): "
                         "give the device name with --device"
                     )
-                _read_wide(rows, header, _check_name(device, "device", "--device"), where, out)
+                _read_wide(rows, names, _check_name(device, "device", "--device"), where, out)
             else:
                 raise DataError(
                     f"{where}: bad CSV header {','.join(header)!r}; expected "
