@@ -230,3 +230,18 @@ def test_lstm_replay_of_a_prefix_matches_the_whole_file(tmp_path: Path) -> None:
     # Same batches except the prefix's last one, which LiteRT may pad to another size.
     np.testing.assert_allclose(prefix.core_score[180:], whole.core_score[180:801], rtol=1e-5)
     assert np.all((whole.anomaly_score >= 0) & (whole.anomaly_score <= 1))
+
+
+def test_overrides_decode_json_and_reject_unknown_fields() -> None:
+    from detector.core import DetectionConfig
+
+    got = eval_cli.parse_overrides(["threshold=3.5", "resolve_after=2"], DetectionConfig)
+    assert got == {"threshold": 3.5, "resolve_after": 2}
+    assert eval_cli.parse_overrides(["units=[16, 16]", "cell=gru"]) == {
+        "units": [16, 16],
+        "cell": "gru",
+    }
+    with pytest.raises(SystemExit, match="no field 'nope'"):
+        eval_cli.parse_overrides(["nope=1"], DetectionConfig)
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        eval_cli.parse_overrides(["threshold"], DetectionConfig)
