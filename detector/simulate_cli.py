@@ -179,6 +179,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--duration-s", "--duration", type=parse_duration, help="e.g. 90, 15m, 2h")
     g.add_argument("--days", type=float, help="stop after this many simulated days")
     g.add_argument("--max-readings", type=int, help="stop after this many readings")
+    g.add_argument(
+        "--backfill",
+        type=parse_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="first publish this much history before the start at once (e.g. 1m): "
+        "detectors listening start with full windows",
+    )
     g = parser.add_argument_group("faults")
     g.add_argument(
         "--fault",
@@ -293,6 +301,7 @@ def _main_publish(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         speed=1.0 if args.speed is None else args.speed,
         rate=args.rate,
         start_ts=args.start,
+        backfill_s=args.backfill,
         duration_s=args.duration_s,
         sim_duration_s=args.days * 86_400 if args.days is not None else None,
         max_readings=args.max_readings,

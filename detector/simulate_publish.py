@@ -7,6 +7,7 @@ every tick with bounded in-flight messages. Safe in a thread (it installs no sig
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,10 @@ class PublishSettings:
     ``n_series / rate`` when `rate` (readings per second overall) is set. Timestamps start
     at `start_ts`, or now when None. The run stops at `stop_event`, after `duration_s` of
     wall time, `sim_duration_s` of simulated time or `max_readings` readings.
+
+    `backfill_s` of simulated history before `start_ts` is published at once, unpaced, ahead
+    of the paced run: a detector listening has full windows when the paced part begins.
+    Fault offsets still count from `start_ts`.
     """
 
     factory: FactoryConfig = field(default_factory=lambda: FactoryConfig(interval_s=1.0))
@@ -61,6 +66,7 @@ class PublishSettings:
     speed: float = 1.0
     rate: float | None = None
     start_ts: float | None = None
+    backfill_s: float = 0.0
     duration_s: float | None = None
     sim_duration_s: float | None = None
     max_readings: int | None = None
@@ -78,6 +84,8 @@ class PublishSettings:
             raise ValueError(f"max_pending must be in 1..{MAX_PENDING_LIMIT}")
         if self.speed < 0 or (self.rate is not None and self.rate <= 0):
             raise ValueError("speed must be >= 0 and rate > 0")
+        if self.backfill_s < 0:
+            raise ValueError("backfill_s must be >= 0")
 
 
 @dataclass
@@ -225,8 +233,13 @@ def run_publisher(
     client, state = _make_client(settings, outstanding)
     _connect(settings, client, state)
     start_ts = time.time() if settings.start_ts is None else settings.start_ts
-    sim = FactorySimulator(settings.factory, start_ts, settings.faults)
     interval_s = settings.factory.interval_s
+    # Backfill ticks are numbered below zero: the simulator starts that much earlier, and
+    # the faults move with it so that their offsets still count from `start_ts`.
+    backfill = math.ceil(settings.backfill_s / interval_s - 1e-9)
+    sim_start_ts = start_ts - backfill * interval_s
+    faults = [replace(f, offset_s=f.offset_s + backfill * interval_s) for f in settings.faults]
+    sim = FactorySimulator(settings.factory, sim_start_ts, faults)
     n_series = len(sim.devices) * len(sim.metrics)
     if settings.rate:
         period_s = n_series / settings.rate
@@ -235,14 +248,14 @@ def run_publisher(
     cap = settings.max_pending
     if settings.qos > 0 and state["receive_max"]:
         cap = min(cap, state["receive_max"])
-    stats = PublishStats(first_ts=start_ts)
+    stats = PublishStats(first_ts=sim_start_ts)
     wall0 = time.monotonic()
     next_progress = wall0 + settings.progress_s
-    tick = 0
+    tick = -backfill
     try:
         while not stop_event.is_set():
             ts = start_ts + tick * interval_s
-            due = wall0 + tick * period_s
+            due = wall0 + max(tick, 0) * period_s
             if _finished(settings, max(due, time.monotonic()) - wall0, ts - start_ts):
                 break
             if due > time.monotonic() and stop_event.wait(due - time.monotonic()):
