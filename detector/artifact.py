@@ -36,6 +36,10 @@ class SeriesScale:
 
     offset: float
     scale: float
+    low: float | None = None
+    """Smallest raw value in the training data (None in artifacts that do not say)."""
+    high: float | None = None
+    """Largest raw value in the training data."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,10 @@ class ErrorStats:
     std: float
     abs_quantiles: dict[str, float]
     n: int
+    abs_mean: float | None = None
+    """Mean of |residual| (None in artifacts that do not say: a normal law is assumed)."""
+    abs_std: float | None = None
+    """Standard deviation of |residual|."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +143,9 @@ def _scale(obj: Any, where: str) -> SeriesScale:
     scale = _finite(obj.get("scale"), f"{where}.scale")
     if scale <= 0:
         raise ArtifactError(f"{where}.scale must be positive, got {scale}")
-    return SeriesScale(offset, scale)
+    low = _finite(obj["low"], f"{where}.low") if obj.get("low") is not None else None
+    high = _finite(obj["high"], f"{where}.high") if obj.get("high") is not None else None
+    return SeriesScale(offset, scale, low, high)
 
 
 def _errors(obj: Any, where: str) -> ErrorStats:
@@ -157,7 +167,13 @@ def _errors(obj: Any, where: str) -> ErrorStats:
             str(k): _finite(v, f"{where}.abs_quantiles[{k}]") for k, v in quantiles.items()
         },
         n=n,
+        abs_mean=_optional_finite(obj, "abs_mean", where),
+        abs_std=_optional_finite(obj, "abs_std", where),
     )
+
+
+def _optional_finite(obj: dict[str, Any], key: str, where: str) -> float | None:
+    return _finite(obj[key], f"{where}.{key}") if obj.get(key) is not None else None
 
 
 def parse_artifact(doc: Any, directory: Path) -> Artifact:

@@ -18,27 +18,55 @@ from detector.events import AlertEvent, BatchResult, Dropped, Scored
 from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
 from detector.readings import Reading
-from detector.scoring import ErrorTracker
+from detector.scoring import AnomalyScorer, ErrorTracker, ScoringConfig
 
 CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
 class DetectionConfig:
-    """Tunables of the detection core (the worker's `IOTAD_DETECTION__*` settings)."""
+    """Tunables of the detection core (the worker's `IOTAD_DETECTION__*` settings).
 
-    threshold: float = 4.0
-    """Score above which a reading is anomalous (score = |residual - mean| / residual std)."""
+    The defaults are the ones measured best on the Numenta Anomaly Benchmark (see
+    docs/detection.md); `iotad eval nab` and `iotad run` use the same.
+    """
+
+    threshold: float = 0.5
+    """Score (in [0, 1]) at or above which a reading is anomalous; 0.5 is a tail
+    probability of 1e-5 (see `detector.scoring`)."""
     resolve_after: int = 5
     """Normal readings in a row that end an anomalous episode (hysteresis)."""
+    quiet_period: int = 100
+    """Readings after an episode fires before it may resolve (and so fire again)."""
+    band_sigmas: float = 3.0
+    """Half-width of the expected band, in residual standard deviations."""
     error_halflife: int = 1000
-    """Readings over which the online residual statistics forget half their past."""
+    """Readings over which the residual statistics of the band forget half their past."""
     error_clip: float = 6.0
-    """Residuals enter the online statistics clipped to this many standard deviations."""
+    """Residuals enter the band's statistics clipped to this many standard deviations."""
+    likelihood_halflife: int = 1000
+    """Readings over which the long-run error and level distributions forget half."""
+    short_window: int = 10
+    """Readings in the recent mean of errors and of values that the long run is asked about."""
+    range_tolerance: float = 0.0
+    """A value beyond the range seen so far by this fraction of it scores 1."""
+    use_level: bool = True
+    """Score unusual recent levels, not only unusual forecast errors."""
+    use_range: bool = True
+    """Score values outside the range seen so far."""
     max_series: int = 100_000
     """Active series beyond which new series are dropped with reason ``too_many_series``."""
     idle_evict_s: float = 86_400.0
     """A series with no reading for this long is evicted (its slot is reused)."""
+
+    def scoring(self) -> ScoringConfig:
+        return ScoringConfig(
+            likelihood_halflife=self.likelihood_halflife,
+            short_window=self.short_window,
+            range_tolerance=self.range_tolerance,
+            use_level=self.use_level,
+            use_range=self.use_range,
+        )
 
 
 @dataclass(slots=True)
@@ -73,7 +101,8 @@ class DetectionCore:
         self.scale = np.ones(cap, dtype=np.float64)
         self.has_scale = np.zeros(cap, dtype=bool)
         self.errors = ErrorTracker(cap, self.config.error_halflife, self.config.error_clip)
-        self.episodes = EpisodeTracker(cap, self.config.resolve_after)
+        self.scorer = AnomalyScorer(cap, self.config.scoring())
+        self.episodes = EpisodeTracker(cap, self.config.resolve_after, self.config.quiet_period)
 
     # -- series ------------------------------------------------------------------------------
 
@@ -97,14 +126,28 @@ class DetectionCore:
             self.scale = np.concatenate([self.scale, np.ones(grow)])
             self.has_scale = np.concatenate([self.has_scale, np.zeros(grow, dtype=bool)])
             self.errors.ensure_capacity(cap)
+            self.scorer.ensure_capacity(cap)
             self.episodes.ensure_capacity(cap)
         known = self.artifact.scale_for(key)
+        value_range = None
         if known is not None:
             self.offset[slot], self.scale[slot] = known.offset, known.scale
             self.has_scale[slot] = True
+            if known.low is not None and known.high is not None:
+                value_range = (
+                    (known.low - known.offset) / known.scale,
+                    (known.high - known.offset) / known.scale,
+                )
         else:
             self.has_scale[slot] = False
-        self.errors.seed(slot, self.artifact.errors_for(key))
+        errors = self.artifact.errors_for(key)
+        self.errors.seed(slot, errors)
+        # In scaled units a standard-scaled series has mean 0 and std 1; a min-max scaled one
+        # spans [0, 1] (std of a uniform spread as the prior).
+        if self.artifact.scaling_method == "minmax":
+            self.scorer.seed(slot, errors, 0.5, 12**-0.5, value_range)
+        else:
+            self.scorer.seed(slot, errors, 0.0, 1.0, value_range)
         self.episodes.reset(slot)
         return slot
 
@@ -198,6 +241,8 @@ class DetectionCore:
                 values, ts = store.windows(r_slots)
                 self._fit_missing_scales(r_slots, values)
                 scaled = (values - self.offset[r_slots, None]) / self.scale[r_slots, None]
+                for j in np.flatnonzero(~np.isfinite(self.scorer.low[r_slots])).tolist():
+                    self.scorer.seed_range(int(r_slots[j]), scaled[j])
                 inputs.append(model_input(scaled, ts, self.features))
                 owners.append(r_idx)
             result.warming += int(np.count_nonzero(~ready))
@@ -219,7 +264,7 @@ class DetectionCore:
     def _score(
         self, adm: _Admitted, owners: np.ndarray, forecast: np.ndarray, result: BatchResult
     ) -> None:
-        threshold = self.config.threshold
+        cfg = self.config
         ranks = adm.rank[owners]
         for k in range(int(ranks.max()) + 1):
             rows = np.flatnonzero(ranks == k)
@@ -227,20 +272,22 @@ class DetectionCore:
             slots = adm.slots[idx]
             offset, scale = self.offset[slots], self.scale[slots]
             values = adm.values[idx]
-            residual = (values - offset) / scale - forecast[rows]
-            score = self.errors.score(slots, residual)
+            scaled = (values - offset) / scale
+            residual = scaled - forecast[rows]
             mean, std = self.errors.mean[slots], self.errors.std(slots)
             expected = forecast[rows] * scale + offset
-            lower = expected + (mean - threshold * std) * scale
-            upper = expected + (mean + threshold * std) * scale
-            anomalous = score > threshold
+            lower = expected + (mean - cfg.band_sigmas * std) * scale
+            upper = expected + (mean + cfg.band_sigmas * std) * scale
             self.errors.update(slots, residual)
-            transitions = dict(
-                (i, (state, onset))
+            score = self.scorer.score(slots, scaled, residual)
+            anomalous = score >= cfg.threshold
+            transitions = {
+                i: (state, onset)
                 for i, state, onset in self.episodes.step(slots, anomalous, adm.ts[idx])
-            )
+            }
             for i in range(idx.size):
                 reading = adm.readings[int(idx[i])]
+                change = transitions.get(i)
                 scored = Scored(
                     reading=reading,
                     expected=float(expected[i]),
@@ -248,11 +295,11 @@ class DetectionCore:
                     upper=float(upper[i]),
                     score=float(score[i]),
                     is_anomaly=bool(anomalous[i]),
+                    onset=change is not None and change[0] == "firing",
                 )
                 result.scored.append(scored)
-                if i in transitions:
-                    state, onset = transitions[i]
-                    result.events.append(self._event(scored, state, onset))
+                if change is not None:
+                    result.events.append(self._event(scored, *change))
 
     def _event(self, scored: Scored, state: str, onset: float) -> AlertEvent:
         r = scored.reading
@@ -273,48 +320,67 @@ class DetectionCore:
 
     # -- checkpoints -------------------------------------------------------------------------
 
+    def _slot_arrays(self) -> dict[str, np.ndarray]:
+        """Every per-slot state array outside the window store, by checkpoint name."""
+        sc = self.scorer
+        return {
+            "offset": self.offset,
+            "scale": self.scale,
+            "has_scale": self.has_scale,
+            "err_mean": self.errors.mean,
+            "err_var": self.errors.var,
+            "recent_error_ring": sc.recent_error.ring,
+            "recent_error_total": sc.recent_error.total,
+            "recent_error_count": sc.recent_error.count,
+            "recent_value_ring": sc.recent_value.ring,
+            "recent_value_total": sc.recent_value.total,
+            "recent_value_count": sc.recent_value.count,
+            "error_run_mean": sc.error_run.mean,
+            "error_run_var": sc.error_run.var,
+            "value_run_mean": sc.value_run.mean,
+            "value_run_var": sc.value_run.var,
+            "low": sc.low,
+            "high": sc.high,
+            **self.episodes.arrays(),
+        }
+
     def snapshot(self) -> dict[str, np.ndarray]:
-        """Every active series' state (windows, scales, error statistics, episodes)."""
+        """Every active series' state (windows, scales, score statistics, episodes)."""
         state = self.store.state()
         slots = np.array([self.store.slot(str(k)) for k in state["keys"]], dtype=np.int64)
         state.update(
             format=np.array(CHECKPOINT_FORMAT),
             model_version=np.array(self.artifact.version),
             window_len=np.array(self.window_len),
-            offset=self.offset[slots],
-            scale=self.scale[slots],
-            has_scale=self.has_scale[slots],
-            err_mean=self.errors.mean[slots],
-            err_var=self.errors.var[slots],
-            ep_active=self.episodes.active[slots],
-            ep_normal_run=self.episodes.normal_run[slots],
-            ep_onset_ts=self.episodes.onset_ts[slots],
+            short_window=np.array(self.config.short_window),
         )
+        for name, array in self._slot_arrays().items():
+            state[name] = array[slots].copy()
         return state
 
     def restore(self, state: dict[str, np.ndarray]) -> int:
-        """Load a `snapshot`; raises ValueError when it does not fit this model."""
+        """Load a `snapshot`; raises ValueError when it does not fit this model and config."""
         if int(state["format"]) != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {int(state['format'])} is not supported")
         if int(state["window_len"]) != self.window_len:
             raise ValueError("checkpoint window length differs from the model's")
+        if int(state["short_window"]) != self.config.short_window:
+            raise ValueError("checkpoint short_window differs from the configured one")
         if str(state["model_version"]) != self.artifact.version:
             raise ValueError(
                 f"checkpoint is for model {state['model_version']}, not {self.artifact.version}"
             )
+        missing = [name for name in self._slot_arrays() if name not in state]
+        if missing:
+            raise ValueError(f"checkpoint lacks {', '.join(missing)}")
         slots: list[int] = []
-        for i, key in enumerate(state["keys"].tolist()):
+        for key in state["keys"].tolist():
             slot = self._allocate(str(key))
             if slot is None:
                 break  # more series than max_series: the rest warm up again
-            self.offset[slot] = state["offset"][i]
-            self.scale[slot] = state["scale"][i]
-            self.has_scale[slot] = state["has_scale"][i]
-            self.errors.mean[slot] = state["err_mean"][i]
-            self.errors.var[slot] = state["err_var"][i]
-            self.episodes.active[slot] = state["ep_active"][i]
-            self.episodes.normal_run[slot] = state["ep_normal_run"][i]
-            self.episodes.onset_ts[slot] = state["ep_onset_ts"][i]
             slots.append(slot)
+        rows = np.array(slots, dtype=np.int64)
+        for name, array in self._slot_arrays().items():
+            array[rows] = state[name][: len(slots)]
         self.store.restore_rows(slots, state)
         return len(slots)

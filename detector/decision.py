@@ -1,8 +1,10 @@
 """From anomalous readings to alert events: one event per episode, with hysteresis.
 
 A series fires once when a reading crosses the threshold, stays in its episode while
-readings keep crossing it, and resolves after `resolve_after` normal readings in a row — so a
-level shift that takes the forecaster 50 readings to follow is one alert, not 50.
+readings keep crossing it, and resolves after `resolve_after` normal readings in a row, but
+not before `quiet_period` readings since it fired — so a level shift that takes the
+forecaster 50 readings to follow is one alert, not 50, and a burst of short excursions is one
+episode rather than a flapping alert.
 """
 
 from __future__ import annotations
@@ -24,24 +26,36 @@ def event_id(key: str, onset_ts: float) -> str:
 class EpisodeTracker:
     """Per-slot episode state: in an episode or not, and how many normal readings since."""
 
-    def __init__(self, capacity: int, resolve_after: int) -> None:
+    def __init__(self, capacity: int, resolve_after: int, quiet_period: int = 0) -> None:
         self.resolve_after = max(1, resolve_after)
+        self.quiet_period = max(0, quiet_period)
         self.active = np.zeros(capacity, dtype=bool)
         self.normal_run = np.zeros(capacity, dtype=np.int64)
+        self.since_onset = np.zeros(capacity, dtype=np.int64)
         self.onset_ts = np.zeros(capacity, dtype=np.float64)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-slot state, by name (for checkpoints)."""
+        return {
+            "ep_active": self.active,
+            "ep_normal_run": self.normal_run,
+            "ep_since_onset": self.since_onset,
+            "ep_onset_ts": self.onset_ts,
+        }
 
     def ensure_capacity(self, capacity: int) -> None:
         n = self.active.shape[0]
         if capacity > n:
-            self.active = np.concatenate([self.active, np.zeros(capacity - n, dtype=bool)])
-            self.normal_run = np.concatenate(
-                [self.normal_run, np.zeros(capacity - n, dtype=np.int64)]
-            )
-            self.onset_ts = np.concatenate([self.onset_ts, np.zeros(capacity - n)])
+            grow = capacity - n
+            self.active = np.concatenate([self.active, np.zeros(grow, dtype=bool)])
+            self.normal_run = np.concatenate([self.normal_run, np.zeros(grow, dtype=np.int64)])
+            self.since_onset = np.concatenate([self.since_onset, np.zeros(grow, dtype=np.int64)])
+            self.onset_ts = np.concatenate([self.onset_ts, np.zeros(grow)])
 
     def reset(self, slot: int) -> None:
         self.active[slot] = False
         self.normal_run[slot] = 0
+        self.since_onset[slot] = 0
         self.onset_ts[slot] = 0.0
 
     def step(
@@ -56,15 +70,21 @@ class EpisodeTracker:
         busy = np.flatnonzero(anomalous | self.active[slots])
         for i in busy.tolist():
             slot = int(slots[i])
+            if self.active[slot]:
+                self.since_onset[slot] += 1
             if anomalous[i]:
                 self.normal_run[slot] = 0
                 if not self.active[slot]:
                     self.active[slot] = True
+                    self.since_onset[slot] = 0
                     self.onset_ts[slot] = float(ts[i])
                     transitions.append((i, "firing", float(ts[i])))
             else:
                 self.normal_run[slot] += 1
-                if self.normal_run[slot] >= self.resolve_after:
+                if (
+                    self.normal_run[slot] >= self.resolve_after
+                    and self.since_onset[slot] >= self.quiet_period
+                ):
                     self.active[slot] = False
                     self.normal_run[slot] = 0
                     transitions.append((i, "resolved", float(self.onset_ts[slot])))

@@ -20,6 +20,8 @@ class Scored:
     upper: float
     score: float
     is_anomaly: bool
+    onset: bool = False
+    """This reading opened an anomalous episode (its `firing` alert)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,30 @@
-"""Residual → normalised error → anomaly score, with per-series online error statistics.
+"""Residual → anomaly score in [0, 1], with per-series online statistics in numpy arrays.
 
-Statistics live in *scaled* units (residual / series scale) so that the artifact's
-calibration, measured on the validation split, seeds them directly: a series is scored from
-its first ready reading, then its statistics follow it with an exponential forgetting.
+Three signals, each a question an operator would ask, combined by taking the largest:
+
+* **Forecast error likelihood** — is the recent forecast error (mean |residual| over the last
+  `short_window` readings) unusually large against this series' own long-run error
+  distribution? A tail probability, like Numenta's anomaly likelihood; the long-run
+  distribution is an exponentially weighted mean and variance, so memory per series is fixed.
+* **Level likelihood** — is the recent level (mean of the last `short_window` values) unusual
+  against the series' long-run value distribution? Catches shifts the forecaster follows
+  too quickly to leave a large error.
+* **Range** — is the value outside everything seen so far (plus `range_tolerance` of the
+  range)? A sensor that leaves its physical envelope is news even when the forecaster
+  would have followed it.
+
+Tail probabilities p become scores as ``log(1 - p + 1e-10) / log(1e-10)`` in [0, 1]: 0.5 means
+p = 0.99999, and the score approaches 1 as 1 - p falls below 1e-10. All statistics are in *scaled* units (see
+`detector.artifact.SeriesScale`), so the artifact's calibration seeds them directly.
+
+`ErrorTracker` keeps the signed residual's mean and variance for the expected band shown to
+operators (``expected ± band_sigmas · std``).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,10 +34,36 @@ from detector.artifact import ErrorStats
 # deviation infinitely anomalous; this floor is far below any real sensor's noise in
 # scaled units.
 MIN_STD = 1e-4
+_LOG_FLOOR = math.log(1e-10)
+_SQRT2 = math.sqrt(2.0)
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def tail_score(z: np.ndarray) -> np.ndarray:
+    """Score in [0, 1] of standardised deviations `z` (one-sided, upper tail).
+
+    ``log(1 - p + 1e-10) / log(1e-10)`` where p is the normal CDF of z: z <= 0 scores 0,
+    z = 4.26 scores 0.5, z = 7 scores 0.9994.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    out = np.zeros(z.shape)
+    pos = z > 0
+    if pos.any():
+        tail = 0.5 * _erfc(z[pos] / _SQRT2)  # 1 - p, accurate far into the tail
+        out[pos] = np.log(np.maximum(tail, 1e-300) + 1e-10) / _LOG_FLOOR
+    return np.clip(out, 0.0, 1.0)
+
+
+def expected_abs(stats: ErrorStats) -> tuple[float, float]:
+    """Mean and std of |residual| from calibration (normal approximation when not stored)."""
+    if stats.abs_mean is not None and stats.abs_std is not None:
+        return stats.abs_mean, max(stats.abs_std, MIN_STD)
+    sigma = max(stats.std, MIN_STD)
+    return sigma * math.sqrt(2.0 / math.pi), sigma * math.sqrt(1.0 - 2.0 / math.pi)
 
 
 class ErrorTracker:
-    """Exponentially weighted mean and variance of forecast residuals, one row per slot."""
+    """Exponentially weighted mean and variance of signed residuals, one row per slot."""
 
     def __init__(self, capacity: int, halflife: float, clip: float) -> None:
         self.alpha = 1.0 - 0.5 ** (1.0 / max(halflife, 1.0))
@@ -57,3 +102,140 @@ class ErrorTracker:
         incr = self.alpha * diff
         self.mean[slots] = mean + incr
         self.var[slots] = (1.0 - self.alpha) * (self.var[slots] + diff * incr)
+
+
+class RecentMean:
+    """Mean of the last `length` observations of each slot (fewer while filling)."""
+
+    def __init__(self, capacity: int, length: int) -> None:
+        self.length = max(1, length)
+        self.ring = np.zeros((capacity, self.length), dtype=np.float64)
+        self.total = np.zeros(capacity, dtype=np.float64)
+        self.count = np.zeros(capacity, dtype=np.int64)
+
+    def ensure_capacity(self, capacity: int) -> None:
+        n = self.ring.shape[0]
+        if capacity > n:
+            self.ring = np.concatenate([self.ring, np.zeros((capacity - n, self.length))])
+            self.total = np.concatenate([self.total, np.zeros(capacity - n)])
+            self.count = np.concatenate([self.count, np.zeros(capacity - n, dtype=np.int64)])
+
+    def reset(self, slot: int) -> None:
+        self.ring[slot] = 0.0
+        self.total[slot] = 0.0
+        self.count[slot] = 0
+
+    def push(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Add one observation per (distinct) slot; returns the new recent means."""
+        pos = self.count[slots] % self.length
+        old = self.ring[slots, pos]
+        full = self.count[slots] >= self.length
+        # Recomputed from the ring now and then would be exact; the running total drifts by
+        # rounding only, far below anything a score can see.
+        self.total[slots] += x - np.where(full, old, 0.0)
+        self.ring[slots, pos] = x
+        self.count[slots] += 1
+        return self.total[slots] / np.minimum(self.count[slots], self.length)
+
+
+class LongRun:
+    """Exponentially weighted mean and variance of an observation, one row per slot."""
+
+    def __init__(self, capacity: int, halflife: float) -> None:
+        self.alpha = 1.0 - 0.5 ** (1.0 / max(halflife, 1.0))
+        self.mean = np.zeros(capacity, dtype=np.float64)
+        self.var = np.ones(capacity, dtype=np.float64)
+
+    def ensure_capacity(self, capacity: int) -> None:
+        n = self.mean.shape[0]
+        if capacity > n:
+            self.mean = np.concatenate([self.mean, np.zeros(capacity - n)])
+            self.var = np.concatenate([self.var, np.ones(capacity - n)])
+
+    def z(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean[slots]) / np.maximum(np.sqrt(self.var[slots]), MIN_STD)
+
+    def update(self, slots: np.ndarray, x: np.ndarray) -> None:
+        diff = x - self.mean[slots]
+        incr = self.alpha * diff
+        self.mean[slots] += incr
+        self.var[slots] = (1.0 - self.alpha) * (self.var[slots] + diff * incr)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringConfig:
+    """Parameters of `AnomalyScorer` (part of `detector.core.DetectionConfig`)."""
+
+    likelihood_halflife: float = 1000.0
+    short_window: int = 10
+    range_tolerance: float = 0.0
+    use_level: bool = True
+    use_range: bool = True
+
+
+class AnomalyScorer:
+    """Per-slot state of the three signals; `score` then `update`, one reading per slot."""
+
+    def __init__(self, capacity: int, config: ScoringConfig) -> None:
+        self.config = config
+        self.recent_error = RecentMean(capacity, config.short_window)
+        self.recent_value = RecentMean(capacity, config.short_window)
+        self.error_run = LongRun(capacity, config.likelihood_halflife)
+        self.value_run = LongRun(capacity, config.likelihood_halflife)
+        self.low = np.full(capacity, np.inf)
+        self.high = np.full(capacity, -np.inf)
+
+    def ensure_capacity(self, capacity: int) -> None:
+        for part in (self.recent_error, self.recent_value, self.error_run, self.value_run):
+            part.ensure_capacity(capacity)
+        n = self.low.shape[0]
+        if capacity > n:
+            self.low = np.concatenate([self.low, np.full(capacity - n, np.inf)])
+            self.high = np.concatenate([self.high, np.full(capacity - n, -np.inf)])
+
+    def seed(
+        self,
+        slot: int,
+        errors: ErrorStats,
+        value_mean: float,
+        value_std: float,
+        value_range: tuple[float, float] | None,
+    ) -> None:
+        """Start a slot from calibration: error and value distributions in scaled units."""
+        self.recent_error.reset(slot)
+        self.recent_value.reset(slot)
+        abs_mean, abs_std = expected_abs(errors)
+        self.error_run.mean[slot], self.error_run.var[slot] = abs_mean, abs_std**2
+        self.value_run.mean[slot] = value_mean
+        self.value_run.var[slot] = max(value_std, MIN_STD) ** 2
+        self.low[slot], self.high[slot] = value_range if value_range else (np.inf, -np.inf)
+
+    def seed_range(self, slot: int, window_scaled: np.ndarray) -> None:
+        """Range of a series the model was not trained on: its first window."""
+        self.low[slot] = min(self.low[slot], float(window_scaled.min()))
+        self.high[slot] = max(self.high[slot], float(window_scaled.max()))
+
+    def score(self, slots: np.ndarray, values: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+        """Scores in [0, 1] of one reading per distinct slot, then learn from it.
+
+        `values` and `residuals` are in scaled units.
+        """
+        cfg = self.config
+        error = np.abs(residuals)
+        recent_error = self.recent_error.push(slots, error)
+        score = tail_score(self.error_run.z(slots, recent_error))
+        recent_value = self.recent_value.push(slots, values)
+        if cfg.use_level:
+            level_z = np.abs(self.value_run.z(slots, recent_value))
+            score = np.maximum(score, tail_score(level_z))
+        if cfg.use_range:
+            low, high = self.low[slots], self.high[slots]
+            span = high - low
+            margin = cfg.range_tolerance * span
+            outside = (span > 0) & ((values > high + margin) | (values < low - margin))
+            score = np.where(outside, 1.0, score)
+            self.low[slots] = np.minimum(low, values)
+            self.high[slots] = np.maximum(high, values)
+        self.error_run.update(slots, error)
+        self.value_run.update(slots, values)
+        return score

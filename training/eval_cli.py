@@ -273,7 +273,7 @@ def main_nab(args: argparse.Namespace) -> int:
         "detection": {f.name: getattr(detection, f.name) for f in fields(detection)},
         "score_mapping": {
             "function": "training.nab_replay.nab_anomaly_score",
-            "formula": "core_score / (core_score + detection.threshold)",
+            "formula": "core score; inside an open episode min(score, 0.5 * threshold)",
             "default_threshold": DEFAULT_NAB_THRESHOLD,
         },
     }

@@ -32,23 +32,29 @@ from detector.readings import Reading
 PROBATION, WARMING, DROPPED, SCORED = 0, 1, 2, 3
 
 DEFAULT_NAB_THRESHOLD = 0.5
-"""NAB threshold that equals the core's own: ``nab_anomaly_score(threshold) == 0.5``."""
+"""NAB threshold that equals the core's default `DetectionConfig.threshold`."""
+
+ONSET_DAMPING = 0.5
+"""Anomalous readings inside an open episode report this fraction of the threshold."""
 
 MODELS = ("lstm", "naive")
 
 
-def nab_anomaly_score(core_score: np.ndarray, core_threshold: float) -> np.ndarray:
-    """Map the core's per-reading score (|residual| in residual stds, >= 0) into NAB's [0, 1].
+def nab_anomaly_score(
+    core_score: np.ndarray, is_anomaly: np.ndarray, onset: np.ndarray, core_threshold: float
+) -> np.ndarray:
+    """Map the core's per-reading output to NAB's ``anomaly_score`` in [0, 1].
 
-    ``s / (s + core_threshold)``: strictly increasing, so NAB's optimised threshold sees the
-    core's ranking unchanged, and the core's own threshold lands on `DEFAULT_NAB_THRESHOLD`.
-    Rows the core did not score (NaN: probation, warm-up, dropped) get 0.
+    The core's score is already in [0, 1]. What an operator gets from the worker is one alert
+    per episode, at its onset; NAB charges every detection row, so an anomalous reading
+    inside an episode that already fired reports ``ONSET_DAMPING * threshold`` instead of its
+    score. Rows the core did not score (NaN: probation, warm-up, dropped) get 0.
     """
     s = np.asarray(core_score, dtype=np.float64)
-    out = np.zeros(s.shape)
-    ok = np.isfinite(s)
-    out[ok] = s[ok] / (s[ok] + core_threshold)
-    return out
+    out = np.where(np.isfinite(s), s, 0.0)
+    inside = np.asarray(is_anomaly, dtype=bool) & ~np.asarray(onset, dtype=bool)
+    out[inside] = np.minimum(out[inside], ONSET_DAMPING * core_threshold)
+    return np.clip(out, 0.0, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +68,8 @@ class ReplayConfig:
     chunk_rows: int = 256
     """Readings per `process` call; chunks start at fixed rows so a prefix replays the same."""
     prime_rows: int | None = None
-    """History rows fed through the core before scoring starts; None = one window."""
+    """History rows fed through the core before scoring starts; None = all of them, so the
+    core's long-run statistics have learnt the history as the worker's would have."""
 
 
 @dataclass(slots=True)
@@ -78,6 +85,7 @@ class FileReplay:
     lower: np.ndarray
     upper: np.ndarray
     is_anomaly: np.ndarray
+    onset: np.ndarray
     status: np.ndarray
     anomaly_score: np.ndarray
     fit_s: float = 0.0
@@ -213,6 +221,7 @@ def replay_series(
     n = len(ts)
     out = {k: np.full(n, np.nan) for k in ("core_score", "expected", "lower", "upper")}
     out["is_anomaly"] = np.zeros(n, dtype=bool)
+    out["onset"] = np.zeros(n, dtype=bool)
     out["status"] = np.full(n, PROBATION, dtype=np.int8)
     bounds = [first_row, *range(score_from, n, chunk_rows), n]
     for lo, hi in itertools.pairwise(bounds):
@@ -234,6 +243,7 @@ def replay_series(
             out["expected"][row] = s.expected
             out["lower"][row], out["upper"][row] = s.lower, s.upper
             out["is_anomaly"][row] = s.is_anomaly
+            out["onset"][row] = s.onset
     return out
 
 
@@ -274,7 +284,7 @@ def replay_fitted(
     started = time.perf_counter()
     device, metric = series_names(name)
     core = DetectionCore(artifact, forecaster, cfg.detection)
-    prime = artifact.window_len if cfg.prime_rows is None else cfg.prime_rows
+    prime = history_rows if cfg.prime_rows is None else cfg.prime_rows
     first_row = max(0, history_rows - prime)
     trace = replay_series(core, device, metric, ts, values, first_row, history_rows, cfg.chunk_rows)
     return FileReplay(
@@ -282,7 +292,9 @@ def replay_fitted(
         timestamps=np.asarray(ts, dtype=np.float64),
         values=np.asarray(values, dtype=np.float64),
         history_rows=history_rows,
-        anomaly_score=nab_anomaly_score(trace["core_score"], cfg.detection.threshold),
+        anomaly_score=nab_anomaly_score(
+            trace["core_score"], trace["is_anomaly"], trace["onset"], cfg.detection.threshold
+        ),
         replay_s=time.perf_counter() - started,
         **trace,
     )

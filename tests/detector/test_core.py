@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -19,32 +20,55 @@ def test_expected_band_and_score_by_hand() -> None:
     art = make_artifact(
         window_len=3, per_series={"m1/temp": (10.0, 2.0)}, errors={"m1/temp": (0.0, 0.5)}
     )
-    core = DetectionCore(art, LastValueForecaster(), DetectionConfig(threshold=3.0))
+    cfg = DetectionConfig(band_sigmas=3.0, use_level=False, use_range=False)
+    core = DetectionCore(art, LastValueForecaster(), cfg)
     res = core.process(readings("m1", [10.0, 12.0, 14.0, 16.0]))
     assert res.warming == 3
     (s,) = res.scored
     # Naive forecast: last scaled value (14-10)/2 = 2 -> expected 2*2+10 = 14.
     assert s.expected == pytest.approx(14.0)
-    # Residual (16-10)/2 - 2 = 1 scaled; score 1 / 0.5 = 2.
-    assert s.score == pytest.approx(2.0)
     # Band: 14 +/- 3 * 0.5 * 2 = [11, 17].
     assert (s.lower, s.upper) == (pytest.approx(11.0), pytest.approx(17.0))
+    # |residual| = (16-10)/2 - 2 = 1 scaled. Calibration has no |r| moments, so a normal law
+    # with std 0.5 gives E|r| = 0.5*sqrt(2/pi), sd|r| = 0.5*sqrt(1-2/pi); the score is the
+    # upper tail probability of that z on the log scale of 1e-10.
+    z = (1 - 0.5 * math.sqrt(2 / math.pi)) / (0.5 * math.sqrt(1 - 2 / math.pi))
+    tail = 0.5 * math.erfc(z / math.sqrt(2))
+    assert s.score == pytest.approx(math.log(tail + 1e-10) / math.log(1e-10))
     assert not s.is_anomaly
+
+
+def test_value_outside_the_range_seen_scores_one() -> None:
+    art = make_artifact(window_len=3)
+    core = DetectionCore(art, LastValueForecaster(), DetectionConfig(use_level=False))
+    res = core.process(readings("m1", [1.0, 3.0, 2.0, 2.5, 3.5]))
+    assert [s.score == 1.0 for s in res.scored] == [False, True]
 
 
 def test_spike_fires_once_and_resolves() -> None:
     art = make_artifact(
         window_len=3, per_series={"m1/temp": (0.0, 1.0)}, errors={"m1/temp": (0.0, 1.0)}
     )
-    core = DetectionCore(
-        art, LastValueForecaster(), DetectionConfig(threshold=4.0, resolve_after=3)
-    )
-    values = [0.0] * 10 + [50.0] + [0.0] * 10
+    cfg = DetectionConfig(resolve_after=3, quiet_period=0)
+    core = DetectionCore(art, LastValueForecaster(), cfg)
+    values = [0.0, 0.5, -0.5] * 4 + [50.0] + [0.0, 0.5, -0.5] * 4
     res = core.process(readings("m1", values))
     assert [e.state for e in res.events] == ["firing", "resolved"]
     firing = res.events[0]
     assert (firing.device, firing.metric, firing.value) == ("m1", "temp", 50.0)
-    assert firing.threshold == 4.0
+    assert firing.threshold == 0.5
+    assert [s.onset for s in res.scored].count(True) == 1
+
+
+def test_quiet_period_keeps_an_episode_open() -> None:
+    art = make_artifact(window_len=3)
+    cfg = DetectionConfig(resolve_after=2, quiet_period=30)
+    core = DetectionCore(art, LastValueForecaster(), cfg)
+    base = [0.0, 0.5, -0.5] * 4
+    values = base + [50.0] + base + [-60.0] + base * 3
+    res = core.process(readings("m1", values))
+    # The second excursion falls within the quiet period of the first: one episode.
+    assert [e.state for e in res.events] == ["firing", "resolved"]
 
 
 def test_one_forecaster_call_per_batch() -> None:

@@ -52,12 +52,15 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
 # --- the score mapping ----------------------------------------------------------------------
 
 
-def test_score_mapping_puts_core_threshold_at_default_and_is_monotone() -> None:
-    s = np.array([0.0, 2.0, 4.0, 12.0, np.nan, 1e9])
-    assert nab_anomaly_score(s, 4.0) == pytest.approx([0.0, 1 / 3, 0.5, 0.75, 0.0, 1.0])
+def test_score_mapping_reports_onsets_and_damps_the_rest_of_an_episode() -> None:
+    s = np.array([0.0, 0.3, 0.9, 0.8, np.nan, 0.7])
+    anomalous = np.array([False, False, True, True, False, True])
+    onset = np.array([False, False, True, False, False, True])
+    # In an open episode (row 3) the score drops to half the threshold; unscored rows are 0.
+    assert nab_anomaly_score(s, anomalous, onset, 0.5) == pytest.approx(
+        [0.0, 0.3, 0.9, 0.25, 0.0, 0.7]
+    )
     assert DEFAULT_NAB_THRESHOLD == 0.5
-    grid = np.linspace(0, 50, 1001)
-    assert np.all(np.diff(nab_anomaly_score(grid, 4.0)) > 0)
 
 
 # --- causality ------------------------------------------------------------------------------
@@ -91,8 +94,11 @@ def test_probation_rows_score_zero_and_scores_are_in_unit_interval(tmp_path: Pat
     assert np.all(r.anomaly_score[:225] == 0.0)
     assert np.all(r.status[225:] == SCORED)  # the naive window is primed from history
     assert np.all((r.anomaly_score >= 0) & (r.anomaly_score <= 1))
-    # The injected spikes stand out in the core's own terms.
-    assert r.is_anomaly[[700, 1100, 1301]].all()
+    # The first injected spike leaves the range seen so far: an anomaly in the core's terms.
+    # The later ones, no larger, only raise the score (the long-run error distribution has
+    # learnt from the first: the likelihood's trade-off, measured on NAB).
+    assert r.is_anomaly[700] and r.anomaly_score[700] == 1.0
+    assert np.all(r.anomaly_score[[1100, 1301]] > np.median(r.anomaly_score[225:]))
 
 
 def test_repeated_timestamps_are_dropped_not_misaligned(tmp_path: Path) -> None:
