@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--bidirectional", action="store_true", help="bidirectional encoder over the past window"
     )
+    model.add_argument(
+        "--no-residual",
+        action="store_true",
+        help="forecast the value itself, not the change from the last value",
+    )
     model.add_argument("--window", type=int, default=32, help="readings per input window (32)")
     model.add_argument(
         "--time-features",
@@ -65,8 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--max-windows",
         type=int,
-        default=None,
-        help="train on at most this many windows (a seeded subsample; default all)",
+        default=8192,
+        help="training windows per epoch, a fresh seeded sample each epoch; 0: all (8192)",
     )
     data.add_argument(
         "--export-batch-sizes",
@@ -93,6 +98,7 @@ def main(args: argparse.Namespace) -> int:
         units=args.units,
         layers=args.layers,
         bidirectional=args.bidirectional,
+        residual=not args.no_residual,
         window=args.window,
         scaling=args.scaling,
         split=args.split,
@@ -104,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
         time_features=args.time_features,
         quiet=args.quiet,
         device=args.device,
-        max_windows=args.max_windows,
+        max_windows=args.max_windows or None,
         batch_sizes=args.export_batch_sizes,
         plots=not args.no_plots,
     )

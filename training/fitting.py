@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,43 +69,71 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+@dataclass
+class FitPlan:
+    """How to fit: the optimiser, the stopping rule and the windows seen per epoch."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int
+    windows_per_epoch: int | None
+    """None: every training window each epoch; else a fresh seeded sample of this many."""
+    seed: int
+    verbose: bool
+
+
 def fit_model(
     model: keras.Model,
-    train: tuple[np.ndarray, np.ndarray],
+    train_batch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    train_pos: np.ndarray,
     val: tuple[np.ndarray, np.ndarray],
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    patience: int,
-    verbose: int,
+    plan: FitPlan,
 ) -> dict[str, list[float]]:
     """Fit with Adam on MSE, stopping when the validation loss stops improving.
 
-    The best epoch's weights are restored at the end. Training windows are shuffled within
-    the training set only; validation windows come from later in time and are never seen
-    by the optimiser. Returns the per-epoch ``loss`` and ``val_loss``.
+    Each epoch draws its windows afresh (all of them shuffled, or a sample of
+    `plan.windows_per_epoch`), so a cap bounds the time of an epoch while the epochs together
+    still cover the whole training set; `train_batch(positions)` builds their inputs and
+    targets, so memory holds one epoch's windows at most. Shuffling stays inside the
+    training set: validation windows are later in time and never seen by the optimiser.
+    As Keras' EarlyStopping with ``restore_best_weights``: after `patience` epochs without
+    a lower validation loss, training stops and the best epoch's weights are put back.
+    Returns the per-epoch ``loss`` and ``val_loss``.
     """
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="mse")
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True
-    )
-    history = model.fit(
-        train[0],
-        train[1],
-        validation_data=val,
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
-        callbacks=[stop],
-        verbose=verbose,
-    )
-    return {
-        "loss": [float(v) for v in history.history.get("loss", [])],
-        "val_loss": [float(v) for v in history.history.get("val_loss", [])],
-    }
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=plan.lr), loss="mse")
+    rng = np.random.default_rng(plan.seed)
+    n_epoch = len(train_pos)
+    if plan.windows_per_epoch is not None:
+        n_epoch = min(n_epoch, plan.windows_per_epoch)
+    history: dict[str, list[float]] = {"loss": [], "val_loss": []}
+    best, best_weights, waited = math.inf, None, 0
+    for epoch in range(1, plan.epochs + 1):
+        started = time.perf_counter()
+        x, y = train_batch(rng.permutation(train_pos)[:n_epoch])
+        fitted = model.fit(x, y, batch_size=plan.batch_size, epochs=1, shuffle=False, verbose=0)
+        loss = float(fitted.history["loss"][-1])
+        val_loss = float(model.evaluate(*val, batch_size=max(plan.batch_size, 1024), verbose=0))
+        history["loss"].append(loss)
+        history["val_loss"].append(val_loss)
+        improved = val_loss < best
+        if plan.verbose:
+            print(
+                f"epoch {epoch}/{plan.epochs}: loss {loss:.5f}, val_loss {val_loss:.5f}"
+                f"{' (best)' if improved else ''}, {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+        if improved:
+            best, best_weights, waited = val_loss, model.get_weights(), 0
+        else:
+            waited += 1
+            if waited >= plan.patience:
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return history
 
 
 def predict(model: keras.Model, inputs: np.ndarray, batch_size: int = 1024) -> np.ndarray:

@@ -24,6 +24,8 @@ class ModelSpec:
     cell: str = "lstm"
     units: tuple[int, ...] = (32,)
     bidirectional: bool = False
+    residual: bool = True
+    """Forecast = last value + learned change (see `build_model`)."""
 
     def as_json(self) -> dict[str, object]:
         """The artifact's ``model`` section."""
@@ -32,6 +34,7 @@ class ModelSpec:
             "units": list(self.units),
             "layers": len(self.units),
             "bidirectional": self.bidirectional,
+            "residual": self.residual,
         }
 
 
@@ -53,8 +56,31 @@ def resolve_units(units: Sequence[int], layers: int) -> tuple[int, ...]:
     return units
 
 
+def _last_value(inputs: keras.KerasTensor, spec: ModelSpec) -> keras.KerasTensor:
+    """The window's last scaled value ``(B, 1)``, from built-in layers only.
+
+    No Lambda or custom layer: the model must load with ``safe_mode=True`` anywhere and
+    convert to LiteRT as plain slices and transposes.
+    """
+    import keras
+
+    w, f = spec.window_len, spec.n_features
+    x = inputs
+    if f > 1:  # keep feature 0 ("value"): crop the feature axis after moving it to axis 1
+        x = keras.layers.Permute((2, 1), name="features_first")(x)
+        x = keras.layers.Cropping1D((0, f - 1), name="value_feature")(x)
+        x = keras.layers.Permute((2, 1), name="steps_first")(x)
+    x = keras.layers.Cropping1D((w - 1, 0), name="last_step")(x)
+    return keras.layers.Reshape((1,), name="last_value")(x)
+
+
 def build_model(spec: ModelSpec, batch_size: int | None = None) -> keras.Model:
     """The forecaster: input ``(W, F)``, output ``(1,)``, the next scaled value.
+
+    With `spec.residual` the network learns the *change* from the last value: the output
+    layer starts at zero, so an untrained model is exactly the naive "repeat the last value"
+    forecast and training only has to learn what is predictable beyond it (trends, cycles,
+    the approach to a setpoint). Slowly varying sensors are hard to beat otherwise.
 
     `batch_size` fixes the batch dimension; the LiteRT export needs that for recurrent
     layers (their while loop needs static shapes to convert).
@@ -76,5 +102,9 @@ def build_model(spec: ModelSpec, batch_size: int | None = None) -> keras.Model:
             # Reads the past window both ways; still causal: it never sees the target.
             layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{i}")
         hidden = layer(hidden)
-    outputs = keras.layers.Dense(1, name="forecast")(hidden)
+    if not spec.residual:
+        outputs = keras.layers.Dense(1, name="forecast")(hidden)
+    else:
+        change = keras.layers.Dense(1, kernel_initializer="zeros", name="change")(hidden)
+        outputs = keras.layers.Add(name="forecast")([_last_value(inputs, spec), change])
     return keras.Model(inputs, outputs, name=f"iotad_{spec.cell}")

@@ -233,8 +233,8 @@ def test_options_reach_the_artifact(tmp_path: Path) -> None:
     assert art.features == ("value", "tod_sin", "tod_cos", "dow_sin", "dow_cos")
     assert art.scaling_method == "minmax"
     assert art.tflite_files == {16: "model.tflite"}  # without 64, the largest is the main file
-    assert art.training["train_windows"] == 200
-    assert art.training["train_windows_available"] == 2 * (320 - 8)
+    assert art.training["windows_per_epoch"] == 200
+    assert art.training["train_windows"] == 2 * (320 - 8)
     assert art.metrics["tflite_max_abs_diff"] < 1e-4
 
 
