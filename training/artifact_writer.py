@@ -34,6 +34,7 @@ def artifact_doc(
     features: tuple[str, ...],
     scaling_method: str,
     scales: dict[str, tuple[float, float]],
+    ranges: dict[str, tuple[float, float]],
     calibration_per_series: dict[str, dict[str, object]],
     calibration_global: dict[str, object],
     tflite_files: dict[int, str],
@@ -52,8 +53,14 @@ def artifact_doc(
         "features": list(features),
         "scaling": {
             "method": scaling_method,
+            # low/high: the raw range seen in training, for the worker's range check.
             "per_series": {
-                key: {"offset": offset, "scale": scale}
+                key: {
+                    "offset": offset,
+                    "scale": scale,
+                    "low": ranges[key][0],
+                    "high": ranges[key][1],
+                }
                 for key, (offset, scale) in sorted(scales.items())
             },
             # Unseen series are normalised online by the worker; this is the identity.

@@ -13,19 +13,30 @@ QUANTILES = ("0.5", "0.9", "0.99", "0.999")
 
 
 def error_stats(residuals: np.ndarray) -> dict[str, object]:
-    """Mean, standard deviation, |residual| quantiles and count of `residuals`.
+    """Mean and std of the residuals and of their absolute values, |residual| quantiles, n.
 
-    The layout is what `detector.artifact.ErrorStats` reads. An empty input gives zeros.
+    The layout is what `detector.artifact.ErrorStats` reads; the worker's scorer uses the
+    mean and std of |residual| as they are rather than assume normal residuals. An empty
+    input gives zeros.
     """
     r = np.asarray(residuals, dtype=np.float64).reshape(-1)
     if r.size == 0:
-        return {"mean": 0.0, "std": 0.0, "abs_quantiles": dict.fromkeys(QUANTILES, 0.0), "n": 0}
+        return {
+            "mean": 0.0,
+            "std": 0.0,
+            "abs_quantiles": dict.fromkeys(QUANTILES, 0.0),
+            "n": 0,
+            "abs_mean": 0.0,
+            "abs_std": 0.0,
+        }
     absolute = np.abs(r)
     return {
         "mean": float(r.mean()),
         "std": float(r.std()),
         "abs_quantiles": {q: float(np.quantile(absolute, float(q))) for q in QUANTILES},
         "n": int(r.size),
+        "abs_mean": float(absolute.mean()),
+        "abs_std": float(absolute.std()),
     }
 
 

@@ -289,6 +289,7 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
             features=ws.features,
             scaling_method=cfg.scaling,
             scales=ws.scales,
+            ranges=ws.ranges,
             calibration_per_series=per_series_errors,
             calibration_global=global_errors,
             tflite_files=names,

@@ -53,6 +53,8 @@ class WindowSet:
     """Series used, in order; a series id indexes this list."""
     scales: dict[str, tuple[float, float]]
     """Series key -> (offset, scale), fit on that series' training part."""
+    ranges: dict[str, tuple[float, float]]
+    """Series key -> (lowest, highest) raw value of all its readings (both parts)."""
     values: np.ndarray
     """Scaled values of all series, concatenated (float32)."""
     ts: np.ndarray
@@ -98,6 +100,7 @@ def build_windows(
         raise ValueError("split must be between 0 and 1 (exclusive)")
     keys: list[str] = []
     scales: dict[str, tuple[float, float]] = {}
+    ranges: dict[str, tuple[float, float]] = {}
     n_train_readings: dict[str, int] = {}
     skipped: dict[str, int] = {}
     values_parts: list[np.ndarray] = []
@@ -117,6 +120,7 @@ def build_windows(
         sid = len(keys)
         keys.append(key)
         scales[key] = (offset, scale)
+        ranges[key] = (float(values.min()), float(values.max()))
         n_train_readings[key] = n_train
         values_parts.append(((values - offset) / scale).astype(np.float32))
         ts_parts.append(np.asarray(ts, dtype=np.float64))
@@ -134,6 +138,7 @@ def build_windows(
         features=tuple(features),
         keys=keys,
         scales=scales,
+        ranges=ranges,
         values=cat(values_parts, np.float32),
         ts=cat(ts_parts, np.float64),
         series_id=cat(ids, np.int32),

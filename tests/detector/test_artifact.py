@@ -35,7 +35,10 @@ def valid_doc() -> dict[str, Any]:
         "features": ["value", "tod_sin", "tod_cos"],
         "scaling": {
             "method": "standard",
-            "per_series": {"press1/temp": {"offset": 20.0, "scale": 2.5}},
+            "per_series": {
+                "press1/temp": {"offset": 20.0, "scale": 2.5, "low": 14.0, "high": 27.5},
+                "press2/temp": {"offset": 21.0, "scale": 2.0},  # no range: older artifacts
+            },
             "default": {"offset": 0.0, "scale": 1.0},
         },
         "calibration": {
@@ -45,6 +48,8 @@ def valid_doc() -> dict[str, Any]:
                     "std": 0.2,
                     "abs_quantiles": {"0.5": 0.1, "0.9": 0.3, "0.99": 0.5, "0.999": 0.7},
                     "n": 100,
+                    "abs_mean": 0.16,
+                    "abs_std": 0.12,
                 }
             },
             "global": {
@@ -80,13 +85,15 @@ def test_a_valid_document_loads_with_every_field(tmp_path: Path) -> None:
     assert art.window_len == 32 and art.horizon == 1
     assert art.features == ("value", "tod_sin", "tod_cos") and art.n_features == 3
     assert art.scaling_method == "standard"
-    assert art.scale_for("press1/temp") == SeriesScale(20.0, 2.5)
+    assert art.scale_for("press1/temp") == SeriesScale(20.0, 2.5, 14.0, 27.5)
+    assert art.scale_for("press2/temp") == SeriesScale(21.0, 2.0, None, None)
     assert art.scale_for("press9/temp") is None
     assert art.default_scale == SeriesScale(0.0, 1.0)
     assert art.errors_for("press1/temp") == ErrorStats(
-        0.01, 0.2, {"0.5": 0.1, "0.9": 0.3, "0.99": 0.5, "0.999": 0.7}, 100
+        0.01, 0.2, {"0.5": 0.1, "0.9": 0.3, "0.99": 0.5, "0.999": 0.7}, 100, 0.16, 0.12
     )
-    assert art.errors_for("unseen/x").std == 0.25  # falls back to the pooled statistics
+    pooled = art.errors_for("unseen/x")  # falls back to the pooled statistics
+    assert pooled.std == 0.25 and pooled.abs_mean is None and pooled.abs_std is None
     assert art.batch_sizes == (1, 64)
     assert art.tflite_path(64) == (tmp_path / "a" / "model.tflite").resolve()
     assert art.keras_path == (tmp_path / "a" / "model.keras").resolve()
@@ -141,6 +148,14 @@ INVALID = {
     "NaN offset": (
         _set("scaling.per_series", {"a/b": {"offset": float("nan"), "scale": 1.0}}),
         ["offset", "not a finite number"],
+    ),
+    "infinite low": (
+        _set("scaling.per_series", {"a/b": {"offset": 0.0, "scale": 1.0, "low": float("-inf")}}),
+        ["a/b].low", "not a finite number"],
+    ),
+    "abs_mean as text": (
+        _set("calibration.global.abs_mean", "small"),
+        ["global.abs_mean", "not a finite number"],
     ),
     "negative std": (_set("calibration.global.std", -1.0), ["std must not be negative"]),
     "negative n": (_set("calibration.global.n", -3), ["n must be a non-negative integer"]),

@@ -15,6 +15,8 @@ def test_error_stats_by_hand() -> None:
     assert stats["mean"] == 0.0
     assert stats["std"] == pytest.approx(math.sqrt((1 + 1 + 9 + 9) / 4))
     assert stats["n"] == 4
+    # |r| = 1, 1, 3, 3: mean 2, every value 1 away from it.
+    assert stats["abs_mean"] == pytest.approx(2.0) and stats["abs_std"] == pytest.approx(1.0)
     # Sorted |r| = 1, 1, 3, 3 with linear interpolation: the median sits at rank 1.5,
     # halfway from 1 to 3; q0.9 at rank 2.7, between two 3s.
     assert stats["abs_quantiles"]["0.5"] == pytest.approx(2.0)
@@ -30,7 +32,7 @@ def test_quantiles_of_0_to_1000() -> None:
 
 def test_empty_residuals_give_zeros() -> None:
     stats = error_stats(np.array([]))
-    assert stats["n"] == 0 and stats["std"] == 0.0
+    assert stats["n"] == 0 and stats["std"] == 0.0 and stats["abs_mean"] == 0.0
 
 
 def test_calibrate_per_series_and_pooled() -> None:

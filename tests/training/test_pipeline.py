@@ -113,6 +113,11 @@ def test_artifact_round_trips_through_the_worker_loader(cli_run) -> None:
     # Standard scaling of a 10 + 3 sin(.) series: mean near 10, std near 3 / sqrt(2).
     scale = art.series_scales["press1/temp"]
     assert abs(scale.offset - 10.0) < 0.3 and abs(scale.scale - 3 / np.sqrt(2)) < 0.2
+    _, values = sine(600, seed=0, phase=0)
+    assert scale.low == pytest.approx(values.min(), abs=1e-5)  # CSV holds 5 decimals
+    assert scale.high == pytest.approx(values.max(), abs=1e-5)
+    errors = art.series_errors["press1/temp"]
+    assert errors.abs_mean is not None and 0 < errors.abs_mean <= errors.abs_quantiles["0.999"]
     n_train, n_val = int(600 * 0.8), 600 - int(600 * 0.8)
     assert art.series_errors["press1/temp"].n == n_val
     t = art.training

@@ -59,6 +59,7 @@ def test_standard_scaling_uses_the_training_part_only() -> None:
 def test_minmax_windows_and_targets_by_hand() -> None:
     ws = build_windows(series_1_to_10(), window_len=3, split=0.8, method="minmax")
     assert ws.scales["d/m"] == (1.0, 7.0)  # min and range of 1..8
+    assert ws.ranges["d/m"] == (1.0, 10.0)  # the range check sees validation readings too
     x = ws.inputs(ws.train_pos)
     assert x.shape == (5, 3, 1) and x.dtype == np.float32
     raw = x[..., 0] * 7.0 + 1.0
