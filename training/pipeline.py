@@ -48,7 +48,7 @@ class TrainConfig:
     layers: int = 1
     bidirectional: bool = False
     residual: bool = True
-    """Forecast the change from the last value (the model starts as the naive forecast)."""
+    """Forecast the change from the last value (the model starts near the naive forecast)."""
     window: int = 32
     scaling: str = "standard"
     split: float = 0.8
