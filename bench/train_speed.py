@@ -68,9 +68,15 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="keep the CSV and artifact under this folder")
     parser.add_argument("train_args", nargs="*", help="after --: extra `iotad train` flags")
     args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        return run(args, args.keep)
+    with tempfile.TemporaryDirectory(prefix="iotad-bench-") as tmp:
+        return run(args, Path(tmp))
 
-    work = args.keep or Path(tempfile.mkdtemp(prefix="iotad-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    """Generate the data into `work`, train there, print the figures."""
     csv_path, out = work / "readings.csv", work / "model"
     t = time.perf_counter()
     source = write_factory_csv(csv_path, args.readings, args.seed)
