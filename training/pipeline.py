@@ -183,9 +183,11 @@ def _plan(loaded: LoadedData, cfg: TrainConfig, out: Path | None, started: float
     if ws.train_pos.size == 0:
         need = windowing.min_readings(cfg.window, cfg.split)
         longest = max((v.size for _, v in loaded.series.values()), default=0)
+        lost = sum(loaded.dropped.values())
         raise DataError(
             f"no usable series: with window {cfg.window} and split {cfg.split} a series "
             f"needs at least {need} readings; the longest has {longest}"
+            + (f" ({lost} of {loaded.rows_total} rows were dropped as unusable)" if lost else "")
         )
     if ws.val_pos.size == 0:
         raise DataError(f"no validation windows: give more readings or a split below {cfg.split}")

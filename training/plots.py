@@ -58,6 +58,8 @@ def plot_loss(path: Path, loss: Sequence[float], val_loss: Sequence[float]) -> N
     ax.plot(epochs, loss, marker="o", label="training loss")
     if len(val_loss):
         ax.plot(np.arange(1, len(val_loss) + 1), val_loss, marker="o", label="validation loss")
+        best = int(np.argmin(val_loss)) + 1
+        ax.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best}, kept)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (scaled units)")
     ax.set_yscale("log")

@@ -59,6 +59,7 @@ def test_resolve_units() -> None:
             resolve_units(units, layers)
 
 
+@pytest.mark.slow  # imports Keras (and so TensorFlow)
 def test_every_cell_builds_with_the_asked_shapes() -> None:
     from training.models import ModelSpec, build_model
 
