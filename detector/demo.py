@@ -35,7 +35,7 @@ from detector.demo_broker import BROKER_CHOICES
 from detector.demo_console import Console
 from detector.demo_model import DemoPlant, default_cache_dir
 from detector.simulate_cli import parse_duration, parse_fault
-from detector.simulation import FaultSpec, device_names
+from detector.simulation import METRICS, FaultSpec, device_names
 
 DEFAULT_METRICS_PORT = 9108
 # Random faults the worker is meant to catch; `stuck` and `silent` are no forecast error
@@ -112,10 +112,12 @@ def _check(args: argparse.Namespace) -> str | None:
     for ok, message in checks:
         if not ok:
             return message
-    names = set(device_names(args.devices))
+    names = device_names(args.devices)
     for spec in args.faults or ():
         if spec.device not in names:
-            return f"--fault: no device {spec.device!r}; devices: {', '.join(sorted(names))}"
+            return f"--fault: no device {spec.device!r}; devices: {', '.join(names)}"
+        if spec.metric not in METRICS and not (spec.kind == "silent" and spec.metric == "*"):
+            return f"--fault: no metric {spec.metric!r}; metrics: {', '.join(METRICS)}"
     return None
 
 

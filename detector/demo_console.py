@@ -191,9 +191,8 @@ def summary_lines(
     rate = live / totals.elapsed_s if totals.elapsed_s > 0 else 0.0
     lines = [
         f"summary after {totals.elapsed_s:.0f} s",
-        f"  readings  {totals.processed:.0f} processed by the worker ({rate:.1f}/s live), "
-        f"{totals.published} published by the simulator",
-        f"            (both with the {totals.backfill} readings of history sent first)",
+        f"  readings  {totals.processed:.0f} processed by the worker ({rate:.1f}/s), "
+        f"{totals.published} published ({totals.backfill} of them history sent first)",
         f"  alerts    {totals.fired:.0f} fired, {totals.resolved:.0f} resolved",
     ]
     if not outcomes:
@@ -216,4 +215,6 @@ def summary_lines(
     if unexplained:
         lines.append(f"  {len(unexplained)} alert(s) without an injected fault:")
         lines.extend(f"    {a.device}/{a.metric} at {rel(a.ts, t0)}" for a in unexplained[:10])
+        if len(unexplained) > 10:
+            lines.append(f"    ... and {len(unexplained) - 10} more")
     return lines

@@ -100,7 +100,7 @@ class DemoRun:
         code = 1
         try:
             code = self._start_and_watch()
-        except (BrokerError, ModelError, PublishError) as exc:
+        except (BrokerError, ModelError, PublishError, OSError) as exc:
             code = self.fail(str(exc))
         except (Interrupted, InterruptedError):
             self.console.line("iotad demo: stopped before the demo began", always=True)
@@ -158,10 +158,11 @@ class DemoRun:
             started = time.monotonic()
             if not (s.cache_dir / s.plant.cache_name() / "artifact.json").is_file():
                 n_seg, seg = int(RECIPE["segments"]), int(RECIPE["segment_readings"])
+                hours = n_seg * seg * s.plant.interval_s / 3600
                 self.say(
                     f"  model    training a small LSTM ({RECIPE['units']} units, window "
-                    f"{RECIPE['window']}) on {n_seg * seg * s.plant.interval_s / 3600:g} h "
-                    "of simulated history: once, under a minute ..."
+                    f"{RECIPE['window']}) on {hours:g} h of simulated readings from "
+                    f"{RECIPE['history_days']} days: once, under a minute ..."
                 )
             path, reused = ensure_model(s.plant, s.cache_dir, self.stop, self.say)
             how = (
@@ -325,12 +326,16 @@ class DemoRun:
     def _cleanup_lines(self) -> list[str]:
         p = self.parts
         notes = [p.broker_note] if p.broker is not None else []
-        threads = [t for t in (p.worker.thread if p.worker else None, p.sim) if t is not None]
-        alive = [t.name for t in threads if t.is_alive()]
+        threads = {
+            "worker": p.worker.thread if p.worker is not None else None,
+            "simulator": p.sim,
+        }
+        started = {name: t for name, t in threads.items() if t is not None and t.ident}
+        alive = [name for name, t in started.items() if t.is_alive()]
         if alive:
-            notes.append(f"threads still running: {', '.join(alive)}")
-        elif threads:
-            notes.append("worker and simulator threads joined")
+            notes.append(f"{' and '.join(alive)} thread still running")
+        elif started:
+            notes.append(f"{' and '.join(started)} thread{'s' * (len(started) > 1)} joined")
         lines = [f"stopped: {'; '.join(notes)}"] if notes else []
         if self.model_path is not None and self.s.model is None:
             lines.append(f"model kept for the next run: {self.model_path}")
