@@ -9,7 +9,6 @@ Both publish through a `Publisher` (the MQTT connection, or a list in a test).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -19,9 +18,10 @@ from detector.events import AlertEvent, Scored
 
 
 class Delivery(Protocol):
-    """A queued publish; `wait` returns True once the broker has it (QoS 0: once sent)."""
+    """A queued publish. `done` is True once the broker confirmed it (QoS 0: once sent) or
+    once it can no longer be confirmed (refused, or the connection it was sent on is gone)."""
 
-    def wait(self, timeout_s: float) -> bool: ...
+    def done(self) -> bool: ...
 
 
 class Publisher(Protocol):
@@ -68,9 +68,11 @@ _encode = msgspec.json.Encoder().encode
 class MqttAlertSink:
     """Publishes alert events at QoS 1 on ``<prefix>/{device}/{metric}``.
 
-    `flush` waits until the broker has confirmed every event sent so far; the worker calls
-    it before acknowledging the input that caused the events, so an alert is never lost
-    to a crash between the ack and the publish.
+    `take_deliveries` hands the worker the publishes of the events sent since the last call;
+    the worker acknowledges the input that caused them only once they are `done`, so an
+    alert is never lost to a crash between the ack and the publish. Nothing here blocks:
+    waiting for the broker on the detection thread could stall the network thread that
+    has to read the broker's answer.
     """
 
     def __init__(
@@ -119,14 +121,10 @@ class MqttAlertSink:
         else:
             self._pending.append(delivery)
 
-    def flush(self, timeout_s: float) -> bool:
-        """Wait (at most `timeout_s` in all) for the broker to confirm the pending events."""
-        deadline = time.monotonic() + timeout_s
+    def take_deliveries(self) -> list[Delivery]:
+        """The publishes of the events sent since the last call."""
         pending, self._pending = self._pending, []
-        ok = True
-        for delivery in pending:
-            ok = delivery.wait(max(0.0, deadline - time.monotonic())) and ok
-        return ok
+        return pending
 
 
 class ScoreStream:

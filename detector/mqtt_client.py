@@ -65,12 +65,11 @@ class InfoDelivery:
     def __init__(self, info: mqtt.MQTTMessageInfo) -> None:
         self.info = info
 
-    def wait(self, timeout_s: float) -> bool:
+    def done(self) -> bool:
         try:
-            self.info.wait_for_publish(timeout=timeout_s)
-        except (RuntimeError, ValueError):  # refused or dropped by paho
-            return False
-        return self.info.is_published()
+            return self.info.is_published()
+        except (RuntimeError, ValueError):  # refused, or sent while away: cannot be confirmed
+            return True
 
 
 class MqttConnection:

@@ -247,6 +247,8 @@ class Service:
             decoder,
             queue_size=s.queue_size,
             max_batch=s.max_batch,
+            linger_s=s.linger_s,
+            linger_above=s.linger_above,
             reject_log=reject_log,
         )
         status_extra = {

@@ -19,9 +19,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from detector.alerts import MqttAlertSink, Publisher, ScoreStream
+from detector.alerts import Delivery, MqttAlertSink, Publisher, ScoreStream
 from detector.deadletter import DeadLetterPublisher
 from detector.events import AlertSink, BatchResult
+from detector.ingest import Inbound, IngestQueue
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
 from detector.ratelimit import RateLimitedLog
@@ -31,82 +32,20 @@ log = logging.getLogger("iotad.worker")
 
 HOUSEKEEPING_S = 1.0
 EVICT_EVERY_S = 60.0
-FLUSH_TIMEOUT_S = 5.0
+CONFIRM_TIMEOUT_S = 10.0
+"""How long acks of a batch wait for the broker to confirm the alerts it raised."""
+HELD_POLL_S = 0.005
 
 
-class Inbound:
-    """One MQTT message after decoding, waiting for the detection thread."""
+class _Held:
+    """Messages whose acks wait until the alerts they raised are confirmed by the broker."""
 
-    __slots__ = ("generation", "mid", "qos", "readings", "rejections", "topic")
+    __slots__ = ("deadline", "deliveries", "items")
 
-    def __init__(
-        self,
-        mid: int,
-        qos: int,
-        generation: int,
-        topic: bytes,
-        readings: list[Reading],
-        rejections: list[Rejection],
-    ) -> None:
-        self.mid = mid
-        self.qos = qos
-        self.generation = generation
-        self.topic = topic
-        self.readings = readings
-        self.rejections = rejections
-
-
-class IngestQueue:
-    """Bounded hand-over from the network thread to the detection thread.
-
-    `put` waits while the queue is full (backpressure: with QoS 1 and a bounded receive
-    window the broker then holds the rest); `drain` blocks for the first item only and then
-    takes whatever has accumulated. After `close`, `put` drops (unacknowledged, so the
-    broker redelivers) and never blocks, so shutdown cannot deadlock on a full queue.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: deque[Inbound] = deque()
-        self._lock = threading.Lock()
-        self._not_empty = threading.Condition(self._lock)
-        self._not_full = threading.Condition(self._lock)
-        self._closed = False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, item: Inbound) -> bool:
-        with self._lock:
-            while len(self._items) >= self.maxsize and not self._closed:
-                self._not_full.wait(0.5)
-            if self._closed:
-                return False
-            self._items.append(item)
-            self._not_empty.notify()
-        return True
-
-    def drain(self, max_readings: int, timeout_s: float) -> list[Inbound]:
-        """Everything available (at least one message, at most ~`max_readings` readings)."""
-        with self._lock:
-            if not self._items and not self._closed:
-                self._not_empty.wait(timeout_s)
-            out: list[Inbound] = []
-            n = 0
-            items = self._items
-            while items and n < max_readings:
-                item = items.popleft()
-                out.append(item)
-                n += len(item.readings) + len(item.rejections)
-            if out:
-                self._not_full.notify_all()
-        return out
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._not_full.notify_all()
-            self._not_empty.notify_all()
+    def __init__(self, items: list[Inbound], deliveries: list[Delivery], deadline: float) -> None:
+        self.items = items
+        self.deliveries = deliveries
+        self.deadline = deadline
 
 
 class Core(Protocol):
@@ -143,6 +82,13 @@ class Worker:
         deadletter: the dead-letter publisher.
         scores: the opt-in stream of scored readings (None: off).
         queue_size, max_batch: bounds of the hand-over (messages) and of one drain (readings).
+        linger_s, linger_above: under load (more than `linger_above` messages/s over the
+            last second), wait up to `linger_s` after waking on an empty queue so that more
+            messages make the batch. Measured (2 cores, QoS 1 backlog): waking per message
+            ran batches of ~5, and the network and detection threads fighting over the GIL
+            cost twice the CPU per message in both; lingering gave batches of 50-150 and
+            1.5-2x the throughput. Below the rate, batches are taken at once (no added
+            latency when it is not needed); 0 disables lingering.
         reject_log: the rate-limited log for rejected input.
         clock: wall clock (epoch seconds), for lag and eviction.
     """
@@ -159,6 +105,8 @@ class Worker:
         acker: Acker | None = None,
         queue_size: int = 20_000,
         max_batch: int = 8192,
+        linger_s: float = 0.005,
+        linger_above: float = 1000.0,
         reject_log: RateLimitedLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -171,11 +119,17 @@ class Worker:
         self.acker = acker
         self.queue = IngestQueue(queue_size)
         self.max_batch = max_batch
+        self.linger_s = linger_s
+        self.linger_above = linger_above
+        self.rate = 0.0  # messages/s over the last housekeeping period
+        self._rate_count = 0
+        self._rate_since = time.monotonic()
         self.reject_log = reject_log or RateLimitedLog(logging.getLogger("iotad.rejects"))
         self.clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rejected_children: dict[str, Any] = {}
+        self._held: deque[_Held] = deque()
         self._next_housekeeping = 0.0
         self._next_evict = time.monotonic() + EVICT_EVERY_S
         self.failed: BaseException | None = None
@@ -211,10 +165,20 @@ class Worker:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                items = self.queue.drain(self.max_batch, timeout_s=0.25)
+                # Poll quickly while acks wait for alert confirmations, else block longer.
+                timeout = HELD_POLL_S if self._held else 0.25
+                linger = self.linger_s if self.rate >= self.linger_above else 0.0
+                items = self.queue.drain(self.max_batch, timeout, linger)
                 if items and not self._stop.is_set():
                     self.process(items)
+                if self._held:
+                    self.release_held()
                 self._housekeeping()
+            # Give the last batch's alerts a moment to be confirmed, then ack what we can.
+            deadline = time.monotonic() + 2.0
+            while self._held and time.monotonic() < deadline:
+                self.release_held()
+                time.sleep(HELD_POLL_S)
         except BaseException as exc:  # reported by run_cli, which exits non-zero
             self.failed = exc
             log.exception("detection thread failed")
@@ -245,19 +209,29 @@ class Worker:
             self._dropped(items, result)
         if readings:
             self._record(readings, result, now)
-        if result.events:
-            self._alert(result)
+        deliveries = self._alert(result) if result.events else []
         if self.scores is not None and result.scored:
             failed = self.scores.send_many(result.scored)
             if failed:
                 m.publish_failed.labels("scores").inc(failed)
-        if self.acker is not None:
-            ack = self.acker.ack
-            for item in items:
-                if item.qos:
-                    ack(item.mid, item.qos, item.generation)
+        if deliveries:
+            # The messages that raised alerts are acked once the broker has the alerts: a
+            # crash in between redelivers them rather than losing the alert. Only those wait:
+            # holding the whole batch kept the receive window full, and the broker's answer
+            # then queued behind thousands of messages (0.5 s holds, 1 s lag at 4k/s).
+            causes = {(e.device, e.metric, e.ts) for e in result.events}
+            held = [
+                i for i in items if any((r.device, r.metric, r.ts) in causes for r in i.readings)
+            ]
+            now_ok = [i for i in items if i not in held] if held else items
+            self._ack(now_ok)
+            if held:
+                self._held.append(_Held(held, deliveries, time.monotonic() + CONFIRM_TIMEOUT_S))
+        else:
+            self._ack(items)
         m.queue_depth.set(len(self.queue))
         self.batches += 1
+        self._rate_count += len(items)
         return result
 
     def _record(self, readings: list[Reading], result: BatchResult, now: float) -> None:
@@ -278,7 +252,28 @@ class Worker:
         ts = np.fromiter((r.ts for r in readings), dtype=np.float64, count=len(readings))
         m.lag.observe_many(np.maximum(now - ts, 0.0))
 
-    def _alert(self, result: BatchResult) -> None:
+    def _ack(self, items: list[Inbound]) -> None:
+        if self.acker is None:
+            return
+        ack = self.acker.ack
+        for item in items:
+            if item.qos:
+                ack(item.mid, item.qos, item.generation)
+
+    def release_held(self) -> None:
+        """Ack held messages whose alerts are confirmed (or that waited too long)."""
+        now = time.monotonic()
+        while self._held:
+            held = self._held[0]
+            if not all(d.done() for d in held.deliveries):
+                if now < held.deadline:
+                    return
+                self.metrics.publish_failed.labels("alert_unconfirmed").inc()
+            self._held.popleft()
+            self._ack(held.items)
+
+    def _alert(self, result: BatchResult) -> list[Delivery]:
+        """Send the batch's events to every sink; returns the MQTT publishes to confirm."""
         m = self.metrics
         for event in result.events:
             m.alert_events.labels(event.state).inc()
@@ -298,11 +293,12 @@ class Worker:
                     self.reject_log.warning(
                         f"sink {type(sink).__name__}", "alert sink failed: %s", exc
                     )
-        # Confirmed by the broker before the input is acknowledged: no alert lost to a crash.
+        deliveries: list[Delivery] = []
         for sink in self.sinks:
-            flush = getattr(sink, "flush", None)
-            if flush is not None and not flush(FLUSH_TIMEOUT_S):
-                m.publish_failed.labels("alert").inc()
+            take = getattr(sink, "take_deliveries", None)
+            if take is not None:
+                deliveries.extend(take())
+        return deliveries
 
     def _reject(self, rejections: list[Rejection]) -> None:
         for reason, count in Counter(r.reason for r in rejections).items():
@@ -348,6 +344,8 @@ class Worker:
         if mono < self._next_housekeeping:
             return
         self._next_housekeeping = mono + HOUSEKEEPING_S
+        self.rate = self._rate_count / max(mono - self._rate_since, 1e-3)
+        self._rate_count, self._rate_since = 0, mono
         m = self.metrics
         m.queue_depth.set(len(self.queue))
         m.series_active.set(self.core.active_series)

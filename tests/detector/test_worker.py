@@ -1,0 +1,324 @@
+"""The worker loop without a broker: counting, dead letters, alerts, acks, the ingest queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from detector.alerts import MqttAlertSink, ScoreStream
+from detector.core import DetectionConfig, DetectionCore
+from detector.deadletter import DeadLetterPublisher
+from detector.events import AlertEvent, BatchResult, Scored
+from detector.ingest import Inbound, IngestQueue
+from detector.metrics import WorkerMetrics
+from detector.payloads import PayloadDecoder
+from detector.worker import Worker
+from tests.detector.core_fixtures import LastValueForecaster, make_artifact
+
+T0 = 1_700_000_000.0
+
+
+class Delivery:
+    def __init__(self, confirmed: bool) -> None:
+        self.confirmed = confirmed
+
+    def done(self) -> bool:
+        return self.confirmed
+
+
+class FakeBroker:
+    """Publisher and acker in one: records publishes and acks."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict, int]] = []
+        self.deliveries: list[Delivery] = []
+        self.acked: list[int] = []
+        self.generation = 1
+        self.refuse = False
+        self.confirm = True  # publishes are confirmed at once unless a test says otherwise
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False):
+        if self.refuse:
+            return None
+        self.published.append((topic, json.loads(payload), qos))
+        d = Delivery(self.confirm)
+        self.deliveries.append(d)
+        return d
+
+    def ack(self, mid: int, qos: int, generation: int) -> bool:
+        if generation != self.generation:
+            return False
+        self.acked.append(mid)
+        return True
+
+    def on(self, prefix: str) -> list[dict]:
+        return [p for t, p, _ in self.published if t.startswith(prefix)]
+
+
+@pytest.fixture
+def broker() -> FakeBroker:
+    return FakeBroker()
+
+
+class ScriptedCore:
+    """Scores every reading; a value above 10 is anomalous and fires an event (the worker's
+    tests should not depend on how the real core scores)."""
+
+    active_series = 1
+    warming_series = 0
+
+    def process(self, readings, now=None) -> BatchResult:
+        result = BatchResult(scored=[], events=[], dropped=[])
+        for r in readings:
+            bad = r.value > 10
+            result.scored.append(Scored(r, 1.0, 0.0, 2.0, 9.0 if bad else 0.1, bad))
+            if bad:
+                result.events.append(
+                    AlertEvent(
+                        f"{r.key}@{r.ts}",
+                        "firing",
+                        r.device,
+                        r.metric,
+                        r.ts,
+                        r.value,
+                        1.0,
+                        0.0,
+                        2.0,
+                        9.0,
+                        4.0,
+                    )
+                )
+        return result
+
+    def evict_idle(self, now: float) -> int:
+        return 0
+
+
+def make_worker(
+    broker: FakeBroker, registry: CollectorRegistry, real_core: bool = False, **kwargs
+) -> Worker:
+    core = (
+        DetectionCore(
+            make_artifact(window_len=3, global_error=(0.0, 0.1)),
+            LastValueForecaster(),
+            DetectionConfig(),
+        )
+        if real_core
+        else ScriptedCore()
+    )
+    return Worker(
+        core,
+        WorkerMetrics(registry),
+        PayloadDecoder(clock=lambda: T0 + 10_000),
+        sinks=[MqttAlertSink(broker, model_version="m1", worker_id="w1")],
+        deadletter=DeadLetterPublisher(broker, worker_id="w1"),
+        acker=broker,
+        **kwargs,
+    )
+
+
+def feed(worker: Worker, messages: list[tuple[str, bytes]], first_mid: int = 1) -> None:
+    """Decode and process `messages` as one batch, like the two threads would."""
+    for mid, (topic, payload) in enumerate(messages, start=first_mid):
+        worker.on_message(topic.encode(), payload, mid, 1, 1)
+    worker.process(worker.queue.drain(10_000, 0.0))
+
+
+def reading(i: int, value: float, topic: str = "sensors/d1/temp") -> tuple[str, bytes]:
+    return topic, json.dumps({"ts": T0 + i, "value": value}).encode()
+
+
+def test_counts_add_up_and_bad_input_goes_to_dead_letters(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    w = make_worker(broker, registry, real_core=True)
+    feed(
+        w,
+        [
+            reading(1, 1.0),
+            reading(2, 1.0),
+            ("sensors/d1/temp", b"{bad"),
+            reading(2, 1.0),  # duplicate
+            ("sensors/d1", json.dumps([{"ts": T0 + 5, "metric": "a", "value": 1}, 7]).encode()),
+        ],
+    )
+    get = registry.get_sample_value
+    assert get("iotad_messages_total") == 5
+    assert get("iotad_readings_total") == 6
+    assert get("iotad_readings_accepted_total") == 3
+    assert get("iotad_readings_rejected_total", {"reason": "malformed_json"}) == 1
+    assert get("iotad_readings_rejected_total", {"reason": "duplicate"}) == 1
+    assert get("iotad_readings_rejected_total", {"reason": "not_an_object"}) == 1
+    assert get("iotad_deadletter_total") == 3
+    reasons = sorted(d["reason"] for d in broker.on("iotad/deadletter"))
+    assert reasons == ["duplicate", "malformed_json", "not_an_object"]
+    dup = next(d for d in broker.on("iotad/deadletter") if d["reason"] == "duplicate")
+    assert dup["topic"] == "sensors/d1/temp" and dup["worker"] == "w1"
+    assert sorted(broker.acked) == [1, 2, 3, 4, 5]  # every message, good or bad
+
+
+def test_alert_acks_wait_for_the_broker_to_confirm_the_alert(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [reading(i, 1.0) for i in range(6)], first_mid=1)
+    assert len(broker.acked) == 6
+    feed(w, [reading(6, 50.0)], first_mid=7)  # a spike: fires
+    alerts = broker.on("alerts/")
+    assert [a["state"] for a in alerts] == ["firing"]
+    assert alerts[0]["model"] == "m1" and alerts[0]["worker"] == "w1"
+    assert 7 not in broker.acked  # held until the broker has the alert
+    w.release_held()
+    assert 7 not in broker.acked
+    broker.deliveries[-1].confirmed = True
+    w.release_held()
+    assert 7 in broker.acked
+    assert registry.get_sample_value("iotad_alert_events_total", {"state": "firing"}) == 1
+
+
+def test_only_the_message_that_raised_the_alert_waits(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [reading(1, 1.0), reading(2, 50.0), reading(1, 1.0, "sensors/d2/temp")])
+    assert sorted(broker.acked) == [1, 3]  # message 2 raised the alert
+    broker.deliveries[-1].confirmed = True
+    w.release_held()
+    assert sorted(broker.acked) == [1, 2, 3]
+
+
+def test_unconfirmed_alert_releases_acks_after_the_timeout(
+    broker: FakeBroker, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import detector.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "CONFIRM_TIMEOUT_S", 0.0)
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [reading(i, 1.0) for i in range(6)])
+    feed(w, [reading(6, 50.0)], first_mid=7)
+    w.release_held()
+    assert 7 in broker.acked
+    assert (
+        registry.get_sample_value("iotad_publish_failed_total", {"kind": "alert_unconfirmed"}) == 1
+    )
+
+
+def test_acks_of_an_old_connection_are_not_sent(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    w = make_worker(broker, registry)
+    w.on_message(b"sensors/d/m", b"1", 1, 1, 1)
+    broker.generation = 2  # reconnected meanwhile: the broker will redeliver message 1
+    w.process(w.queue.drain(100, 0.0))
+    assert broker.acked == []
+
+
+def test_qos0_messages_are_not_acked(broker: FakeBroker, registry: CollectorRegistry) -> None:
+    w = make_worker(broker, registry)
+    w.on_message(b"sensors/d/m", b"1", 0, 0, 1)
+    w.process(w.queue.drain(100, 0.0))
+    assert broker.acked == []
+    assert registry.get_sample_value("iotad_readings_accepted_total") == 1
+
+
+def test_refused_dead_letters_are_counted(broker: FakeBroker, registry: CollectorRegistry) -> None:
+    w = make_worker(broker, registry)
+    broker.refuse = True
+    feed(w, [("sensors/d/m", b"oops")])
+    assert registry.get_sample_value("iotad_deadletter_total") == 0
+    assert registry.get_sample_value("iotad_publish_failed_total", {"kind": "deadletter"}) == 1
+    assert broker.acked == [1]
+
+
+def test_score_stream(broker: FakeBroker, registry: CollectorRegistry) -> None:
+    w = make_worker(broker, registry, scores=ScoreStream(broker))
+    feed(w, [reading(i, 1.0) for i in range(5)])
+    scores = [(t, p, q) for t, p, q in broker.published if t.startswith("scores/")]
+    assert len(scores) == 5
+    topic, body, qos = scores[0]
+    assert topic == "scores/d1/temp" and qos == 0
+    assert set(body) == {"ts", "value", "expected", "lower", "upper", "score", "anomaly"}
+
+
+def test_detection_thread_runs_and_stops(broker: FakeBroker, registry: CollectorRegistry) -> None:
+    w = make_worker(broker, registry, real_core=True)
+    w.start()
+    try:
+        for i in range(20):
+            w.on_message(b"sensors/d/m", str(i).encode(), i + 1, 1, 1)
+        deadline = time.monotonic() + 5
+        while len(broker.acked) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(broker.acked) == list(range(1, 21))
+    finally:
+        w.stop(timeout_s=5)
+    assert not w.alive and w.failed is None
+
+
+# -- the ingest queue -------------------------------------------------------------------------
+
+
+def item(mid: int, n: int = 1) -> Inbound:
+    return Inbound(mid, 1, 0, b"t", [None] * n, [])  # type: ignore[list-item]
+
+
+def test_drain_takes_everything_up_to_max_readings() -> None:
+    q = IngestQueue(100)
+    for mid in range(10):
+        q.put(item(mid, n=3))
+    first = q.drain(max_readings=7, timeout_s=0)
+    assert [i.mid for i in first] == [0, 1, 2]  # stops once 7 readings are reached
+    assert len(q.drain(1000, 0)) == 7
+    assert q.drain(1000, 0) == []
+
+
+def test_drain_blocks_for_the_first_item_only() -> None:
+    q = IngestQueue(10)
+    threading.Timer(0.05, lambda: q.put(item(1))).start()
+    started = time.monotonic()
+    got = q.drain(100, timeout_s=5)
+    assert [i.mid for i in got] == [1]
+    assert time.monotonic() - started < 2
+
+
+def test_full_queue_blocks_the_producer_until_drained() -> None:
+    q = IngestQueue(2)
+    q.put(item(1))
+    q.put(item(2))
+    done = threading.Event()
+    threading.Thread(target=lambda: (q.put(item(3)), done.set()), daemon=True).start()
+    assert not done.wait(0.1)
+    q.drain(100, 0)
+    assert done.wait(2)
+
+
+def test_closed_queue_never_blocks_and_drops() -> None:
+    q = IngestQueue(1)
+    q.put(item(1))
+    q.close()
+    assert q.put(item(2)) is False
+    assert q.drain(100, timeout_s=5) and q.drain(100, timeout_s=5) == []
+
+
+def test_many_items_through_a_small_queue() -> None:
+    q = IngestQueue(8)
+    n = 20_000
+
+    def produce() -> None:
+        for mid in range(n):
+            q.put(item(mid))
+
+    t = threading.Thread(target=produce)
+    t.start()
+    got: list[int] = []
+    while len(got) < n:
+        got.extend(i.mid for i in q.drain(5, 1.0))
+    t.join()
+    assert got == list(range(n))
