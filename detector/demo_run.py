@@ -197,8 +197,8 @@ class DemoRun:
             "detection starts warm"
         )
         planned = [
-            f"{f.kind} {f.device}/{f.metric} at +{f.offset_s:.0f}s"
-            + (f" for {f.duration_s:.0f} s" if f.duration_s else "")
+            f"{f.kind}{f' {f.magnitude:+g}' if f.magnitude else ''} on {f.device}/{f.metric} "
+            f"at +{f.offset_s:g}s" + (f" for {f.duration_s:g} s" if f.duration_s else "")
             for f in s.faults
         ]
         if s.fault_rate_per_h > 0:

@@ -172,6 +172,9 @@ def test_demo_with_mosquitto_alerts_on_the_injected_fault_and_leaves_nothing(run
         subscriber.close()
     assert code == 0, demo.output
     device, metric = _assert_spike_detected(demo)
+    demo.wait_for(r"FAULT injected: level_shift on [\w.-]+/temperature, \+10 ", 1)
+    demo.wait_for(r"DETECTED +level_shift +[\w.-]+/temperature ", 1)
+    demo.wait_for(r"faults +2 injected \(ground truth\), 2 detected", 1)
     seen = subscriber.json("alerts/")
     assert any(
         a["state"] == "firing" and (a["device"], a["metric"]) == (device, metric) for a in seen
