@@ -1,0 +1,126 @@
+"""Print the Markdown table of every `iotad run` setting, from `detector.settings` itself.
+
+README.md carries its output between the ``settings-table`` markers; a test checks they match,
+so the documented settings cannot drift from the code. Usage::
+
+    python scripts/settings_table.py            # print the table
+    python scripts/settings_table.py --write    # refresh README.md in place
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import itertools
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from detector.settings import WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """Docstrings written under class attributes (``x: int = 1`` then ``\"\"\"...\"\"\"``)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _fields(cls: type) -> list[tuple[str, Any, Any]]:
+    """``(name, annotation, default)`` of a pydantic model or a dataclass."""
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        out = []
+        for name, info in cls.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            out.append((name, info.annotation, default))
+        return out
+    if dataclasses.is_dataclass(cls):
+        return [(f.name, f.type, f.default) for f in dataclasses.fields(cls)]
+    return []
+
+
+def _nested(annotation: Any) -> type | None:
+    if isinstance(annotation, type) and (
+        issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation)
+    ):
+        return annotation
+    return None
+
+
+def _show(default: Any) -> str:
+    if default is None:
+        return "—"
+    if isinstance(default, list):
+        return ",".join(str(d) for d in default) or "(empty)"
+    if isinstance(default, bool):
+        return str(default).lower()
+    text = str(default)
+    return text if text else '""'
+
+
+def rows(cls: type, prefix: str = "IOTAD_") -> list[tuple[str, str, str]]:
+    """``(variable, default, description)`` for every leaf setting under `cls`."""
+    docs = attribute_docs(cls)
+    out: list[tuple[str, str, str]] = []
+    for name, annotation, default in _fields(cls):
+        var = f"{prefix}{name.upper()}"
+        nested = _nested(annotation)
+        if nested is not None:
+            out.extend(rows(nested, var + "__"))
+            continue
+        if name == "worker_id":
+            shown = "host name"
+        elif "password" in name:
+            shown = "— (secret)"
+        else:
+            shown = _show(default)
+        out.append((var, shown, docs.get(name, "")))
+    return out
+
+
+def table() -> str:
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for var, default, doc in rows(WorkerSettings):
+        escaped = doc.replace("|", r"\|")
+        lines.append(f"| `{var}` | `{default}` | {escaped} |")
+    return "\n".join(lines)
+
+
+def readme_block() -> str:
+    return f"{START}\n{table()}\n{END}"
+
+
+def main(argv: list[str]) -> int:
+    if "--write" in argv:
+        readme = ROOT / "README.md"
+        text = readme.read_text(encoding="utf-8")
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        readme.write_text(head + readme_block() + tail, encoding="utf-8")
+        return 0
+    print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,43 @@
+"""README.md is documentation that runs: its commands and its settings table match the code."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from scripts.settings_table import END, START, readme_block
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
+    first_block = re.search(r"```sh\n(.*?)```", README, re.S)
+    assert first_block is not None and README.index("```sh") < 200
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands == ["make demo", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert [ln for ln in ci.splitlines() if ln.startswith("make")] == ["make test"]
+
+
+def test_settings_table_matches_the_settings_code() -> None:
+    start, end = README.index(START), README.index(END) + len(END)
+    assert README[start:end] == readme_block(), (
+        "README settings table is stale: run python scripts/settings_table.py --write"
+    )
+
+
+def test_every_subcommand_in_the_readme_has_help() -> None:
+    for command in ("run", "train", "simulate", "demo", "eval"):
+        assert f"iotad {command}" in README
+        out = subprocess.run(
+            [sys.executable, "-m", "detector", command, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "usage: iotad" in out.stdout
