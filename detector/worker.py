@@ -21,7 +21,7 @@ import numpy as np
 
 from detector.alerts import Delivery, MqttAlertSink, Publisher, ScoreStream
 from detector.deadletter import DeadLetterPublisher
-from detector.events import AlertSink, BatchResult
+from detector.events import AlertSink, BatchResult, Dropped
 from detector.ingest import Inbound, IngestQueue
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
@@ -193,11 +193,7 @@ class Worker:
                 readings.extend(item.readings)
             if item.rejections:
                 rejections.extend(item.rejections)
-        result = (
-            self.core.process(readings)
-            if readings
-            else BatchResult(scored=[], events=[], dropped=[])
-        )
+        result = self._detect(readings) if readings else BatchResult([], [], [])
         now = self.clock()
         m.messages.inc(len(items))
         m.readings.inc(len(readings) + len(rejections))
@@ -233,6 +229,22 @@ class Worker:
         self.batches += 1
         self._rate_count += len(items)
         return result
+
+    def _detect(self, readings: list[Reading]) -> BatchResult:
+        """`core.process`, but a failure drops the batch (reason ``core_error``) instead of
+        killing the thread: a message that crashes the core would otherwise be redelivered
+        to every restart, forever."""
+        try:
+            return self.core.process(readings)
+        except Exception as exc:
+            self.reject_log.log(
+                logging.ERROR,
+                "core_error",
+                "detection core failed on %d readings: %r",
+                len(readings),
+                exc,
+            )
+            return BatchResult([], [], [Dropped(r, "core_error") for r in readings])
 
     def _record(self, readings: list[Reading], result: BatchResult, now: float) -> None:
         m = self.metrics

@@ -322,3 +322,19 @@ def test_many_items_through_a_small_queue() -> None:
         got.extend(i.mid for i in q.drain(5, 1.0))
     t.join()
     assert got == list(range(n))
+
+
+def test_a_failing_core_drops_the_batch_and_keeps_going(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    w = make_worker(broker, registry)
+
+    def boom(readings, now=None):
+        raise ValueError("bug")
+
+    w.core.process = boom  # type: ignore[method-assign]
+    feed(w, [reading(1, 1.0), reading(2, 1.0)])
+    assert registry.get_sample_value("iotad_readings_rejected_total", {"reason": "core_error"}) == 2
+    assert registry.get_sample_value("iotad_readings_accepted_total") == 0
+    assert sorted(broker.acked) == [1, 2]
+    assert [d["reason"] for d in broker.on("iotad/deadletter")] == ["core_error", "core_error"]
