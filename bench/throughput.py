@@ -289,10 +289,17 @@ class Worker:
         return float("nan")
 
     def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(30)
         self.log.close()
         return code
+
+    def kill(self) -> None:
+        """Cleanup after a failure: never leave a worker behind."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def drain_rate(worker: Worker, expected: int) -> tuple[float, float]:
@@ -394,6 +401,7 @@ def main() -> int:
             "max_inflight_messages 0",
         ],
     )
+    workers: list[Worker] = []
     try:
         model = args.model or train_model(work)
         broker.start()
@@ -416,6 +424,7 @@ def main() -> int:
         make_session(broker.port, "bench-worker", version)
         publish(broker.port, messages)
         worker = Worker(broker.port, model, "bench-worker", work, version, extra_env)
+        workers.append(worker)
         ready_s = worker.wait_ready()
         rate, worker_cpu = drain_rate(worker, n)
         s = worker.samples()
@@ -475,6 +484,8 @@ def main() -> int:
         print(f"reproduce: {cmd}")
         return 0
     finally:
+        for w in workers:
+            w.kill()
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
 
