@@ -49,7 +49,9 @@ IOTAD_MQTT__TOPICS (comma-separated), IOTAD_MQTT__USERNAME, IOTAD_MQTT__PASSWORD
 secrets file only: there is no password flag), IOTAD_MQTT__TLS__CA_FILE,
 IOTAD_MQTT__TLS__CERT_FILE, IOTAD_MQTT__TLS__KEY_FILE, IOTAD_MQTT__SESSION_EXPIRY_S,
 IOTAD_MODEL__PATH, IOTAD_METRICS__PORT, IOTAD_DETECTION__THRESHOLD, IOTAD_OUTPUT__SCORES,
-IOTAD_OUTPUT__DEADLETTER_TOPIC, IOTAD_PAYLOAD__MAX_BYTES. Flags win over the environment.
+IOTAD_OUTPUT__DEADLETTER_TOPIC, IOTAD_PAYLOAD__MAX_BYTES, IOTAD_CHECKPOINT__PATH (detection
+state saved there every IOTAD_CHECKPOINT__INTERVAL_S and on shutdown, restored at start).
+Flags win over the environment.
 Exit codes: 0 after SIGTERM/SIGINT, 1 when the model or the broker cannot be used,
 2 for invalid settings."""
 
@@ -187,6 +189,8 @@ class Service:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry, settings.metrics.series_devices)
         self.worker: Any = None
+        self.core: Any = None
+        self.checkpointer: Any = None
         self.connection: Any = None
         self.http: Any = None
         self.alertmanager: Any = None
@@ -233,6 +237,21 @@ class Service:
             log.error("cannot load the model: %s", exc)
             return EXIT_FAILED
         self.model_version = artifact.version
+        self.core = core
+        detection_core: Any = core
+        if s.checkpoint.path is not None:
+            from detector.checkpoint import Checkpointer, CheckpointingCore
+
+            # Restored before anything is consumed, so the first reading is scored at once.
+            self.checkpointer = Checkpointer(
+                s.checkpoint.path, s.checkpoint.interval_s, self.registry
+            )
+            self.checkpointer.restore(core)
+            # Saved on the detection thread between batches, never while acks wait for alert
+            # confirmations (a redelivered reading would be dropped as a duplicate).
+            detection_core = CheckpointingCore(
+                core, self.checkpointer, busy=lambda: bool(getattr(worker, "_held", ()))
+            )
         self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
         decoder = PayloadDecoder(
             s.mqtt.topic_patterns,
@@ -242,7 +261,7 @@ class Service:
             logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
         )
         worker = Worker(
-            core,
+            detection_core,
             self.metrics,
             decoder,
             queue_size=s.queue_size,
@@ -326,6 +345,7 @@ class Service:
         self.metrics.ready.set(0)
         if self.worker is not None:
             self.worker.stop()
+        self._final_checkpoint(log)
         if self.alertmanager is not None:
             self.alertmanager.close(timeout_s=5.0)
         if self.connection is not None:
@@ -336,3 +356,17 @@ class Service:
         if self.http is not None:
             self.http.stop()
         log.info("stopped")
+
+    def _final_checkpoint(self, log: Any) -> None:
+        """Save the state once more, now that the detection thread (its owner) has ended."""
+        if self.checkpointer is None or self.core is None:
+            return
+        if self.worker is not None and (self.worker.alive or self.worker.failed is not None):
+            log.warning("detection thread did not stop cleanly: no final checkpoint")
+            return
+        if self.checkpointer.save(self.core):
+            log.info(
+                "checkpoint of %d series written to %s",
+                self.core.active_series,
+                self.checkpointer.path,
+            )

@@ -244,6 +244,25 @@ class LogSettings(BaseModel):
         return value.upper() if isinstance(value, str) else value
 
 
+class CheckpointSettings(BaseModel):
+    """Periodic checkpoints of the detection state (see `detector.checkpoint`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = None
+    """File the detection state is saved to periodically and on shutdown, and restored from
+    at start (e.g. /var/lib/iotad/state.npz); unset: no checkpoints."""
+    interval_s: float = Field(60.0, gt=0)
+    """Seconds between checkpoints while readings flow."""
+
+    @field_validator("path")
+    @classmethod
+    def _directory_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.parent.is_dir():
+            raise ValueError(f"directory {str(value.parent)!r} does not exist")
+        return value
+
+
 class WorkerSettings(BaseSettings):
     """Everything `iotad run` can be told."""
 
@@ -273,6 +292,7 @@ class WorkerSettings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     """Alert events also go to Alertmanager when ``IOTAD_ALERTMANAGER__URL`` is set."""

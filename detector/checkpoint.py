@@ -1,0 +1,276 @@
+"""Checkpoints of the detection state, so that a restarted worker does not go blind.
+
+What is saved is `DetectionCore.snapshot()`: every active series' window, normalisation,
+residual and score statistics and episode state, as plain numpy arrays. The file is an
+``.npz`` written atomically (a temp file in the same directory, fsync, ``os.replace``), so a
+crash mid-write leaves the previous checkpoint intact. Series keys are stored as a fixed
+unicode array, never as objects, and files are read with ``allow_pickle=False``: loading a
+checkpoint can never execute code.
+
+A checkpoint that is missing, corrupt, truncated or made for another model or window is
+reported in one log line and ignored: the worker then starts cold, which is never fatal.
+
+Checkpoints are taken on the detection thread, which owns the core: `CheckpointingCore`
+wraps the core the worker drives and saves at the start of a batch once the interval has
+passed (the previous batch is then processed and acknowledged), and the worker's owner saves
+once more after the detection thread has stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from detector.readings import valid_name
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from detector.core import DetectionCore
+    from detector.events import BatchResult
+    from detector.readings import Reading
+
+log = logging.getLogger("iotad.checkpoint")
+
+# Arrays with one row per series (besides the core's per-slot arrays, checked by the core).
+_ROW_ARRAYS = ("values", "ts", "count", "last_ts", "last_value", "last_seen")
+_SCALARS = ("format", "model_version", "window_len", "short_window")
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be used; the message is one line saying why."""
+
+
+def save_state(path: str | Path, state: dict[str, np.ndarray]) -> int:
+    """Write `state` to `path` atomically; returns the file size in bytes.
+
+    Object arrays (the series keys of a snapshot) are converted to fixed-width unicode; any
+    other object array is refused, so nothing is ever pickled.
+    """
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    for name, array in state.items():
+        a = np.asarray(array)
+        if a.dtype == object:
+            if not all(isinstance(x, str) for x in a.ravel().tolist()):
+                raise CheckpointError(f"array {name!r} holds objects that are not strings")
+            a = np.array(a.tolist(), dtype=np.str_) if a.size else np.zeros(a.shape, "<U1")
+        arrays[name] = a
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, allow_pickle=False, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+    return path.stat().st_size
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_state(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a checkpoint file without unpickling anything; raises `CheckpointError`."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:  # e.g. an object array: would need pickle
+        raise CheckpointError(f"not a plain-array checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, ...
+        raise CheckpointError(f"unreadable ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def check_state(state: dict[str, np.ndarray], window_len: int) -> int:
+    """Validate the shape of a loaded snapshot before it touches a core; returns its series.
+
+    Series keys must be ``device/metric`` with valid names (they come from a file, and keys
+    end up in topics and labels); every per-series array must have one row per key.
+    """
+    missing = [n for n in ("keys", *_ROW_ARRAYS, *_SCALARS) if n not in state]
+    if missing:
+        raise CheckpointError(f"lacks {', '.join(missing)}")
+    keys = state["keys"]
+    if keys.ndim != 1 or keys.dtype.kind != "U":
+        raise CheckpointError("series keys are not a 1-D unicode array")
+    n = int(keys.shape[0])
+    names = keys.tolist()
+    for key in names:
+        device, sep, metric = key.partition("/")
+        if not sep or not valid_name(device) or not valid_name(metric):
+            raise CheckpointError(f"series key {key[:80]!r} is not device/metric")
+    if len(set(names)) != n:
+        raise CheckpointError("series keys repeat")
+    for name, array in state.items():
+        if name in ("keys", "model_version"):
+            continue
+        if array.dtype.kind not in "biuf":
+            raise CheckpointError(f"array {name!r} is not numeric ({array.dtype})")
+        if name not in _SCALARS and (array.ndim == 0 or array.shape[0] != n):
+            raise CheckpointError(f"array {name!r} has {array.shape} rows, not {n}")
+    if state["values"].shape != (n, window_len):
+        raise CheckpointError(
+            f"windows are {state['values'].shape[1:]} long, the model's are ({window_len},)"
+        )
+    return n
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+class Checkpointer:
+    """Saves and restores a `DetectionCore`'s state at `path`, every `interval_s`.
+
+    Metrics (on `registry`): ``iotad_checkpoint_seconds`` (time to snapshot and write),
+    ``iotad_checkpoint_series`` (series in the last checkpoint written),
+    ``iotad_checkpoint_failures_total{op="save"|"restore"}`` and ``iotad_series_restored``.
+
+    Not thread-safe: call it from the thread that owns the core.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        interval_s: float = 60.0,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.path = Path(path)
+        self.interval_s = interval_s
+        self.clock = clock
+        self.next_due = clock() + interval_s
+        r = registry if registry is not None else CollectorRegistry()
+        self.seconds = Histogram(
+            "iotad_checkpoint_seconds",
+            "Seconds to snapshot the detection state and write it to disk",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.series = Gauge(
+            "iotad_checkpoint_series", "Series in the last checkpoint written", registry=r
+        )
+        self.failures = Counter(
+            "iotad_checkpoint_failures_total",
+            "Checkpoints that could not be written (op=save) or were ignored (op=restore)",
+            ["op"],
+            registry=r,
+        )
+        for op in ("save", "restore"):
+            self.failures.labels(op)  # present at 0, for rate() queries
+        self.restored = Gauge(
+            "iotad_series_restored", "Series restored from the checkpoint at start", registry=r
+        )
+
+    def restore(self, core: DetectionCore) -> int:
+        """Load the checkpoint into `core` (fresh, not yet used); returns series restored.
+
+        Any problem is one warning line and a cold start, never an exception.
+        """
+        try:
+            state = load_state(self.path)
+            check_state(state, core.window_len)
+            n = core.restore(state)
+        except FileNotFoundError:
+            log.info("no checkpoint at %s: starting cold", self.path)
+            return 0
+        except Exception as exc:  # CheckpointError, ValueError from the core, anything else
+            _forget_all(core)
+            self.failures.labels("restore").inc()
+            log.warning("checkpoint %s ignored, starting cold: %s", self.path, _first_line(exc))
+            return 0
+        self.restored.set(n)
+        log.info("restored %d series from checkpoint %s", n, self.path)
+        return n
+
+    def save(self, core: DetectionCore) -> bool:
+        """Snapshot `core` and write it; False (and one warning line) when that failed."""
+        started = time.perf_counter()
+        self.next_due = self.clock() + self.interval_s
+        try:
+            state = core.snapshot()
+            save_state(self.path, state)
+        except Exception as exc:  # a full disk must not stop detection
+            self.failures.labels("save").inc()
+            log.warning("checkpoint to %s failed: %s", self.path, _first_line(exc))
+            return False
+        self.seconds.observe(time.perf_counter() - started)
+        self.series.set(len(state["keys"]))
+        return True
+
+    def due(self) -> bool:
+        return self.clock() >= self.next_due
+
+
+def _forget_all(core: DetectionCore) -> None:
+    """Undo a partial restore: release every series (their slots are re-seeded on reuse)."""
+    keys = core.store.keys()  # a copy: releasing changes the store
+    for key in keys:
+        core.store.release(key)
+
+
+class CheckpointingCore:
+    """The core as the worker sees it, checkpointing between batches on the detection thread.
+
+    At the start of a batch, once `interval_s` has passed, the state is saved before the new
+    readings are processed: the previous batch's messages are acknowledged by then, so a
+    checkpoint never holds a reading the broker would redeliver (which the restored core
+    would drop as a duplicate). `busy()` true postpones the checkpoint to a later batch; the
+    worker passes "acks are waiting for alert confirmations".
+    """
+
+    def __init__(
+        self,
+        core: DetectionCore,
+        checkpointer: Checkpointer,
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.core = core
+        self.checkpointer = checkpointer
+        self.busy = busy
+
+    def process(self, readings: Sequence[Reading], now: float | None = None) -> BatchResult:
+        if self.checkpointer.due() and not self.busy():
+            self.checkpointer.save(self.core)
+        return self.core.process(readings, now)
+
+    @property
+    def active_series(self) -> int:
+        return self.core.active_series
+
+    @property
+    def warming_series(self) -> int:
+        return self.core.warming_series
+
+    def evict_idle(self, now: float) -> int:
+        return self.core.evict_idle(now)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
