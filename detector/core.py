@@ -54,6 +54,9 @@ class DetectionConfig:
     """Score unusual recent levels, not only unusual forecast errors."""
     use_range: bool = True
     """Score values outside the range seen so far."""
+    learn_readings: int = 100
+    """A series the model was not trained on scores 0 while its statistics learn from its
+    first this many scored readings; a series without a recorded range learns it as long."""
     max_series: int = 100_000
     """Active series beyond which new series are dropped with reason ``too_many_series``."""
     idle_evict_s: float = 86_400.0
@@ -66,6 +69,7 @@ class DetectionConfig:
             range_tolerance=self.range_tolerance,
             use_level=self.use_level,
             use_range=self.use_range,
+            learn_readings=self.learn_readings,
         )
 
 
@@ -144,10 +148,11 @@ class DetectionCore:
         self.errors.seed(slot, errors)
         # In scaled units a standard-scaled series has mean 0 and std 1; a min-max scaled one
         # spans [0, 1] (std of a uniform spread as the prior).
+        trained = known is not None
         if self.artifact.scaling_method == "minmax":
-            self.scorer.seed(slot, errors, 0.5, 12**-0.5, value_range)
+            self.scorer.seed(slot, errors, 0.5, 12**-0.5, value_range, trained)
         else:
-            self.scorer.seed(slot, errors, 0.0, 1.0, value_range)
+            self.scorer.seed(slot, errors, 0.0, 1.0, value_range, trained)
         self.episodes.reset(slot)
         return slot
 
@@ -341,6 +346,9 @@ class DetectionCore:
             "value_run_var": sc.value_run.var,
             "low": sc.low,
             "high": sc.high,
+            "seen": sc.seen,
+            "trusted_stats": sc.trusted_stats,
+            "trusted_range": sc.trusted_range,
             **self.episodes.arrays(),
         }
 

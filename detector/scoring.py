@@ -14,8 +14,13 @@ Three signals, each a question an operator would ask, combined by taking the lar
   would have followed it.
 
 Tail probabilities p become scores as ``log(1 - p + 1e-10) / log(1e-10)`` in [0, 1]: 0.5 means
-p = 0.99999, and the score approaches 1 as 1 - p falls below 1e-10. All statistics are in *scaled* units (see
-`detector.artifact.SeriesScale`), so the artifact's calibration seeds them directly.
+p = 0.99999, and the score approaches 1 as 1 - p falls below 1e-10. All statistics are in
+*scaled* units (see `detector.artifact.SeriesScale`), so the artifact's calibration seeds them.
+
+A series the model was not trained on has no calibrated statistics and no known range: for its
+first `learn_readings` scored readings its statistics learn as running means (not the slow
+exponential forgetting) and its score is held at 0, so a fresh series does not alert on the
+very things it is still learning.
 
 `ErrorTracker` keeps the signed residual's mean and variance for the expected band shown to
 operators (``expected ± band_sigmas · std``).
@@ -155,11 +160,13 @@ class LongRun:
     def z(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
         return (x - self.mean[slots]) / np.maximum(np.sqrt(self.var[slots]), MIN_STD)
 
-    def update(self, slots: np.ndarray, x: np.ndarray) -> None:
+    def update(self, slots: np.ndarray, x: np.ndarray, seen: np.ndarray | None = None) -> None:
+        """Fold `x` in; slots that have `seen` few observations learn as a running mean."""
+        alpha = self.alpha if seen is None else np.maximum(self.alpha, 1.0 / (seen + 1.0))
         diff = x - self.mean[slots]
-        incr = self.alpha * diff
+        incr = alpha * diff
         self.mean[slots] += incr
-        self.var[slots] = (1.0 - self.alpha) * (self.var[slots] + diff * incr)
+        self.var[slots] = (1.0 - alpha) * (self.var[slots] + diff * incr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +178,7 @@ class ScoringConfig:
     range_tolerance: float = 0.0
     use_level: bool = True
     use_range: bool = True
+    learn_readings: int = 100
 
 
 class AnomalyScorer:
@@ -184,6 +192,9 @@ class AnomalyScorer:
         self.value_run = LongRun(capacity, config.likelihood_halflife)
         self.low = np.full(capacity, np.inf)
         self.high = np.full(capacity, -np.inf)
+        self.seen = np.zeros(capacity, dtype=np.int64)
+        self.trusted_stats = np.zeros(capacity, dtype=bool)
+        self.trusted_range = np.zeros(capacity, dtype=bool)
 
     def ensure_capacity(self, capacity: int) -> None:
         for part in (self.recent_error, self.recent_value, self.error_run, self.value_run):
@@ -192,6 +203,9 @@ class AnomalyScorer:
         if capacity > n:
             self.low = np.concatenate([self.low, np.full(capacity - n, np.inf)])
             self.high = np.concatenate([self.high, np.full(capacity - n, -np.inf)])
+            self.seen = np.concatenate([self.seen, np.zeros(capacity - n, dtype=np.int64)])
+            self.trusted_stats = np.concatenate([self.trusted_stats, np.zeros(capacity - n, bool)])
+            self.trusted_range = np.concatenate([self.trusted_range, np.zeros(capacity - n, bool)])
 
     def seed(
         self,
@@ -200,8 +214,13 @@ class AnomalyScorer:
         value_mean: float,
         value_std: float,
         value_range: tuple[float, float] | None,
+        trained: bool = True,
     ) -> None:
-        """Start a slot from calibration: error and value distributions in scaled units."""
+        """Start a slot from calibration: error and value distributions in scaled units.
+
+        `trained` says the series was in the training data: its statistics are trusted from
+        the first reading. Otherwise it learns for `learn_readings` readings first.
+        """
         self.recent_error.reset(slot)
         self.recent_value.reset(slot)
         abs_mean, abs_std = expected_abs(errors)
@@ -209,6 +228,10 @@ class AnomalyScorer:
         self.value_run.mean[slot] = value_mean
         self.value_run.var[slot] = max(value_std, MIN_STD) ** 2
         self.low[slot], self.high[slot] = value_range if value_range else (np.inf, -np.inf)
+        self.seen[slot] = 0
+        self.trusted_stats[slot] = trained
+        # A series without a recorded range (new, or an older artifact) learns it first.
+        self.trusted_range[slot] = value_range is not None
 
     def seed_range(self, slot: int, window_scaled: np.ndarray) -> None:
         """Range of a series the model was not trained on: its first window."""
@@ -221,6 +244,9 @@ class AnomalyScorer:
         `values` and `residuals` are in scaled units.
         """
         cfg = self.config
+        seen = self.seen[slots]
+        learnt = seen >= cfg.learn_readings
+        learning = ~(self.trusted_stats[slots] | learnt)
         error = np.abs(residuals)
         recent_error = self.recent_error.push(slots, error)
         score = tail_score(self.error_run.z(slots, recent_error))
@@ -233,9 +259,13 @@ class AnomalyScorer:
             span = high - low
             margin = cfg.range_tolerance * span
             outside = (span > 0) & ((values > high + margin) | (values < low - margin))
+            outside &= self.trusted_range[slots] | learnt
             score = np.where(outside, 1.0, score)
             self.low[slots] = np.minimum(low, values)
             self.high[slots] = np.maximum(high, values)
-        self.error_run.update(slots, error)
-        self.value_run.update(slots, values)
+        score = np.where(learning, 0.0, score)
+        fast = np.where(learning, seen, np.iinfo(np.int64).max // 2)
+        self.error_run.update(slots, error, fast)
+        self.value_run.update(slots, values, fast)
+        self.seen[slots] = seen + 1
         return score

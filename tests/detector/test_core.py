@@ -40,9 +40,22 @@ def test_expected_band_and_score_by_hand() -> None:
 
 def test_value_outside_the_range_seen_scores_one() -> None:
     art = make_artifact(window_len=3)
-    core = DetectionCore(art, LastValueForecaster(), DetectionConfig(use_level=False))
+    cfg = DetectionConfig(use_level=False, learn_readings=0)
+    core = DetectionCore(art, LastValueForecaster(), cfg)
     res = core.process(readings("m1", [1.0, 3.0, 2.0, 2.5, 3.5]))
     assert [s.score == 1.0 for s in res.scored] == [False, True]
+
+
+def test_a_series_the_model_does_not_know_learns_before_it_alerts() -> None:
+    art = make_artifact(window_len=3)
+    core = DetectionCore(art, LastValueForecaster(), DetectionConfig(learn_readings=5))
+    values = [1.0, 2.0, 3.0] + [2.0] * 4 + [50.0] + [2.0, 2.0, 90.0]
+    res = core.process(readings("new", values))
+    scores = [s.score for s in res.scored]
+    # 8 scored readings: the first 5 learn (score 0, even the jump to 50); the range is
+    # trusted afterwards and 90 leaves it.
+    assert scores[:5] == [0.0] * 5
+    assert scores[-1] == 1.0
 
 
 def test_spike_fires_once_and_resolves() -> None:
@@ -62,7 +75,7 @@ def test_spike_fires_once_and_resolves() -> None:
 
 def test_quiet_period_keeps_an_episode_open() -> None:
     art = make_artifact(window_len=3)
-    cfg = DetectionConfig(resolve_after=2, quiet_period=30)
+    cfg = DetectionConfig(resolve_after=2, quiet_period=30, learn_readings=0)
     core = DetectionCore(art, LastValueForecaster(), cfg)
     base = [0.0, 0.5, -0.5] * 4
     values = base + [50.0] + base + [-60.0] + base * 3
