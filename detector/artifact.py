@@ -40,6 +40,8 @@ class SeriesScale:
     """Smallest raw value in the training data (None in artifacts that do not say)."""
     high: float | None = None
     """Largest raw value in the training data."""
+    period: int | None = None
+    """Readings per season (e.g. a day) found in the training data, or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,11 @@ def _scale(obj: Any, where: str) -> SeriesScale:
         raise ArtifactError(f"{where}.scale must be positive, got {scale}")
     low = _finite(obj["low"], f"{where}.low") if obj.get("low") is not None else None
     high = _finite(obj["high"], f"{where}.high") if obj.get("high") is not None else None
-    return SeriesScale(offset, scale, low, high)
+    period = obj.get("period")
+    bad_period = isinstance(period, bool) or not isinstance(period, int) or period < 2
+    if period is not None and bad_period:
+        raise ArtifactError(f"{where}.period must be an integer of at least 2, or null")
+    return SeriesScale(offset, scale, low, high, period)
 
 
 def _errors(obj: Any, where: str) -> ErrorStats:

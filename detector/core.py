@@ -19,6 +19,7 @@ from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
 from detector.readings import Reading
 from detector.scoring import AnomalyScorer, ErrorTracker, ScoringConfig
+from detector.seasonality import SeasonalRings
 
 CHECKPOINT_FORMAT = 1
 
@@ -106,6 +107,7 @@ class DetectionCore:
         self.has_scale = np.zeros(cap, dtype=bool)
         self.errors = ErrorTracker(cap, self.config.error_halflife, self.config.error_clip)
         self.scorer = AnomalyScorer(cap, self.config.scoring())
+        self.seasonal = SeasonalRings()
         self.episodes = EpisodeTracker(cap, self.config.resolve_after, self.config.quiet_period)
 
     # -- series ------------------------------------------------------------------------------
@@ -149,6 +151,7 @@ class DetectionCore:
         # In scaled units a standard-scaled series has mean 0 and std 1; a min-max scaled one
         # spans [0, 1] (std of a uniform spread as the prior).
         trained = known is not None
+        self.seasonal.set_period(slot, known.period if known is not None else None)
         if self.artifact.scaling_method == "minmax":
             self.scorer.seed(slot, errors, 0.5, 12**-0.5, value_range, trained)
         else:
@@ -284,7 +287,8 @@ class DetectionCore:
             lower = expected + (mean - cfg.band_sigmas * std) * scale
             upper = expected + (mean + cfg.band_sigmas * std) * scale
             self.errors.update(slots, residual)
-            score = self.scorer.score(slots, scaled, residual)
+            seasonal = self.seasonal.forecast_and_push(slots, scaled)
+            score = self.scorer.score(slots, scaled, residual, scaled - seasonal)
             anomalous = score >= cfg.threshold
             transitions = {
                 i: (state, onset)
@@ -340,6 +344,12 @@ class DetectionCore:
             "recent_value_ring": sc.recent_value.ring,
             "recent_value_total": sc.recent_value.total,
             "recent_value_count": sc.recent_value.count,
+            "recent_seasonal_ring": sc.recent_seasonal.ring,
+            "recent_seasonal_total": sc.recent_seasonal.total,
+            "recent_seasonal_count": sc.recent_seasonal.count,
+            "seasonal_run_mean": sc.seasonal_run.mean,
+            "seasonal_run_var": sc.seasonal_run.var,
+            "seasonal_seen": sc.seasonal_seen,
             "error_run_mean": sc.error_run.mean,
             "error_run_var": sc.error_run.var,
             "value_run_mean": sc.value_run.mean,
@@ -364,6 +374,14 @@ class DetectionCore:
         )
         for name, array in self._slot_arrays().items():
             state[name] = array[slots].copy()
+        rings = [self.seasonal.rings.get(int(slot)) for slot in slots]
+        width = max((r.size for r in rings if r is not None), default=0)
+        state["seasonal_ring"] = np.zeros((len(rings), width))
+        state["seasonal_count"] = np.zeros(len(rings), dtype=np.int64)
+        for i, (slot, ring) in enumerate(zip(slots.tolist(), rings, strict=True)):
+            if ring is not None:
+                state["seasonal_ring"][i, : ring.size] = ring
+                state["seasonal_count"][i] = self.seasonal.count[slot]
         return state
 
     def restore(self, state: dict[str, np.ndarray]) -> int:
@@ -378,7 +396,11 @@ class DetectionCore:
             raise ValueError(
                 f"checkpoint is for model {state['model_version']}, not {self.artifact.version}"
             )
-        missing = [name for name in self._slot_arrays() if name not in state]
+        missing = [
+            name
+            for name in [*self._slot_arrays(), "seasonal_ring", "seasonal_count"]
+            if name not in state
+        ]
         if missing:
             raise ValueError(f"checkpoint lacks {', '.join(missing)}")
         slots: list[int] = []
@@ -390,5 +412,10 @@ class DetectionCore:
         rows = np.array(slots, dtype=np.int64)
         for name, array in self._slot_arrays().items():
             array[rows] = state[name][: len(slots)]
+        for i, slot in enumerate(slots):
+            ring = self.seasonal.rings.get(slot)
+            if ring is not None and state["seasonal_ring"].shape[1] >= ring.size:
+                ring[:] = state["seasonal_ring"][i, : ring.size]
+                self.seasonal.count[slot] = int(state["seasonal_count"][i])
         self.store.restore_rows(slots, state)
         return len(slots)

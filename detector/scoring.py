@@ -188,8 +188,11 @@ class AnomalyScorer:
         self.config = config
         self.recent_error = RecentMean(capacity, config.short_window)
         self.recent_value = RecentMean(capacity, config.short_window)
+        self.recent_seasonal = RecentMean(capacity, config.short_window)
         self.error_run = LongRun(capacity, config.likelihood_halflife)
         self.value_run = LongRun(capacity, config.likelihood_halflife)
+        self.seasonal_run = LongRun(capacity, config.likelihood_halflife)
+        self.seasonal_seen = np.zeros(capacity, dtype=np.int64)
         self.low = np.full(capacity, np.inf)
         self.high = np.full(capacity, -np.inf)
         self.seen = np.zeros(capacity, dtype=np.int64)
@@ -197,10 +200,21 @@ class AnomalyScorer:
         self.trusted_range = np.zeros(capacity, dtype=bool)
 
     def ensure_capacity(self, capacity: int) -> None:
-        for part in (self.recent_error, self.recent_value, self.error_run, self.value_run):
+        parts = (
+            self.recent_error,
+            self.recent_value,
+            self.recent_seasonal,
+            self.error_run,
+            self.value_run,
+            self.seasonal_run,
+        )
+        for part in parts:
             part.ensure_capacity(capacity)
         n = self.low.shape[0]
         if capacity > n:
+            self.seasonal_seen = np.concatenate(
+                [self.seasonal_seen, np.zeros(capacity - n, dtype=np.int64)]
+            )
             self.low = np.concatenate([self.low, np.full(capacity - n, np.inf)])
             self.high = np.concatenate([self.high, np.full(capacity - n, -np.inf)])
             self.seen = np.concatenate([self.seen, np.zeros(capacity - n, dtype=np.int64)])
@@ -223,6 +237,8 @@ class AnomalyScorer:
         """
         self.recent_error.reset(slot)
         self.recent_value.reset(slot)
+        self.recent_seasonal.reset(slot)
+        self.seasonal_seen[slot] = 0
         abs_mean, abs_std = expected_abs(errors)
         self.error_run.mean[slot], self.error_run.var[slot] = abs_mean, abs_std**2
         self.value_run.mean[slot] = value_mean
@@ -238,10 +254,17 @@ class AnomalyScorer:
         self.low[slot] = min(self.low[slot], float(window_scaled.min()))
         self.high[slot] = max(self.high[slot], float(window_scaled.max()))
 
-    def score(self, slots: np.ndarray, values: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    def score(
+        self,
+        slots: np.ndarray,
+        values: np.ndarray,
+        residuals: np.ndarray,
+        seasonal_residuals: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Scores in [0, 1] of one reading per distinct slot, then learn from it.
 
-        `values` and `residuals` are in scaled units.
+        `values` and `residuals` are in scaled units; `seasonal_residuals` are the errors of
+        the seasonal-naive forecast (NaN for slots without one).
         """
         cfg = self.config
         seen = self.seen[slots]
@@ -263,9 +286,31 @@ class AnomalyScorer:
             score = np.where(outside, 1.0, score)
             self.low[slots] = np.minimum(low, values)
             self.high[slots] = np.maximum(high, values)
+        if seasonal_residuals is not None:
+            score = np.maximum(score, self._seasonal(slots, seasonal_residuals))
         score = np.where(learning, 0.0, score)
         fast = np.where(learning, seen, np.iinfo(np.int64).max // 2)
         self.error_run.update(slots, error, fast)
         self.value_run.update(slots, values, fast)
         self.seen[slots] = seen + 1
         return score
+
+    def _seasonal(self, slots: np.ndarray, seasonal_residuals: np.ndarray) -> np.ndarray:
+        """Likelihood score of the recent seasonal-naive error; 0 while it is learning.
+
+        It has no calibration to start from, so each series learns it for `learn_readings`
+        readings (as running means) before it may score.
+        """
+        out = np.zeros(slots.shape)
+        have = np.flatnonzero(np.isfinite(seasonal_residuals))
+        if not have.size:
+            return out
+        s = slots[have]
+        error = np.abs(seasonal_residuals[have])
+        recent = self.recent_seasonal.push(s, error)
+        seen = self.seasonal_seen[s]
+        learnt = seen >= self.config.learn_readings
+        out[have] = np.where(learnt, tail_score(self.seasonal_run.z(s, recent)), 0.0)
+        self.seasonal_run.update(s, error, np.where(learnt, np.iinfo(np.int64).max // 2, seen))
+        self.seasonal_seen[s] = seen + 1
+        return out

@@ -35,6 +35,7 @@ def artifact_doc(
     scaling_method: str,
     scales: dict[str, tuple[float, float]],
     ranges: dict[str, tuple[float, float]],
+    periods: dict[str, int | None],
     calibration_per_series: dict[str, dict[str, object]],
     calibration_global: dict[str, object],
     tflite_files: dict[int, str],
@@ -60,6 +61,8 @@ def artifact_doc(
                     "scale": scale,
                     "low": ranges[key][0],
                     "high": ranges[key][1],
+                    # readings per season, for the worker's seasonal forecast (or null)
+                    "period": periods.get(key),
                 }
                 for key, (offset, scale) in sorted(scales.items())
             },

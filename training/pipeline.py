@@ -292,6 +292,7 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
             scaling_method=cfg.scaling,
             scales=ws.scales,
             ranges=ws.ranges,
+            periods=ws.periods,
             calibration_per_series=per_series_errors,
             calibration_global=global_errors,
             tflite_files=names,

@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.features import fit_scale, model_input
+from detector.seasonality import estimate_period
 from training.data import Series
+
+PERIOD_SAMPLE = 20_000
+"""Readings (the most recent) in which a series' period is looked for."""
 
 
 def split_point(n: int, split: float) -> int:
@@ -55,6 +59,8 @@ class WindowSet:
     """Series key -> (offset, scale), fit on that series' training part."""
     ranges: dict[str, tuple[float, float]]
     """Series key -> (lowest, highest) raw value of all its readings (both parts)."""
+    periods: dict[str, int | None]
+    """Series key -> readings per season found by autocorrelation (None: no clear one)."""
     values: np.ndarray
     """Scaled values of all series, concatenated (float32)."""
     ts: np.ndarray
@@ -101,6 +107,7 @@ def build_windows(
     keys: list[str] = []
     scales: dict[str, tuple[float, float]] = {}
     ranges: dict[str, tuple[float, float]] = {}
+    periods: dict[str, int | None] = {}
     n_train_readings: dict[str, int] = {}
     skipped: dict[str, int] = {}
     values_parts: list[np.ndarray] = []
@@ -121,6 +128,8 @@ def build_windows(
         keys.append(key)
         scales[key] = (offset, scale)
         ranges[key] = (float(values.min()), float(values.max()))
+        # The most recent readings suffice to find a period and bound the cost on long series.
+        periods[key] = estimate_period(values[-PERIOD_SAMPLE:])
         n_train_readings[key] = n_train
         values_parts.append(((values - offset) / scale).astype(np.float32))
         ts_parts.append(np.asarray(ts, dtype=np.float64))
@@ -139,6 +148,7 @@ def build_windows(
         keys=keys,
         scales=scales,
         ranges=ranges,
+        periods=periods,
         values=cat(values_parts, np.float32),
         ts=cat(ts_parts, np.float64),
         series_id=cat(ids, np.int32),
