@@ -19,6 +19,7 @@ accepted or rejected, so ``accepted + rejected == readings published``.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -244,12 +245,12 @@ class PayloadDecoder:
             return
         try:
             doc = self._json.decode(payload)
-        except msgspec.ValidationError as exc:  # e.g. 1e400: "Number out of range"
-            raise _Reject(NON_FINITE, _short(str(exc))) from None
+        except msgspec.ValidationError:  # e.g. 1e400: "Number out of range"
+            doc = _lenient_json(payload)
         except msgspec.DecodeError as exc:
-            if _looks_non_finite(payload):
-                raise _Reject(NON_FINITE, "value is not finite") from None
-            raise _Reject(MALFORMED_JSON, _short(str(exc))) from None
+            if not _looks_non_finite(payload):
+                raise _Reject(MALFORMED_JSON, _short(str(exc))) from None
+            doc = _lenient_json(payload)
         except RecursionError:
             raise _Reject(TOO_DEEP, "JSON nesting is too deep") from None
         if isinstance(doc, dict):
@@ -257,6 +258,8 @@ class PayloadDecoder:
         elif isinstance(doc, list):
             self._array(doc, device, metric, arrival, topic, out)
         elif isinstance(doc, str) and doc.strip().lower() in _NON_FINITE_WORDS:
+            raise _Reject(NON_FINITE, "value is not finite")
+        elif isinstance(doc, float) and not math.isfinite(doc):
             raise _Reject(NON_FINITE, "value is not finite")
         else:
             raise _Reject(NOT_A_NUMBER, f"payload is a JSON {_json_type(doc)}, not a number")
@@ -475,3 +478,20 @@ def _short(text: str, limit: int = 80) -> str:
 
 def _short_bytes(data: bytes, limit: int = 40) -> str:
     return _short(data[: limit + 1].decode("utf-8", errors="replace").strip(), limit)
+
+
+def _lenient_json(payload: bytes) -> Any:
+    """Decode JSON that msgspec refused only for NaN, Infinity or a number out of range.
+
+    The standard library reads those as non-finite floats, so in a batch only the readings
+    that carry them are rejected (as ``non_finite``) and every other reading still counts.
+    Rare, so the slower decoder costs nothing on the hot path.
+    """
+    try:
+        return json.loads(payload)
+    except RecursionError:
+        raise _Reject(TOO_DEEP, "JSON nesting is too deep") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        if _looks_non_finite(payload):
+            raise _Reject(NON_FINITE, "value is not finite") from None
+        raise _Reject(MALFORMED_JSON, _short(str(exc))) from None
