@@ -113,7 +113,8 @@ class Artifact:
 
 def _inside(directory: Path, name: str) -> Path:
     """Resolve `name` inside `directory`; a name that escapes it is an error."""
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in {".", ".."}:
+    # NUL too: the OS refuses it with a ValueError that would escape as a traceback.
+    if not isinstance(name, str) or name in {"", ".", ".."} or any(c in name for c in "/\\\0"):
         raise ArtifactError(f"artifact file name {name!r} must be a plain file name")
     path = (directory / name).resolve()
     if path.parent != directory.resolve():
