@@ -195,36 +195,61 @@ class DetectionCore:
 
     def _admit(self, readings: Sequence[Reading], result: BatchResult) -> _Admitted | None:
         store = self.store
+        slot_of = store.slot
+        # Pass 1: the slot of every reading (None: no room), allocating in input order.
+        slot_list: list[int | None] = []
+        for reading in readings:
+            key = f"{reading.device}/{reading.metric}"  # == reading.key, without the call
+            slot = slot_of(key)
+            if slot is None:
+                slot = self._allocate(key)
+            slot_list.append(slot)
+        known = [s for s in slot_list if s is not None]
+        # The stores' last (ts, value) of every slot in one read each, not a numpy scalar
+        # read per reading.
+        rows = np.array(known, dtype=np.int64)
+        stored = dict(
+            zip(
+                known,
+                zip(store.last_ts[rows].tolist(), store.last_value[rows].tolist(), strict=True),
+                strict=True,
+            )
+        )
+        # Pass 2: order checks, in input order.
         kept: list[Reading] = []
         slots: list[int] = []
         ranks: list[int] = []
+        values: list[float] = []
+        stamps: list[float] = []
         last: dict[int, tuple[float, float, int]] = {}  # slot -> (ts, value, readings so far)
-        for reading in readings:
-            key = reading.key
-            slot = store.slot(key)
+        for reading, slot in zip(readings, slot_list, strict=True):
             if slot is None:
-                slot = self._allocate(key)
-                if slot is None:
-                    result.dropped.append(Dropped(reading, "too_many_series"))
-                    continue
+                result.dropped.append(Dropped(reading, "too_many_series"))
+                continue
             prev = last.get(slot)
             if prev is None:
-                prev = (float(store.last_ts[slot]), float(store.last_value[slot]), 0)
-            if not reading.ts > prev[0]:
-                same = reading.ts == prev[0] and reading.value == prev[1]
+                prev_ts, prev_value = stored[slot]
+                n = 0
+            else:
+                prev_ts, prev_value, n = prev
+            ts, value = reading.ts, reading.value
+            if not ts > prev_ts:
+                same = ts == prev_ts and value == prev_value
                 result.dropped.append(Dropped(reading, "duplicate" if same else "out_of_order"))
                 continue
-            last[slot] = (reading.ts, reading.value, prev[2] + 1)
+            last[slot] = (ts, value, n + 1)
             kept.append(reading)
             slots.append(slot)
-            ranks.append(prev[2])
+            ranks.append(n)
+            values.append(value)
+            stamps.append(ts)
         if not kept:
             return None
         return _Admitted(
             readings=kept,
             slots=np.array(slots, dtype=np.int64),
-            values=np.array([r.value for r in kept], dtype=np.float64),
-            ts=np.array([r.ts for r in kept], dtype=np.float64),
+            values=np.array(values, dtype=np.float64),
+            ts=np.array(stamps, dtype=np.float64),
             rank=np.array(ranks, dtype=np.int64),
         )
 
@@ -294,21 +319,38 @@ class DetectionCore:
                 i: (state, onset)
                 for i, state, onset in self.episodes.step(slots, anomalous, adm.ts[idx])
             }
-            for i in range(idx.size):
-                reading = adm.readings[int(idx[i])]
-                change = transitions.get(i)
-                scored = Scored(
-                    reading=reading,
-                    expected=float(expected[i]),
-                    lower=float(lower[i]),
-                    upper=float(upper[i]),
-                    score=float(score[i]),
-                    is_anomaly=bool(anomalous[i]),
-                    onset=change is not None and change[0] == "firing",
+            readings = adm.readings
+            if not transitions:  # the common case: no episode starts or ends
+                result.scored.extend(
+                    map(
+                        Scored,
+                        [readings[j] for j in idx.tolist()],
+                        expected.tolist(),
+                        lower.tolist(),
+                        upper.tolist(),
+                        score.tolist(),
+                        anomalous.tolist(),
+                    )
                 )
+                continue
+            for i, (j, e, lo, up, sc, anom) in enumerate(
+                zip(
+                    idx.tolist(),
+                    expected.tolist(),
+                    lower.tolist(),
+                    upper.tolist(),
+                    score.tolist(),
+                    anomalous.tolist(),
+                    strict=True,
+                )
+            ):
+                change = transitions.get(i)
+                if change is None:
+                    result.scored.append(Scored(readings[j], e, lo, up, sc, anom))
+                    continue
+                scored = Scored(readings[j], e, lo, up, sc, anom, change[0] == "firing")
                 result.scored.append(scored)
-                if change is not None:
-                    result.events.append(self._event(scored, *change))
+                result.events.append(self._event(scored, *change))
 
     def _event(self, scored: Scored, state: str, onset: float) -> AlertEvent:
         r = scored.reading

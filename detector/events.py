@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from detector.readings import Reading
 
 AlertState = Literal["firing", "resolved"]
 
 
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """A reading the model forecast: the band it was expected in and how far outside it was."""
+class Scored(NamedTuple):
+    """A reading the model forecast: the band it was expected in and how far outside it was.
+
+    Immutable; a NamedTuple because the core builds one per scored reading (a frozen
+    dataclass cost several times as much to construct).
+    """
 
     reading: Reading
     expected: float

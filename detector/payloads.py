@@ -257,9 +257,9 @@ class PayloadDecoder:
             self._object(doc, device, metric, arrival, topic, payload, out, "")
         elif isinstance(doc, list):
             self._array(doc, device, metric, arrival, topic, out)
-        elif isinstance(doc, str) and doc.strip().lower() in _NON_FINITE_WORDS:
-            raise _Reject(NON_FINITE, "value is not finite")
-        elif isinstance(doc, float) and not math.isfinite(doc):
+        elif (isinstance(doc, str) and doc.strip().lower() in _NON_FINITE_WORDS) or (
+            isinstance(doc, float) and not math.isfinite(doc)
+        ):
             raise _Reject(NON_FINITE, "value is not finite")
         else:
             raise _Reject(NOT_A_NUMBER, f"payload is a JSON {_json_type(doc)}, not a number")
@@ -334,6 +334,20 @@ class PayloadDecoder:
         and the element itself is re-encoded into the rejection, so a dead letter shows the
         part that was wrong rather than the whole batch.
         """
+        if device is not None and metric is not None and len(obj) == 2:
+            # Fast path for the common form, {"ts": <float>, "value": <float>} on a
+            # device/metric topic: the same checks as below, inlined (anything else, e.g. an
+            # int or millisecond ts, a future ts, takes the general path).
+            ts, value = obj.get("ts"), obj.get("value")
+            if (
+                type(ts) is float
+                and type(value) is float
+                and 0.0 <= ts <= _MS_THRESHOLD
+                and ts <= arrival + self.limits.max_future_s
+                and math.isfinite(value)
+            ):
+                out.readings.append(Reading(device, metric, ts, value))
+                return
         prefix = f"{where}: " if where else ""
         values = obj.get("values")
         n = len(values) if isinstance(values, dict) and values else 1
