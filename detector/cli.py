@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from detector import __version__
 
@@ -23,8 +24,24 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that never echoes what was given after an option it does not know.
+
+    argparse's "unrecognized arguments: --password hunter2" would print a secret someone
+    tried to pass on the command line; the option names are enough to say what was wrong.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            names = [a.split("=", 1)[0] for a in message[len(prefix) :].split() if a[:1] == "-"]
+            shown = " ".join(names) if names else "(values not shown)"
+            message = f"{prefix}{shown} (passwords are read from the environment or secrets dir)"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="iotad", description="Streaming anomaly detection for industrial IoT sensors."
     )
     parser.add_argument("--version", action="version", version=f"iotad {__version__}")

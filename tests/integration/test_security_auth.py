@@ -270,11 +270,6 @@ def test_password_never_appears_in_logs_metrics_messages_or_help(
     sensor.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="argparse echoes unrecognised arguments: `iotad run --password X` prints X in its "
-    "usage error (detector/cli.py owner: mask the values of unknown options)",
-)
 def test_a_password_given_as_a_flag_is_refused_without_echoing_it() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "detector", "run", "--password", SECRET],
