@@ -68,7 +68,9 @@ class WindowStore:
         elif len(self._keys) < self.max_series:
             slot = len(self._keys)
             if slot >= self.capacity:
-                self._grow(min(self.max_series, 2 * self.capacity))
+                # By a quarter, not doubling: 100,000 series fit in 116k rows, not 131k
+                # (every per-slot array of the core follows this capacity).
+                self._grow(min(self.max_series, self.capacity + max(self.capacity // 4, 1024)))
             self._keys.append(None)
         else:
             return None
