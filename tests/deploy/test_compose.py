@@ -210,6 +210,13 @@ def test_worker_environment_names_real_settings(
     env = {k: expand(str(v)) for k, v in compose["services"]["worker"]["environment"].items()}
     assert unknown_env_vars(env) == []
 
+    # The checkpoint lives on the worker-state volume, which only exists in the container:
+    # check it is there, then load the settings with it moved under tmp_path.
+    state_mounts = [v for v in compose["services"]["worker"]["volumes"] if "worker-state:" in v]
+    checkpoint = Path(env["IOTAD_CHECKPOINT__PATH"])
+    assert [m.split(":", 1)[1] for m in state_mounts] == [str(checkpoint.parent)]
+    env["IOTAD_CHECKPOINT__PATH"] = str(tmp_path / checkpoint.name)
+
     # The secret file compose mounts is where the settings look for the broker password.
     (tmp_path / "iotad_mqtt__password").write_text("s3cret\n")
     for key, value in env.items():

@@ -89,6 +89,9 @@ def stack(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         env["IOTAD_ALERTMANAGER__URL"] = am.url
         env["IOTAD_SECRETS_DIR"] = str(broker.secrets_dir)  # made by deploy/init-secrets.sh
         env["IOTAD_METRICS__SERIES_DEVICES"] = "line1,line2"
+        # The checkpoint's directory is the container's state volume: here a temp directory.
+        (tmp / "state").mkdir()
+        env["IOTAD_CHECKPOINT__PATH"] = str(tmp / "state" / "state.npz")
         worker = WorkerProcess(broker, tiny_artifact, tmp / "worker", "iotad-stack-test", env)  # type: ignore[arg-type]
         started.append(worker)
         worker.start()
