@@ -14,6 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import msgspec
+
+from detector.alerts import AlertMessage
 from detector.simulation import ALL_METRICS, Fault
 
 
@@ -41,35 +44,12 @@ def _num(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.6g}"
 
 
-@dataclass(frozen=True)
-class AlertSeen:
-    """One alert message from the alerts topic (`detector.alerts.AlertMessage`)."""
-
-    id: str
-    state: str
-    device: str
-    metric: str
-    ts: float
-    value: float
-    expected: float
-    lower: float
-    upper: float
-    score: float
+class AlertSeen(AlertMessage, frozen=True):
+    """One alert message from the alerts topic, as the worker published it."""
 
     @classmethod
     def from_message(cls, doc: dict[str, Any]) -> AlertSeen:
-        return cls(
-            id=str(doc["id"]),
-            state=str(doc["state"]),
-            device=str(doc["device"]),
-            metric=str(doc["metric"]),
-            ts=float(doc["ts"]),
-            value=float(doc["value"]),
-            expected=float(doc["expected"]),
-            lower=float(doc["lower"]),
-            upper=float(doc["upper"]),
-            score=float(doc["score"]),
-        )
+        return msgspec.convert(doc, cls)
 
     def line(self, t0: float) -> str:
         """``+12s  ALERT firing    line1-mill02/current  value 45.2, expected 15.6 (...)``."""

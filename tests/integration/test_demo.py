@@ -262,7 +262,9 @@ def _fault(device: str, metric: str, start: float, end: float) -> Fault:
 
 
 def _alert(device: str, metric: str, ts: float, state: str = "firing") -> AlertSeen:
-    return AlertSeen(f"{device}{metric}{ts}{state}", state, device, metric, ts, 0, 0, 0, 0, 9)
+    return AlertSeen(
+        f"{device}{metric}{ts}{state}", state, device, metric, ts, 0, 0, 0, 0, 9, 0.5, "m", "w"
+    )
 
 
 def test_faults_match_firing_alerts_on_their_series_within_the_grace() -> None:
