@@ -20,6 +20,7 @@ from detector.forecaster import Forecaster
 from detector.readings import Reading
 from detector.scoring import AnomalyScorer, ErrorTracker, ScoringConfig
 from detector.seasonality import SeasonalRings
+from detector.windows import WindowStore
 
 CHECKPOINT_FORMAT = 1
 
@@ -91,8 +92,6 @@ class DetectionCore:
     def __init__(
         self, artifact: Artifact, forecaster: Forecaster, config: DetectionConfig | None = None
     ) -> None:
-        from detector.windows import WindowStore
-
         self.artifact = artifact
         self.forecaster = forecaster
         self.config = config or DetectionConfig()
@@ -163,7 +162,9 @@ class DetectionCore:
         """Free the slots of series idle for longer than `idle_evict_s`; returns how many."""
         stale = self.store.idle(now - self.config.idle_evict_s)
         for key in stale:
-            self.store.release(key)
+            slot = self.store.release(key)
+            if slot is not None:
+                self.seasonal.set_period(slot, None)  # its ring is freed, not kept until reuse
         return len(stale)
 
     # -- the batch ---------------------------------------------------------------------------

@@ -178,14 +178,15 @@ class LongRun:
 
 @dataclass(frozen=True, slots=True)
 class ScoringConfig:
-    """Parameters of `AnomalyScorer` (part of `detector.core.DetectionConfig`)."""
+    """Parameters of `AnomalyScorer`: built by `detector.core.DetectionConfig.scoring()`,
+    which holds their defaults and documentation (one place, the worker's settings)."""
 
-    likelihood_halflife: float = 1000.0
-    short_window: int = 10
-    range_tolerance: float = 0.0
-    use_level: bool = True
-    use_range: bool = True
-    learn_readings: int = 100
+    likelihood_halflife: float
+    short_window: int
+    range_tolerance: float
+    use_level: bool
+    use_range: bool
+    learn_readings: int
 
 
 class AnomalyScorer:

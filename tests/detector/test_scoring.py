@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from detector.artifact import ErrorStats
-from detector.scoring import AnomalyScorer, ErrorTracker, RecentMean, ScoringConfig, tail_score
+from detector.core import DetectionConfig
+from detector.scoring import AnomalyScorer, ErrorTracker, RecentMean, tail_score
 
 
 def test_score_is_distance_from_mean_in_stds() -> None:
@@ -47,7 +48,7 @@ def test_recent_mean_is_the_mean_of_the_last_n() -> None:
 
 
 def test_range_signal_scores_values_beyond_what_was_seen() -> None:
-    scorer = AnomalyScorer(1, ScoringConfig(use_level=False, range_tolerance=0.5))
+    scorer = AnomalyScorer(1, DetectionConfig(use_level=False, range_tolerance=0.5).scoring())
     stats = ErrorStats(mean=0.0, std=1.0, abs_quantiles={}, n=10)
     scorer.seed(0, stats, 0.0, 1.0, (0.0, 2.0))
     slot = np.array([0])
