@@ -65,7 +65,9 @@ class Core(Protocol):
 class Acker(Protocol):
     """Acknowledges processed messages (the MQTT connection)."""
 
-    def ack(self, mid: int, qos: int, generation: int) -> bool: ...
+    def ack_many(self, acks: Sequence[tuple[int, int, int]]) -> int:
+        """Acknowledge ``(mid, qos, generation)`` triples; returns how many were sent."""
+        ...
 
 
 class Worker:
@@ -267,10 +269,9 @@ class Worker:
     def _ack(self, items: list[Inbound]) -> None:
         if self.acker is None:
             return
-        ack = self.acker.ack
-        for item in items:
-            if item.qos:
-                ack(item.mid, item.qos, item.generation)
+        acks = [(item.mid, item.qos, item.generation) for item in items if item.qos]
+        if acks:
+            self.acker.ack_many(acks)
 
     def release_held(self) -> None:
         """Ack held messages whose alerts are confirmed (or that waited too long)."""

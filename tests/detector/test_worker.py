@@ -49,11 +49,10 @@ class FakeBroker:
         self.deliveries.append(d)
         return d
 
-    def ack(self, mid: int, qos: int, generation: int) -> bool:
-        if generation != self.generation:
-            return False
-        self.acked.append(mid)
-        return True
+    def ack_many(self, acks: list[tuple[int, int, int]]) -> int:
+        current = [mid for mid, _, generation in acks if generation == self.generation]
+        self.acked.extend(current)
+        return len(current)
 
     def on(self, prefix: str) -> list[dict]:
         return [p for t, p, _ in self.published if t.startswith(prefix)]
