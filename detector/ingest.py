@@ -35,6 +35,11 @@ class Inbound:
         self.rejections = rejections
 
 
+def _size(item: Inbound) -> int:
+    # A message that decoded to nothing still takes a place (and is acked like the rest).
+    return max(1, len(item.readings) + len(item.rejections))
+
+
 class IngestQueue:
     """Bounded hand-over from the network thread to the detection thread.
 
@@ -46,10 +51,20 @@ class IngestQueue:
     The common `put` takes no lock: ``deque.append`` is atomic, and the consumer is only
     notified when it announced that it waits (a ``Condition.notify`` per message cost more
     than decoding it).
+
+    The queue is full at `maxsize` messages or at `max_readings` readings, whichever comes
+    first: one gateway message may carry 1,000 readings, and a bound in messages alone let
+    a burst of them hold millions of decoded readings (measured: +20 MB RSS while 100,000
+    series arrived in 1,000-reading messages). The reading count is two counters, each
+    written by one thread only (put by the producer, taken by the consumer), so it needs no
+    lock either.
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, max_readings: int | None = None) -> None:
         self.maxsize = maxsize
+        self.max_readings = max_readings if max_readings is not None else 50 * maxsize
+        self._put_readings = 0
+        self._taken_readings = 0
         self._items: deque[Inbound] = deque()
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
@@ -60,13 +75,22 @@ class IngestQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def readings(self) -> int:
+        """Readings (and rejections) waiting in the queue."""
+        return self._put_readings - self._taken_readings
+
+    def _full(self) -> bool:
+        return len(self._items) >= self.maxsize or self.readings >= self.max_readings
+
     def put(self, item: Inbound) -> bool:
-        if len(self._items) >= self.maxsize or self._closed:
+        if self._closed or self._full():
             with self._lock:
-                while len(self._items) >= self.maxsize and not self._closed:
+                while self._full() and not self._closed:
                     self._not_full.wait(0.5)
                 if self._closed:
                     return False
+        self._put_readings += _size(item)
         self._items.append(item)
         # `_waiting` is set under the lock *before* the consumer looks at the deque, so an
         # append it did not see always finds the flag set here.
@@ -101,8 +125,11 @@ class IngestQueue:
         while items and n < max_readings:
             item = popleft()
             out.append(item)
-            n += len(item.readings) + len(item.rejections)
-        if out and len(items) + len(out) >= self.maxsize:
+            n += _size(item)
+        # Full before this drain (what was taken still counted): the producer may wait.
+        was_full = len(items) + len(out) >= self.maxsize or self.readings >= self.max_readings
+        self._taken_readings += n
+        if out and was_full:
             with self._lock:
                 self._not_full.notify_all()
         return out

@@ -119,6 +119,10 @@ def main(args: argparse.Namespace) -> int:
     _configure_logging(settings.log.level)
     from prometheus_client import disable_created_metrics
 
+    from detector.memory import tune_allocator
+
+    tune_allocator()  # before any thread starts: arenas are per thread
+
     # The *_created series double the scrape size and no dashboard of ours reads them.
     disable_created_metrics()
     stop = threading.Event()

@@ -31,8 +31,9 @@ class WindowStore:
         cap = min(_INITIAL_SLOTS, max_series)
         self.values = np.zeros((cap, window_len), dtype=np.float32)
         self.ts = np.zeros((cap, window_len) if keep_ts else (cap, 0), dtype=np.float64)
-        self.pos = np.zeros(cap, dtype=np.int64)  # next write position in the ring
-        self.count = np.zeros(cap, dtype=np.int64)  # readings seen, saturating at window_len
+        # int32: 8 bytes less per series than int64 (0.8 MB per 100,000)
+        self.pos = np.zeros(cap, dtype=np.int32)  # next write position in the ring
+        self.count = np.zeros(cap, dtype=np.int32)  # readings seen, saturating at window_len
         self.last_ts = np.full(cap, -np.inf, dtype=np.float64)
         self.last_value = np.full(cap, np.nan, dtype=np.float64)
         self.last_seen = np.zeros(cap, dtype=np.float64)  # clock time of the last reading
@@ -68,9 +69,9 @@ class WindowStore:
         elif len(self._keys) < self.max_series:
             slot = len(self._keys)
             if slot >= self.capacity:
-                # By a quarter, not doubling: 100,000 series fit in 116k rows, not 131k
-                # (every per-slot array of the core follows this capacity).
-                self._grow(min(self.max_series, self.capacity + max(self.capacity // 4, 1024)))
+                # By an eighth, not doubling: on average 6 % of the rows are spare, not 25 %
+                # (every per-slot array of the core follows this capacity, ~500 bytes a row).
+                self._grow(min(self.max_series, self.capacity + max(self.capacity // 8, 1024)))
             self._keys.append(None)
         else:
             return None

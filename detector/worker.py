@@ -23,6 +23,7 @@ from detector.alerts import Delivery, MqttAlertSink, Publisher, ScoreStream
 from detector.deadletter import DeadLetterPublisher
 from detector.events import AlertSink, BatchResult, Dropped
 from detector.ingest import Inbound, IngestQueue
+from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
 from detector.ratelimit import RateLimitedLog
@@ -119,7 +120,7 @@ class Worker:
         self.deadletter = deadletter
         self.scores = scores
         self.acker = acker
-        self.queue = IngestQueue(queue_size)
+        self.queue = IngestQueue(queue_size, max_readings=4 * max_batch)
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.linger_above = linger_above
@@ -134,6 +135,7 @@ class Worker:
         self._held: deque[_Held] = deque()
         self._next_housekeeping = 0.0
         self._next_evict = time.monotonic() + EVICT_EVERY_S
+        self._trimmed_at = 0
         self.failed: BaseException | None = None
         self.batches = 0
 
@@ -364,11 +366,19 @@ class Worker:
         m.series_active.set(self.core.active_series)
         m.series_warming.set(self.core.warming_series)
         self.reject_log.flush()
+        trim = False
         if mono >= self._next_evict:
             self._next_evict = mono + EVICT_EVERY_S
             evicted = self.core.evict_idle(self.clock())
             if evicted:
                 log.info("evicted %d idle series", evicted)
+            trim = True
+        active = self.core.active_series
+        if trim or active >= self._trimmed_at * 1.1 + 1000:
+            # Growing the series storage copies every per-series array; give the old
+            # copies (and a burst's decoded messages) back rather than keep them.
+            self._trimmed_at = active
+            release_free_memory()
 
 
 def make_outputs(

@@ -298,6 +298,22 @@ def test_full_queue_blocks_the_producer_until_drained() -> None:
     assert done.wait(2)
 
 
+def test_queue_is_full_at_its_reading_bound_too() -> None:
+    # Two gateway messages of 600 readings fill a queue of 1,000 readings, not of 100 messages.
+    q = IngestQueue(100, max_readings=1000)
+    q.put(item(1, n=600))
+    q.put(item(2, n=600))
+    assert q.readings == 1200
+    done = threading.Event()
+    threading.Thread(target=lambda: (q.put(item(3)), done.set()), daemon=True).start()
+    assert not done.wait(0.1)
+    assert [i.mid for i in q.drain(100, 0)] == [1]  # max_readings of the drain: one message
+    assert done.wait(2)
+    assert q.readings == 601
+    q.drain(10_000, 0)
+    assert q.readings == 0
+
+
 def test_closed_queue_never_blocks_and_drops() -> None:
     q = IngestQueue(1)
     q.put(item(1))
