@@ -7,6 +7,7 @@ and LiteRT are imported when the command runs.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import threading
@@ -308,6 +309,10 @@ class Service:
         if self.alertmanager is not None:
             worker.sinks.append(self.alertmanager)
         worker.attach(conn)
+        # Everything built so far (modules, model, settings: ~50,000 objects) lives as long
+        # as the process: out of the cyclic collector's sight, a full collection no longer
+        # walks it while holding the GIL (measured: 30 ms stalls of both threads).
+        gc.freeze()
         # The detection thread runs before we connect: a persistent session may deliver a
         # backlog during the handshake, and the bounded queue must be drained meanwhile.
         worker.start()
