@@ -29,4 +29,4 @@ def test_allocator_settings_apply_on_glibc() -> None:
 
 
 def test_trimming_is_harmless_wherever_it_runs() -> None:
-    assert release_free_memory() is GLIBC or not GLIBC
+    assert release_free_memory() in (True, False)  # never raises, whatever the libc
