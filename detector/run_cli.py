@@ -255,7 +255,7 @@ class Service:
             # Saved on the detection thread between batches, never while acks wait for alert
             # confirmations (a redelivered reading would be dropped as a duplicate).
             detection_core = CheckpointingCore(
-                core, self.checkpointer, busy=lambda: bool(getattr(worker, "_held", ()))
+                core, self.checkpointer, busy=lambda: worker.acks_held
             )
         self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
         decoder = PayloadDecoder(

@@ -275,6 +275,11 @@ class Worker:
         if acks:
             self.acker.ack_many(acks)
 
+    @property
+    def acks_held(self) -> bool:
+        """Whether some processed messages still wait for their alerts to be confirmed."""
+        return bool(self._held)
+
     def release_held(self) -> None:
         """Ack held messages whose alerts are confirmed (or that waited too long)."""
         now = time.monotonic()
