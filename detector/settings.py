@@ -278,7 +278,8 @@ class WorkerSettings(BaseSettings):
 
     worker_id: str = Field(default_factory=default_worker_id)
     queue_size: int = Field(20_000, ge=1)
-    """Messages the network thread may hand over before it waits for the detection thread."""
+    """Messages the network thread may hand over before it waits for the detection thread
+    (it also waits at 4 x `max_batch` readings queued: gateway messages carry many)."""
     max_batch: int = Field(8192, ge=1)
     """Readings one drain of the queue passes to the core at most."""
     linger_s: float = Field(0.005, ge=0, le=1)
