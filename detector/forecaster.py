@@ -13,10 +13,6 @@ import numpy as np
 
 from detector.artifact import Artifact, ArtifactError
 
-# Below this many windows, single-window calls are cheaper than padding a bigger batch
-# (batch 1 costs ~46 µs, batch 64 ~1.5 ms for an LSTM(64) on these machines).
-_SINGLE_CALLS_UP_TO = 4
-
 
 class Forecaster(Protocol):
     """Anything that forecasts the next scaled value of each window in a batch."""
@@ -86,9 +82,6 @@ class LiteRTForecaster:
             plan.append((largest, largest))
             n -= largest
         if n == 0:
-            return plan
-        if 1 in self._runners and n <= _SINGLE_CALLS_UP_TO:
-            plan.extend((1, 1) for _ in range(n))
             return plan
         fitting = next(size for size in self._sizes if size >= n)
         plan.append((fitting, n))

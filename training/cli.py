@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--export-batch-sizes",
         type=_int_list,
-        default=(1, 64),
-        help="LiteRT batch sizes to export, e.g. 1,64,1024 (1,64; 64 is model.tflite)",
+        default=(1, 8, 64),
+        help="LiteRT batch sizes to export, e.g. 1,8,64,1024 (1,8,64; 64 is model.tflite)",
     )
     data.add_argument("--no-plots", action="store_true", help="skip forecast.png and loss.png")
     parser.add_argument("--quiet", action="store_true", help="no progress output")

@@ -67,8 +67,10 @@ class TrainConfig:
     max_val_windows: int | None = 8192
     """Validation windows early stopping watches (a fixed seeded sample; None: all).
     Calibration and metrics always use every validation window."""
-    batch_sizes: tuple[int, ...] = (1, 64)
-    """LiteRT batch sizes to export (64 is ``model.tflite``)."""
+    batch_sizes: tuple[int, ...] = (1, 8, 64)
+    """LiteRT batch sizes to export (64 is ``model.tflite``). The worker runs each drain as
+    full batches of the largest plus one padded batch of the smallest size that fits the
+    rest, so 8 keeps a drain of a few readings from paying for a padded 64."""
     plots: bool = True
     deterministic: bool = True
     """Make TensorFlow's ops deterministic, so a rerun gives the same weights."""

@@ -96,6 +96,7 @@ def test_cli_trains_quietly_and_prints_a_summary(cli_run) -> None:
         "model.keras",
         "model.tflite",
         "model_b1.tflite",
+        "model_b8.tflite",
         "report.json",
     ]
 
@@ -108,7 +109,7 @@ def test_artifact_round_trips_through_the_worker_loader(cli_run) -> None:
     assert art.features == ("value",) and art.scaling_method == "standard"
     assert sorted(art.series_scales) == sorted(SERIES)
     assert sorted(art.series_errors) == sorted(SERIES)
-    assert art.tflite_files == {1: "model_b1.tflite", 64: "model.tflite"}
+    assert art.tflite_files == {1: "model_b1.tflite", 8: "model_b8.tflite", 64: "model.tflite"}
     assert art.keras_file == "model.keras"
     # Standard scaling of a 10 + 3 sin(.) series: mean near 10, std near 3 / sqrt(2).
     scale = art.series_scales["press1/temp"]
@@ -158,7 +159,7 @@ def test_tflite_and_keras_forecast_the_same(cli_run) -> None:
     windows = np.lib.stride_tricks.sliding_window_view(scaled, 16)[:300, :, np.newaxis]
     model = keras.models.load_model(art.keras_path, safe_mode=True)
     expected = model.predict(windows, verbose=0).reshape(-1)
-    for batch in (1, 64):
+    for batch in (1, 8, 64):
         got = tflite_predict(art.tflite_path(batch), windows)  # 300: a padded last batch
         assert np.max(np.abs(got - expected)) < 1e-4
 
