@@ -30,8 +30,9 @@ class EpisodeTracker:
         self.resolve_after = max(1, resolve_after)
         self.quiet_period = max(0, quiet_period)
         self.active = np.zeros(capacity, dtype=bool)
-        self.normal_run = np.zeros(capacity, dtype=np.int64)
-        self.since_onset = np.zeros(capacity, dtype=np.int64)
+        # int32 per slot: 100,000 series hold these arrays for as long as the worker runs.
+        self.normal_run = np.zeros(capacity, dtype=np.int32)
+        self.since_onset = np.zeros(capacity, dtype=np.int32)
         self.onset_ts = np.zeros(capacity, dtype=np.float64)
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -48,8 +49,8 @@ class EpisodeTracker:
         if capacity > n:
             grow = capacity - n
             self.active = np.concatenate([self.active, np.zeros(grow, dtype=bool)])
-            self.normal_run = np.concatenate([self.normal_run, np.zeros(grow, dtype=np.int64)])
-            self.since_onset = np.concatenate([self.since_onset, np.zeros(grow, dtype=np.int64)])
+            self.normal_run = np.concatenate([self.normal_run, np.zeros(grow, dtype=np.int32)])
+            self.since_onset = np.concatenate([self.since_onset, np.zeros(grow, dtype=np.int32)])
             self.onset_ts = np.concatenate([self.onset_ts, np.zeros(grow)])
 
     def reset(self, slot: int) -> None:

@@ -1,6 +1,7 @@
 """Residual → anomaly score in [0, 1], with per-series online statistics in numpy arrays.
 
-Three signals, each a question an operator would ask, combined by taking the largest:
+Four signals (and a seasonal error, see `detector.seasonality`), each a question an
+operator would ask, combined by taking the largest:
 
 * **Forecast error likelihood** — is the recent forecast error (mean |residual| over the last
   `short_window` readings) unusually large against this series' own long-run error
@@ -12,6 +13,11 @@ Three signals, each a question an operator would ask, combined by taking the lar
 * **Range** — is the value outside everything seen so far (plus `range_tolerance` of the
   range)? A sensor that leaves its physical envelope is news even when the forecaster
   would have followed it.
+* **Flatline** — has the series repeated exactly the same value for longer than it ever did
+  before (and for at least `flatline_min` readings)? A stuck sensor or a feed that stopped
+  updating keeps a plausible value, so neither the forecast nor the range sees it. Only a
+  series that has changed value at least once can be stuck: one that never changed has no
+  run to compare with.
 
 Tail probabilities p become scores as ``log(1 - p + 1e-10) / log(1e-10)`` in [0, 1]: 0.5 means
 p = 0.99999, and the score approaches 1 as 1 - p falls below 1e-10. All statistics are in
@@ -120,7 +126,8 @@ class RecentMean:
         # by < 2e-7 relative on a replay, no decision changed).
         self.ring = np.zeros((capacity, self.length), dtype=np.float32)
         self.total = np.zeros(capacity, dtype=np.float64)
-        self.count = np.zeros(capacity, dtype=np.int64)
+        # int32 counters (as elsewhere per slot): 2**31 readings is 68 years of one a second.
+        self.count = np.zeros(capacity, dtype=np.int32)
 
     def ensure_capacity(self, capacity: int) -> None:
         n = self.ring.shape[0]
@@ -129,7 +136,7 @@ class RecentMean:
                 [self.ring, np.zeros((capacity - n, self.length), dtype=np.float32)]
             )
             self.total = np.concatenate([self.total, np.zeros(capacity - n)])
-            self.count = np.concatenate([self.count, np.zeros(capacity - n, dtype=np.int64)])
+            self.count = np.concatenate([self.count, np.zeros(capacity - n, dtype=np.int32)])
 
     def reset(self, slot: int) -> None:
         self.ring[slot] = 0.0
@@ -182,15 +189,21 @@ class ScoringConfig:
     which holds their defaults and documentation (one place, the worker's settings)."""
 
     likelihood_halflife: float
+    level_halflife: float
     short_window: int
     range_tolerance: float
     use_level: bool
     use_range: bool
     learn_readings: int
+    flatline_min: int = 0
+
+
+NO_RUN_YET = np.iinfo(np.int32).max
+"""`AnomalyScorer.longest_run` of a series that has not changed value yet."""
 
 
 class AnomalyScorer:
-    """Per-slot state of the three signals; `score` then `update`, one reading per slot."""
+    """Per-slot state of the signals; `score` scores one reading per slot and learns it."""
 
     def __init__(self, capacity: int, config: ScoringConfig) -> None:
         self.config = config
@@ -198,14 +211,18 @@ class AnomalyScorer:
         self.recent_value = RecentMean(capacity, config.short_window)
         self.recent_seasonal = RecentMean(capacity, config.short_window)
         self.error_run = LongRun(capacity, config.likelihood_halflife)
-        self.value_run = LongRun(capacity, config.likelihood_halflife)
+        self.value_run = LongRun(capacity, config.level_halflife)
         self.seasonal_run = LongRun(capacity, config.likelihood_halflife)
-        self.seasonal_seen = np.zeros(capacity, dtype=np.int64)
+        self.seasonal_seen = np.zeros(capacity, dtype=np.int32)
         self.low = np.full(capacity, np.inf)
         self.high = np.full(capacity, -np.inf)
-        self.seen = np.zeros(capacity, dtype=np.int64)
+        self.seen = np.zeros(capacity, dtype=np.int32)
         self.trusted_stats = np.zeros(capacity, dtype=bool)
         self.trusted_range = np.zeros(capacity, dtype=bool)
+        # Flatline: repeats of the previous value in a row now, and the longest such run that
+        # ended so far (NO_RUN_YET until the value first changes).
+        self.run = np.zeros(capacity, dtype=np.int32)
+        self.longest_run = np.full(capacity, NO_RUN_YET, dtype=np.int32)
 
     def ensure_capacity(self, capacity: int) -> None:
         parts = (
@@ -221,13 +238,17 @@ class AnomalyScorer:
         n = self.low.shape[0]
         if capacity > n:
             self.seasonal_seen = np.concatenate(
-                [self.seasonal_seen, np.zeros(capacity - n, dtype=np.int64)]
+                [self.seasonal_seen, np.zeros(capacity - n, dtype=np.int32)]
             )
             self.low = np.concatenate([self.low, np.full(capacity - n, np.inf)])
             self.high = np.concatenate([self.high, np.full(capacity - n, -np.inf)])
-            self.seen = np.concatenate([self.seen, np.zeros(capacity - n, dtype=np.int64)])
+            self.seen = np.concatenate([self.seen, np.zeros(capacity - n, dtype=np.int32)])
             self.trusted_stats = np.concatenate([self.trusted_stats, np.zeros(capacity - n, bool)])
             self.trusted_range = np.concatenate([self.trusted_range, np.zeros(capacity - n, bool)])
+            self.run = np.concatenate([self.run, np.zeros(capacity - n, dtype=np.int32)])
+            self.longest_run = np.concatenate(
+                [self.longest_run, np.full(capacity - n, NO_RUN_YET, dtype=np.int32)]
+            )
 
     def seed(
         self,
@@ -253,6 +274,8 @@ class AnomalyScorer:
         self.value_run.var[slot] = max(value_std, MIN_STD) ** 2
         self.low[slot], self.high[slot] = value_range if value_range else (np.inf, -np.inf)
         self.seen[slot] = 0
+        self.run[slot] = 0
+        self.longest_run[slot] = NO_RUN_YET
         self.trusted_stats[slot] = trained
         # A series without a recorded range (new, or an older artifact) learns it first.
         self.trusted_range[slot] = value_range is not None
@@ -268,11 +291,13 @@ class AnomalyScorer:
         values: np.ndarray,
         residuals: np.ndarray,
         seasonal_residuals: np.ndarray | None = None,
+        repeated: np.ndarray | None = None,
     ) -> np.ndarray:
         """Scores in [0, 1] of one reading per distinct slot, then learn from it.
 
         `values` and `residuals` are in scaled units; `seasonal_residuals` are the errors of
-        the seasonal-naive forecast (NaN for slots without one).
+        the seasonal-naive forecast (NaN for slots without one); `repeated` says which
+        readings equal their series' previous reading exactly (None: no flatline signal).
         """
         cfg = self.config
         seen = self.seen[slots]
@@ -296,12 +321,31 @@ class AnomalyScorer:
             self.high[slots] = np.maximum(high, values)
         if seasonal_residuals is not None:
             score = np.maximum(score, self._seasonal(slots, seasonal_residuals))
+        if repeated is not None:
+            score = np.where(self._stuck(slots, repeated), 1.0, score)
         score = np.where(learning, 0.0, score)
-        fast = np.where(learning, seen, np.iinfo(np.int64).max // 2)
+        # A learnt slot counts as having seen infinitely many: plain exponential forgetting.
+        fast = np.where(learning, seen, np.inf)
         self.error_run.update(slots, error, fast)
         self.value_run.update(slots, values, fast)
         self.seen[slots] = seen + 1
         return score
+
+    def _stuck(self, slots: np.ndarray, repeated: np.ndarray) -> np.ndarray:
+        """Which series have now repeated one value longer than ever before (and at least
+        `flatline_min` times); then count the run or close it."""
+        before = self.run[slots]
+        run = np.where(repeated, before + 1, 0).astype(np.int32)
+        longest = self.longest_run[slots]
+        # A run that just ended is a completed run; the first change of a series makes it
+        # the first one (NO_RUN_YET is above any run, hence the explicit case).
+        closed = np.where(longest == NO_RUN_YET, before, np.maximum(longest, before))
+        self.longest_run[slots] = np.where(repeated, longest, closed)
+        self.run[slots] = run
+        minimum = self.config.flatline_min
+        if minimum <= 0:
+            return np.zeros(slots.shape, dtype=bool)
+        return repeated & (longest != NO_RUN_YET) & (run > longest) & (run >= minimum)
 
     def _seasonal(self, slots: np.ndarray, seasonal_residuals: np.ndarray) -> np.ndarray:
         """Likelihood score of the recent seasonal-naive error; 0 while it is learning.
@@ -319,6 +363,6 @@ class AnomalyScorer:
         seen = self.seasonal_seen[s]
         learnt = seen >= self.config.learn_readings
         out[have] = np.where(learnt, tail_score(self.seasonal_run.z(s, recent)), 0.0)
-        self.seasonal_run.update(s, error, np.where(learnt, np.iinfo(np.int64).max // 2, seen))
+        self.seasonal_run.update(s, error, np.where(learnt, np.inf, seen))
         self.seasonal_seen[s] = seen + 1
         return out

@@ -187,3 +187,26 @@ def test_restore_refuses_another_models_checkpoint() -> None:
     other = DetectionCore(make_artifact(window_len=4), LastValueForecaster())
     with pytest.raises(ValueError, match="window length"):
         other.restore(state)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1000])
+def test_a_stuck_sensor_fires_once_when_stuck_longer_than_ever(batch: int) -> None:
+    art = make_artifact(
+        window_len=3, per_series={"m1/temp": (0.0, 1.0)}, errors={"m1/temp": (0.0, 1.0)}
+    )
+    cfg = DetectionConfig(flatline_min=5, use_level=False, resolve_after=2, quiet_period=0)
+    core = DetectionCore(art, LastValueForecaster(), cfg)
+    base = [0.0, 0.5, -0.5] * 4
+    # A run of 3 repeats (0.0 four times) is the longest completed one; then 0.5 is repeated
+    # 12 times: its 5th repeat (the 6th 0.5) is the first longer than 3 and at least 5.
+    values = base + [0.0] * 4 + base + [0.5] * 13 + base
+    stream = readings("m1", values)
+    scored, events = [], []
+    for i in range(0, len(stream), batch):
+        res = core.process(stream[i : i + batch])
+        scored += res.scored
+        events += res.events
+    assert [e.state for e in events] == ["firing", "resolved"]
+    stuck_from = len(base) * 2 + 4 + 5  # index of the 6th 0.5 in `values`
+    assert events[0].ts == stream[stuck_from].ts
+    assert [s.score == 1.0 for s in scored].count(True) == 13 - 5

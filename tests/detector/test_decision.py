@@ -29,3 +29,10 @@ def test_event_id_is_stable_and_distinguishes_episodes() -> None:
     assert event_id("m1/temp", 100.0) == event_id("m1/temp", 100.0)
     assert event_id("m1/temp", 100.0) != event_id("m1/temp", 101.0)
     assert event_id("m1/temp", 100.0) != event_id("m2/temp", 100.0)
+
+
+def test_episode_counters_are_int32_and_stay_so_when_grown() -> None:
+    tracker = EpisodeTracker(2, resolve_after=2)
+    tracker.ensure_capacity(5)
+    assert tracker.normal_run.dtype == np.int32 and tracker.since_onset.dtype == np.int32
+    assert tracker.normal_run.shape == (5,)

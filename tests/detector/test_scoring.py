@@ -55,3 +55,98 @@ def test_range_signal_scores_values_beyond_what_was_seen() -> None:
     # Range [0, 2], tolerance 0.5 * 2 = 1: 2.9 is inside, 3.5 outside.
     assert scorer.score(slot, np.array([2.9]), np.array([0.0]))[0] < 1.0
     assert scorer.score(slot, np.array([4.5]), np.array([0.0]))[0] == 1.0
+
+
+def test_default_range_tolerance_ignores_a_new_maximum_by_a_hair() -> None:
+    scorer = AnomalyScorer(1, DetectionConfig(use_level=False).scoring())
+    stats = ErrorStats(mean=0.0, std=1.0, abs_quantiles={}, n=10)
+    scorer.seed(0, stats, 0.0, 1.0, (0.0, 100.0))
+    slot = np.array([0])
+    # Range [0, 100], default tolerance 0.004 * 100 = 0.4: 100.3 is no news, 101 is.
+    assert scorer.score(slot, np.array([100.3]), np.array([0.0]))[0] < 0.5
+    # The range grew to 100.3, so the margin is 0.4012 above it.
+    assert scorer.score(slot, np.array([100.6]), np.array([0.0]))[0] < 0.5
+    assert scorer.score(slot, np.array([101.5]), np.array([0.0]))[0] == 1.0
+
+
+def test_level_statistics_forget_with_their_own_halflife() -> None:
+    # Level half-life 1 -> alpha 0.5; error half-life 1e9 -> alpha ~7e-10.
+    cfg = DetectionConfig(level_halflife=1, likelihood_halflife=10**9).scoring()
+    scorer = AnomalyScorer(1, cfg)
+    stats = ErrorStats(mean=0.0, std=1.0, abs_quantiles={}, n=10, abs_mean=1.0, abs_std=1.0)
+    scorer.seed(0, stats, 0.0, 1.0, (-100.0, 100.0))
+    scorer.score(np.array([0]), np.array([4.0]), np.array([3.0]))
+    # value: mean = 0 + 0.5 * 4 = 2, var = 0.5 * (1 + 4 * 2) = 4.5
+    assert scorer.value_run.mean[0] == pytest.approx(2.0)
+    assert scorer.value_run.var[0] == pytest.approx(4.5)
+    # |error| 3 barely moves the error statistics seeded at mean 1.
+    assert scorer.error_run.mean[0] == pytest.approx(1.0, abs=1e-8)
+
+
+def test_learnt_slots_forget_exponentially_not_as_a_running_mean() -> None:
+    # A trained series (trusted from the start) with half-life 1: alpha 0.5 on the very
+    # first reading, not the running mean's 1 / (seen + 1) = 1.
+    cfg = DetectionConfig(level_halflife=1, likelihood_halflife=1).scoring()
+    scorer = AnomalyScorer(1, cfg)
+    stats = ErrorStats(mean=0.0, std=1.0, abs_quantiles={}, n=10, abs_mean=1.0, abs_std=1.0)
+    scorer.seed(0, stats, 0.0, 1.0, (-100.0, 100.0), trained=True)
+    scorer.score(np.array([0]), np.array([4.0]), np.array([3.0]))
+    assert scorer.value_run.mean[0] == pytest.approx(2.0)  # 0 + 0.5 * 4
+    assert scorer.error_run.mean[0] == pytest.approx(2.0)  # 1 + 0.5 * (3 - 1)
+
+
+def test_per_slot_counters_are_int32() -> None:
+    # 100,000 series: every per-slot int64 counter costs 0.4 MB more than it needs.
+    scorer = AnomalyScorer(4, DetectionConfig().scoring())
+    counters = [scorer.seen, scorer.seasonal_seen, scorer.recent_error.count]
+    assert all(c.dtype == np.int32 for c in counters)
+    scorer.ensure_capacity(8)
+    assert scorer.seen.dtype == np.int32 and scorer.recent_value.count.dtype == np.int32
+
+
+def _flatline_scorer(flatline_min: int) -> AnomalyScorer:
+    # Level and range off, error statistics wide: only the flatline signal can score.
+    cfg = DetectionConfig(use_level=False, use_range=False, flatline_min=flatline_min)
+    scorer = AnomalyScorer(1, cfg.scoring())
+    stats = ErrorStats(mean=0.0, std=1.0, abs_quantiles={}, n=10, abs_mean=1.0, abs_std=1.0)
+    scorer.seed(0, stats, 0.0, 1.0, (-100.0, 100.0))
+    return scorer
+
+
+def _flat_scores(scorer: AnomalyScorer, repeats: list[bool]) -> list[float]:
+    slot = np.array([0])
+    return [
+        float(scorer.score(slot, np.array([0.0]), np.array([0.0]), None, np.array([r]))[0])
+        for r in repeats
+    ]
+
+
+def test_flatline_scores_a_run_longer_than_any_before() -> None:
+    scorer = _flatline_scorer(flatline_min=3)
+    # 4 repeats before the first change (not stuck: no run to compare with yet), the change
+    # completes that run of 4, then 6 repeats: the 5th and 6th are longer than 4.
+    repeats = [True] * 4 + [False] + [True] * 6
+    scores = _flat_scores(scorer, repeats)
+    assert scores[:9] == [0.0] * 9
+    assert scores[9:] == [1.0, 1.0]
+    # The value moves again: the run of 6 is now the longest, and nothing scores.
+    assert _flat_scores(scorer, [False, True, True]) == [0.0, 0.0, 0.0]
+    assert scorer.longest_run[0] == 6
+
+
+def test_flatline_needs_the_minimum_length() -> None:
+    scorer = _flatline_scorer(flatline_min=10)
+    # Runs of 1 then 5: the 5-run beats the longest (1) but is shorter than 10.
+    scores = _flat_scores(scorer, [False, True, False] + [True] * 5)
+    assert max(scores) == 0.0
+
+
+def test_a_series_that_never_changed_is_not_stuck() -> None:
+    # Constant from the start: no completed run to compare with, so no flatline alarm.
+    scorer = _flatline_scorer(flatline_min=3)
+    assert max(_flat_scores(scorer, [True] * 50)) == 0.0
+
+
+def test_flatline_off_at_zero() -> None:
+    scorer = _flatline_scorer(flatline_min=0)
+    assert max(_flat_scores(scorer, [False, True, False] + [True] * 20)) == 0.0
