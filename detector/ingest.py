@@ -104,9 +104,9 @@ class IngestQueue:
     ) -> list[Inbound]:
         """Everything available (at least one message, at most ~`max_readings` readings).
 
-        Blocks up to `timeout_s` for the first message. If it had to wait and fewer than
-        `linger_below` messages are there on waking, it sleeps `linger_s` once before
-        taking them (see `Worker` for why); a busy queue never lingers.
+        Blocks up to `timeout_s` for the first message. If fewer than `linger_below`
+        messages are there then, it sleeps `linger_s` once before taking them (see `Worker`
+        for why); a queue with `linger_below` or more never lingers.
         """
         items = self._items
         if not items and not self._closed:
@@ -117,8 +117,8 @@ class IngestQueue:
                         self._not_empty.wait(timeout_s)
                 finally:
                     self._waiting = False
-            if linger_s > 0 and items and len(items) < linger_below and not self._closed:
-                time.sleep(linger_s)
+        if linger_s > 0 and items and len(items) < linger_below and not self._closed:
+            time.sleep(linger_s)
         out: list[Inbound] = []
         n = 0
         popleft = items.popleft

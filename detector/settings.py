@@ -283,8 +283,8 @@ class WorkerSettings(BaseSettings):
     max_batch: int = Field(8192, ge=1)
     """Readings one drain of the queue passes to the core at most."""
     linger_s: float = Field(0.005, ge=0, le=1)
-    """Under load, wait up to this long after waking on an empty queue so that more
-    messages make the batch (fewer, larger batches: less GIL contention). 0: never."""
+    """Under load, wait this long when fewer than 64 messages are waiting so that more
+    make the batch (fewer, larger batches: less GIL contention). 0: never."""
     linger_above: float = Field(1000.0, ge=0)
     """Messages/s above which the worker lingers (below it, batches are taken at once)."""
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

@@ -298,6 +298,27 @@ def test_full_queue_blocks_the_producer_until_drained() -> None:
     assert done.wait(2)
 
 
+def test_a_short_queue_lingers_for_more_even_when_not_empty() -> None:
+    # A fast detection thread always finds a few messages waiting: it must still linger,
+    # or batches stay tiny under load (measured: batches of 12-17, half the throughput).
+    q = IngestQueue(100)
+    q.put(item(1))
+    threading.Timer(0.01, lambda: q.put(item(2))).start()
+    got = q.drain(1000, timeout_s=0, linger_s=0.5, linger_below=64)
+    assert [i.mid for i in got] == [1, 2]
+
+
+def test_a_long_queue_does_not_linger() -> None:
+    q = IngestQueue(100)
+    for mid in range(3):
+        q.put(item(mid))
+    late = threading.Timer(0.3, lambda: q.put(item(99)))
+    late.start()
+    got = q.drain(1000, timeout_s=0, linger_s=1.0, linger_below=3)
+    late.join()
+    assert [i.mid for i in got] == [0, 1, 2]
+
+
 def test_queue_is_full_at_its_reading_bound_too() -> None:
     # Two gateway messages of 600 readings fill a queue of 1,000 readings, not of 100 messages.
     q = IngestQueue(100, max_readings=1000)
