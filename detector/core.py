@@ -18,7 +18,7 @@ from detector.events import AlertEvent, BatchResult, Dropped, Scored
 from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
 from detector.readings import Reading
-from detector.scoring import AnomalyScorer, ErrorTracker, ScoringConfig
+from detector.scoring import AnomalyScorer, ErrorTracker, ScoringConfig, SeasonalErrors
 from detector.seasonality import SeasonalRings
 from detector.windows import WindowStore
 
@@ -167,7 +167,12 @@ class DetectionCore:
         # In scaled units a standard-scaled series has mean 0 and std 1; a min-max scaled one
         # spans [0, 1] (std of a uniform spread as the prior).
         trained = known is not None
-        self.seasonal.set_period(slot, known.period if known is not None else None)
+        period = known.period if known is not None else None
+        self.seasonal.set_period(slot, period)
+        if period:
+            self.scorer.seasonal.attach(slot)
+        else:
+            self.scorer.seasonal.detach(slot)
         if self.artifact.scaling_method == "minmax":
             self.scorer.seed(slot, errors, 0.5, 12**-0.5, value_range, trained)
         else:
@@ -182,6 +187,7 @@ class DetectionCore:
             slot = self.store.release(key)
             if slot is not None:
                 self.seasonal.set_period(slot, None)  # its ring is freed, not kept until reuse
+                self.scorer.seasonal.detach(slot)
         return len(stale)
 
     # -- the batch ---------------------------------------------------------------------------
@@ -414,12 +420,6 @@ class DetectionCore:
             "recent_value_ring": sc.recent_value.ring,
             "recent_value_total": sc.recent_value.total,
             "recent_value_count": sc.recent_value.count,
-            "recent_seasonal_ring": sc.recent_seasonal.ring,
-            "recent_seasonal_total": sc.recent_seasonal.total,
-            "recent_seasonal_count": sc.recent_seasonal.count,
-            "seasonal_run_mean": sc.seasonal_run.mean,
-            "seasonal_run_var": sc.seasonal_run.var,
-            "seasonal_seen": sc.seasonal_seen,
             "error_run_mean": sc.error_run.mean,
             "error_run_var": sc.error_run.var,
             "value_run_mean": sc.value_run.mean,
@@ -446,6 +446,7 @@ class DetectionCore:
         )
         for name, array in self._slot_arrays().items():
             state[name] = array[slots].copy()
+        state.update(self.scorer.seasonal.state(slots))
         rings = [self.seasonal.rings.get(int(slot)) for slot in slots]
         width = max((r.size for r in rings if r is not None), default=0)
         state["seasonal_ring"] = np.zeros((len(rings), width))
@@ -470,7 +471,12 @@ class DetectionCore:
             )
         missing = [
             name
-            for name in [*self._slot_arrays(), "seasonal_ring", "seasonal_count"]
+            for name in [
+                *self._slot_arrays(),
+                *SeasonalErrors.STATE,
+                "seasonal_ring",
+                "seasonal_count",
+            ]
             if name not in state and name not in _OPTIONAL_STATE
         ]
         if missing:
@@ -485,6 +491,7 @@ class DetectionCore:
         for name, array in self._slot_arrays().items():
             if name in state:  # an optional one absent keeps the value seeded at allocation
                 array[rows] = state[name][: len(slots)]
+        self.scorer.seasonal.restore(rows, state)
         for i, slot in enumerate(slots):
             ring = self.seasonal.rings.get(slot)
             if ring is not None and state["seasonal_ring"].shape[1] >= ring.size:

@@ -13,6 +13,8 @@ import hashlib
 
 import numpy as np
 
+from detector.scoring import COUNTER_CAP
+
 
 def event_id(key: str, onset_ts: float) -> str:
     """Stable id of the episode of series `key` that began at `onset_ts`.
@@ -71,7 +73,7 @@ class EpisodeTracker:
         busy = np.flatnonzero(anomalous | self.active[slots])
         for i in busy.tolist():
             slot = int(slots[i])
-            if self.active[slot]:
+            if self.active[slot] and self.since_onset[slot] < COUNTER_CAP:
                 self.since_onset[slot] += 1
             if anomalous[i]:
                 self.normal_run[slot] = 0
@@ -81,7 +83,8 @@ class EpisodeTracker:
                     self.onset_ts[slot] = float(ts[i])
                     transitions.append((i, "firing", float(ts[i])))
             else:
-                self.normal_run[slot] += 1
+                if self.normal_run[slot] < COUNTER_CAP:
+                    self.normal_run[slot] += 1
                 if (
                     self.normal_run[slot] >= self.resolve_after
                     and self.since_onset[slot] >= self.quiet_period

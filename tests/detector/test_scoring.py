@@ -98,10 +98,47 @@ def test_learnt_slots_forget_exponentially_not_as_a_running_mean() -> None:
 def test_per_slot_counters_are_int32() -> None:
     # 100,000 series: every per-slot int64 counter costs 0.4 MB more than it needs.
     scorer = AnomalyScorer(4, DetectionConfig().scoring())
-    counters = [scorer.seen, scorer.seasonal_seen, scorer.recent_error.count]
+    counters = [scorer.seen, scorer.seasonal.seen, scorer.recent_error.count]
     assert all(c.dtype == np.int32 for c in counters)
     scorer.ensure_capacity(8)
     assert scorer.seen.dtype == np.int32 and scorer.recent_value.count.dtype == np.int32
+
+
+def test_counters_saturate_instead_of_wrapping() -> None:
+    # A 100 Hz series passes 2**31 readings in 248 days; a wrapped `seen` would send it back
+    # to learning (score 0) for good.
+    cfg = DetectionConfig(learn_readings=5)
+    scorer = AnomalyScorer(1, cfg.scoring())
+    stats = ErrorStats(mean=0.0, std=1.0, abs_quantiles={}, n=10, abs_mean=1.0, abs_std=1.0)
+    scorer.seed(0, stats, 0.0, 1.0, (-100.0, 100.0), trained=False)
+    scorer.seen[0] = np.iinfo(np.int32).max - 1
+    for _ in range(3):
+        score = scorer.score(np.array([0]), np.array([0.0]), np.array([50.0]))
+    assert scorer.seen[0] > 0
+    assert score[0] > 0.5  # still scoring: a 50-sigma error is news, not "learning"
+
+
+def test_recent_mean_count_stays_bounded_and_keeps_its_ring_position() -> None:
+    recent = RecentMean(1, 3)
+    for x in range(1, 101):
+        mean = recent.push(np.array([0]), np.array([float(x)]))
+    assert mean[0] == pytest.approx((98 + 99 + 100) / 3)
+    assert recent.count[0] < 6
+
+
+def test_only_series_with_a_period_hold_seasonal_rows() -> None:
+    scorer = AnomalyScorer(1000, DetectionConfig().scoring())
+    seasonal = scorer.seasonal
+    seasonal.attach(10)
+    seasonal.attach(500)
+    assert seasonal.seen.shape[0] < 100  # rows for the periodic ones, not for 1000 slots
+    assert (seasonal.row >= 0).sum() == 2
+    seasonal.detach(10)
+    seasonal.attach(7)  # reuses the freed row
+    assert sorted(seasonal.row[[7, 500]].tolist()) == [0, 1]
+    # A slot without a row gets no seasonal score and changes nothing.
+    out = seasonal.score(np.array([3, 7]), np.array([5.0, 5.0]), learn_readings=0)
+    assert out[0] == 0.0 and seasonal.seen[seasonal.row[7]] == 1
 
 
 def _flatline_scorer(flatline_min: int) -> AnomalyScorer:
