@@ -223,7 +223,7 @@ class Service:
         from detector.mqtt_client import ConnectError, MqttConnection
         from detector.payloads import PayloadDecoder, PayloadLimits
         from detector.ratelimit import RateLimitedLog
-        from detector.worker import Worker, make_outputs
+        from detector.worker import Worker, evict_interval, make_outputs
 
         log = logging.getLogger("iotad.run")
         s = self.settings
@@ -273,6 +273,7 @@ class Service:
             max_batch=s.max_batch,
             linger_s=s.linger_s,
             linger_above=s.linger_above,
+            evict_every_s=evict_interval(s.detection.idle_evict_s),
             reject_log=reject_log,
         )
         status_extra = {

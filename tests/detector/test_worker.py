@@ -16,7 +16,7 @@ from detector.events import AlertEvent, BatchResult, Scored
 from detector.ingest import Inbound, IngestQueue
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
-from detector.worker import Worker
+from detector.worker import EVICT_EVERY_S, Worker, evict_interval
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact
 
 T0 = 1_700_000_000.0
@@ -374,3 +374,9 @@ def test_a_failing_core_drops_the_batch_and_keeps_going(
     assert registry.get_sample_value("iotad_readings_accepted_total") == 0
     assert sorted(broker.acked) == [1, 2]
     assert [d["reason"] for d in broker.on("iotad/deadletter")] == ["core_error", "core_error"]
+
+
+def test_eviction_sweeps_follow_the_idle_time() -> None:
+    assert evict_interval(86_400) == EVICT_EVERY_S  # the default day: once a minute
+    assert evict_interval(60) == 15  # a minute: within a quarter of it
+    assert evict_interval(0.1) == 0.25  # never a busy loop

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
 from collections import Counter
@@ -176,28 +175,13 @@ def test_a_flood_of_100k_mixed_messages(
         dead.close()
 
 
-def _worker_evicting_every(
-    broker: Mosquitto, artifact: Path, workdir: Path, worker_id: str, env: dict, every_s: float
-) -> WorkerProcess:
-    """`iotad run` with the worker's eviction sweep every `every_s` (it is a 60 s constant in
-    detector/worker.py, too slow for a test)."""
-    w = WorkerProcess(broker, artifact, workdir, worker_id, env)
-    code = (
-        "import sys, detector.worker as w; "
-        f"w.EVICT_EVERY_S = {every_s}; "
-        "from detector.cli import main; "
-        "sys.exit(main(['run', '--env-file', '']))"
-    )
-    w.args = [sys.executable, "-c", code]
-    return w.start()
-
-
 def test_series_cap_rejects_new_series_and_idle_ones_are_evicted(
     mosquitto: Mosquitto, tiny_artifact: Path, tmp_path: Path, collect
 ) -> None:
     dead = collect("iotad/deadletter")
     env = {"IOTAD_DETECTION__MAX_SERIES": "5", "IOTAD_DETECTION__IDLE_EVICT_S": "1"}
-    w = _worker_evicting_every(mosquitto, tiny_artifact, tmp_path, "w-cap", env, every_s=0.3)
+    # IDLE_EVICT_S 1: the worker sweeps every 0.25 s (detector.worker.evict_interval).
+    w = WorkerProcess(mosquitto, tiny_artifact, tmp_path, "w-cap", env).start()
     try:
         w.wait_ready()
         ts = TINY_START_TS
