@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from detector.readings import Reading, Rejection, valid_name
+from detector.topics import DEFAULT_PATTERNS, TopicPattern
 
 # Rejection reasons of the decoder (the core adds out_of_order, duplicate, too_many_series).
 OVERSIZE = "oversize"
@@ -65,8 +66,6 @@ DECODER_REASONS = (
     DECODER_ERROR,
 )
 
-DEFAULT_PATTERNS = ("sensors/{device}/{metric}", "sensors/{device}")
-
 # Above this a numeric ts is epoch milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _MS_THRESHOLD = 1e11
 _NON_FINITE_WORDS = frozenset(
@@ -89,41 +88,6 @@ class PayloadLimits:
     """Readings one message may carry (array elements plus ``values`` entries)."""
     max_future_s: float = 300.0
     """A ts more than this ahead of the arrival time is rejected (``future_ts``)."""
-
-
-class TopicPattern:
-    """A topic template such as ``sensors/{device}/{metric}``.
-
-    Segments are literals, ``+`` (any one segment, ignored), ``{device}`` or ``{metric}``.
-    """
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self.segments = tuple(pattern.split("/"))
-        for seg in self.segments:
-            if seg in ("{device}", "{metric}", "+"):
-                continue
-            if not seg or any(c in seg for c in "+#{}"):
-                raise ValueError(
-                    f"topic pattern {pattern!r}: segment {seg!r} must be a literal, '+', "
-                    "'{device}' or '{metric}'"
-                )
-        if self.segments.count("{device}") > 1 or self.segments.count("{metric}") > 1:
-            raise ValueError(f"topic pattern {pattern!r} names {{device}} or {{metric}} twice")
-
-    def match(self, parts: Sequence[str]) -> tuple[str | None, str | None] | None:
-        """``(device, metric)`` (None where the pattern has no such part), or None."""
-        if len(parts) != len(self.segments):
-            return None
-        device = metric = None
-        for seg, part in zip(self.segments, parts, strict=True):
-            if seg == "{device}":
-                device = part
-            elif seg == "{metric}":
-                metric = part
-            elif seg != "+" and seg != part:
-                return None
-        return device, metric
 
 
 class Decoded:

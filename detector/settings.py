@@ -41,8 +41,8 @@ from pydantic_settings.sources import NestedSecretsSettingsSource
 
 from detector.alertmanager import AlertmanagerSettings
 from detector.core import DetectionConfig
-from detector.payloads import DEFAULT_PATTERNS, TopicPattern
 from detector.readings import valid_name
+from detector.topics import DEFAULT_PATTERNS, TopicPattern
 
 ENV_PREFIX = "IOTAD_"
 NESTED = "__"

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.payloads import DECODER_REASONS, PayloadDecoder, PayloadLimits, TopicPattern
+from detector.payloads import DECODER_REASONS, PayloadDecoder, PayloadLimits
 from detector.readings import Reading
+from detector.topics import TopicPattern
 
 ARRIVAL = 1_700_000_000.0
 
