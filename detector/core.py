@@ -20,6 +20,7 @@ from detector.forecaster import Forecaster
 from detector.readings import Reading
 from detector.scoring import AnomalyScorer, ErrorTracker, ScoringConfig, SeasonalErrors
 from detector.seasonality import SeasonalRings
+from detector.slot_arrays import grown
 from detector.windows import WindowStore
 
 CHECKPOINT_FORMAT = 1
@@ -144,10 +145,9 @@ class DetectionCore:
             return None
         cap = self.store.capacity
         if cap > self.offset.shape[0]:
-            grow = cap - self.offset.shape[0]
-            self.offset = np.concatenate([self.offset, np.zeros(grow)])
-            self.scale = np.concatenate([self.scale, np.ones(grow)])
-            self.has_scale = np.concatenate([self.has_scale, np.zeros(grow, dtype=bool)])
+            self.offset = grown(self.offset, cap, 0.0)
+            self.scale = grown(self.scale, cap, 1.0)
+            self.has_scale = grown(self.has_scale, cap, False)
             self.errors.ensure_capacity(cap)
             self.scorer.ensure_capacity(cap)
             self.episodes.ensure_capacity(cap)

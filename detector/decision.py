@@ -14,6 +14,7 @@ import hashlib
 import numpy as np
 
 from detector.scoring import COUNTER_CAP
+from detector.slot_arrays import grown
 
 
 def event_id(key: str, onset_ts: float) -> str:
@@ -47,13 +48,10 @@ class EpisodeTracker:
         }
 
     def ensure_capacity(self, capacity: int) -> None:
-        n = self.active.shape[0]
-        if capacity > n:
-            grow = capacity - n
-            self.active = np.concatenate([self.active, np.zeros(grow, dtype=bool)])
-            self.normal_run = np.concatenate([self.normal_run, np.zeros(grow, dtype=np.int32)])
-            self.since_onset = np.concatenate([self.since_onset, np.zeros(grow, dtype=np.int32)])
-            self.onset_ts = np.concatenate([self.onset_ts, np.zeros(grow)])
+        self.active = grown(self.active, capacity, False)
+        self.normal_run = grown(self.normal_run, capacity, 0)
+        self.since_onset = grown(self.since_onset, capacity, 0)
+        self.onset_ts = grown(self.onset_ts, capacity, 0.0)
 
     def reset(self, slot: int) -> None:
         self.active[slot] = False

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.artifact import ErrorStats
+from detector.slot_arrays import grown
 
 # A residual std of exactly zero (a perfectly forecast series) would make every later
 # deviation infinitely anomalous; this floor is far below any real sensor's noise in
@@ -86,10 +87,8 @@ class ErrorTracker:
         self.var = np.ones(capacity, dtype=np.float64)
 
     def ensure_capacity(self, capacity: int) -> None:
-        if capacity > self.mean.shape[0]:
-            grow = capacity - self.mean.shape[0]
-            self.mean = np.concatenate([self.mean, np.zeros(grow)])
-            self.var = np.concatenate([self.var, np.ones(grow)])
+        self.mean = grown(self.mean, capacity, 0.0)
+        self.var = grown(self.var, capacity, 1.0)
 
     def seed(self, slot: int, stats: ErrorStats) -> None:
         """Start slot `slot` from calibrated statistics (scaled units)."""
@@ -133,13 +132,9 @@ class RecentMean:
         self.count = np.zeros(capacity, dtype=np.int32)
 
     def ensure_capacity(self, capacity: int) -> None:
-        n = self.ring.shape[0]
-        if capacity > n:
-            self.ring = np.concatenate(
-                [self.ring, np.zeros((capacity - n, self.length), dtype=np.float32)]
-            )
-            self.total = np.concatenate([self.total, np.zeros(capacity - n)])
-            self.count = np.concatenate([self.count, np.zeros(capacity - n, dtype=np.int32)])
+        self.ring = grown(self.ring, capacity, 0.0)
+        self.total = grown(self.total, capacity, 0.0)
+        self.count = grown(self.count, capacity, 0)
 
     def reset(self, slot: int) -> None:
         self.ring[slot] = 0.0
@@ -173,10 +168,8 @@ class LongRun:
         self.var = np.ones(capacity, dtype=np.float64)
 
     def ensure_capacity(self, capacity: int) -> None:
-        n = self.mean.shape[0]
-        if capacity > n:
-            self.mean = np.concatenate([self.mean, np.zeros(capacity - n)])
-            self.var = np.concatenate([self.var, np.ones(capacity - n)])
+        self.mean = grown(self.mean, capacity, 0.0)
+        self.var = grown(self.var, capacity, 1.0)
 
     def z(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
         return (x - self.mean[slots]) / np.maximum(np.sqrt(self.var[slots]), MIN_STD)
@@ -233,9 +226,7 @@ class SeasonalErrors:
         self._used = 0
 
     def ensure_capacity(self, capacity: int) -> None:
-        n = self.row.shape[0]
-        if capacity > n:
-            self.row = np.concatenate([self.row, np.full(capacity - n, -1, dtype=np.int32)])
+        self.row = grown(self.row, capacity, -1)
 
     def attach(self, slot: int) -> None:
         """Give `slot` a fresh row (it has a period now)."""
@@ -250,9 +241,7 @@ class SeasonalErrors:
                     rows = max(64, row + row // 8)
                     self.recent.ensure_capacity(rows)
                     self.run.ensure_capacity(rows)
-                    self.seen = np.concatenate(
-                        [self.seen, np.zeros(rows - self.seen.shape[0], dtype=np.int32)]
-                    )
+                    self.seen = grown(self.seen, rows, 0)
             self.row[slot] = row
         self.recent.reset(row)
         self.run.mean[row], self.run.var[row] = 0.0, 1.0
@@ -342,17 +331,13 @@ class AnomalyScorer:
         )
         for part in parts:
             part.ensure_capacity(capacity)
-        n = self.low.shape[0]
-        if capacity > n:
-            self.low = np.concatenate([self.low, np.full(capacity - n, np.inf)])
-            self.high = np.concatenate([self.high, np.full(capacity - n, -np.inf)])
-            self.seen = np.concatenate([self.seen, np.zeros(capacity - n, dtype=np.int32)])
-            self.trusted_stats = np.concatenate([self.trusted_stats, np.zeros(capacity - n, bool)])
-            self.trusted_range = np.concatenate([self.trusted_range, np.zeros(capacity - n, bool)])
-            self.run = np.concatenate([self.run, np.zeros(capacity - n, dtype=np.int32)])
-            self.longest_run = np.concatenate(
-                [self.longest_run, np.full(capacity - n, NO_RUN_YET, dtype=np.int32)]
-            )
+        self.low = grown(self.low, capacity, np.inf)
+        self.high = grown(self.high, capacity, -np.inf)
+        self.seen = grown(self.seen, capacity, 0)
+        self.trusted_stats = grown(self.trusted_stats, capacity, False)
+        self.trusted_range = grown(self.trusted_range, capacity, False)
+        self.run = grown(self.run, capacity, 0)
+        self.longest_run = grown(self.longest_run, capacity, NO_RUN_YET)
 
     def seed(
         self,

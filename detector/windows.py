@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from detector.slot_arrays import grown
+
 _INITIAL_SLOTS = 1024
 
 
@@ -110,18 +112,13 @@ class WindowStore:
         self.last_seen[slot] = 0.0
 
     def _grow(self, new_cap: int) -> None:
-        def grown(a: np.ndarray, fill: float) -> np.ndarray:
-            out = np.full((new_cap, *a.shape[1:]), fill, dtype=a.dtype)
-            out[: a.shape[0]] = a
-            return out
-
-        self.values = grown(self.values, 0.0)
-        self.ts = grown(self.ts, 0.0)
-        self.pos = grown(self.pos, 0)
-        self.count = grown(self.count, 0)
-        self.last_ts = grown(self.last_ts, -np.inf)
-        self.last_value = grown(self.last_value, np.nan)
-        self.last_seen = grown(self.last_seen, 0.0)
+        self.values = grown(self.values, new_cap, 0.0)
+        self.ts = grown(self.ts, new_cap, 0.0)
+        self.pos = grown(self.pos, new_cap, 0)
+        self.count = grown(self.count, new_cap, 0)
+        self.last_ts = grown(self.last_ts, new_cap, -np.inf)
+        self.last_value = grown(self.last_value, new_cap, np.nan)
+        self.last_seen = grown(self.last_seen, new_cap, 0.0)
 
     # -- data --------------------------------------------------------------------------------
 
