@@ -97,21 +97,7 @@ class MqttAlertSink:
 
     def encode(self, event: AlertEvent) -> bytes:
         return _encode(
-            AlertMessage(
-                id=event.id,
-                state=event.state,
-                device=event.device,
-                metric=event.metric,
-                ts=event.ts,
-                value=event.value,
-                expected=event.expected,
-                lower=event.lower,
-                upper=event.upper,
-                score=event.score,
-                threshold=event.threshold,
-                model=self.model_version,
-                worker=self.worker_id,
-            )
+            AlertMessage(**event.to_dict(), model=self.model_version, worker=self.worker_id)
         )
 
     def send(self, event: AlertEvent) -> None:

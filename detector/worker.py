@@ -235,10 +235,11 @@ class Worker:
             # holding the whole batch kept the receive window full, and the broker's answer
             # then queued behind thousands of messages (0.5 s holds, 1 s lag at 4k/s).
             causes = {(e.device, e.metric, e.ts) for e in result.events}
-            held = [
-                i for i in items if any((r.device, r.metric, r.ts) in causes for r in i.readings)
-            ]
-            now_ok = [i for i in items if i not in held] if held else items
+            held: list[Inbound] = []
+            now_ok: list[Inbound] = []
+            for i in items:
+                raised = any((r.device, r.metric, r.ts) in causes for r in i.readings)
+                (held if raised else now_ok).append(i)
             self._ack(now_ok)
             if held:
                 self._held.append(_Held(held, deliveries, time.monotonic() + CONFIRM_TIMEOUT_S))
@@ -355,15 +356,14 @@ class Worker:
                 d.reason, "dropped (%s) %s/%s at ts %s", d.reason, r.device, r.metric, r.ts
             )
             if self.deadletter is not None:
-                if self.deadletter.send_dropped(d, topic):
-                    self.metrics.deadletter.inc()
-                else:
-                    self.metrics.publish_failed.labels("deadletter").inc()
+                self._count_dead(self.deadletter.send_dropped(d, topic))
 
     def _send_dead(self, reason: str, detail: str, topic: str, payload: bytes) -> None:
-        if self.deadletter is None:
-            return
-        if self.deadletter.send(reason, detail, topic, payload):
+        if self.deadletter is not None:
+            self._count_dead(self.deadletter.send(reason, detail, topic, payload))
+
+    def _count_dead(self, sent: bool) -> None:
+        if sent:
             self.metrics.deadletter.inc()
         else:
             self.metrics.publish_failed.labels("deadletter").inc()
