@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import deque
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from tests.conftest import Mosquitto, free_port  # noqa: E402
+from tests.conftest import Mosquitto, WorkerProcess  # noqa: E402
 
 RECEIVE_MAXIMUM = 4096
 LIVE_IN_FLIGHT = 100
@@ -260,97 +259,52 @@ def bare_drain(port: int, client_id: str, expected: int, version: str) -> tuple[
     return (expected - 1) / (last - first), cpu / expected * 1e6
 
 
-class Worker:
-    """`iotad run` as a subprocess with its own metrics port."""
+class Worker(WorkerProcess):
+    """`iotad run` as a subprocess with its own metrics port (the tests' `WorkerProcess`,
+    with the benchmark's settings and a few readings of its state)."""
 
     def __init__(
         self,
-        port: int,
+        broker: Mosquitto,
         model: Path,
         worker_id: str,
         workdir: Path,
         version: str,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        self.metrics_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IOTAD_")}
-        env.update(
-            IOTAD_MQTT__PORT=str(port),
-            IOTAD_MQTT__HOST="127.0.0.1",
-            IOTAD_MODEL__PATH=str(model),
-            IOTAD_METRICS__HOST="127.0.0.1",
-            IOTAD_METRICS__PORT=str(self.metrics_port),
-            IOTAD_WORKER_ID=worker_id,
-            IOTAD_MQTT__SESSION_EXPIRY_S=str(SESSION_EXPIRY_S),
-            IOTAD_MQTT__RECEIVE_MAXIMUM=str(RECEIVE_MAXIMUM),
-            IOTAD_DETECTION__MAX_SERIES="200000",
-            IOTAD_MQTT__VERSION=version,
-            IOTAD_LOG__LEVEL="WARNING",
-            OPENBLAS_NUM_THREADS="1",
-        )
-        env.update(extra_env or {})
+        env = {
+            "IOTAD_MQTT__SESSION_EXPIRY_S": str(SESSION_EXPIRY_S),
+            "IOTAD_MQTT__RECEIVE_MAXIMUM": str(RECEIVE_MAXIMUM),
+            "IOTAD_DETECTION__MAX_SERIES": "200000",
+            "IOTAD_MQTT__VERSION": version,
+            "IOTAD_LOG__LEVEL": "WARNING",
+            **(extra_env or {}),
+        }
         workdir.mkdir(parents=True, exist_ok=True)
-        self.log = open(workdir / f"{worker_id}.log", "wb")  # noqa: SIM115
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "detector", "run", "--env-file", ""],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5
-            ) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as err:
-            return err.code, ""
-
-    def wait_ready(self) -> float:
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}")
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return time.perf_counter() - self.started
-            except OSError:
-                pass
-            time.sleep(0.01)
+        super().__init__(broker, model, workdir, worker_id, env)
+        self.start()
 
     def samples(self) -> dict[str, float]:
-        from prometheus_client.parser import text_string_to_metric_families
-
-        out: dict[str, float] = {}
-        for fam in text_string_to_metric_families(self.get("/metrics")[1]):
-            for s in fam.samples:
-                key = s.name + (json.dumps(s.labels, sort_keys=True) if s.labels else "")
-                out[key] = s.value
-        return out
+        """/metrics as ``{name + json labels: value}``."""
+        return {
+            name + (json.dumps(dict(labels), sort_keys=True) if labels else ""): value
+            for (name, labels), value in self.metrics().items()
+        }
 
     def readings(self) -> float:
-        return self.samples().get("iotad_readings_total", 0.0)
+        return self.sample("iotad_readings_total")
 
     def rss_mb(self) -> float:
+        assert self.proc is not None
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self.log.close()
-        return code
-
-    def kill(self) -> None:
-        """Cleanup after a failure: never leave a worker behind."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+    def terminate(self) -> int:
+        """SIGTERM, as an operator would; returns the exit code."""
+        self.signal(signal.SIGTERM)
+        return self.wait(30)
 
 
 def drain_rate(worker: Worker, expected: int) -> tuple[float, float]:
@@ -486,9 +440,9 @@ def main() -> int:
 
         make_session(broker.port, "bench-worker", version)
         publish(broker.port, messages)
-        worker = Worker(broker.port, model, "bench-worker", work, version, extra_env)
+        worker = Worker(broker, model, "bench-worker", work, version, extra_env)
         workers.append(worker)
-        ready_s = worker.wait_ready()
+        ready_s = worker.wait_ready(poll_s=0.01)
         rate, worker_cpu = drain_rate(worker, n)
         s = worker.samples()
         print(
@@ -538,7 +492,7 @@ def main() -> int:
             f"    RSS: {rss_before:.0f} MB with {args.series:,} series, {worker.rss_mb():.0f} MB "
             f"with {s['iotad_series_active']:,.0f} active series"
         )
-        code = worker.stop()
+        code = worker.terminate()
         print(f"    worker exit code {code} after SIGTERM")
         p50, p99 = bare_lag(broker.port, n_live, args.series, live_rate, version)
         print(
@@ -549,7 +503,7 @@ def main() -> int:
         return 0
     finally:
         for w in workers:
-            w.kill()
+            w.stop()
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
 

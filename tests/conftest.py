@@ -424,7 +424,7 @@ class WorkerProcess:
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode()
 
-    def wait_ready(self, timeout_s: float = 30.0) -> float:
+    def wait_ready(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> float:
         """Seconds from start until /readyz said 200 (raises with the log if it never does)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -436,7 +436,7 @@ class WorkerProcess:
                     return time.monotonic() - self.started_at
             except OSError:
                 pass
-            time.sleep(0.05)
+            time.sleep(poll_s)
         raise TimeoutError(f"worker not ready after {timeout_s} s:\n{self.log()}")
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -491,7 +491,8 @@ class WorkerProcess:
 def start_worker(
     mosquitto: Mosquitto, tiny_artifact: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """``start_worker(env={...}, args=[...], wait=True)`` -> a ready `WorkerProcess`."""
+    """``start_worker(env={...}, args=[...], wait=True, broker=None)`` -> a ready
+    `WorkerProcess` on the session broker, or on `broker` (killed after the test)."""
     made: list[WorkerProcess] = []
     default_id = "w-" + "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
 
@@ -500,8 +501,11 @@ def start_worker(
         args: Sequence[str] = (),
         worker_id: str | None = None,
         wait: bool = True,
+        broker: Mosquitto | None = None,
     ) -> WorkerProcess:
-        w = WorkerProcess(mosquitto, tiny_artifact, tmp_path, worker_id or default_id, env, args)
+        w = WorkerProcess(
+            broker or mosquitto, tiny_artifact, tmp_path, worker_id or default_id, env, args
+        )
         made.append(w)
         w.start()
         if wait:

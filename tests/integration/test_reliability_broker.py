@@ -52,28 +52,6 @@ def broker(tmp_path: Path) -> Iterator[PersistentMosquitto]:
     b.stop()
 
 
-@pytest.fixture
-def workers(tiny_artifact: Path, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """``workers(broker, worker_id, env)`` -> a started `WorkerProcess` (killed after the test)."""
-    made: list[WorkerProcess] = []
-
-    def start(
-        broker: Mosquitto, worker_id: str, env: dict[str, str] | None = None, wait: bool = True
-    ) -> WorkerProcess:
-        w = WorkerProcess(broker, tiny_artifact, tmp_path, worker_id, env)
-        made.append(w)
-        w.start()
-        if wait:
-            w.wait_ready()
-        return w
-
-    yield start
-    for w in made:
-        if w.proc is not None and w.proc.poll() is None:
-            w.proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
-        w.stop()
-
-
 def numbered(
     n: int, keys: Sequence[str] = ("line1/temperature",), first_step: int = 1500, seed: int = 7
 ) -> list[tuple[str, bytes]]:
@@ -247,12 +225,14 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str
 
 
 def test_broker_restart_mid_stream_loses_nothing_and_scores_nothing_twice(
-    broker: PersistentMosquitto, workers, tmp_path: Path
+    broker: PersistentMosquitto, start_worker, tmp_path: Path
 ) -> None:
     keys = ("line1/temperature", "line1/vibration", "line2/temperature")
     stream = numbered(300, keys)  # 900 messages at 300/s: about 3 s
     dead = PersistentCollector(broker.port, ["iotad/deadletter"], "dead-watch")
-    worker = workers(broker, "w-broker-restart", {"IOTAD_MQTT__RECONNECT_MAX_S": "1"})
+    worker = start_worker(
+        {"IOTAD_MQTT__RECONNECT_MAX_S": "1"}, worker_id="w-broker-restart", broker=broker
+    )
     pub = PacedPublisher(broker.port, stream, rate=300)
     pub.start()
     try:
@@ -303,7 +283,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_scores_nothing_twice(
 
 
 def test_alert_raised_while_the_broker_is_down_is_delivered_after_it_returns(
-    broker: PersistentMosquitto, workers, tiny_artifact: Path
+    broker: PersistentMosquitto, start_worker, tiny_artifact: Path
 ) -> None:
     from tests.integration.test_worker_pipeline import expected_events
 
@@ -317,7 +297,9 @@ def test_alert_raised_while_the_broker_is_down_is_delivered_after_it_returns(
     assert [e.ts for e in expected] == [doc["ts"]], "the spike must raise exactly one alert"
 
     alerts = PersistentCollector(broker.port, ["alerts/#"], "alert-watch")
-    worker = workers(broker, "w-alert-outage", {"IOTAD_MQTT__RECONNECT_MAX_S": "1"})
+    worker = start_worker(
+        {"IOTAD_MQTT__RECONNECT_MAX_S": "1"}, worker_id="w-alert-outage", broker=broker
+    )
     publish_all(broker.port, stream[:spike])
     worker.wait_metric("iotad_readings_accepted_total", lambda v: v >= spike)
     # The spike reaches the worker while it is frozen, then the broker goes away: the alert
