@@ -168,12 +168,7 @@ class DetectionCore:
         # In scaled units a standard-scaled series has mean 0 and std 1; a min-max scaled one
         # spans [0, 1] (std of a uniform spread as the prior).
         trained = known is not None
-        period = known.period if known is not None else None
-        self.seasonal.set_period(slot, period)
-        if period:
-            self.scorer.seasonal.attach(slot)
-        else:
-            self.scorer.seasonal.detach(slot)
+        self._set_period(slot, known.period if known is not None else None)
         if self.artifact.scaling_method == "minmax":
             self.scorer.seed(slot, errors, 0.5, 12**-0.5, value_range, trained)
         else:
@@ -187,9 +182,17 @@ class DetectionCore:
         for key in stale:
             slot = self.store.release(key)
             if slot is not None:
-                self.seasonal.set_period(slot, None)  # its ring is freed, not kept until reuse
-                self.scorer.seasonal.detach(slot)
+                self._set_period(slot, None)  # its ring is freed, not kept until reuse
         return len(stale)
+
+    def _set_period(self, slot: int, period: int | None) -> None:
+        """A slot's seasonal ring and its seasonal error statistics come and go together
+        (a fresh row when it gets a period)."""
+        self.seasonal.set_period(slot, period)
+        if period:
+            self.scorer.seasonal.attach(slot)
+        else:
+            self.scorer.seasonal.detach(slot)
 
     # -- the batch ---------------------------------------------------------------------------
 

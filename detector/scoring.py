@@ -348,15 +348,14 @@ class AnomalyScorer:
         value_range: tuple[float, float] | None,
         trained: bool = True,
     ) -> None:
-        """Start a slot from calibration: error and value distributions in scaled units.
+        """Start a slot from calibration: error and value distributions in scaled units
+        (its seasonal statistics start when it gets a period: `SeasonalErrors.attach`).
 
         `trained` says the series was in the training data: its statistics are trusted from
         the first reading. Otherwise it learns for `learn_readings` readings first.
         """
         self.recent_error.reset(slot)
         self.recent_value.reset(slot)
-        if self.seasonal.row[slot] >= 0:
-            self.seasonal.attach(slot)  # a fresh row
         abs_mean, abs_std = expected_abs(errors)
         self.error_run.mean[slot], self.error_run.var[slot] = abs_mean, abs_std**2
         self.value_run.mean[slot] = value_mean
