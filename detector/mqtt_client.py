@@ -261,21 +261,23 @@ class MqttConnection:
         A PUBACK without reason code is the same 4 bytes in MQTT 3.1.1 and 5.
         """
         current = self.generation
-        mids = [mid for mid, qos, gen in acks if qos == 1 and gen == current]
-        sent = len(mids)
+        mids: list[int] = []
+        sent = 0
         for mid, qos, gen in acks:
-            if qos == 2 and gen == current:  # PUBREC/PUBREL/PUBCOMP: paho's own flow
+            if gen != current or qos == 0:
+                continue
+            sent += 1
+            if qos == 1:
+                mids.append(mid)
+            else:  # QoS 2: PUBREC/PUBREL/PUBCOMP, paho's own flow
                 self.client.ack(mid, qos)
-                sent += 1
-        if not mids:
-            return sent
         queue = getattr(self.client, "_packet_queue", None)
         if queue is None:  # a paho without the internal hook: one ack at a time
             for mid in mids:
                 self.client.ack(mid, 1)
-            return sent
-        packet = b"".join([_PUBACK.pack(_PUBACK_HEADER, 2, mid) for mid in mids])
-        queue(PacketTypes.PUBACK << 4, packet, 0, 1)
+        elif mids:
+            packet = b"".join([_PUBACK.pack(_PUBACK_HEADER, 2, mid) for mid in mids])
+            queue(_PUBACK_HEADER, packet, 0, 1)
         return sent
 
     def publish(
