@@ -17,6 +17,7 @@ from tests.conftest import (
     WorkerProcess,
     publish_all,
 )
+from tests.pki import make_ca, make_cert
 
 pytestmark = pytest.mark.integration
 
@@ -183,58 +184,9 @@ def test_bad_credentials_are_reported(
 
 def make_tls_files(d: Path) -> dict[str, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1 / localhost."""
-    d.mkdir(parents=True, exist_ok=True)
-    f = {n: d / n for n in ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem", "ext.cnf")}
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        str(f["ca.key"]),
-        "-out",
-        str(f["ca.pem"]),
-    )
-    run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        str(f["srv.key"]),
-        "-out",
-        str(f["srv.csr"]),
-    )
-    f["ext.cnf"].write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        str(f["srv.csr"]),
-        "-CA",
-        str(f["ca.pem"]),
-        "-CAkey",
-        str(f["ca.key"]),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-out",
-        str(f["srv.pem"]),
-        "-extfile",
-        str(f["ext.cnf"]),
-    )
-    return f
+    ca = make_ca(d, "test-ca")
+    key, pem = make_cert(d, "localhost", ca, "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    return {"ca.pem": ca[1], "srv.pem": pem, "srv.key": key}
 
 
 def test_tls_connects_with_the_right_ca_and_refuses_another(
