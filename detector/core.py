@@ -18,6 +18,7 @@ from detector.events import AlertEvent, BatchResult, Dropped, Scored
 from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
 from detector.readings import Reading
+from detector.relations import DeviceRelations
 from detector.scoring import AnomalyScorer, ErrorTracker, ScoringConfig, SeasonalErrors
 from detector.seasonality import SeasonalRings
 from detector.slot_arrays import grown
@@ -26,7 +27,15 @@ from detector.windows import WindowStore
 CHECKPOINT_FORMAT = 1
 # State added after format 1 was written: a checkpoint without it still restores, and those
 # series start the flatline signal afresh (no run counted yet).
-_OPTIONAL_STATE = frozenset({"flat_run", "flat_longest_run"})
+_OPTIONAL_STATE = frozenset({"flat_run", "flat_longest_run", "repeat_rate", "gap", "silent"})
+_RELATION_PREFIXES = ("rel", "rres")
+"""Checkpoint names of the device relations of values and of forecast residuals."""
+RELATION_HALFLIFE = 20_000
+"""Readings over which a device's relations forget half: two weeks at one a minute. A
+machine's physics changes slowly, and a shorter memory forgets over a weekend's standstill
+how the machine relates when it runs (measured: every Monday start-up alerted)."""
+_GAP_ALPHA = 0.1
+"""Weight of the newest interval in a series' typical interval between readings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,14 @@ class DetectionConfig:
     learn_readings: int = 100
     """A series the model was not trained on scores 0 while its statistics learn from its
     first this many scored readings; a series without a recorded range learns it as long."""
+    relate_devices: bool = True
+    """Judge each reading against its device's other sensors at the same timestamp (see
+    `detector.relations`): a machine changing state moves its sensors together, a fault
+    moves one against the others. Off: every series is judged on its own."""
+    silence_after: float = 5.0
+    """A series that has not reported for this many of its typical intervals, while others
+    have (the clock is the newest reading's timestamp), fires a ``silence`` alert; it
+    resolves with the series' next reading. 0 turns it off."""
     max_series: int = 100_000
     """Active series beyond which new series are dropped with reason ``too_many_series``."""
     idle_evict_s: float = 86_400.0
@@ -127,6 +144,21 @@ class DetectionCore:
         self.scorer = AnomalyScorer(cap, self.config.scoring())
         self.seasonal = SeasonalRings()
         self.episodes = EpisodeTracker(cap, self.config.resolve_after, self.config.quiet_period)
+        cfg = self.config
+        # One model of the device's values and one of its forecast residuals; both attach
+        # metrics in the same order, so a metric has the same position in each.
+        self.relations = tuple(
+            DeviceRelations(RELATION_HALFLIFE, cfg.error_clip, cfg.learn_readings)
+            for _ in _RELATION_PREFIXES
+        )
+        self.dev_pos = np.full(cap, -1, dtype=np.int32)
+        self.dev_row = np.full(cap, -1, dtype=np.int32)
+        self.z_scale = np.ones(cap, dtype=np.float64)
+        self.gap = np.full(cap, np.nan, dtype=np.float64)
+        self.silent = np.zeros(cap, dtype=bool)
+        self.clock = -np.inf
+        self.trace: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None
+        """When a list, each scored round appends (slots, ts, z, flag): calibration input."""
 
     # -- series ------------------------------------------------------------------------------
 
@@ -151,6 +183,19 @@ class DetectionCore:
             self.errors.ensure_capacity(cap)
             self.scorer.ensure_capacity(cap)
             self.episodes.ensure_capacity(cap)
+            self.dev_pos = grown(self.dev_pos, cap, -1)
+            self.dev_row = grown(self.dev_row, cap, -1)
+            self.z_scale = grown(self.z_scale, cap, 1.0)
+            self.gap = grown(self.gap, cap, np.nan)
+            self.silent = grown(self.silent, cap, False)
+        device, _, metric = key.partition("/")
+        if self.config.relate_devices:
+            for relations in self.relations:
+                row, pos = relations.attach(device, metric)
+            self.dev_row[slot], self.dev_pos[slot] = row, pos
+        self.z_scale[slot] = self.artifact.z_scale_for(key)
+        self.gap[slot] = np.nan
+        self.silent[slot] = False
         known = self.artifact.scale_for(key)
         value_range = None
         if known is not None:
@@ -183,7 +228,15 @@ class DetectionCore:
             slot = self.store.release(key)
             if slot is not None:
                 self._set_period(slot, None)  # its ring is freed, not kept until reuse
+                self._detach_device(key, slot)
         return len(stale)
+
+    def _detach_device(self, key: str, slot: int) -> None:
+        if self.dev_row[slot] >= 0:
+            device = key.partition("/")[0]
+            for relations in self.relations:
+                relations.detach(device, int(self.dev_pos[slot]))
+        self.dev_row[slot], self.dev_pos[slot] = -1, -1
 
     def _set_period(self, slot: int, period: int | None) -> None:
         """A slot's seasonal ring and its seasonal error statistics come and go together
@@ -211,15 +264,67 @@ class DetectionCore:
         admitted = self._admit(readings, result)
         if admitted is None:
             return result
+        self._resolve_silence(admitted, result)
         windows, owners, previous = self._collect_windows(admitted, seen, result)
-        if not owners.size:
-            return result
-        started = time.perf_counter()
-        forecast = np.asarray(self.forecaster.predict(windows), dtype=np.float64)
-        result.inference_s = time.perf_counter() - started
-        result.model_batch = int(owners.size)
-        self._score(admitted, owners, forecast, previous, result)
+        if owners.size:
+            started = time.perf_counter()
+            forecast = np.asarray(self.forecaster.predict(windows), dtype=np.float64)
+            result.inference_s = time.perf_counter() - started
+            result.model_batch = int(owners.size)
+            self._score(admitted, owners, forecast, previous, result)
+        self.clock = max(self.clock, float(admitted.ts.max()))
+        if self.config.silence_after > 0:
+            self._detect_silence(result)
         return result
+
+    def _resolve_silence(self, adm: _Admitted, result: BatchResult) -> None:
+        """A silent series that reports again resolves its ``silence`` alert."""
+        back = np.flatnonzero(self.silent[adm.slots] & (adm.rank == 0))
+        for i in back.tolist():
+            slot = int(adm.slots[i])
+            self.silent[slot] = False
+            r = adm.readings[i]
+            onset = float(self.store.last_ts[slot])
+            result.events.append(
+                self._silence_event("resolved", r.device, r.metric, r.ts, r.value, onset)
+            )
+
+    def _detect_silence(self, result: BatchResult) -> None:
+        """Series quiet for `silence_after` of their typical intervals fire ``silence``."""
+        store = self.store
+        used = store.used_slots()
+        quiet = self.clock - store.last_ts[used]
+        limit = self.config.silence_after * self.gap[used]
+        gone = used[(quiet > limit) & ~self.silent[used]]  # NaN gap: never
+        for slot in gone.tolist():
+            key = store.key(slot)
+            if key is None:
+                continue
+            self.silent[slot] = True
+            device, _, metric = key.partition("/")
+            value, onset = float(store.last_value[slot]), float(store.last_ts[slot])
+            result.events.append(
+                self._silence_event("firing", device, metric, self.clock, value, onset)
+            )
+
+    def _silence_event(
+        self, state: str, device: str, metric: str, ts: float, value: float, onset: float
+    ) -> AlertEvent:
+        base = event_id(f"{device}/{metric}|silence", onset)
+        return AlertEvent(
+            id=base if state == "firing" else f"{base}-resolved",
+            state=state,  # type: ignore[arg-type]
+            device=device,
+            metric=metric,
+            ts=ts,
+            value=value,
+            expected=value,
+            lower=value,
+            upper=value,
+            score=1.0,
+            threshold=self.config.threshold,
+            signal="silence",
+        )
 
     def _admit(self, readings: Sequence[Reading], result: BatchResult) -> _Admitted | None:
         store = self.store
@@ -310,11 +415,23 @@ class DetectionCore:
                 owners.append(r_idx)
                 previous.append(store.last_value[r_slots])
             result.warming += int(np.count_nonzero(~ready))
+            self._learn_gap(slots, adm.ts[idx])
             store.push(slots, adm.values[idx], adm.ts[idx], seen)
         if not owners:
             empty = np.empty((0, self.window_len, len(self.features)), np.float32)
             return empty, np.empty(0, int), np.empty(0)
         return np.concatenate(inputs), np.concatenate(owners), np.concatenate(previous)
+
+    def _learn_gap(self, slots: np.ndarray, ts: np.ndarray) -> None:
+        """A series' typical interval between readings (for silence): an exponentially
+        weighted mean, each new interval capped at 3 typical ones so a dropout does not
+        teach the series that long gaps are normal."""
+        gap = ts - self.store.last_ts[slots]
+        old = self.gap[slots]
+        fresh = np.isfinite(gap) & ~np.isfinite(old)
+        capped = np.minimum(gap, 3.0 * old)
+        updated = np.where(fresh, gap, old + _GAP_ALPHA * (capped - old))
+        self.gap[slots] = np.where(np.isfinite(gap) | fresh, updated, old)
 
     def _fit_missing_scales(self, slots: np.ndarray, windows: np.ndarray) -> None:
         """Series the model was not trained on take their scale from their first window."""
@@ -344,14 +461,29 @@ class DetectionCore:
             values = adm.values[idx]
             scaled = (values - offset) / scale
             residual = scaled - forecast[rows]
+            relation_z = None
+            if cfg.relate_devices:
+                residual, relation_z = self._relate(slots, adm.ts[idx], scaled, residual)
             mean, std = self.errors.mean[slots], self.errors.std(slots)
-            expected = forecast[rows] * scale + offset
+            # The forecast, corrected by what the device's other sensors say now.
+            expected = (scaled - residual) * scale + offset
             lower = expected + (mean - cfg.band_sigmas * std) * scale
             upper = expected + (mean + cfg.band_sigmas * std) * scale
             self.errors.update(slots, residual)
             seasonal = self.seasonal.forecast_and_push(slots, scaled)
             repeated = values == previous[rows]
-            score = self.scorer.score(slots, scaled, residual, scaled - seasonal, repeated)
+            score = self.scorer.score(
+                slots,
+                scaled,
+                residual,
+                scaled - seasonal,
+                repeated,
+                relation_z,
+                self.z_scale[slots],
+            )
+            if self.trace is not None:
+                sc = self.scorer
+                self.trace.append((slots, adm.ts[idx], sc.last_z.copy(), sc.last_flag.copy()))
             anomalous = score >= cfg.threshold
             transitions = {
                 i: (state, onset)
@@ -389,6 +521,20 @@ class DetectionCore:
                 scored = Scored(readings[j], e, lo, up, sc, anom, change[0] == "firing")
                 result.scored.append(scored)
                 result.events.append(self._event(scored, *change))
+
+    def _relate(
+        self, slots: np.ndarray, ts: np.ndarray, scaled: np.ndarray, residual: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The device view of one reading per slot: the forecast residual left once the
+        device's other residuals at the same timestamp are accounted for, and the deviation
+        (z) of the value from what the other values imply; the residual as it was and NaN
+        for readings without related sensors present."""
+        rows, pos = self.dev_row[slots], self.dev_pos[slots]
+        levels, residuals = self.relations
+        suspect = self.episodes.active[slots]
+        _, relation_z = levels.observe(rows, pos, ts, scaled, suspect)
+        left, _ = residuals.observe(rows, pos, ts, residual, suspect)
+        return np.where(np.isfinite(left), left, residual), relation_z
 
     def _event(self, scored: Scored, state: str, onset: float) -> AlertEvent:
         r = scored.reading
@@ -435,6 +581,9 @@ class DetectionCore:
             "trusted_range": sc.trusted_range,
             "flat_run": sc.run,
             "flat_longest_run": sc.longest_run,
+            "repeat_rate": sc.repeat_rate,
+            "gap": self.gap,
+            "silent": self.silent,
             **self.episodes.arrays(),
         }
 
@@ -451,6 +600,9 @@ class DetectionCore:
         for name, array in self._slot_arrays().items():
             state[name] = array[slots].copy()
         state.update(self.scorer.seasonal.state(slots))
+        for prefix, relations in zip(_RELATION_PREFIXES, self.relations, strict=True):
+            rows = relations.slot_state(self.dev_row[slots], self.dev_pos[slots])
+            state.update({f"{prefix}_{k}": v for k, v in rows.items()})
         rings = [self.seasonal.rings.get(int(slot)) for slot in slots]
         width = max((r.size for r in rings if r is not None), default=0)
         state["seasonal_ring"] = np.zeros((len(rings), width))
@@ -502,4 +654,10 @@ class DetectionCore:
                 ring[:] = state["seasonal_ring"][i, : ring.size]
                 self.seasonal.count[slot] = int(state["seasonal_count"][i])
         self.store.restore_rows(slots, state)
+        rows_ = np.array(slots, dtype=np.int64)
+        for prefix, relations in zip(_RELATION_PREFIXES, self.relations, strict=True):
+            names = [f"{prefix}_{k}" for k in ("pos", "mean", "cov", "seen")]
+            if all(n in state for n in names):  # older checkpoints: devices learn afresh
+                rows = {n.split("_", 1)[1]: state[n][: len(slots)] for n in names}
+                relations.restore_slots(self.dev_row[rows_], self.dev_pos[rows_], rows)
         return len(slots)

@@ -46,6 +46,8 @@ class AlertEvent:
     upper: float
     score: float
     threshold: float
+    signal: str = "score"
+    """What fired: ``score`` (the reading's anomaly score) or ``silence`` (no readings)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

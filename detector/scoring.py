@@ -69,6 +69,14 @@ def tail_score(z: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+def tail_z(log_p: np.ndarray) -> np.ndarray:
+    """The standardised deviation z whose upper normal tail is exp(`log_p`), for small tails
+    (asymptotic inverse, within 0.03 of the exact z from p = 1e-3 on); 0 for p above ~0.1."""
+    t = -2.0 * np.minimum(np.asarray(log_p, dtype=np.float64), -1e-300)
+    inner = t - np.log(t) - math.log(2.0 * math.pi)
+    return np.sqrt(np.maximum(inner, 0.0))
+
+
 def expected_abs(stats: ErrorStats) -> tuple[float, float]:
     """Mean and std of |residual| from calibration (normal approximation when not stored)."""
     if stats.abs_mean is not None and stats.abs_std is not None:
@@ -255,8 +263,8 @@ class SeasonalErrors:
             self.row[slot] = -1
 
     def score(self, slots: np.ndarray, errors: np.ndarray, learn_readings: int) -> np.ndarray:
-        """Likelihood scores of the recent |seasonal error| of one reading per distinct slot
-        (0 while a series learns, and for a slot without a row), then learn them."""
+        """Standardised deviation (z) of the recent |seasonal error| of one reading per
+        distinct slot (0 while a series learns, and for a slot without a row), then learn."""
         out = np.zeros(slots.shape)
         rows = self.row[slots]
         have = np.flatnonzero(rows >= 0)
@@ -267,7 +275,7 @@ class SeasonalErrors:
         recent = self.recent.push(r, error)
         seen = self.seen[r]
         learnt = seen >= learn_readings
-        out[have] = np.where(learnt, tail_score(self.run.z(r, recent)), 0.0)
+        out[have] = np.where(learnt, self.run.z(r, recent), 0.0)
         self.run.update(r, error, np.where(learnt, np.inf, seen))
         self.seen[r] = np.minimum(seen, COUNTER_CAP) + 1
         return out
@@ -320,6 +328,11 @@ class AnomalyScorer:
         # ended so far (NO_RUN_YET until the value first changes).
         self.run = np.zeros(capacity, dtype=np.int32)
         self.longest_run = np.full(capacity, NO_RUN_YET, dtype=np.int32)
+        # How often the series repeats its previous value exactly (a long-run rate).
+        self.repeat_rate = np.zeros(capacity, dtype=np.float64)
+        self._repeat_alpha = 1.0 - 0.5 ** (1.0 / max(config.level_halflife, 1.0))
+        self.last_z = np.zeros(0)
+        self.last_flag = np.zeros(0, dtype=bool)
 
     def ensure_capacity(self, capacity: int) -> None:
         parts = (
@@ -337,6 +350,7 @@ class AnomalyScorer:
         self.trusted_stats = grown(self.trusted_stats, capacity, False)
         self.trusted_range = grown(self.trusted_range, capacity, False)
         self.run = grown(self.run, capacity, 0)
+        self.repeat_rate = grown(self.repeat_rate, capacity, 0.0)
         self.longest_run = grown(self.longest_run, capacity, NO_RUN_YET)
 
     def seed(
@@ -363,6 +377,7 @@ class AnomalyScorer:
         self.low[slot], self.high[slot] = value_range if value_range else (np.inf, -np.inf)
         self.seen[slot] = 0
         self.run[slot] = 0
+        self.repeat_rate[slot] = 0.0
         self.longest_run[slot] = NO_RUN_YET
         self.trusted_stats[slot] = trained
         # A series without a recorded range (new, or an older artifact) learns it first.
@@ -380,38 +395,56 @@ class AnomalyScorer:
         residuals: np.ndarray,
         seasonal_residuals: np.ndarray | None = None,
         repeated: np.ndarray | None = None,
+        relation_z: np.ndarray | None = None,
+        z_scale: np.ndarray | float = 1.0,
     ) -> np.ndarray:
         """Scores in [0, 1] of one reading per distinct slot, then learn from it.
 
         `values` and `residuals` are in scaled units; `seasonal_residuals` are the errors of
         the seasonal-naive forecast (NaN for slots without one); `repeated` says which
         readings equal their series' previous reading exactly (None: no flatline signal).
+        `relation_z` is the reading's deviation from what its device's other sensors imply
+        (NaN where there is none, see `detector.relations`): where it is given, it replaces
+        the series' own level, range and seasonal signals, which a machine's normal changes
+        of state would set off. The likelihood deviations are divided by `z_scale` (the
+        alerting calibration, see `training.alerting`) before they become scores.
+
+        After the call, `last_z` holds each reading's largest likelihood deviation and
+        `last_flag` whether a certain signal (range, flatline) fired, before learning and
+        scaling: what threshold calibration needs.
         """
         cfg = self.config
         seen = self.seen[slots]
         learnt = seen >= cfg.learn_readings
         learning = ~(self.trusted_stats[slots] | learnt)
+        related = np.isfinite(relation_z) if relation_z is not None else np.zeros(slots.shape, bool)
+        alone = ~related
         error = np.abs(residuals)
         recent_error = self.recent_error.push(slots, error)
-        score = tail_score(self.error_run.z(slots, recent_error))
+        z = self.error_run.z(slots, recent_error)
         recent_value = self.recent_value.push(slots, values)
         if cfg.use_level:
             level_z = np.abs(self.value_run.z(slots, recent_value))
-            score = np.maximum(score, tail_score(level_z))
+            z = np.maximum(z, np.where(alone, level_z, 0.0))
+        if relation_z is not None:
+            z = np.maximum(z, np.where(related, np.abs(relation_z), 0.0))
+        flag = np.zeros(slots.shape, dtype=bool)
         if cfg.use_range:
             low, high = self.low[slots], self.high[slots]
             span = high - low
             margin = cfg.range_tolerance * span
             outside = (span > 0) & ((values > high + margin) | (values < low - margin))
-            outside &= self.trusted_range[slots] | learnt
-            score = np.where(outside, 1.0, score)
+            flag |= outside & (self.trusted_range[slots] | learnt) & alone
             self.low[slots] = np.minimum(low, values)
             self.high[slots] = np.maximum(high, values)
         if seasonal_residuals is not None:
-            score = np.maximum(score, self._seasonal(slots, seasonal_residuals))
+            z = np.maximum(z, np.where(alone, self._seasonal(slots, seasonal_residuals), 0.0))
         if repeated is not None:
-            score = np.where(self._stuck(slots, repeated), 1.0, score)
-        score = np.where(learning, 0.0, score)
+            flag |= self._stuck(slots, repeated)
+            z = np.maximum(z, self._repeats(slots, repeated, seen))
+        self.last_z = np.where(learning, 0.0, z)
+        self.last_flag = flag & ~learning
+        score = np.where(self.last_flag, 1.0, tail_score(self.last_z / z_scale))
         # A learnt slot counts as having seen infinitely many: plain exponential forgetting.
         fast = np.where(learning, seen, np.inf)
         self.error_run.update(slots, error, fast)
@@ -435,8 +468,31 @@ class AnomalyScorer:
             return np.zeros(slots.shape, dtype=bool)
         return repeated & (longest != NO_RUN_YET) & (run > longest) & (run >= minimum)
 
+    def _repeats(self, slots: np.ndarray, repeated: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """Deviation (z) of the current run of exact repeats, then learn the repeat rate.
+
+        A sensor that repeats its previous value with long-run rate q repeats it k times in a
+        row with probability about q**k: a noisy sensor (q near 0) that stops changing is
+        news after a few readings, a counter that often sits still only after many. The rate
+        is floored at what the series' history can resolve (its learning weight), so a
+        series that never repeated is not infinitely surprised. Call after `_stuck` (which
+        counts the run).
+        """
+        alpha = np.maximum(self._repeat_alpha, 1.0 / (seen + 1.0))
+        rate = self.repeat_rate[slots]
+        floor = np.maximum(rate, np.maximum(self._repeat_alpha, 1.0 / (seen + 2.0)))
+        run = self.run[slots]
+        longest = self.longest_run[slots]
+        # Only a run longer than any the series completed before (as for the flatline
+        # signal): counts that sit still for a while every night are not stuck.
+        news = (run > 0) & (longest != NO_RUN_YET) & (run > longest)
+        log_p = run.astype(np.float64) * np.log(np.minimum(floor, 1.0))
+        z = np.where(news, tail_z(log_p), 0.0)
+        self.repeat_rate[slots] = rate + alpha * (repeated - rate)
+        return z
+
     def _seasonal(self, slots: np.ndarray, seasonal_residuals: np.ndarray) -> np.ndarray:
-        """Likelihood score of the recent seasonal-naive error; 0 while it is learning.
+        """Deviation (z) of the recent seasonal-naive error; 0 while it is learning.
 
         It has no calibration to start from, so each series learns it for `learn_readings`
         readings (as running means) before it may score.
