@@ -18,8 +18,8 @@ from detector.events import AlertEvent, BatchResult, Dropped, Scored
 from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
 from detector.readings import Reading
-from detector.relations import DeviceRelations
-from detector.scoring import AnomalyScorer, ErrorTracker, ScoringConfig, SeasonalErrors
+from detector.relations import RELATION_HALFLIFE, DeviceRelations
+from detector.scoring import SIGNALS, AnomalyScorer, ErrorTracker, ScoringConfig, SeasonalErrors
 from detector.seasonality import SeasonalRings
 from detector.slot_arrays import grown
 from detector.windows import WindowStore
@@ -27,13 +27,24 @@ from detector.windows import WindowStore
 CHECKPOINT_FORMAT = 1
 # State added after format 1 was written: a checkpoint without it still restores, and those
 # series start the flatline signal afresh (no run counted yet).
-_OPTIONAL_STATE = frozenset({"flat_run", "flat_longest_run", "repeat_rate", "gap", "silent"})
+_OPTIONAL_STATE = frozenset(
+    {
+        "flat_run",
+        "flat_longest_run",
+        "repeat_rate",
+        "gap",
+        "silent",
+        "episode_signal",
+        "relation_ring",
+        "relation_total",
+        "relation_count",
+        "relation_run_mean",
+        "relation_run_var",
+        "relation_seen",
+    }
+)
 _RELATION_PREFIXES = ("rel", "rres")
 """Checkpoint names of the device relations of values and of forecast residuals."""
-RELATION_HALFLIFE = 20_000
-"""Readings over which a device's relations forget half: two weeks at one a minute. A
-machine's physics changes slowly, and a shorter memory forgets over a weekend's standstill
-how the machine relates when it runs (measured: every Monday start-up alerted)."""
 _GAP_ALPHA = 0.1
 """Weight of the newest interval in a series' typical interval between readings."""
 
@@ -108,6 +119,7 @@ class DetectionConfig:
             use_range=self.use_range,
             learn_readings=self.learn_readings,
             flatline_min=self.flatline_min,
+            relation_halflife=RELATION_HALFLIFE,
         )
 
 
@@ -156,9 +168,11 @@ class DetectionCore:
         self.z_scale = np.ones(cap, dtype=np.float64)
         self.gap = np.full(cap, np.nan, dtype=np.float64)
         self.silent = np.zeros(cap, dtype=bool)
+        self.episode_signal = np.zeros(cap, dtype=np.int8)  # what fired the open episode
         self.clock = -np.inf
-        self.trace: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None
-        """When a list, each scored round appends (slots, ts, z, flag): calibration input."""
+        self.trace: list[tuple[np.ndarray, ...]] | None = None
+        """When a list, each scored round appends (slots, ts, z, flag, signal): the input of
+        alert calibration (`training.alerting`)."""
 
     # -- series ------------------------------------------------------------------------------
 
@@ -188,6 +202,7 @@ class DetectionCore:
             self.z_scale = grown(self.z_scale, cap, 1.0)
             self.gap = grown(self.gap, cap, np.nan)
             self.silent = grown(self.silent, cap, False)
+            self.episode_signal = grown(self.episode_signal, cap, 0)
         device, _, metric = key.partition("/")
         if self.config.relate_devices:
             for relations in self.relations:
@@ -461,9 +476,11 @@ class DetectionCore:
             values = adm.values[idx]
             scaled = (values - offset) / scale
             residual = scaled - forecast[rows]
-            relation_z = None
+            relation_z = relation_resid = None
             if cfg.relate_devices:
-                residual, relation_z = self._relate(slots, adm.ts[idx], scaled, residual)
+                residual, relation_z, relation_resid = self._relate(
+                    slots, adm.ts[idx], scaled, residual
+                )
             mean, std = self.errors.mean[slots], self.errors.std(slots)
             # The forecast, corrected by what the device's other sensors say now.
             expected = (scaled - residual) * scale + offset
@@ -480,10 +497,13 @@ class DetectionCore:
                 repeated,
                 relation_z,
                 self.z_scale[slots],
+                relation_resid,
             )
             if self.trace is not None:
                 sc = self.scorer
-                self.trace.append((slots, adm.ts[idx], sc.last_z.copy(), sc.last_flag.copy()))
+                self.trace.append(
+                    (slots, adm.ts[idx], sc.last_z.copy(), sc.last_flag.copy(), sc.last_signal)
+                )
             anomalous = score >= cfg.threshold
             transitions = {
                 i: (state, onset)
@@ -518,25 +538,30 @@ class DetectionCore:
                 if change is None:
                     result.scored.append(Scored(readings[j], e, lo, up, sc, anom))
                     continue
-                scored = Scored(readings[j], e, lo, up, sc, anom, change[0] == "firing")
+                firing = change[0] == "firing"
+                scored = Scored(readings[j], e, lo, up, sc, anom, firing)
                 result.scored.append(scored)
-                result.events.append(self._event(scored, *change))
+                slot = int(slots[i])
+                if firing:
+                    self.episode_signal[slot] = self.scorer.last_signal[i]
+                signal = SIGNALS[int(self.episode_signal[slot])]
+                result.events.append(self._event(scored, *change, signal))
 
     def _relate(
         self, slots: np.ndarray, ts: np.ndarray, scaled: np.ndarray, residual: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The device view of one reading per slot: the forecast residual left once the
         device's other residuals at the same timestamp are accounted for, and the deviation
-        (z) of the value from what the other values imply; the residual as it was and NaN
-        for readings without related sensors present."""
+        of the value from what the other values imply (as z and as a residual); the
+        residual as it was and NaN for readings without related sensors present."""
         rows, pos = self.dev_row[slots], self.dev_pos[slots]
         levels, residuals = self.relations
         suspect = self.episodes.active[slots]
-        _, relation_z = levels.observe(rows, pos, ts, scaled, suspect)
+        relation_resid, relation_z = levels.observe(rows, pos, ts, scaled, suspect)
         left, _ = residuals.observe(rows, pos, ts, residual, suspect)
-        return np.where(np.isfinite(left), left, residual), relation_z
+        return np.where(np.isfinite(left), left, residual), relation_z, relation_resid
 
-    def _event(self, scored: Scored, state: str, onset: float) -> AlertEvent:
+    def _event(self, scored: Scored, state: str, onset: float, signal: str) -> AlertEvent:
         r = scored.reading
         base = event_id(r.key, onset)
         return AlertEvent(
@@ -551,6 +576,7 @@ class DetectionCore:
             upper=scored.upper,
             score=scored.score,
             threshold=self.config.threshold,
+            signal=signal,
         )
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -582,8 +608,15 @@ class DetectionCore:
             "flat_run": sc.run,
             "flat_longest_run": sc.longest_run,
             "repeat_rate": sc.repeat_rate,
+            "relation_ring": sc.recent_relation.ring,
+            "relation_total": sc.recent_relation.total,
+            "relation_count": sc.recent_relation.count,
+            "relation_run_mean": sc.relation_run.mean,
+            "relation_run_var": sc.relation_run.var,
+            "relation_seen": sc.relation_seen,
             "gap": self.gap,
             "silent": self.silent,
+            "episode_signal": self.episode_signal,
             **self.episodes.arrays(),
         }
 

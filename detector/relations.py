@@ -27,6 +27,10 @@ import numpy as np
 
 from detector.slot_arrays import grown
 
+RELATION_HALFLIFE = 20_000
+"""Readings over which a device's relations forget half: two weeks at one a minute. A
+machine's physics changes slowly, and a shorter memory forgets over a weekend's standstill
+how the machine relates when it runs (measured: every Monday start-up alerted)."""
 MAX_POSITIONS = 6
 """Metrics of one device that take part in its relations; further metrics are scored alone."""
 _RIDGE = 1e-3

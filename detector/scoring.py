@@ -204,6 +204,7 @@ class ScoringConfig:
     use_range: bool
     learn_readings: int
     flatline_min: int = 0
+    relation_halflife: float = 20_000.0
 
 
 class SeasonalErrors:
@@ -305,6 +306,9 @@ class SeasonalErrors:
                 column[rows[has]] = state[name][: len(slots)][has]
 
 
+SIGNALS = ("forecast", "level", "relation", "seasonal", "repeat", "range", "flatline")
+"""Names of the signals, in the order `AnomalyScorer.last_signal` indexes them."""
+
 NO_RUN_YET = np.iinfo(np.int32).max
 """`AnomalyScorer.longest_run` of a series that has not changed value yet."""
 
@@ -319,6 +323,12 @@ class AnomalyScorer:
         self.seasonal = SeasonalErrors(capacity, config.short_window, config.likelihood_halflife)
         self.error_run = LongRun(capacity, config.likelihood_halflife)
         self.value_run = LongRun(capacity, config.level_halflife)
+        # The recent mean of the deviation from what a device's other sensors imply, against
+        # its long run: a relation that stays broken (a drift, a step) stands out of
+        # transients (a sensor lagging its machine at a start-up) that one reading cannot.
+        self.recent_relation = RecentMean(capacity, config.short_window)
+        self.relation_run = LongRun(capacity, config.relation_halflife)
+        self.relation_seen = np.zeros(capacity, dtype=np.int32)
         self.low = np.full(capacity, np.inf)
         self.high = np.full(capacity, -np.inf)
         self.seen = np.zeros(capacity, dtype=np.int32)
@@ -333,6 +343,7 @@ class AnomalyScorer:
         self._repeat_alpha = 1.0 - 0.5 ** (1.0 / max(config.level_halflife, 1.0))
         self.last_z = np.zeros(0)
         self.last_flag = np.zeros(0, dtype=bool)
+        self.last_signal = np.zeros(0, dtype=np.int8)
 
     def ensure_capacity(self, capacity: int) -> None:
         parts = (
@@ -341,6 +352,8 @@ class AnomalyScorer:
             self.seasonal,
             self.error_run,
             self.value_run,
+            self.recent_relation,
+            self.relation_run,
         )
         for part in parts:
             part.ensure_capacity(capacity)
@@ -351,6 +364,7 @@ class AnomalyScorer:
         self.trusted_range = grown(self.trusted_range, capacity, False)
         self.run = grown(self.run, capacity, 0)
         self.repeat_rate = grown(self.repeat_rate, capacity, 0.0)
+        self.relation_seen = grown(self.relation_seen, capacity, 0)
         self.longest_run = grown(self.longest_run, capacity, NO_RUN_YET)
 
     def seed(
@@ -378,6 +392,9 @@ class AnomalyScorer:
         self.seen[slot] = 0
         self.run[slot] = 0
         self.repeat_rate[slot] = 0.0
+        self.recent_relation.reset(slot)
+        self.relation_run.mean[slot], self.relation_run.var[slot] = 0.0, 1.0
+        self.relation_seen[slot] = 0
         self.longest_run[slot] = NO_RUN_YET
         self.trusted_stats[slot] = trained
         # A series without a recorded range (new, or an older artifact) learns it first.
@@ -397,6 +414,7 @@ class AnomalyScorer:
         repeated: np.ndarray | None = None,
         relation_z: np.ndarray | None = None,
         z_scale: np.ndarray | float = 1.0,
+        relation_resid: np.ndarray | None = None,
     ) -> np.ndarray:
         """Scores in [0, 1] of one reading per distinct slot, then learn from it.
 
@@ -422,28 +440,42 @@ class AnomalyScorer:
         error = np.abs(residuals)
         recent_error = self.recent_error.push(slots, error)
         z = self.error_run.z(slots, recent_error)
+        which = np.zeros(slots.shape, dtype=np.int8)  # index into SIGNALS
+
+        def take(k: int, candidate: np.ndarray) -> None:
+            nonlocal z
+            which[candidate > z] = k
+            z = np.maximum(z, candidate)
+
         recent_value = self.recent_value.push(slots, values)
         if cfg.use_level:
             level_z = np.abs(self.value_run.z(slots, recent_value))
-            z = np.maximum(z, np.where(alone, level_z, 0.0))
+            take(1, np.where(alone, level_z, 0.0))
         if relation_z is not None:
-            z = np.maximum(z, np.where(related, np.abs(relation_z), 0.0))
+            take(2, np.where(related, np.abs(relation_z), 0.0))
+        if relation_resid is not None and related.any():
+            take(2, self._lasting_relation(slots, related, relation_resid))
         flag = np.zeros(slots.shape, dtype=bool)
         if cfg.use_range:
             low, high = self.low[slots], self.high[slots]
             span = high - low
             margin = cfg.range_tolerance * span
             outside = (span > 0) & ((values > high + margin) | (values < low - margin))
-            flag |= outside & (self.trusted_range[slots] | learnt) & alone
+            outside &= (self.trusted_range[slots] | learnt) & alone
+            flag |= outside
             self.low[slots] = np.minimum(low, values)
             self.high[slots] = np.maximum(high, values)
         if seasonal_residuals is not None:
-            z = np.maximum(z, np.where(alone, self._seasonal(slots, seasonal_residuals), 0.0))
+            take(3, np.where(alone, self._seasonal(slots, seasonal_residuals), 0.0))
         if repeated is not None:
-            flag |= self._stuck(slots, repeated)
-            z = np.maximum(z, self._repeats(slots, repeated, seen))
+            stuck = self._stuck(slots, repeated)
+            take(4, self._repeats(slots, repeated, seen))
+            which[stuck] = 6
+            flag |= stuck
+        which[flag & (which != 6)] = 5  # a flag that is not the flatline is the range
         self.last_z = np.where(learning, 0.0, z)
         self.last_flag = flag & ~learning
+        self.last_signal = which
         score = np.where(self.last_flag, 1.0, tail_score(self.last_z / z_scale))
         # A learnt slot counts as having seen infinitely many: plain exponential forgetting.
         fast = np.where(learning, seen, np.inf)
@@ -467,6 +499,22 @@ class AnomalyScorer:
         if minimum <= 0:
             return np.zeros(slots.shape, dtype=bool)
         return repeated & (longest != NO_RUN_YET) & (run > longest) & (run >= minimum)
+
+    def _lasting_relation(
+        self, slots: np.ndarray, related: np.ndarray, resid: np.ndarray
+    ) -> np.ndarray:
+        """|z| of the recent mean of the signed relation residual against its long run (0
+        while a series has fewer than `learn_readings` related readings), then learn."""
+        out = np.zeros(slots.shape)
+        r = np.flatnonzero(related)
+        s = slots[r]
+        recent = self.recent_relation.push(s, resid[r])
+        seen = self.relation_seen[s]
+        learnt = seen >= self.config.learn_readings
+        out[r] = np.where(learnt, np.abs(self.relation_run.z(s, recent)), 0.0)
+        self.relation_run.update(s, recent, np.where(learnt, np.inf, seen))
+        self.relation_seen[s] = np.minimum(seen, COUNTER_CAP) + 1
+        return out
 
     def _repeats(self, slots: np.ndarray, repeated: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Deviation (z) of the current run of exact repeats, then learn the repeat rate.

@@ -23,8 +23,8 @@ from detector.decision import EpisodeTracker
 from detector.readings import Reading
 from detector.scoring import tail_score
 
-Trace = Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
-"""What `DetectionCore.trace` collects: per scored round (slots, ts, z, flag)."""
+Trace = Sequence[tuple[np.ndarray, ...]]
+"""What `DetectionCore.trace` collects: per scored round (slots, ts, z, flag, signal)."""
 
 MAX_Z_SCALE = 1e6
 DEFAULT_BUDGET = 0.05
@@ -68,7 +68,7 @@ def count_alerts(trace: Trace, z_scale: float, config: DetectionConfig, capacity
     """Firing alerts the traced readings raise when z is divided by `z_scale`."""
     tracker = EpisodeTracker(capacity, config.resolve_after, config.quiet_period)
     fired = 0
-    for slots, ts, z, flag in trace:
+    for slots, ts, z, flag, *_ in trace:
         anomalous = flag | (tail_score(z / z_scale) >= config.threshold)
         if anomalous.any() or tracker.active[slots].any():
             fired += sum(state == "firing" for _, state, _ in tracker.step(slots, anomalous, ts))
@@ -188,8 +188,8 @@ def trace_heldout(core: DetectionCore, stream: HeldOut) -> Trace:
             starts[slot] = t0
     trace, core.trace = core.trace, None
     out = []
-    for slots, ts, z, flag in trace:
+    for slots, ts, *columns in trace:
         keep = ts >= starts[slots]
         if keep.any():
-            out.append((slots[keep], ts[keep], z[keep], flag[keep]))
+            out.append((slots[keep], ts[keep], *(c[keep] for c in columns)))
     return out
