@@ -28,6 +28,7 @@ from detector.simulate_publish import (
 )
 from detector.simulation import (
     FAULT_KINDS,
+    LEGACY_KINDS,
     METRICS,
     SHIFT_SCHEDULES,
     FactoryConfig,
@@ -198,7 +199,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=FAULT_HELP,
     )
     g.add_argument("--fault-rate", type=float, default=0.0, help="random faults per sim. hour")
-    g.add_argument("--fault-kinds", type=_csv_list(FAULT_KINDS), default=FAULT_KINDS)
+    g.add_argument(
+        "--fault-kinds",
+        type=_csv_list(FAULT_KINDS),
+        default=LEGACY_KINDS,
+        help=f"random faults' kinds (default: {','.join(LEGACY_KINDS)})",
+    )
     g.add_argument("--truth", metavar="FILE", help="write the injected faults as JSON")
     g = parser.add_argument_group("output")
     g.add_argument("--csv", metavar="FILE", help="write history as CSV, no broker (- = stdout)")
