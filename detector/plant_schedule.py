@@ -92,7 +92,14 @@ class EventCalendar:
             raise ValueError("need rate_per_s >= 0 and 0 < min_s <= max_s")
         self.rate_per_s = rate_per_s
         self.min_s, self.max_s = min_s, max_s
-        self._rngs = [np.random.default_rng(s) for s in seed.spawn(n)]
+        # The children `seed.spawn(n)` would give, without advancing `seed`'s own counter: two
+        # calendars made from one seed draw the same events.
+        self._rngs = [
+            np.random.default_rng(
+                np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, i))
+            )
+            for i in range(n)
+        ]
         self._start = np.full(n, np.inf)
         self._end = np.full(n, np.inf)
         self.events: list[tuple[int, float, float]] = []
