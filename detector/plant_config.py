@@ -1,6 +1,8 @@
 """What the simulated plant looks like: its machines, their sensors and their schedules.
 
 `FactoryConfig` is read by `detector.simulation.FactorySimulator`; it is re-exported there.
+`SHAPES` are the named fleets of the factory benchmark (`iotad eval factory --shape`), which
+`iotad simulate --shape` publishes too.
 """
 
 from __future__ import annotations
@@ -89,3 +91,73 @@ def device_names(n_devices: int, machines_per_line: int = 3) -> list[str]:
         line, place = divmod(i, machines_per_line)
         names.append(f"line{line + 1}-{kinds[i % len(kinds)]}{place + 1:02d}")
     return names
+
+
+@dataclass(frozen=True)
+class FleetShape:
+    """A plant layout and how it runs; `config(seed)` is the simulator's config."""
+
+    name: str
+    description: str
+    n_devices: int
+    machines_per_line: int
+    shifts: str = "2"
+    line_shifts: tuple[str, ...] = ()
+    stagger_max_s: float = 0.0
+    ramp_s: tuple[float, float] = (180.0, 900.0)
+    maintenance_per_month: float = 3.0
+    idle_per_day: float = 2.0
+
+    def config(self, seed: int, interval_s: float = 60.0) -> FactoryConfig:
+        return FactoryConfig(
+            n_devices=self.n_devices,
+            machines_per_line=self.machines_per_line,
+            shifts=self.shifts,
+            line_shifts=self.line_shifts,
+            interval_s=interval_s,
+            seed=seed,
+            stagger_max_s=self.stagger_max_s,
+            ramp_s=self.ramp_s,
+            maintenance_per_month=self.maintenance_per_month,
+            idle_per_day=self.idle_per_day,
+        )
+
+
+SHAPES = {
+    s.name: s
+    for s in (
+        FleetShape(
+            "2shift-staggered",
+            "20 machines x 4 sensors, 5 lines, weekdays 06-22, starts staggered over 45 min",
+            20,
+            4,
+            shifts="2",
+            stagger_max_s=2700.0,
+        ),
+        FleetShape(
+            "3shift-simultaneous",
+            "12 machines x 4 sensors, 4 lines, Mon 06:00-Sat 06:00, all start at once",
+            12,
+            3,
+            shifts="3",
+            stagger_max_s=0.0,
+        ),
+        FleetShape(
+            "mixed",
+            "16 machines x 4 sensors, 4 lines on 24/7, 3, 2 and 1 shifts, 20 min stagger",
+            16,
+            4,
+            line_shifts=("24/7", "3", "2", "1"),
+            stagger_max_s=1200.0,
+        ),
+        FleetShape(
+            "small",
+            "6 machines x 4 sensors, 2 lines, weekdays 06-22, 20 min stagger (quick runs)",
+            6,
+            3,
+            shifts="2",
+            stagger_max_s=1200.0,
+        ),
+    )
+}
+DEFAULT_SHAPE = "2shift-staggered"

@@ -25,10 +25,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from detector.plant_config import SHAPES
+
 DEFAULT_OUT = Path("runs/nab")
 DEFAULT_FACTORY_OUT = Path("runs/factory")
-FACTORY_SHAPES = ("2shift-staggered", "3shift-simultaneous", "mixed", "small")
-"""Fleet shapes of `training.factory_scenario.SHAPES` (named here: this module stays light)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -344,7 +344,7 @@ def add_factory_arguments(sub: Any) -> None:
         "--shape",
         dest="shapes",
         action="append",
-        choices=FACTORY_SHAPES,
+        choices=list(SHAPES),
         help="fleet shape (repeatable; default 2shift-staggered, --quick: small)",
     )
     fac.add_argument("--seeds", type=_seed_list, help="comma list (default 0,1,2; --quick: 0)")

@@ -22,8 +22,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.faults import FAULT_KINDS, FAULT_SAMPLES, Fault, FaultSpec
-from detector.plant_config import IDLE_LOAD
-from detector.simulation import DAY_S, FactoryConfig, FactorySimulator
+from detector.plant_config import DEFAULT_SHAPE, IDLE_LOAD, SHAPES, FleetShape
+from detector.simulation import DAY_S, FactorySimulator
+
+__all__ = [
+    "DEFAULT_SHAPE",
+    "SHAPES",
+    "Block",
+    "FleetShape",
+    "Scenario",
+    "build_scenario",
+    "plan_faults",
+    "run_block",
+]
 
 STREAM_START_TS = 1_705_536_000.0
 """Thursday 2024-01-18 00:00 UTC: seed s's stream starts s days later (mod 7), so seeds see
@@ -33,76 +44,6 @@ STATE_CHANGE_LOAD = 0.2
 of state for a decoupled fault."""
 MIN_GAP_READINGS = 60
 """Readings kept clear between two faults of one device (matching stays unambiguous)."""
-
-
-@dataclass(frozen=True)
-class FleetShape:
-    """A plant layout and how it runs; `config(seed)` is the simulator's config."""
-
-    name: str
-    description: str
-    n_devices: int
-    machines_per_line: int
-    shifts: str = "2"
-    line_shifts: tuple[str, ...] = ()
-    stagger_max_s: float = 0.0
-    ramp_s: tuple[float, float] = (180.0, 900.0)
-    maintenance_per_month: float = 3.0
-    idle_per_day: float = 2.0
-
-    def config(self, seed: int, interval_s: float = 60.0) -> FactoryConfig:
-        return FactoryConfig(
-            n_devices=self.n_devices,
-            machines_per_line=self.machines_per_line,
-            shifts=self.shifts,
-            line_shifts=self.line_shifts,
-            interval_s=interval_s,
-            seed=seed,
-            stagger_max_s=self.stagger_max_s,
-            ramp_s=self.ramp_s,
-            maintenance_per_month=self.maintenance_per_month,
-            idle_per_day=self.idle_per_day,
-        )
-
-
-SHAPES = {
-    s.name: s
-    for s in (
-        FleetShape(
-            "2shift-staggered",
-            "20 machines x 4 sensors, 5 lines, weekdays 06-22, starts staggered over 45 min",
-            20,
-            4,
-            shifts="2",
-            stagger_max_s=2700.0,
-        ),
-        FleetShape(
-            "3shift-simultaneous",
-            "12 machines x 4 sensors, 4 lines, Mon 06:00-Sat 06:00, all start at once",
-            12,
-            3,
-            shifts="3",
-            stagger_max_s=0.0,
-        ),
-        FleetShape(
-            "mixed",
-            "16 machines x 4 sensors, 4 lines on 24/7, 3, 2 and 1 shifts, 20 min stagger",
-            16,
-            4,
-            line_shifts=("24/7", "3", "2", "1"),
-            stagger_max_s=1200.0,
-        ),
-        FleetShape(
-            "small",
-            "6 machines x 4 sensors, 2 lines, weekdays 06-22, 20 min stagger (quick runs)",
-            6,
-            3,
-            shifts="2",
-            stagger_max_s=1200.0,
-        ),
-    )
-}
-DEFAULT_SHAPE = "2shift-staggered"
 
 
 @dataclass
