@@ -35,7 +35,7 @@ from detector.forecaster import Forecaster
 from detector.plant_schedule import DAY_S
 from detector.readings import Reading
 from training.factory_match import DEFAULT_GRACE, Alert, Outcome, match
-from training.factory_scenario import SHAPES, Scenario, build_scenario
+from training.factory_scenario import SHAPES, Scenario, build_scenario, fault_regimes
 
 MODELS = ("lstm", "naive")
 TAINT_READINGS = 64
@@ -111,6 +111,8 @@ class RunResult:
     rmse: dict[str, Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    regimes: list[str] = field(default_factory=list)
+    """What each fault's machine was doing when it began (aligned with `faults`)."""
 
 
 # -- forecasters ----------------------------------------------------------------------------
@@ -348,6 +350,7 @@ def evaluate(scenario: Scenario, model: str, cfg: BenchConfig, work_dir: Path) -
         matched=[],
         n_series=scenario.n_series,
         series_days=scenario.n_series * scenario.stream_days,
+        regimes=fault_regimes(scenario),
     )
     started = time.perf_counter()
     try:

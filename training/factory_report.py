@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from training.factory_eval import RunResult
-from training.factory_match import Outcome, overall, per_kind
+from training.factory_match import Outcome, kind_scores, overall, per_kind
+from training.factory_scenario import REGIMES
 
 TARGETS: dict[str, tuple[str, float]] = {
     "recall": (">=", 0.95),
@@ -57,6 +58,16 @@ def pooled_rmse(results: Sequence[RunResult], metric: str | None = None) -> dict
     return out
 
 
+def _by_regime(results: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
+    """Detection of the faults that began in each regime (pooled over `results`)."""
+    pairs = [
+        (o, g)
+        for r in results
+        for o, g in zip(r.outcomes, r.regimes or ["unknown"] * len(r.outcomes), strict=True)
+    ]
+    return {g: kind_scores(o for o, x in pairs if x == g).to_dict() for g in REGIMES}
+
+
 def summarize(results: Sequence[RunResult], kinds: Sequence[str]) -> dict[str, Any]:
     """Per model: the pooled headline, per-kind scores and RMSE; per run the same."""
     models = sorted({r.model for r in results}, key=["lstm", "naive"].index)
@@ -74,6 +85,7 @@ def summarize(results: Sequence[RunResult], kinds: Sequence[str]) -> dict[str, A
             ),
             "kinds": {k: v.to_dict() for k, v in by_kind.items()},
             "rmse": {"pooled": pooled_rmse(mine), **{m: pooled_rmse(mine, m) for m in metrics}},
+            "regimes": _by_regime(mine),
             "runs": len(mine),
             "failed_runs": sum(r.error is not None for r in mine),
         }
@@ -103,9 +115,14 @@ def _f(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _kind_table(title: str, per_model: dict[str, dict[str, Any]], kinds: Sequence[str]) -> str:
+def _kind_table(
+    title: str,
+    per_model: dict[str, dict[str, Any]],
+    kinds: Sequence[str],
+    section: str = "kinds",
+) -> str:
     models = list(per_model)
-    head = f"{'kind':<13}" + "".join(f" | {m:^22}" for m in models)
+    head = f"{section[:-1]:<13}" + "".join(f" | {m:^22}" for m in models)
     sub = f"{'':<13}" + "".join(
         f" | {'n':>3} {'recall':>6} {'<end':>5} {'delay':>5}" for _ in models
     )
@@ -113,7 +130,7 @@ def _kind_table(title: str, per_model: dict[str, dict[str, Any]], kinds: Sequenc
     for kind in [*kinds, "all"]:
         row = f"{kind:<13}"
         for m in models:
-            k = per_model[m]["overall"] if kind == "all" else per_model[m]["kinds"][kind]
+            k = per_model[m]["overall"] if kind == "all" else per_model[m][section][kind]
             row += (
                 f" | {k['faults']:>3} {_f(k['recall']):>6} {_f(k['before_end']):>5} "
                 f"{_f(k['median_delay_readings'], 1):>5}"
@@ -213,6 +230,14 @@ def report_text(summary: dict[str, Any], kinds: Sequence[str]) -> str:
     per_model = summary["models"]
     n_runs = max((s["runs"] for s in per_model.values()), default=0)
     parts.append(_kind_table(f"== all runs pooled ({n_runs} per model)", per_model, kinds))
+    parts.append(
+        _kind_table(
+            "== by what the machine was doing when the fault began (pooled)",
+            per_model,
+            REGIMES,
+            "regimes",
+        )
+    )
     parts.append("== headline (pooled) against the issue's targets\n" + headline_table(per_model))
     parts.append("== forecast RMSE on fault-free stream readings\n" + rmse_table(per_model))
     if summary["failed"]:
@@ -230,7 +255,7 @@ def report_text(summary: dict[str, Any], kinds: Sequence[str]) -> str:
 
 FAULT_COLUMNS = (
     *("shape", "seed", "model", "kind", "device", "metric", "start_ts", "end_ts", "magnitude"),
-    *("period_s", "detected", "first_alert_ts", "delay_readings", "before_end"),
+    *("period_s", "regime", "detected", "first_alert_ts", "delay_readings", "before_end"),
 )
 
 
@@ -243,10 +268,10 @@ def write_outputs(out: Path, summary: dict[str, Any], results: Sequence[RunResul
         w = csv.writer(fh)
         w.writerow(FAULT_COLUMNS)
         for r in results:
-            for o in r.outcomes:
+            for o, regime in zip(r.outcomes, r.regimes or [""] * len(r.outcomes), strict=True):
                 f = o.fault
                 where = [r.shape, r.seed, r.model, f.kind, f.device, f.metric]
-                what = [f.start_ts, f.end_ts, f"{f.magnitude:.6g}", f.period_s]
+                what = [f.start_ts, f.end_ts, f"{f.magnitude:.6g}", f.period_s, regime]
                 found = [int(o.detected), o.first_alert_ts, o.delay_readings, int(o.before_end)]
                 w.writerow([*where, *what, *found])
     with open(out / "alerts.csv", "w", newline="", encoding="utf-8") as fh:

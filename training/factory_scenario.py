@@ -27,11 +27,13 @@ from detector.simulation import DAY_S, FactorySimulator
 
 __all__ = [
     "DEFAULT_SHAPE",
+    "REGIMES",
     "SHAPES",
     "Block",
     "FleetShape",
     "Scenario",
     "build_scenario",
+    "fault_regimes",
     "plan_faults",
     "run_block",
 ]
@@ -57,6 +59,8 @@ class Block:
     running: np.ndarray
     load: np.ndarray
     """The machines' effective load: 0 when stopped, the idle level or the setpoint."""
+    regime: np.ndarray | None = None
+    """``[t, d]`` index into `REGIMES`: what the machine was doing."""
 
     def series(self, devices: tuple[str, ...], metrics: tuple[str, ...]) -> dict[str, tuple]:
         """``{"device/metric": (ts, values)}`` of the readings sent (silent ticks left out)."""
@@ -95,13 +99,27 @@ def run_block(sim: FactorySimulator, ts: np.ndarray) -> Block:
     n, d, m = len(ts), len(sim.devices), len(sim.metrics)
     values, present = np.empty((n, d, m)), np.empty((n, d), dtype=bool)
     running, load = np.empty((n, d), dtype=bool), np.empty((n, d))
+    regime = np.empty((n, d), dtype=np.int8)
     for i, t in enumerate(ts.tolist()):
         values[i], present[i] = sim.step_arrays(t)
         state = sim.state()
         running[i] = state["running"]
         effective = np.where(state["idle"], IDLE_LOAD, state["setpoint"])
         load[i] = np.where(state["running"], effective, 0.0)
-    return Block(ts, values, present, running, load)
+        regime[i] = _regime(state)
+    return Block(ts, values, present, running, load, regime)
+
+
+REGIMES = ("running", "idle", "ramping", "stopped", "maintenance")
+"""What a machine is doing at a tick (`Block.regime` indexes this)."""
+
+
+def _regime(state: dict[str, np.ndarray]) -> np.ndarray:
+    motor = state["motor"]
+    out = np.where(state["idle"], 1, 0)
+    out = np.where((motor > 0.001) & (motor < 0.999), 2, out)
+    out = np.where(motor <= 0.001, 3, out)
+    return np.where(state["maintenance"] & (motor < 0.999), 4, out).astype(np.int8)
 
 
 def _state_changes(block: Block, d: int) -> np.ndarray:
@@ -216,3 +234,15 @@ def build_scenario(
     stream = run_block(sim, stream_ts)
     faults = [f for f in sim.truth if f.start_ts >= stream_ts[0]]
     return Scenario(shape, seed, interval_s, sim.devices, sim.metrics, history, stream, faults)
+
+
+def fault_regimes(scenario: Scenario) -> list[str]:
+    """What each fault's machine was doing when the fault began (one of `REGIMES`)."""
+    block = scenario.stream
+    if block.regime is None:
+        return ["unknown"] * len(scenario.faults)
+    out = []
+    for f in scenario.faults:
+        t = min(int(np.searchsorted(block.ts, f.start_ts)), len(block.ts) - 1)
+        out.append(REGIMES[int(block.regime[t, scenario.devices.index(f.device)])])
+    return out

@@ -342,3 +342,13 @@ def test_readme_simulate_commands_run(tmp_path: Path, monkeypatch: pytest.Monkey
     one = list(csv.reader((tmp_path / "one.csv").open()))
     silent = [r for r in one[1:] if r[1] == "line2-oven01"]
     assert len(silent) == (1440 - 20) * 4  # 60-s default interval, 20 min missing
+
+
+def test_simulate_shape_writes_the_benchmark_fleet(tmp_path: Path) -> None:
+    out = tmp_path / "mixed.csv"
+    argv = ["simulate", "--shape", "mixed", "--csv", str(out), "--days", "0.05", "--quiet"]
+    assert cli_main([*argv, "--start", "2024-01-01"]) == 0
+    rows = list(csv.reader(out.open()))[1:]
+    devices = {r[1] for r in rows}
+    assert len(devices) == 16 and "line4-oven04" in devices
+    assert len(rows) == 72 * 16 * 4  # 0.05 days of minutes
