@@ -35,7 +35,13 @@ from detector.forecaster import Forecaster
 from detector.plant_schedule import DAY_S
 from detector.readings import Reading
 from training.factory_match import DEFAULT_GRACE, Alert, Outcome, match
-from training.factory_scenario import SHAPES, Scenario, build_scenario, fault_regimes
+from training.factory_scenario import (
+    SHAPES,
+    Scenario,
+    alert_context,
+    build_scenario,
+    fault_regimes,
+)
 
 MODELS = ("lstm", "naive")
 TAINT_READINGS = 64
@@ -113,6 +119,9 @@ class RunResult:
     error: str | None = None
     regimes: list[str] = field(default_factory=list)
     """What each fault's machine was doing when it began (aligned with `faults`)."""
+    alert_contexts: list[str] = field(default_factory=list)
+    """Where each alert fired (`training.factory_scenario.alert_context`; aligned with
+    `alerts`)."""
 
 
 # -- forecasters ----------------------------------------------------------------------------
@@ -375,6 +384,7 @@ def evaluate(scenario: Scenario, model: str, cfg: BenchConfig, work_dir: Path) -
     result.outcomes, result.matched = match(
         scenario.faults, result.alerts, scenario.interval_s, cfg.grace
     )
+    result.alert_contexts = [alert_context(scenario, a.device, a.ts) for a in result.alerts]
     return result
 
 

@@ -68,6 +68,19 @@ def _by_regime(results: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
     return {g: kind_scores(o for o, x in pairs if x == g).to_dict() for g in REGIMES}
 
 
+def _false_by_context(results: Sequence[RunResult]) -> dict[str, int]:
+    """False alerts counted by where they fired: near a start, stop or load change of the
+    machine, or else by what it was doing."""
+    counts = dict.fromkeys(("near_change", *REGIMES), 0)
+    for r in results:
+        for m, where in zip(
+            r.matched, r.alert_contexts or ["unknown"] * len(r.matched), strict=True
+        ):
+            if m is None:
+                counts[where] = counts.get(where, 0) + 1
+    return counts
+
+
 def summarize(results: Sequence[RunResult], kinds: Sequence[str]) -> dict[str, Any]:
     """Per model: the pooled headline, per-kind scores and RMSE; per run the same."""
     models = sorted({r.model for r in results}, key=["lstm", "naive"].index)
@@ -86,6 +99,7 @@ def summarize(results: Sequence[RunResult], kinds: Sequence[str]) -> dict[str, A
             "kinds": {k: v.to_dict() for k, v in by_kind.items()},
             "rmse": {"pooled": pooled_rmse(mine), **{m: pooled_rmse(mine, m) for m in metrics}},
             "regimes": _by_regime(mine),
+            "false_alerts_by_context": _false_by_context(mine),
             "runs": len(mine),
             "failed_runs": sum(r.error is not None for r in mine),
         }
@@ -238,6 +252,14 @@ def report_text(summary: dict[str, Any], kinds: Sequence[str]) -> str:
             "regimes",
         )
     )
+    contexts = "\n".join(
+        f"  {model}: " + ", ".join(f"{k} {v}" for k, v in s["false_alerts_by_context"].items())
+        for model, s in per_model.items()
+    )
+    parts.append(
+        "== false alerts by where they fired (near_change: within 15 readings of a start, "
+        f"stop or load change of the machine)\n{contexts}"
+    )
     parts.append("== headline (pooled) against the issue's targets\n" + headline_table(per_model))
     parts.append("== forecast RMSE on fault-free stream readings\n" + rmse_table(per_model))
     if summary["failed"]:
@@ -276,11 +298,15 @@ def write_outputs(out: Path, summary: dict[str, Any], results: Sequence[RunResul
                 w.writerow([*where, *what, *found])
     with open(out / "alerts.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["shape", "seed", "model", "device", "metric", "ts", "score", "fault_kind"])
+        w.writerow(
+            ["shape", "seed", "model", "device", "metric", "ts", "score", "fault_kind", "context"]
+        )
         for r in results:
-            for a, m in zip(r.alerts, r.matched, strict=True):
+            contexts = r.alert_contexts or [""] * len(r.alerts)
+            for a, m, where in zip(r.alerts, r.matched, contexts, strict=True):
                 kind = r.faults[m].kind if m is not None else ""
-                w.writerow([r.shape, r.seed, r.model, a.device, a.metric, a.ts, a.score, kind])
+                row = [r.shape, r.seed, r.model, a.device, a.metric, a.ts, a.score, kind, where]
+                w.writerow(row)
     with open(out / "kinds.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         cols = ["faults", "detected", "recall", "before_end", "median_delay_readings"]

@@ -32,6 +32,7 @@ __all__ = [
     "Block",
     "FleetShape",
     "Scenario",
+    "alert_context",
     "build_scenario",
     "fault_regimes",
     "plan_faults",
@@ -234,6 +235,22 @@ def build_scenario(
     stream = run_block(sim, stream_ts)
     faults = [f for f in sim.truth if f.start_ts >= stream_ts[0]]
     return Scenario(shape, seed, interval_s, sim.devices, sim.metrics, history, stream, faults)
+
+
+NEAR_CHANGE_READINGS = 15
+"""An alert this close to a start, stop or load change of its machine is "near a change"."""
+
+
+def alert_context(scenario: Scenario, device: str, ts: float) -> str:
+    """``near_change`` when the device's machine started, stopped or changed load within
+    `NEAR_CHANGE_READINGS` of `ts`, else what it was doing (one of `REGIMES`)."""
+    block = scenario.stream
+    d = scenario.devices.index(device)
+    t = min(int(np.searchsorted(block.ts, ts)), len(block.ts) - 1)
+    changes = _state_changes(block, d)
+    if changes.size and np.abs(changes - t).min() <= NEAR_CHANGE_READINGS:
+        return "near_change"
+    return REGIMES[int(block.regime[t, d])] if block.regime is not None else "unknown"
 
 
 def fault_regimes(scenario: Scenario) -> list[str]:

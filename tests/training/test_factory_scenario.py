@@ -86,3 +86,27 @@ def test_the_default_plant_holds_at_least_fifty_faults() -> None:
     assert planned >= 50
     small = build_scenario(SHAPES["small"], 1, history_days=0.5, stream_days=3, faults_per_kind=6)
     assert len(small.faults) == planned
+
+
+def test_alert_context_is_near_a_change_or_the_regime() -> None:
+    from training.factory_scenario import Block, Scenario, alert_context
+
+    ts = 60.0 * np.arange(40)
+    running = (np.arange(40) >= 10).reshape(40, 1)  # starts at tick 10
+    block = Block(
+        ts,
+        np.zeros((40, 1, 1)),
+        np.ones((40, 1), dtype=bool),
+        running,
+        np.where(running, 0.8, 0.0),
+        np.where(running, 0, 3).astype(np.int8),  # REGIMES: running, ..., stopped
+    )
+    sc = Scenario(SHAPES["small"], 0, 60.0, ("a",), ("x",), block, block, [])
+    # Tick 10 is the start: 15 readings either side are near it.
+    assert [alert_context(sc, "a", 60.0 * t) for t in (0, 24, 25, 26, 39)] == [
+        "near_change",
+        "near_change",
+        "near_change",
+        "running",
+        "running",
+    ]
