@@ -41,6 +41,7 @@ from training.factory_scenario import (
     alert_context,
     build_scenario,
     fault_regimes,
+    near_change_fraction,
 )
 
 MODELS = ("lstm", "naive")
@@ -360,6 +361,7 @@ def evaluate(scenario: Scenario, model: str, cfg: BenchConfig, work_dir: Path) -
         n_series=scenario.n_series,
         series_days=scenario.n_series * scenario.stream_days,
         regimes=fault_regimes(scenario),
+        info={"near_change_time_fraction": round(near_change_fraction(scenario), 4)},
     )
     started = time.perf_counter()
     try:

@@ -68,6 +68,13 @@ def _by_regime(results: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
     return {g: kind_scores(o for o, x in pairs if x == g).to_dict() for g in REGIMES}
 
 
+def _weighted(results: Sequence[RunResult], key: str) -> float | None:
+    """The runs' `info[key]`, averaged with their series-days as weights."""
+    pairs = [(r.info[key], r.series_days) for r in results if r.info.get(key) is not None]
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if total else None
+
+
 def _false_by_context(results: Sequence[RunResult]) -> dict[str, int]:
     """False alerts counted by where they fired: near a start, stop or load change of the
     machine, or else by what it was doing."""
@@ -100,6 +107,7 @@ def summarize(results: Sequence[RunResult], kinds: Sequence[str]) -> dict[str, A
             "rmse": {"pooled": pooled_rmse(mine), **{m: pooled_rmse(mine, m) for m in metrics}},
             "regimes": _by_regime(mine),
             "false_alerts_by_context": _false_by_context(mine),
+            "near_change_time_fraction": _weighted(mine, "near_change_time_fraction"),
             "runs": len(mine),
             "failed_runs": sum(r.error is not None for r in mine),
         }
@@ -253,7 +261,9 @@ def report_text(summary: dict[str, Any], kinds: Sequence[str]) -> str:
         )
     )
     contexts = "\n".join(
-        f"  {model}: " + ", ".join(f"{k} {v}" for k, v in s["false_alerts_by_context"].items())
+        f"  {model}: "
+        + ", ".join(f"{k} {v}" for k, v in s["false_alerts_by_context"].items())
+        + f" (near a change: {_f(s['near_change_time_fraction'], 3)} of the machine-time)"
         for model, s in per_model.items()
     )
     parts.append(

@@ -35,6 +35,7 @@ __all__ = [
     "alert_context",
     "build_scenario",
     "fault_regimes",
+    "near_change_fraction",
     "plan_faults",
     "run_block",
 ]
@@ -251,6 +252,17 @@ def alert_context(scenario: Scenario, device: str, ts: float) -> str:
     if changes.size and np.abs(changes - t).min() <= NEAR_CHANGE_READINGS:
         return "near_change"
     return REGIMES[int(block.regime[t, d])] if block.regime is not None else "unknown"
+
+
+def near_change_fraction(scenario: Scenario) -> float:
+    """The fraction of machine-time in the stream that is near a change (the base rate of
+    `alert_context`'s ``near_change``)."""
+    block = scenario.stream
+    near = np.zeros(block.running.shape, dtype=bool)
+    for d in range(len(scenario.devices)):
+        for c in _state_changes(block, d).tolist():
+            near[max(0, c - NEAR_CHANGE_READINGS) : c + NEAR_CHANGE_READINGS + 1, d] = True
+    return float(near.mean())
 
 
 def fault_regimes(scenario: Scenario) -> list[str]:

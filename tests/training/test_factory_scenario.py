@@ -89,7 +89,7 @@ def test_the_default_plant_holds_at_least_fifty_faults() -> None:
 
 
 def test_alert_context_is_near_a_change_or_the_regime() -> None:
-    from training.factory_scenario import Block, Scenario, alert_context
+    from training.factory_scenario import Block, Scenario, alert_context, near_change_fraction
 
     ts = 60.0 * np.arange(40)
     running = (np.arange(40) >= 10).reshape(40, 1)  # starts at tick 10
@@ -110,3 +110,4 @@ def test_alert_context_is_near_a_change_or_the_regime() -> None:
         "running",
         "running",
     ]
+    assert near_change_fraction(sc) == 26 / 40  # ticks 0-25 of 40
