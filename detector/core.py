@@ -287,7 +287,10 @@ class DetectionCore:
             result.inference_s = time.perf_counter() - started
             result.model_batch = int(owners.size)
             self._score(admitted, owners, forecast, previous, result)
-        self.clock = max(self.clock, float(admitted.ts.max()))
+        # The clock silence is judged by: the readings' time, never ahead of `now` (a reading
+        # stamped in the future must not make every other series look silent), and the
+        # batch's median (one odd timestamp among many does not move it).
+        self.clock = max(self.clock, min(float(np.median(admitted.ts)), seen))
         if self.config.silence_after > 0:
             self._detect_silence(result)
         return result
@@ -557,8 +560,15 @@ class DetectionCore:
         rows, pos = self.dev_row[slots], self.dev_pos[slots]
         levels, residuals = self.relations
         suspect = self.episodes.active[slots]
-        relation_resid, relation_z = levels.observe(rows, pos, ts, scaled, suspect)
-        left, _ = residuals.observe(rows, pos, ts, residual, suspect)
+        window = self.config.short_window
+        left, _ = residuals.observe(rows, pos, ts, residual, suspect, moving_window=window)
+        # While a machine changes state its sensors lag one another (temperature follows
+        # current by minutes): the values' relation is judged, and learnt, only when the
+        # device is settled; the residuals' relation covers the change itself.
+        moving = residuals.moving
+        relation_resid, relation_z = levels.observe(rows, pos, ts, scaled, suspect, ~moving)
+        relation_z = np.where(moving & np.isfinite(relation_z), 0.0, relation_z)
+        relation_resid = np.where(moving, np.nan, relation_resid)
         return np.where(np.isfinite(left), left, residual), relation_z, relation_resid
 
     def _event(self, scored: Scored, state: str, onset: float, signal: str) -> AlertEvent:

@@ -453,8 +453,10 @@ class AnomalyScorer:
             take(1, np.where(alone, level_z, 0.0))
         if relation_z is not None:
             take(2, np.where(related, np.abs(relation_z), 0.0))
-        if relation_resid is not None and related.any():
-            take(2, self._lasting_relation(slots, related, relation_resid))
+        if relation_resid is not None:
+            lasting = related & np.isfinite(relation_resid)
+            if lasting.any():
+                take(2, self._lasting_relation(slots, lasting, relation_resid))
         flag = np.zeros(slots.shape, dtype=bool)
         if cfg.use_range:
             low, high = self.low[slots], self.high[slots]

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.artifact import Artifact
 from detector.core import DetectionConfig, DetectionCore
 from detector.decision import EpisodeTracker
+from detector.forecaster import Forecaster
 from detector.readings import Reading
 from detector.scoring import tail_score
 
@@ -193,3 +195,19 @@ def trace_heldout(core: DetectionCore, stream: HeldOut) -> Trace:
         if keep.any():
             out.append((slots[keep], ts[keep], *(c[keep] for c in columns)))
     return out
+
+
+def calibrate_artifact(
+    artifact: Artifact,
+    forecaster: Forecaster,
+    series: dict[str, tuple[np.ndarray, np.ndarray]],
+    n_train: dict[str, int],
+    budget: float,
+) -> Calibration:
+    """Calibrate `artifact` (with its forecaster) on the held-out part of `series` (each
+    series from index ``n_train[key]`` on), with the detection defaults the worker uses."""
+    core = DetectionCore(artifact, forecaster)
+    stream = heldout_stream(series, n_train)
+    trace = trace_heldout(core, stream)
+    n = max(len(stream.heldout_from), 1)
+    return calibrate(trace, core.config, budget, n, stream.series_days / n)

@@ -192,7 +192,21 @@ def fit(
     """The artifact and forecaster of `model`, fitted on the scenario's history only."""
     series = scenario.history.series(scenario.devices, scenario.metrics)
     if model == "naive":
-        return naive_artifact(series, work_dir), LastValueForecaster(), {"model": "naive"}
+        # The same alert calibration as a trained artifact gets, or the comparison is unfair.
+        from training.alerting import DEFAULT_BUDGET, calibrate_artifact
+        from training.pipeline import TrainConfig
+        from training.windowing import split_point
+
+        artifact, forecaster = naive_artifact(series, work_dir), LastValueForecaster()
+        budget = float(overrides.get("alert_budget", DEFAULT_BUDGET))
+        info: dict[str, Any] = {"model": "naive"}
+        if budget > 0:
+            split = TrainConfig().split
+            n_train = {k: split_point(len(ts), split) for k, (ts, _) in series.items()}
+            cal = calibrate_artifact(artifact, forecaster, series, n_train, budget)
+            artifact = dataclasses.replace(artifact, alert_z_scale=cal.z_scale, alert_budget=budget)
+            info["alerting"] = cal.to_dict(budget)
+        return artifact, forecaster, info
     from detector.artifact import load_artifact
     from detector.forecaster import LiteRTForecaster
     from training.pipeline import train_series

@@ -336,16 +336,15 @@ def _calibrate_alerts(plan: _Plan, doc: dict[str, Any], directory: Path) -> dict
     """Replay the held-out history through the worker's core with the exported model and
     choose the alerting divisor for the budget (`training.alerting`)."""
     from detector.artifact import parse_artifact
-    from detector.core import DetectionCore
     from detector.forecaster import LiteRTForecaster
 
     artifact = parse_artifact(doc, directory)
-    core = DetectionCore(artifact, LiteRTForecaster.from_artifact(artifact))
-    stream = alerting.heldout_stream(plan.loaded.series, plan.ws.n_train_readings)
-    trace = alerting.trace_heldout(core, stream)
-    n = max(len(stream.heldout_from), 1)
-    calibration = alerting.calibrate(
-        trace, core.config, plan.cfg.alert_budget, n, stream.series_days / n
+    calibration = alerting.calibrate_artifact(
+        artifact,
+        LiteRTForecaster.from_artifact(artifact),
+        plan.loaded.series,
+        plan.ws.n_train_readings,
+        plan.cfg.alert_budget,
     )
     plan.log(
         f"held-out history: {calibration.alerts_at_default} alerts uncalibrated, "

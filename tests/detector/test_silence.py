@@ -49,3 +49,16 @@ def test_a_whole_quiet_stream_is_not_silence() -> None:
     core.process([Reading("m1", "temp", 0.0, 1.0)], now=0.0)
     core.process([Reading("m1", "temp", 60.0, 1.0)], now=60.0)
     assert core.process([Reading("m1", "temp", 10_000.0, 1.0)], now=10_000.0).events == []
+
+
+def test_a_reading_from_the_future_does_not_make_the_others_silent() -> None:
+    core = _core(silence_after=3.0)  # 3 minutes of quiet at one reading a minute
+    events = []
+    for k in range(20):
+        t = 60.0 * k
+        batch = [Reading("m1", "temp", t, 1.0 + k % 2), Reading("m1", "rpm", t, 5.0 + k % 3)]
+        events += core.process(batch, now=t).events
+    # One message stamped 290 s ahead of the clock (within a worker's max_future_s), alone.
+    events += core.process([Reading("m2", "temp", 1430.0, 3.0)], now=1140.0).events
+    events += core.process([Reading("m1", "temp", 1200.0, 1.0)], now=1200.0).events
+    assert [e for e in events if e.signal == "silence"] == []
