@@ -7,13 +7,14 @@ variant each fold chose, and per tuned knob whether its NAB gain survives cross-
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from training import nab_grid
-from training.nab_cv import Outcome, in_sample
+from training.nab_cv import Outcome, in_sample, out_of_fold
 
 PROFILES = {"standard": "standard", "reward_low_FP_rate": "low FP", "reward_low_FN_rate": "low FN"}
 MODE_LABEL = {"swept": "swept", "fixed": "default"}
@@ -172,12 +173,16 @@ def cv_doc(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for name, v in cv["scored"].items():
             per_variant[name] = {
                 p: {
-                    mode: in_sample([v], cv["bounds"], p, mode).score for mode in ("swept", "fixed")
+                    mode: {
+                        "out_of_fold": out_of_fold([v], cv["folds"], cv["bounds"], p, mode).score,
+                        "in_sample": in_sample([v], cv["bounds"], p, mode).score,
+                    }
+                    for mode in ("swept", "fixed")
                 }
                 for p in PROFILES
             }
         doc[model] = {
-            **{k: cv[k] for k in cv if k not in ("procedures", "scored", "bounds")},
+            **{k: cv[k] for k in cv if k not in ("procedures", "scored", "bounds", "variants")},
             "procedures": {
                 name: {
                     p: {m: {w: _outcome_dict(o) for w, o in r.items()} for m, r in pr.items()}
@@ -186,12 +191,25 @@ def cv_doc(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 for name, proc in cv["procedures"].items()
             },
             "knobs": knob_rows(cv),
-            "variants_in_sample": per_variant,
+            "variants": per_variant,
+            "variant_names": cv["variants"],
         }
     return doc
 
 
 def write_cv_json(path: Path, runs: dict[str, dict[str, Any]]) -> None:
+    """``cv.json`` (the report's data) and beside it ``cv_scores.json.gz``: every variant's
+    per-file tallies and the files' bounds, enough to re-run any choice without replaying."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(cv_doc(runs), indent=1, allow_nan=False, default=str)
     path.write_text(text + "\n", encoding="utf-8")
+    raw = {
+        model: {
+            "folds": cv["folds"],
+            "bounds": asdict(cv["bounds"]),
+            "variants": {n: asdict(v) for n, v in cv["scored"].items()},
+        }
+        for model, cv in runs.items()
+    }
+    with gzip.open(path.with_name("cv_scores.json.gz"), "wt", encoding="utf-8") as f:
+        json.dump(raw, f, allow_nan=False)
