@@ -44,7 +44,7 @@ def fitted_files(
 ) -> list[FittedFile]:
     """Every file of a finished run, ready to replay (failed ones carry their error)."""
     from detector.artifact import load_artifact
-    from training.nab_replay import _naive_artifact, series_names
+    from training.nab_replay import naive_artifact, series_names
 
     files = []
     for name in names:
@@ -55,7 +55,7 @@ def fitted_files(
             continue
         if model == "naive":
             key = "/".join(series_names(name))
-            artifact = _naive_artifact(key, values[:history], out)
+            artifact = naive_artifact(key, values[:history], out)
             files.append(FittedFile(name, ts, values, history, artifact))
             continue
         artifact = load_artifact(out / "models" / Path(name).with_suffix(""))

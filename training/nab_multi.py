@@ -64,9 +64,6 @@ class FittedFile:
         return "/".join(series_names(self.name))
 
 
-_PERIODS: dict[tuple[str, int, float], int | None] = {}
-
-
 def period_for(f: FittedFile, min_autocorrelation: float | None) -> int | None:
     """The seasonal period file `f` replays with under a variant's rule."""
     assert f.artifact is not None
@@ -75,11 +72,8 @@ def period_for(f: FittedFile, min_autocorrelation: float | None) -> int | None:
     if min_autocorrelation == MIN_AUTOCORRELATION:
         scale = f.artifact.scale_for(f.key)
         return None if scale is None else scale.period
-    memo = (f.name, f.history_rows, min_autocorrelation)
-    if memo not in _PERIODS:
-        history = f.values[: f.history_rows][-PERIOD_SAMPLE:]
-        _PERIODS[memo] = estimate_period(history, min_autocorrelation=min_autocorrelation)
-    return _PERIODS[memo]
+    history = f.values[: f.history_rows][-PERIOD_SAMPLE:]
+    return estimate_period(history, min_autocorrelation=min_autocorrelation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +177,13 @@ class MultiReplay:
         for members in disjoint_groups(cached):
             group = [self.files[n] for n in members]
             self.groups.append((group, CachedForecaster([cached[n] for n in members])))
+        self._periods: dict[tuple[str, float | None], int | None] = {}
+
+    def _period(self, f: FittedFile, min_autocorrelation: float | None) -> int | None:
+        memo = (f.name, min_autocorrelation)
+        if memo not in self._periods:
+            self._periods[memo] = period_for(f, min_autocorrelation)
+        return self._periods[memo]
 
     @property
     def failed(self) -> dict[str, str]:
@@ -200,7 +201,7 @@ class MultiReplay:
                 if isinstance(forecaster, CachedForecaster):
                     forecaster.rewind(copies=len(same))
                 series = [
-                    _Series(f, j, period_for(f, v.min_autocorrelation))
+                    _Series(f, j, self._period(f, v.min_autocorrelation))
                     for f in group
                     for j, v in enumerate(same)
                 ]

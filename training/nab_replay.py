@@ -122,7 +122,7 @@ class LastValueForecaster:
         return np.asarray(windows[:, -1, 0], dtype=np.float32)
 
 
-def _naive_artifact(key: str, values: np.ndarray, directory: Path) -> Artifact:
+def naive_artifact(key: str, values: np.ndarray, directory: Path) -> Artifact:
     """An in-memory artifact for the naive forecaster, calibrated on the history only.
 
     Its series gets a seasonal period exactly as training gives one (`estimate_period` on
@@ -193,7 +193,7 @@ def fit_forecaster(
     does; ``naive`` needs no training (a baseline for what the model adds).
     """
     if cfg.model == "naive":
-        return _naive_artifact(key, values, work_dir), LastValueForecaster(), {"model": "naive"}
+        return naive_artifact(key, values, work_dir), LastValueForecaster(), {"model": "naive"}
     if cfg.model != "lstm":
         raise ValueError(f"unknown model {cfg.model!r} (one of {', '.join(MODELS)})")
     from detector.forecaster import LiteRTForecaster

@@ -20,7 +20,7 @@ from training.nab_multi import FittedFile, MultiReplay, Variant, period_for
 from training.nab_replay import (
     LastValueForecaster,
     ReplayConfig,
-    _naive_artifact,
+    naive_artifact,
     replay_fitted,
     series_names,
 )
@@ -52,7 +52,7 @@ def fitted(name: str, n: int, seed: int, period: int, record: bool) -> tuple[Fit
     ts, values = wave(n, seed, period)
     history = 225
     key = "/".join(series_names(name))
-    artifact = _naive_artifact(key, values[:history], Path("."))
+    artifact = naive_artifact(key, values[:history], Path("."))
     table = None
     if record:
         recorder = RecordingForecaster(Damped())

@@ -86,7 +86,7 @@ def test_cli_trains_quietly_and_prints_a_summary(cli_run) -> None:
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 3
     assert lines[0].startswith(f"artifact: {out}")
-    assert "vs naive" in lines[1] and "LiteRT vs Keras max abs diff" in lines[2]
+    assert "vs naive" in lines[1] and "LiteRT vs Keras max diff" in lines[2]
     # Staged atomically: nothing but the artifact is left in the parent directory.
     assert [p.name for p in out.parent.iterdir()] == ["m1"]
     assert sorted(p.name for p in out.iterdir()) == [
