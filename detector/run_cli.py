@@ -221,7 +221,7 @@ class Service:
         from detector.forecaster import LiteRTForecaster
         from detector.health import HealthServer
         from detector.mqtt_client import ConnectError, MqttConnection
-        from detector.payloads import PayloadDecoder, PayloadLimits
+        from detector.payloads import PayloadDecoder
         from detector.ratelimit import RateLimitedLog
         from detector.worker import Worker, evict_interval, make_outputs
 
@@ -258,10 +258,7 @@ class Service:
                 core, self.checkpointer, busy=lambda: worker.acks_held
             )
         self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
-        decoder = PayloadDecoder(
-            s.mqtt.topic_patterns,
-            PayloadLimits(s.payload.max_bytes, s.payload.max_readings, s.payload.max_future_s),
-        )
+        decoder = PayloadDecoder(s.mqtt.topic_patterns, s.payload)
         reject_log = RateLimitedLog(
             logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
         )

@@ -94,6 +94,8 @@ class Worker:
         deadletter: the dead-letter publisher.
         scores: the opt-in stream of scored readings (None: off).
         queue_size, max_batch: bounds of the hand-over (messages) and of one drain (readings).
+            No defaults here: `detector.settings.WorkerSettings` states them (and their
+            bounds) once.
         linger_s, linger_above: under load (more than `linger_above` messages/s over the
             last second), wait `linger_s` when fewer than 64 messages are waiting so that
             more make the batch. Measured (2 cores, QoS 1 backlog): waking per message ran
@@ -119,10 +121,10 @@ class Worker:
         deadletter: DeadLetterPublisher | None = None,
         scores: ScoreStream | None = None,
         acker: Acker | None = None,
-        queue_size: int = 20_000,
-        max_batch: int = 8192,
-        linger_s: float = 0.005,
-        linger_above: float = 1000.0,
+        queue_size: int,
+        max_batch: int,
+        linger_s: float,
+        linger_above: float,
         evict_every_s: float = EVICT_EVERY_S,
         reject_log: RateLimitedLog | None = None,
         clock: Callable[[], float] = time.time,

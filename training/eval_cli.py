@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="set a DetectionConfig field of the core, e.g. threshold=4 (repeatable)",
+        help="set a DetectionConfig field of the core, e.g. threshold=0.6 (repeatable; the same "
+        "bounds as IOTAD_DETECTION__*)",
     )
     nab.set_defaults(_eval=main_nab)
 
@@ -118,8 +119,23 @@ def select_files(names: tuple[str, ...], patterns: list[str] | None) -> list[str
     return sorted(chosen)
 
 
+def detection_config(overrides: dict[str, Any]) -> Any:
+    """The core's `DetectionConfig` with `overrides`, checked against the worker's bounds
+    (`detector.settings.DETECTION_BOUNDS`): a threshold of 4 must not silently mean "never"."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from detector.settings import DetectionSettings
+
+    try:
+        return TypeAdapter(DetectionSettings).validate_python(overrides)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise SystemExit(f"iotad eval nab: --detection {where}: {err['msg']}") from None
+
+
 def parse_overrides(pairs: list[str], cls: type | None = None) -> dict[str, Any]:
-    """``["threshold=4", "units=[32]"]`` -> values decoded as JSON where they parse."""
+    """``["threshold=0.6", "units=[32]"]`` -> values decoded as JSON where they parse."""
     out: dict[str, Any] = {}
     known = {f.name for f in fields(cls)} if cls is not None else None
     for pair in pairs:
@@ -246,7 +262,7 @@ def main_nab(args: argparse.Namespace) -> int:
     nab_root = find_nab_root(args.nab_root)
     corpus = load_corpus(nab_root)
     names = select_files(corpus.names, args.files)
-    detection = replace(DetectionConfig(), **parse_overrides(args.detection, DetectionConfig))
+    detection = detection_config(parse_overrides(args.detection, DetectionConfig))
     cfg = ReplayConfig(
         model=args.model, train_overrides=parse_overrides(args.train), detection=detection
     )
