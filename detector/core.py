@@ -6,6 +6,7 @@ call `DetectionCore.process` with plain `Reading`s and get a `BatchResult` back.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ from detector.slot_arrays import grown
 from detector.windows import WindowStore
 
 CHECKPOINT_FORMAT = 1
+MAX_ABS_VALUE = 1e15
+"""Readings whose value is larger in magnitude (or not finite) are dropped as
+``out_of_range``. Far beyond any physical sensor, and small enough that the statistics stay
+finite whatever the series' scale (a single 1e308 once overflowed them, and the series never
+alerted again)."""
 # State added after format 1 was written: a checkpoint without it still restores, and those
 # series start the flatline signal afresh (no run counted yet).
 _OPTIONAL_STATE = frozenset({"flat_run", "flat_longest_run"})
@@ -103,6 +109,17 @@ class _Admitted:
     values: np.ndarray
     ts: np.ndarray
     rank: np.ndarray  # k for the k-th reading of its series in this batch
+
+
+def _taken_by_slot(
+    slots: list[int], stamps: list[float], values: list[float]
+) -> dict[int, dict[float, float]]:
+    """The readings a batch has taken so far, as slot -> {ts: value} (built only when a
+    reading needs checking against them: repeats are rare)."""
+    out: dict[int, dict[float, float]] = {}
+    for slot, ts, value in zip(slots, stamps, values, strict=True):
+        out.setdefault(slot, {})[ts] = value
+    return out
 
 
 class DetectionCore:
@@ -200,15 +217,19 @@ class DetectionCore:
         """Take a batch of readings (any series, any order in time across series).
 
         Readings of one series must come in increasing `ts`; one whose ts is not after the
-        series' last one is dropped with reason ``out_of_order`` (``duplicate`` when ts and
-        value equal the last reading's). All ready windows go to the forecaster in **one**
-        `predict` call. `now` is the clock time used for idle eviction (default: wall clock).
+        series' order bound is dropped with reason ``out_of_order``, or ``duplicate`` when a
+        reading with its ts and value is in the series' window (a redelivery). The order
+        bound is the newest ts, but at most `detector.windows.FUTURE_SLACK_S` ahead of `now`:
+        a reading from the future cannot make the genuine ones after it out of order. A
+        value beyond ``±MAX_ABS_VALUE`` (or a non-finite value or ts) is dropped as
+        ``out_of_range``. All ready windows go to the forecaster in **one** `predict` call.
+        `now` is the clock time (default: wall clock), for idle eviction and the order bound.
 
         Scored readings and events of one series come out in time order.
         """
         result = BatchResult(scored=[], events=[], dropped=[])
         seen = time.time() if now is None else now
-        admitted = self._admit(readings, result)
+        admitted = self._admit(readings, result, seen)
         if admitted is None:
             return result
         windows, owners, previous = self._collect_windows(admitted, seen, result)
@@ -221,25 +242,33 @@ class DetectionCore:
         self._score(admitted, owners, forecast, previous, result)
         return result
 
-    def _admit(self, readings: Sequence[Reading], result: BatchResult) -> _Admitted | None:
+    def _admit(
+        self, readings: Sequence[Reading], result: BatchResult, seen: float
+    ) -> _Admitted | None:
         store = self.store
         slot_of = store.slot
-        # Pass 1: the slot of every reading (None: no room), allocating in input order.
+        # Pass 1: the slot of every reading (None: no room; -1: out of range, never given a
+        # slot), allocating in input order.
         slot_list: list[int | None] = []
         for reading in readings:
+            value, ts = reading.value, reading.ts
+            # Comparisons are False for NaN: a NaN value (or ts) is out of range too.
+            if not (-MAX_ABS_VALUE <= value <= MAX_ABS_VALUE and -math.inf < ts < math.inf):
+                slot_list.append(-1)
+                continue
             key = f"{reading.device}/{reading.metric}"  # == reading.key, without the call
             slot = slot_of(key)
             if slot is None:
                 slot = self._allocate(key)
             slot_list.append(slot)
-        known = [s for s in slot_list if s is not None]
-        # The stores' last (ts, value) of every slot in one read each, not a numpy scalar
-        # read per reading.
+        known = [s for s in slot_list if s is not None and s >= 0]
+        # The stores' order bound and newest ts of every slot in one read each, not a numpy
+        # scalar read per reading.
         rows = np.array(known, dtype=np.int64)
         stored = dict(
             zip(
                 known,
-                zip(store.last_ts[rows].tolist(), store.last_value[rows].tolist(), strict=True),
+                zip(store.order_ts[rows].tolist(), store.last_ts[rows].tolist(), strict=True),
                 strict=True,
             )
         )
@@ -249,23 +278,33 @@ class DetectionCore:
         ranks: list[int] = []
         values: list[float] = []
         stamps: list[float] = []
-        last: dict[int, tuple[float, float, int]] = {}  # slot -> (ts, value, readings so far)
+        last: dict[int, tuple[float, float, int]] = {}  # slot -> (bound, newest, readings)
+        taken: dict[int, dict[float, float]] | None = None  # slot -> {ts: value}, on demand
+        ahead = seen + store.future_slack_s  # no order bound moves past this
         for reading, slot in zip(readings, slot_list, strict=True):
-            if slot is None:
-                result.dropped.append(Dropped(reading, "too_many_series"))
+            if slot is None or slot < 0:
+                reason = "too_many_series" if slot is None else "out_of_range"
+                result.dropped.append(Dropped(reading, reason))
                 continue
             prev = last.get(slot)
             if prev is None:
-                prev_ts, prev_value = stored[slot]
+                bound, newest = stored[slot]
                 n = 0
             else:
-                prev_ts, prev_value, n = prev
+                bound, newest, n = prev
             ts, value = reading.ts, reading.value
-            if not ts > prev_ts:
-                same = ts == prev_ts and value == prev_value
-                result.dropped.append(Dropped(reading, "duplicate" if same else "out_of_order"))
-                continue
-            last[slot] = (ts, value, n + 1)
+            if ts <= newest:  # not after every reading taken: a repeat, late, or both
+                if taken is None:
+                    taken = _taken_by_slot(slots, stamps, values)
+                repeat = self._repeat(slot, ts, value, taken)
+                if repeat is not None or ts <= bound:
+                    reason = "duplicate" if repeat else "out_of_order"
+                    result.dropped.append(Dropped(reading, reason))
+                    continue
+            if taken is not None:
+                taken.setdefault(slot, {})[ts] = value
+            # As `WindowStore.push` will set them (scalar arithmetic: this runs per reading).
+            last[slot] = (max(bound, min(ts, ahead)), max(newest, ts), n + 1)
             kept.append(reading)
             slots.append(slot)
             ranks.append(n)
@@ -280,6 +319,16 @@ class DetectionCore:
             ts=np.array(stamps, dtype=np.float64),
             rank=np.array(ranks, dtype=np.int64),
         )
+
+    def _repeat(
+        self, slot: int, ts: float, value: float, taken: dict[int, dict[float, float]]
+    ) -> bool | None:
+        """Whether series `slot` already has a reading at `ts` (this batch's, or one in its
+        window): True with this value, False with another, None when it has none."""
+        in_batch = taken.get(slot, {}).get(ts)
+        if in_batch is not None:
+            return in_batch == value
+        return self.store.repeat_of(slot, ts, value)
 
     def _collect_windows(
         self, adm: _Admitted, seen: float, result: BatchResult
