@@ -223,6 +223,7 @@ class Service:
         from detector.mqtt_client import ConnectError, MqttConnection
         from detector.payloads import PayloadDecoder
         from detector.ratelimit import RateLimitedLog
+        from detector.settings import output_filters
         from detector.worker import Worker, evict_interval, make_outputs
 
         log = logging.getLogger("iotad.run")
@@ -286,6 +287,7 @@ class Service:
                 on_message=worker.on_message,
                 metrics=self.metrics,
                 status_extra=status_extra,
+                output_filters=output_filters(s),
             )
         except ConnectError as exc:
             log.error("%s", exc)

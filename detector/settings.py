@@ -54,7 +54,7 @@ from detector.alertmanager import AlertmanagerSettings
 from detector.core import DetectionConfig
 from detector.payloads import PayloadLimits
 from detector.readings import valid_name
-from detector.topics import DEFAULT_PATTERNS, TopicPattern
+from detector.topics import DEFAULT_PATTERNS, TopicPattern, filters_overlap
 
 ENV_PREFIX = "IOTAD_"
 NESTED = "__"
@@ -481,6 +481,9 @@ def load_settings(
         raise SettingsError(format_errors(exc, flags)) from None
     except (ValueError, OSError) as exc:  # e.g. an env list that is neither JSON nor CSV
         raise SettingsError([f"settings: {str(exc).splitlines()[0]}"]) from None
+    loops = loop_errors(settings, flags)
+    if loops:
+        raise SettingsError(loops)
     if settings.model.path is None:
         raise SettingsError(
             [
@@ -489,6 +492,39 @@ def load_settings(
             ]
         )
     return settings
+
+
+def output_filters(settings: WorkerSettings) -> list[str]:
+    """Filters matching every topic this worker publishes to: alerts, scores (when on),
+    dead letters and its own status."""
+    out = settings.output
+    filters = [
+        f"{out.alerts_prefix}/+/+",
+        out.deadletter_topic,
+        f"{out.status_prefix}/{settings.worker_id}",
+    ]
+    if out.scores:
+        filters.append(f"{out.scores_prefix}/+/+")
+    return filters
+
+
+def loop_errors(settings: WorkerSettings, flags: dict[str, str] | None = None) -> list[str]:
+    """One line per input filter that would also take the worker's own output.
+
+    With ``IOTAD_MQTT__TOPICS='#'`` the worker read its own dead letters, rejected them and
+    dead-lettered them again: an endless loop at thousands of messages a second.
+    """
+    flag = f" ({(flags or {})['mqtt.topics']})" if "mqtt.topics" in (flags or {}) else ""
+    lines = []
+    for topic_filter in settings.mqtt.topics:
+        clash = [o for o in output_filters(settings) if filters_overlap(topic_filter, o)]
+        if clash:
+            lines.append(
+                f"setting {env_name(('mqtt', 'topics'))}{flag}: filter {topic_filter!r} also "
+                f"matches the worker's own output ({', '.join(clash)}): it would consume what "
+                "it publishes; name the input topics only (e.g. sensors/#)"
+            )
+    return lines
 
 
 def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:

@@ -307,13 +307,18 @@ def tiny_artifact(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     """A small trained model artifact directory.
 
     Training takes ~20 s (TensorFlow), so the artifact is cached in pytest's cache directory,
-    keyed by the training code's hash; ``pytest --cache-clear`` retrains.
+    keyed by the training code's hash; ``pytest --cache-clear`` retrains. Without the cache
+    plugin (``-p no:cacheprovider``) it is trained once per session in a temp directory.
     """
     try:
         from training.pipeline import TrainConfig, train
     except ImportError as exc:
         pytest.skip(f"training.pipeline is not importable yet ({exc})")
-    cache = Path(request.config.cache.mkdir("iotad_tiny_artifact"))
+    pytest_cache = getattr(request.config, "cache", None)
+    if pytest_cache is None:
+        cache = tmp_path_factory.mktemp("tiny_model_cache")
+    else:
+        cache = Path(pytest_cache.mkdir("iotad_tiny_artifact"))
     cached = cache / _training_fingerprint()
     if (cached / "artifact.json").is_file():
         return cached

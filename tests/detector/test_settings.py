@@ -355,3 +355,39 @@ def test_cli_help_mentions_env_vars() -> None:
         "IOTAD_MQTT__PASSWORD",
     ):
         assert text in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("topics", "clash"),
+    [
+        ("#", "iotad/deadletter"),
+        ("+/+", "iotad/deadletter"),
+        ("iotad/#", "iotad/deadletter"),
+        ("sensors/#,alerts/+/temp", "alerts/+/+"),
+        ("iotad/status/+", "iotad/status/w1"),
+        ("$share/g/#", "iotad/deadletter"),
+    ],
+)
+def test_input_filters_that_take_the_workers_own_output_are_refused(
+    monkeypatch: pytest.MonkeyPatch, topics: str, clash: str
+) -> None:
+    # '#' made the worker read its own dead letters and republish them, forever.
+    monkeypatch.setenv("IOTAD_WORKER_ID", "w1")
+    monkeypatch.setenv("IOTAD_MQTT__TOPICS", topics)
+    with pytest.raises(SettingsError) as err:
+        load()
+    (line,) = err.value.lines
+    assert line.startswith("setting IOTAD_MQTT__TOPICS: filter ")
+    assert clash in line
+
+
+def test_output_filters_follow_the_output_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTAD_WORKER_ID", "w1")
+    monkeypatch.setenv("IOTAD_MQTT__TOPICS", "sensors/#,scores/#,iotad/status/w2,plant/+/raw")
+    load()  # scores are off, another worker's status is not this one's output
+    monkeypatch.setenv("IOTAD_OUTPUT__SCORES", "true")
+    with pytest.raises(SettingsError) as err:
+        load()
+    assert "'scores/#'" in err.value.lines[0]
+    monkeypatch.setenv("IOTAD_OUTPUT__SCORES_PREFIX", "out/scores")
+    assert load().output.scores_prefix == "out/scores"

@@ -35,6 +35,7 @@ topic read sensors/#
 topic write alerts/#
 topic write scores/#
 topic write iotad/#
+topic read iotad/status/#
 
 user sensor
 topic write sensors/#
