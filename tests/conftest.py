@@ -470,6 +470,25 @@ class WorkerProcess:
                 raise TimeoutError(f"{name}{labels} = {value}:\n{self.log()[-3000:]}")
             time.sleep(0.05)
 
+    def settle(self, port: int) -> None:
+        """Return once the worker has fully handled every message delivered to it so far.
+
+        A barrier, twice: a message it rejects as ``bad_topic`` (``sensors/settle/x/y``),
+        and a wait for that count. Deliveries reach the worker in order (on reconnect,
+        redeliveries first) and batches run one after another; the second barrier is
+        published after the first was counted, so it lands in a later batch, and the
+        earlier batches have finished by then (alerts and dead letters published). Each
+        call adds two ``bad_topic`` rejections and two dead letters.
+        """
+        for _ in range(2):
+            before = self.sample("iotad_readings_rejected_total", reason="bad_topic")
+            publish_all(port, [("sensors/settle/x/y", b"1")])
+            self.wait_metric(
+                "iotad_readings_rejected_total",
+                lambda v, before=before: v >= before + 1,
+                reason="bad_topic",
+            )
+
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)

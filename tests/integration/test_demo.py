@@ -245,9 +245,11 @@ def test_backfill_publishes_history_before_the_start(mosquitto: Mosquitto) -> No
             backfill_s=5.0,
             duration_s=0.5,  # the backfill and the first paced tick, nothing more
         )
-        t = time.monotonic()
-        stats = run_publisher(settings, threading.Event(), on_fault=faults.append)
-        assert time.monotonic() - t < 2.0  # the history was not paced
+        stop = _WaitRecorder()
+        stats = run_publisher(settings, stop, on_fault=faults.append)
+        # The history was not paced: the publisher never waited (pacing waits on the stop
+        # event, one interval of 1 s per tick).
+        assert stop.waits == []
         collector.wait_for(lambda msgs: len(msgs) >= 6)
     finally:
         collector.close()
@@ -255,6 +257,18 @@ def test_backfill_publishes_history_before_the_start(mosquitto: Mosquitto) -> No
     assert ts == [start - 5, start - 4, start - 3, start - 2, start - 1, start]
     assert (stats.readings, stats.first_ts, stats.last_ts) == (6, start - 5, start)
     assert [f.start_ts for f in faults] == [start]
+
+
+class _WaitRecorder(threading.Event):
+    """A stop event that records every timed wait made on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return super().wait(timeout)
 
 
 def _fault(device: str, metric: str, start: float, end: float) -> Fault:
