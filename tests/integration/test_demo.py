@@ -119,8 +119,11 @@ class DemoProcess:
 
 
 @pytest.fixture(scope="session")
-def demo_cache(request: pytest.FixtureRequest) -> Path:
-    return Path(request.config.cache.mkdir("iotad_demo_cache"))
+def demo_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    if cache is None:
+        return tmp_path_factory.mktemp("iotad_demo_cache")
+    return Path(cache.mkdir("iotad_demo_cache"))
 
 
 @pytest.fixture
