@@ -250,18 +250,19 @@ class DetectionCore:
         # Pass 1: the slot of every reading (None: no room; -1: out of range, never given a
         # slot), allocating in input order.
         slot_list: list[int | None] = []
-        for reading in readings:
-            value, ts = reading.value, reading.ts
+        # Locals, and the readings unpacked: this runs per reading.
+        low, high, ninf, inf = -MAX_ABS_VALUE, MAX_ABS_VALUE, -math.inf, math.inf
+        for device, metric, ts, value in readings:
             # Comparisons are False for NaN: a NaN value (or ts) is out of range too.
-            if not (-MAX_ABS_VALUE <= value <= MAX_ABS_VALUE and -math.inf < ts < math.inf):
+            if not (low <= value <= high and ninf < ts < inf):
                 slot_list.append(-1)
                 continue
-            key = f"{reading.device}/{reading.metric}"  # == reading.key, without the call
+            key = f"{device}/{metric}"  # == reading.key, without the call
             slot = slot_of(key)
             if slot is None:
                 slot = self._allocate(key)
             slot_list.append(slot)
-        known = [s for s in slot_list if s is not None and s >= 0]
+        known = list(set(slot_list) - {None, -1})
         # The stores' order bound and newest ts of every slot in one read each, not a numpy
         # scalar read per reading.
         rows = np.array(known, dtype=np.int64)
@@ -293,7 +294,9 @@ class DetectionCore:
             else:
                 bound, newest, n = prev
             ts, value = reading.ts, reading.value
-            if ts <= newest:  # not after every reading taken: a repeat, late, or both
+            if ts > newest:  # the common case: after every reading taken
+                newest = ts
+            else:  # a repeat, a late reading, or one after a reading from the future
                 if taken is None:
                     taken = _taken_by_slot(slots, stamps, values)
                 repeat = self._repeat(slot, ts, value, taken)
@@ -303,8 +306,9 @@ class DetectionCore:
                     continue
             if taken is not None:
                 taken.setdefault(slot, {})[ts] = value
-            # As `WindowStore.push` will set them (scalar arithmetic: this runs per reading).
-            last[slot] = (max(bound, min(ts, ahead)), max(newest, ts), n + 1)
+            # The bound as `WindowStore.push` will set it (no min/max calls: per reading).
+            capped = ts if ts < ahead else ahead
+            last[slot] = (capped if capped > bound else bound, newest, n + 1)
             kept.append(reading)
             slots.append(slot)
             ranks.append(n)
