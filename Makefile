@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench example-data clean
+.PHONY: demo test test-fast lint format bench factory example-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/train_speed.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/inference.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/throughput.py
+
+# The factory benchmark (10-15 min on 2 cores): `make factory ARGS="--model naive"`.
+factory: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/factory.py $(ARGS)
 
 example-data: $(STAMP)
 	$(BIN)/python examples/generate.py

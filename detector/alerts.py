@@ -46,6 +46,7 @@ class AlertMessage(msgspec.Struct, frozen=True):
     upper: float
     score: float
     threshold: float
+    signal: str
     model: str
     worker: str
 

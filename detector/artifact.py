@@ -86,6 +86,12 @@ class Artifact:
     keras_file: str
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    alert_z_scale: float = 1.0
+    """Calibrated alerting (see `training.alerting`): every likelihood deviation is divided
+    by this before it becomes a score, so that the held-out normal history raised at most
+    `alert_budget` alerts per series per day. 1.0 in artifacts without calibration."""
+    alert_budget: float | None = None
+    """Alerts per series per day the calibration allowed on held-out history (None: none)."""
 
     @property
     def n_features(self) -> int:
@@ -105,6 +111,11 @@ class Artifact:
     def scale_for(self, key: str) -> SeriesScale | None:
         """The trained normalisation of series `key` ("device/metric"), or None if unseen."""
         return self.series_scales.get(key)
+
+    def z_scale_for(self, key: str) -> float:
+        """The calibrated divisor of series `key`'s likelihood deviations (pooled: one for
+        every series)."""
+        return self.alert_z_scale
 
     def errors_for(self, key: str) -> ErrorStats:
         """Residual statistics of series `key`, falling back to the pooled ones."""
@@ -181,6 +192,23 @@ def _errors(obj: Any, where: str) -> ErrorStats:
 
 def _optional_finite(obj: dict[str, Any], key: str, where: str) -> float | None:
     return _finite(obj[key], f"{where}.{key}") if obj.get(key) is not None else None
+
+
+def _alerting(obj: Any) -> dict[str, Any]:
+    """The optional ``alerting`` section: {"budget": b, "z_scale": s}, s >= 1 and finite."""
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise ArtifactError("alerting must be a JSON object")
+    scale = _finite(_req(obj, "z_scale", (int, float), "alerting"), "alerting.z_scale")
+    if scale < 1.0 or scale > 1e6:
+        raise ArtifactError(f"alerting.z_scale {scale} is outside [1, 1e6]")
+    budget = obj.get("budget")
+    if budget is not None:
+        budget = _finite(budget, "alerting.budget")
+        if budget < 0:
+            raise ArtifactError("alerting.budget must not be negative")
+    return {"alert_z_scale": scale, "alert_budget": budget}
 
 
 def parse_artifact(doc: Any, directory: Path) -> Artifact:
@@ -262,6 +290,7 @@ def parse_artifact(doc: Any, directory: Path) -> Artifact:
         tflite_files=tflite_files,
         keras_file=keras_file,
         training=doc.get("training", {}) if isinstance(doc.get("training"), dict) else {},
+        **_alerting(doc.get("alerting")),
         metrics=doc.get("metrics", {}) if isinstance(doc.get("metrics"), dict) else {},
     )
 

@@ -148,10 +148,11 @@ def check_state(state: dict[str, np.ndarray], window_len: int) -> int:
     return n
 
 
-# Per-series arrays whose infinities are sentinels, not damage: an empty range (low +inf,
-# high -inf) and a series that has no reading yet (its ts -inf, last value NaN).
+# Per-series arrays whose non-finite values are sentinels, not damage: an empty range (low
+# +inf, high -inf), a series that has no reading yet (its ts -inf, last value NaN), a
+# typical interval not learnt yet (NaN).
 _INF_ALLOWED = frozenset({"low", "high", "last_ts", "order_ts"})
-_NAN_ALLOWED = frozenset({"last_value"})
+_NAN_ALLOWED = frozenset({"last_value", "gap"})  # gap: no interval learnt yet
 
 
 def finite_rows(state: dict[str, np.ndarray]) -> np.ndarray:

@@ -18,7 +18,7 @@ from detector import __version__
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("detector.run_cli", "run the streaming worker: MQTT in, alerts and metrics out"),
     "train": ("training.cli", "train a forecaster on historical readings into a model artifact"),
-    "eval": ("training.eval_cli", "evaluate detection quality (NAB) with the worker's core"),
+    "eval": ("training.eval_cli", "detection quality (NAB, simulated factory) with the core"),
     "simulate": ("detector.simulate_cli", "publish a simulated factory to a broker"),
     "demo": ("detector.demo", "broker, simulated sensors, worker, metrics and alerts in one go"),
 }

@@ -19,7 +19,8 @@ from detector.events import AlertEvent, BatchResult, Dropped, Scored
 from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
 from detector.readings import Reading
-from detector.scoring import AnomalyScorer, ErrorTracker, ScoringConfig, SeasonalErrors
+from detector.relations import RELATION_HALFLIFE, DeviceRelations
+from detector.scoring import SIGNALS, AnomalyScorer, ErrorTracker, ScoringConfig, SeasonalErrors
 from detector.seasonality import SeasonalRings
 from detector.slot_arrays import grown
 from detector.windows import WindowStore
@@ -32,7 +33,26 @@ finite whatever the series' scale (a single 1e308 once overflowed them, and the 
 alerted again)."""
 # State added after format 1 was written: a checkpoint without it still restores, and those
 # series start the flatline signal afresh (no run counted yet).
-_OPTIONAL_STATE = frozenset({"flat_run", "flat_longest_run"})
+_OPTIONAL_STATE = frozenset(
+    {
+        "flat_run",
+        "flat_longest_run",
+        "repeat_rate",
+        "gap",
+        "silent",
+        "episode_signal",
+        "relation_ring",
+        "relation_total",
+        "relation_count",
+        "relation_run_mean",
+        "relation_run_var",
+        "relation_seen",
+    }
+)
+_RELATION_PREFIXES = ("rel", "rres")
+"""Checkpoint names of the device relations of values and of forecast residuals."""
+_GAP_ALPHA = 0.1
+"""Weight of the newest interval in a series' typical interval between readings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +101,14 @@ class DetectionConfig:
     learn_readings: int = 100
     """A series the model was not trained on scores 0 while its statistics learn from its
     first this many scored readings; a series without a recorded range learns it as long."""
+    relate_devices: bool = True
+    """Judge each reading against its device's other sensors at the same timestamp (see
+    `detector.relations`): a machine changing state moves its sensors together, a fault
+    moves one against the others. Off: every series is judged on its own."""
+    silence_after: float = 5.0
+    """A series that has not reported for this many of its typical intervals, while others
+    have (the clock is the newest reading's timestamp), fires a ``silence`` alert; it
+    resolves with the series' next reading. 0 turns it off."""
     max_series: int = 100_000
     """Active series beyond which new series are dropped with reason ``too_many_series``."""
     idle_evict_s: float = 86_400.0
@@ -97,6 +125,7 @@ class DetectionConfig:
             use_range=self.use_range,
             learn_readings=self.learn_readings,
             flatline_min=self.flatline_min,
+            relation_halflife=RELATION_HALFLIFE,
         )
 
 
@@ -144,6 +173,23 @@ class DetectionCore:
         self.scorer = AnomalyScorer(cap, self.config.scoring())
         self.seasonal = SeasonalRings()
         self.episodes = EpisodeTracker(cap, self.config.resolve_after, self.config.quiet_period)
+        cfg = self.config
+        # One model of the device's values and one of its forecast residuals; both attach
+        # metrics in the same order, so a metric has the same position in each.
+        self.relations = tuple(
+            DeviceRelations(RELATION_HALFLIFE, cfg.error_clip, cfg.learn_readings)
+            for _ in _RELATION_PREFIXES
+        )
+        self.dev_pos = np.full(cap, -1, dtype=np.int32)
+        self.dev_row = np.full(cap, -1, dtype=np.int32)
+        self.z_scale = np.ones(cap, dtype=np.float64)
+        self.gap = np.full(cap, np.nan, dtype=np.float64)
+        self.silent = np.zeros(cap, dtype=bool)
+        self.episode_signal = np.zeros(cap, dtype=np.int8)  # what fired the open episode
+        self.clock = -np.inf
+        self.trace: list[tuple[np.ndarray, ...]] | None = None
+        """When a list, each scored round appends (slots, ts, z, flag, signal): the input of
+        alert calibration (`training.alerting`)."""
 
     # -- series ------------------------------------------------------------------------------
 
@@ -168,6 +214,20 @@ class DetectionCore:
             self.errors.ensure_capacity(cap)
             self.scorer.ensure_capacity(cap)
             self.episodes.ensure_capacity(cap)
+            self.dev_pos = grown(self.dev_pos, cap, -1)
+            self.dev_row = grown(self.dev_row, cap, -1)
+            self.z_scale = grown(self.z_scale, cap, 1.0)
+            self.gap = grown(self.gap, cap, np.nan)
+            self.silent = grown(self.silent, cap, False)
+            self.episode_signal = grown(self.episode_signal, cap, 0)
+        device, _, metric = key.partition("/")
+        if self.config.relate_devices:
+            for relations in self.relations:
+                row, pos = relations.attach(device, metric)
+            self.dev_row[slot], self.dev_pos[slot] = row, pos
+        self.z_scale[slot] = self.artifact.z_scale_for(key)
+        self.gap[slot] = np.nan
+        self.silent[slot] = False
         known = self.artifact.scale_for(key)
         value_range = None
         if known is not None:
@@ -200,7 +260,15 @@ class DetectionCore:
             slot = self.store.release(key)
             if slot is not None:
                 self._set_period(slot, None)  # its ring is freed, not kept until reuse
+                self._detach_device(key, slot)
         return len(stale)
+
+    def _detach_device(self, key: str, slot: int) -> None:
+        if self.dev_row[slot] >= 0:
+            device = key.partition("/")[0]
+            for relations in self.relations:
+                relations.detach(device, int(self.dev_pos[slot]))
+        self.dev_row[slot], self.dev_pos[slot] = -1, -1
 
     def _set_period(self, slot: int, period: int | None) -> None:
         """A slot's seasonal ring and its seasonal error statistics come and go together
@@ -232,15 +300,70 @@ class DetectionCore:
         admitted = self._admit(readings, result, seen)
         if admitted is None:
             return result
+        self._resolve_silence(admitted, result)
         windows, owners, previous = self._collect_windows(admitted, seen, result)
-        if not owners.size:
-            return result
-        started = time.perf_counter()
-        forecast = np.asarray(self.forecaster.predict(windows), dtype=np.float64)
-        result.inference_s = time.perf_counter() - started
-        result.model_batch = int(owners.size)
-        self._score(admitted, owners, forecast, previous, result)
+        if owners.size:
+            started = time.perf_counter()
+            forecast = np.asarray(self.forecaster.predict(windows), dtype=np.float64)
+            result.inference_s = time.perf_counter() - started
+            result.model_batch = int(owners.size)
+            self._score(admitted, owners, forecast, previous, result)
+        # The clock silence is judged by: the readings' time, never ahead of `now` (a reading
+        # stamped in the future must not make every other series look silent), and the
+        # batch's median (one odd timestamp among many does not move it).
+        self.clock = max(self.clock, min(float(np.median(admitted.ts)), seen))
+        if self.config.silence_after > 0:
+            self._detect_silence(result)
         return result
+
+    def _resolve_silence(self, adm: _Admitted, result: BatchResult) -> None:
+        """A silent series that reports again resolves its ``silence`` alert."""
+        back = np.flatnonzero(self.silent[adm.slots] & (adm.rank == 0))
+        for i in back.tolist():
+            slot = int(adm.slots[i])
+            self.silent[slot] = False
+            r = adm.readings[i]
+            onset = float(self.store.last_ts[slot])
+            result.events.append(
+                self._silence_event("resolved", r.device, r.metric, r.ts, r.value, onset)
+            )
+
+    def _detect_silence(self, result: BatchResult) -> None:
+        """Series quiet for `silence_after` of their typical intervals fire ``silence``."""
+        store = self.store
+        used = store.used_slots()
+        quiet = self.clock - store.order_ts[used]  # see `_learn_gap`
+        limit = self.config.silence_after * self.gap[used]
+        gone = used[(quiet > limit) & ~self.silent[used]]  # NaN gap: never
+        for slot in gone.tolist():
+            key = store.key(slot)
+            if key is None:
+                continue
+            self.silent[slot] = True
+            device, _, metric = key.partition("/")
+            value, onset = float(store.last_value[slot]), float(store.last_ts[slot])
+            result.events.append(
+                self._silence_event("firing", device, metric, self.clock, value, onset)
+            )
+
+    def _silence_event(
+        self, state: str, device: str, metric: str, ts: float, value: float, onset: float
+    ) -> AlertEvent:
+        base = event_id(f"{device}/{metric}|silence", onset)
+        return AlertEvent(
+            id=base if state == "firing" else f"{base}-resolved",
+            state=state,  # type: ignore[arg-type]
+            device=device,
+            metric=metric,
+            ts=ts,
+            value=value,
+            expected=value,
+            lower=value,
+            upper=value,
+            score=1.0,
+            threshold=self.config.threshold,
+            signal="silence",
+        )
 
     def _admit(
         self, readings: Sequence[Reading], result: BatchResult, seen: float
@@ -363,11 +486,26 @@ class DetectionCore:
                 owners.append(r_idx)
                 previous.append(store.last_value[r_slots])
             result.warming += int(np.count_nonzero(~ready))
+            self._learn_gap(slots, adm.ts[idx])
             store.push(slots, adm.values[idx], adm.ts[idx], seen)
         if not owners:
             empty = np.empty((0, self.window_len, len(self.features)), np.float32)
             return empty, np.empty(0, int), np.empty(0)
         return np.concatenate(inputs), np.concatenate(owners), np.concatenate(previous)
+
+    def _learn_gap(self, slots: np.ndarray, ts: np.ndarray) -> None:
+        """A series' typical interval between readings (for silence): an exponentially
+        weighted mean, each new interval capped at 3 typical ones so a dropout does not
+        teach the series that long gaps are normal."""
+        # From the order bound, not the newest ts: after a reading stamped in the future the
+        # next genuine interval must not come out negative (nor silence wait for that future).
+        gap = ts - self.store.order_ts[slots]
+        gap = np.where(gap > 0, gap, np.nan)  # no interval: learn nothing from it
+        old = self.gap[slots]
+        fresh = np.isfinite(gap) & ~np.isfinite(old)
+        capped = np.minimum(gap, 3.0 * old)
+        updated = np.where(fresh, gap, old + _GAP_ALPHA * (capped - old))
+        self.gap[slots] = np.where(np.isfinite(gap) | fresh, updated, old)
 
     def _fit_missing_scales(self, slots: np.ndarray, windows: np.ndarray) -> None:
         """Series the model was not trained on take their scale from their first window."""
@@ -397,14 +535,34 @@ class DetectionCore:
             values = adm.values[idx]
             scaled = (values - offset) / scale
             residual = scaled - forecast[rows]
+            relation_z = relation_resid = None
+            if cfg.relate_devices:
+                residual, relation_z, relation_resid = self._relate(
+                    slots, adm.ts[idx], scaled, residual
+                )
             mean, std = self.errors.mean[slots], self.errors.std(slots)
-            expected = forecast[rows] * scale + offset
+            # The forecast, corrected by what the device's other sensors say now.
+            expected = (scaled - residual) * scale + offset
             lower = expected + (mean - cfg.band_sigmas * std) * scale
             upper = expected + (mean + cfg.band_sigmas * std) * scale
             self.errors.update(slots, residual)
             seasonal = self.seasonal.forecast_and_push(slots, scaled)
             repeated = values == previous[rows]
-            score = self.scorer.score(slots, scaled, residual, scaled - seasonal, repeated)
+            score = self.scorer.score(
+                slots,
+                scaled,
+                residual,
+                scaled - seasonal,
+                repeated,
+                relation_z,
+                self.z_scale[slots],
+                relation_resid,
+            )
+            if self.trace is not None:
+                sc = self.scorer
+                self.trace.append(
+                    (slots, adm.ts[idx], sc.last_z.copy(), sc.last_flag.copy(), sc.last_signal)
+                )
             anomalous = score >= cfg.threshold
             transitions = {
                 i: (state, onset)
@@ -439,11 +597,37 @@ class DetectionCore:
                 if change is None:
                     result.scored.append(Scored(readings[j], e, lo, up, sc, anom))
                     continue
-                scored = Scored(readings[j], e, lo, up, sc, anom, change[0] == "firing")
+                firing = change[0] == "firing"
+                scored = Scored(readings[j], e, lo, up, sc, anom, firing)
                 result.scored.append(scored)
-                result.events.append(self._event(scored, *change))
+                slot = int(slots[i])
+                if firing:
+                    self.episode_signal[slot] = self.scorer.last_signal[i]
+                signal = SIGNALS[int(self.episode_signal[slot])]
+                result.events.append(self._event(scored, *change, signal))
 
-    def _event(self, scored: Scored, state: str, onset: float) -> AlertEvent:
+    def _relate(
+        self, slots: np.ndarray, ts: np.ndarray, scaled: np.ndarray, residual: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The device view of one reading per slot: the forecast residual left once the
+        device's other residuals at the same timestamp are accounted for, and the deviation
+        of the value from what the other values imply (as z and as a residual); the
+        residual as it was and NaN for readings without related sensors present."""
+        rows, pos = self.dev_row[slots], self.dev_pos[slots]
+        levels, residuals = self.relations
+        suspect = self.episodes.active[slots]
+        window = self.config.short_window
+        left, _ = residuals.observe(rows, pos, ts, residual, suspect, moving_window=window)
+        # While a machine changes state its sensors lag one another (temperature follows
+        # current by minutes): the values' relation is judged, and learnt, only when the
+        # device is settled; the residuals' relation covers the change itself.
+        moving = residuals.moving
+        relation_resid, relation_z = levels.observe(rows, pos, ts, scaled, suspect, ~moving)
+        relation_z = np.where(moving & np.isfinite(relation_z), 0.0, relation_z)
+        relation_resid = np.where(moving, np.nan, relation_resid)
+        return np.where(np.isfinite(left), left, residual), relation_z, relation_resid
+
+    def _event(self, scored: Scored, state: str, onset: float, signal: str) -> AlertEvent:
         r = scored.reading
         base = event_id(r.key, onset)
         return AlertEvent(
@@ -458,6 +642,7 @@ class DetectionCore:
             upper=scored.upper,
             score=scored.score,
             threshold=self.config.threshold,
+            signal=signal,
         )
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -488,6 +673,16 @@ class DetectionCore:
             "trusted_range": sc.trusted_range,
             "flat_run": sc.run,
             "flat_longest_run": sc.longest_run,
+            "repeat_rate": sc.repeat_rate,
+            "relation_ring": sc.recent_relation.ring,
+            "relation_total": sc.recent_relation.total,
+            "relation_count": sc.recent_relation.count,
+            "relation_run_mean": sc.relation_run.mean,
+            "relation_run_var": sc.relation_run.var,
+            "relation_seen": sc.relation_seen,
+            "gap": self.gap,
+            "silent": self.silent,
+            "episode_signal": self.episode_signal,
             **self.episodes.arrays(),
         }
 
@@ -504,6 +699,9 @@ class DetectionCore:
         for name, array in self._slot_arrays().items():
             state[name] = array[slots].copy()
         state.update(self.scorer.seasonal.state(slots))
+        for prefix, relations in zip(_RELATION_PREFIXES, self.relations, strict=True):
+            rows = relations.slot_state(self.dev_row[slots], self.dev_pos[slots])
+            state.update({f"{prefix}_{k}": v for k, v in rows.items()})
         rings = [self.seasonal.rings.get(int(slot)) for slot in slots]
         width = max((r.size for r in rings if r is not None), default=0)
         state["seasonal_ring"] = np.zeros((len(rings), width))
@@ -555,4 +753,10 @@ class DetectionCore:
                 ring[:] = state["seasonal_ring"][i, : ring.size]
                 self.seasonal.count[slot] = int(state["seasonal_count"][i])
         self.store.restore_rows(slots, state)
+        rows_ = np.array(slots, dtype=np.int64)
+        for prefix, relations in zip(_RELATION_PREFIXES, self.relations, strict=True):
+            names = [f"{prefix}_{k}" for k in ("pos", "mean", "cov", "seen")]
+            if all(n in state for n in names):  # older checkpoints: devices learn afresh
+                rows = {n.split("_", 1)[1]: state[n][: len(slots)] for n in names}
+                relations.restore_slots(self.dev_row[rows_], self.dev_pos[rows_], rows)
         return len(slots)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.simulation import FAULT_KINDS, FactoryConfig, FactorySimulator
+from detector.simulation import LEGACY_KINDS, FactoryConfig, FactorySimulator
 
 RECIPE = {
     "format": 1,  # bump when anything below changes: cached models of older recipes retrain
@@ -77,7 +77,7 @@ class DemoPlant:
             interval_s=self.interval_s,
             seed=self.seed,
             fault_rate_per_h=fault_rate_per_h,
-            fault_kinds=fault_kinds or FAULT_KINDS,
+            fault_kinds=fault_kinds or LEGACY_KINDS,
         )
 
     @property
@@ -95,7 +95,8 @@ def training_fingerprint() -> str:
     format, model inputs, the simulator), read from the source files: nothing is imported."""
     digest = hashlib.sha256(repr(sorted(RECIPE.items())).encode())
     here = Path(__file__).resolve().parent
-    files = [here / name for name in ("artifact.py", "features.py", "simulation.py")]
+    simulator = ("simulation.py", "plant_config.py", "plant_schedule.py", "faults.py")
+    files = [here / name for name in ("artifact.py", "features.py", *simulator)]
     spec = importlib.util.find_spec("training")
     for location in (spec.submodule_search_locations or []) if spec else []:
         files += sorted(Path(location).glob("*.py"))

@@ -46,6 +46,10 @@ class AlertEvent:
     upper: float
     score: float
     threshold: float
+    signal: str = "forecast"
+    """What fired the episode: ``forecast``, ``level``, ``relation`` (the device's other
+    sensors disagree), ``seasonal``, ``repeat``, ``range``, ``flatline`` (see
+    `detector.scoring.SIGNALS`), or ``silence`` (the series stopped reporting)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -74,6 +74,14 @@ def tail_score(z: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(z), 1.0, np.clip(out, 0.0, 1.0))
 
 
+def tail_z(log_p: np.ndarray) -> np.ndarray:
+    """The standardised deviation z whose upper normal tail is exp(`log_p`), for small tails
+    (asymptotic inverse, within 0.03 of the exact z from p = 1e-3 on); 0 for p above ~0.1."""
+    t = -2.0 * np.minimum(np.asarray(log_p, dtype=np.float64), -1e-300)
+    inner = t - np.log(t) - math.log(2.0 * math.pi)
+    return np.sqrt(np.maximum(inner, 0.0))
+
+
 def expected_abs(stats: ErrorStats) -> tuple[float, float]:
     """Mean and std of |residual| from calibration (normal approximation when not stored)."""
     if stats.abs_mean is not None and stats.abs_std is not None:
@@ -201,6 +209,7 @@ class ScoringConfig:
     use_range: bool
     learn_readings: int
     flatline_min: int = 0
+    relation_halflife: float = 20_000.0
 
 
 class SeasonalErrors:
@@ -260,8 +269,8 @@ class SeasonalErrors:
             self.row[slot] = -1
 
     def score(self, slots: np.ndarray, errors: np.ndarray, learn_readings: int) -> np.ndarray:
-        """Likelihood scores of the recent |seasonal error| of one reading per distinct slot
-        (0 while a series learns, and for a slot without a row), then learn them."""
+        """Standardised deviation (z) of the recent |seasonal error| of one reading per
+        distinct slot (0 while a series learns, and for a slot without a row), then learn."""
         out = np.zeros(slots.shape)
         rows = self.row[slots]
         have = np.flatnonzero(rows >= 0)
@@ -272,7 +281,7 @@ class SeasonalErrors:
         recent = self.recent.push(r, error)
         seen = self.seen[r]
         learnt = seen >= learn_readings
-        out[have] = np.where(learnt, tail_score(self.run.z(r, recent)), 0.0)
+        out[have] = np.where(learnt, self.run.z(r, recent), 0.0)
         self.run.update(r, error, np.where(learnt, np.inf, seen))
         self.seen[r] = np.minimum(seen, COUNTER_CAP) + 1
         return out
@@ -302,6 +311,9 @@ class SeasonalErrors:
                 column[rows[has]] = state[name][: len(slots)][has]
 
 
+SIGNALS = ("forecast", "level", "relation", "seasonal", "repeat", "range", "flatline")
+"""Names of the signals, in the order `AnomalyScorer.last_signal` indexes them."""
+
 NO_RUN_YET = np.iinfo(np.int32).max
 """`AnomalyScorer.longest_run` of a series that has not changed value yet."""
 
@@ -316,6 +328,12 @@ class AnomalyScorer:
         self.seasonal = SeasonalErrors(capacity, config.short_window, config.likelihood_halflife)
         self.error_run = LongRun(capacity, config.likelihood_halflife)
         self.value_run = LongRun(capacity, config.level_halflife)
+        # The recent mean of the deviation from what a device's other sensors imply, against
+        # its long run: a relation that stays broken (a drift, a step) stands out of
+        # transients (a sensor lagging its machine at a start-up) that one reading cannot.
+        self.recent_relation = RecentMean(capacity, config.short_window)
+        self.relation_run = LongRun(capacity, config.relation_halflife)
+        self.relation_seen = np.zeros(capacity, dtype=np.int32)
         self.low = np.full(capacity, np.inf)
         self.high = np.full(capacity, -np.inf)
         self.seen = np.zeros(capacity, dtype=np.int32)
@@ -325,6 +343,12 @@ class AnomalyScorer:
         # ended so far (NO_RUN_YET until the value first changes).
         self.run = np.zeros(capacity, dtype=np.int32)
         self.longest_run = np.full(capacity, NO_RUN_YET, dtype=np.int32)
+        # How often the series repeats its previous value exactly (a long-run rate).
+        self.repeat_rate = np.zeros(capacity, dtype=np.float64)
+        self._repeat_alpha = 1.0 - 0.5 ** (1.0 / max(config.level_halflife, 1.0))
+        self.last_z = np.zeros(0)
+        self.last_flag = np.zeros(0, dtype=bool)
+        self.last_signal = np.zeros(0, dtype=np.int8)
 
     def ensure_capacity(self, capacity: int) -> None:
         parts = (
@@ -333,6 +357,8 @@ class AnomalyScorer:
             self.seasonal,
             self.error_run,
             self.value_run,
+            self.recent_relation,
+            self.relation_run,
         )
         for part in parts:
             part.ensure_capacity(capacity)
@@ -342,6 +368,8 @@ class AnomalyScorer:
         self.trusted_stats = grown(self.trusted_stats, capacity, False)
         self.trusted_range = grown(self.trusted_range, capacity, False)
         self.run = grown(self.run, capacity, 0)
+        self.repeat_rate = grown(self.repeat_rate, capacity, 0.0)
+        self.relation_seen = grown(self.relation_seen, capacity, 0)
         self.longest_run = grown(self.longest_run, capacity, NO_RUN_YET)
 
     def seed(
@@ -368,6 +396,10 @@ class AnomalyScorer:
         self.low[slot], self.high[slot] = value_range if value_range else (np.inf, -np.inf)
         self.seen[slot] = 0
         self.run[slot] = 0
+        self.repeat_rate[slot] = 0.0
+        self.recent_relation.reset(slot)
+        self.relation_run.mean[slot], self.relation_run.var[slot] = 0.0, 1.0
+        self.relation_seen[slot] = 0
         self.longest_run[slot] = NO_RUN_YET
         self.trusted_stats[slot] = trained
         # A series without a recorded range (new, or an older artifact) learns it first.
@@ -385,43 +417,81 @@ class AnomalyScorer:
         residuals: np.ndarray,
         seasonal_residuals: np.ndarray | None = None,
         repeated: np.ndarray | None = None,
+        relation_z: np.ndarray | None = None,
+        z_scale: np.ndarray | float = 1.0,
+        relation_resid: np.ndarray | None = None,
     ) -> np.ndarray:
         """Scores in [0, 1] of one reading per distinct slot, then learn from it.
 
         `values` and `residuals` are in scaled units; `seasonal_residuals` are the errors of
         the seasonal-naive forecast (NaN for slots without one); `repeated` says which
         readings equal their series' previous reading exactly (None: no flatline signal).
+        `relation_z` is the reading's deviation from what its device's other sensors imply
+        (NaN where there is none, see `detector.relations`): where it is given, it replaces
+        the series' own level, range and seasonal signals, which a machine's normal changes
+        of state would set off. The likelihood deviations are divided by `z_scale` (the
+        alerting calibration, see `training.alerting`) before they become scores.
+
+        After the call, `last_z` holds each reading's largest likelihood deviation and
+        `last_flag` whether a certain signal (range, flatline) fired, before learning and
+        scaling: what threshold calibration needs.
+
         A score that is not a number (state that went bad) comes out as 1, never as 0.
         """
         values = np.clip(values, -SCALED_LIMIT, SCALED_LIMIT)
         residuals = np.clip(residuals, -SCALED_LIMIT, SCALED_LIMIT)
         if seasonal_residuals is not None:  # NaN (no seasonal forecast) stays NaN
             seasonal_residuals = np.clip(seasonal_residuals, -SCALED_LIMIT, SCALED_LIMIT)
+        if relation_resid is not None:  # NaN (no relation) stays NaN
+            relation_resid = np.clip(relation_resid, -SCALED_LIMIT, SCALED_LIMIT)
         cfg = self.config
         seen = self.seen[slots]
         learnt = seen >= cfg.learn_readings
         learning = ~(self.trusted_stats[slots] | learnt)
+        related = np.isfinite(relation_z) if relation_z is not None else np.zeros(slots.shape, bool)
+        alone = ~related
         error = np.abs(residuals)
         recent_error = self.recent_error.push(slots, error)
-        score = tail_score(self.error_run.z(slots, recent_error))
+        z = self.error_run.z(slots, recent_error)
+        which = np.zeros(slots.shape, dtype=np.int8)  # index into SIGNALS
+
+        def take(k: int, candidate: np.ndarray) -> None:
+            nonlocal z
+            which[candidate > z] = k
+            z = np.maximum(z, candidate)
+
         recent_value = self.recent_value.push(slots, values)
         if cfg.use_level:
             level_z = np.abs(self.value_run.z(slots, recent_value))
-            score = np.maximum(score, tail_score(level_z))
+            take(1, np.where(alone, level_z, 0.0))
+        if relation_z is not None:
+            take(2, np.where(related, np.abs(relation_z), 0.0))
+        if relation_resid is not None:
+            lasting = related & np.isfinite(relation_resid)
+            if lasting.any():
+                take(2, self._lasting_relation(slots, lasting, relation_resid))
+        flag = np.zeros(slots.shape, dtype=bool)
         if cfg.use_range:
             low, high = self.low[slots], self.high[slots]
             span = high - low
             margin = cfg.range_tolerance * span
             outside = (span > 0) & ((values > high + margin) | (values < low - margin))
-            outside &= self.trusted_range[slots] | learnt
-            score = np.where(outside, 1.0, score)
+            outside &= (self.trusted_range[slots] | learnt) & alone
+            flag |= outside
             self.low[slots] = np.minimum(low, values)
             self.high[slots] = np.maximum(high, values)
         if seasonal_residuals is not None:
-            score = np.maximum(score, self._seasonal(slots, seasonal_residuals))
+            take(3, np.where(alone, self._seasonal(slots, seasonal_residuals), 0.0))
         if repeated is not None:
-            score = np.where(self._stuck(slots, repeated), 1.0, score)
-        score = np.where(learning, 0.0, score)
+            stuck = self._stuck(slots, repeated)
+            take(4, self._repeats(slots, repeated, seen))
+            which[stuck] = 6
+            flag |= stuck
+        which[flag & (which != 6)] = 5  # a flag that is not the flatline is the range
+        self.last_z = np.where(learning, 0.0, z)
+        self.last_flag = flag & ~learning
+        self.last_signal = which
+        score = np.where(self.last_flag, 1.0, tail_score(self.last_z / z_scale))
         # A learnt slot counts as having seen infinitely many: plain exponential forgetting.
         fast = np.where(learning, seen, np.inf)
         self.error_run.update(slots, error, fast)
@@ -446,8 +516,47 @@ class AnomalyScorer:
             return np.zeros(slots.shape, dtype=bool)
         return repeated & (longest != NO_RUN_YET) & (run > longest) & (run >= minimum)
 
+    def _lasting_relation(
+        self, slots: np.ndarray, related: np.ndarray, resid: np.ndarray
+    ) -> np.ndarray:
+        """|z| of the recent mean of the signed relation residual against its long run (0
+        while a series has fewer than `learn_readings` related readings), then learn."""
+        out = np.zeros(slots.shape)
+        r = np.flatnonzero(related)
+        s = slots[r]
+        recent = self.recent_relation.push(s, resid[r])
+        seen = self.relation_seen[s]
+        learnt = seen >= self.config.learn_readings
+        out[r] = np.where(learnt, np.abs(self.relation_run.z(s, recent)), 0.0)
+        self.relation_run.update(s, recent, np.where(learnt, np.inf, seen))
+        self.relation_seen[s] = np.minimum(seen, COUNTER_CAP) + 1
+        return out
+
+    def _repeats(self, slots: np.ndarray, repeated: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """Deviation (z) of the current run of exact repeats, then learn the repeat rate.
+
+        A sensor that repeats its previous value with long-run rate q repeats it k times in a
+        row with probability about q**k: a noisy sensor (q near 0) that stops changing is
+        news after a few readings, a counter that often sits still only after many. The rate
+        is floored at what the series' history can resolve (its learning weight), so a
+        series that never repeated is not infinitely surprised. Call after `_stuck` (which
+        counts the run).
+        """
+        alpha = np.maximum(self._repeat_alpha, 1.0 / (seen + 1.0))
+        rate = self.repeat_rate[slots]
+        floor = np.maximum(rate, np.maximum(self._repeat_alpha, 1.0 / (seen + 2.0)))
+        run = self.run[slots]
+        longest = self.longest_run[slots]
+        # Only a run longer than any the series completed before (as for the flatline
+        # signal): counts that sit still for a while every night are not stuck.
+        news = (run > 0) & (longest != NO_RUN_YET) & (run > longest)
+        log_p = run.astype(np.float64) * np.log(np.minimum(floor, 1.0))
+        z = np.where(news, tail_z(log_p), 0.0)
+        self.repeat_rate[slots] = rate + alpha * (repeated - rate)
+        return z
+
     def _seasonal(self, slots: np.ndarray, seasonal_residuals: np.ndarray) -> np.ndarray:
-        """Likelihood score of the recent seasonal-naive error; 0 while it is learning.
+        """Deviation (z) of the recent seasonal-naive error; 0 while it is learning.
 
         It has no calibration to start from, so each series learns it for `learn_readings`
         readings (as running means) before it may score.

@@ -98,6 +98,8 @@ DETECTION_BOUNDS: dict[str, dict[str, float]] = {
     "range_tolerance": {"ge": 0, "le": 100},
     "flatline_min": {"ge": 0, "le": COUNT_MAX},
     "learn_readings": {"ge": 0, "le": COUNT_MAX},
+    # In typical intervals of the series; 0 turns silence alerts off.
+    "silence_after": {"ge": 0, "le": 1_000_000},
     # About 500 bytes of state per series: 10 million is 5 GB.
     "max_series": {"ge": 1, "le": 10_000_000},
     "idle_evict_s": {"gt": 0, "le": 10 * 365 * 86_400},

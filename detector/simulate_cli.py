@@ -8,6 +8,7 @@ its names are re-exported here, so ``from detector.simulate_cli import run_publi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from detector.plant_config import SHAPES
 from detector.simulate_publish import (
     MAX_PENDING_LIMIT,
     PublishError,
@@ -28,6 +30,7 @@ from detector.simulate_publish import (
 )
 from detector.simulation import (
     FAULT_KINDS,
+    LEGACY_KINDS,
     METRICS,
     SHIFT_SCHEDULES,
     FactoryConfig,
@@ -171,6 +174,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--metrics", type=_csv_list(METRICS), default=METRICS, help="comma list")
     g.add_argument("--shifts", choices=SHIFT_SCHEDULES, default="2", help=SHIFTS_HELP)
     g.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    g.add_argument(
+        "--shape",
+        choices=list(SHAPES),
+        help="a fleet of the factory benchmark (its machines, schedules, ramps, maintenance "
+        "stops and idling) instead of --devices/--shifts",
+    )
     g.add_argument("--interval-s", type=float, help="simulated s between readings of a series")
     g = parser.add_argument_group("time")
     g.add_argument("--start", type=parse_ts, help="first ts: epoch s or ISO 8601 (default now)")
@@ -198,7 +207,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=FAULT_HELP,
     )
     g.add_argument("--fault-rate", type=float, default=0.0, help="random faults per sim. hour")
-    g.add_argument("--fault-kinds", type=_csv_list(FAULT_KINDS), default=FAULT_KINDS)
+    g.add_argument(
+        "--fault-kinds",
+        type=_csv_list(FAULT_KINDS),
+        default=LEGACY_KINDS,
+        help=f"random faults' kinds (default: {','.join(LEGACY_KINDS)})",
+    )
     g.add_argument("--truth", metavar="FILE", help="write the injected faults as JSON")
     g = parser.add_argument_group("output")
     g.add_argument("--csv", metavar="FILE", help="write history as CSV, no broker (- = stdout)")
@@ -225,6 +239,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _factory(args: argparse.Namespace, interval_s: float) -> FactoryConfig:
+    if args.shape:
+        return dataclasses.replace(
+            SHAPES[args.shape].config(args.seed, interval_s),
+            metrics=tuple(args.metrics),
+            fault_rate_per_h=args.fault_rate,
+            fault_kinds=tuple(args.fault_kinds),
+        )
     return FactoryConfig(
         n_devices=args.devices,
         metrics=tuple(args.metrics),
@@ -279,7 +300,8 @@ def _main_publish(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     if args.rate is not None and args.speed is not None:
         print("iotad simulate: give --rate or --speed, not both", file=sys.stderr)
         return 2
-    n_series = args.devices * len(args.metrics)
+    n_devices = SHAPES[args.shape].n_devices if args.shape else args.devices
+    n_series = n_devices * len(args.metrics)
     interval_s = args.interval_s or (n_series / args.rate if args.rate else 1.0)
     tls = bool(args.tls or args.cafile or args.certfile)
     settings = PublishSettings(

@@ -2,183 +2,86 @@
 
 Pure: numpy only, no I/O and no wall clock. `FactorySimulator.step(ts)` advances the plant to
 `ts` (epoch seconds, any spacing) and returns one value per series; `generate_history` runs it
-over a time range. The MQTT and CSV edges live in `detector.simulate_cli`.
+over a time range. The MQTT and CSV edges live in `detector.simulate_cli`; when machines run
+is `detector.plant_schedule`, what faults do is `detector.faults`.
 
-The signal model, per machine: a shift schedule switches it on and off; a motor state follows
-with a short lag; a load setpoint changes at shift starts and at random while running; a shared
-load fluctuation moves current, vibration and pressure together; temperature follows ambient
-(daily cycle) plus the heat of the running machine with first-order heating/cooling lags.
-Faults use their own random stream, so a run with faults equals the same run without them
-outside the declared fault intervals.
+The signal model, per machine: a shift schedule (one for the plant, or one per line) switches
+it on and off, and so do random maintenance stops; a motor state follows, with a short lag or
+a linear ramp of a few minutes; a load setpoint changes at shift starts and at random while
+running, and drops to an idle level while the machine waits between jobs; a shared load
+fluctuation moves current, vibration and pressure together; temperature follows ambient
+(daily cycle plus slow weather) plus the heat of the running machine with first-order
+heating/cooling lags. Faults use their own random streams, so a run with faults equals the
+same run without them outside the declared fault intervals.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from detector.faults import (
+    ALL_METRICS,
+    FAULT_KINDS,
+    LEGACY_KINDS,
+    NOISE,
+    ActiveFault,
+    Fault,
+    FaultInjector,
+    FaultSpec,
+)
+from detector.plant_config import (
+    IDLE_LOAD,
+    MACHINE_KINDS,
+    METRICS,
+    FactoryConfig,
+    device_names,
+)
+from detector.plant_schedule import (
+    DAY_S,
+    HOUR_S,
+    MONTH_S,
+    SHIFT_SCHEDULES,
+    EventCalendar,
+    fleet_running,
+    shift_running,
+)
 from detector.readings import Reading
 
-DAY_S = 86_400.0
-HOUR_S = 3_600.0
-# 1970-01-01 was a Thursday; shifting by 3 days makes weekday 0 Monday (as in features.py).
-_WEEK_ORIGIN_S = 3 * DAY_S
-
-METRICS = ("temperature", "vibration", "pressure", "current")
-FAULT_KINDS = ("spike", "level_shift", "drift", "stuck", "noise_burst", "silent")
-SHIFT_SCHEDULES = ("24/7", "3", "2", "1")
-ALL_METRICS = "*"  # the metric of a `silent` fault: the whole device stops reporting
-
-# Per metric: sensor noise std, and a typical spread while running (what fault sizes scale by).
-_NOISE = {"temperature": 0.1, "vibration": 0.03, "pressure": 0.02, "current": 0.15}
-_SCALE = {"temperature": 2.0, "vibration": 0.4, "pressure": 0.4, "current": 4.0}
-# Default fault lengths in samples (nominal intervals), scaled by U(0.5, 1.5) for random faults.
-_FAULT_SAMPLES = {
-    "spike": 1,
-    "level_shift": 60,
-    "drift": 180,
-    "stuck": 30,
-    "noise_burst": 30,
-    "silent": 20,
-}
-# Machine kinds: (temperature rise K, full-load current A, vibration mm/s, pressure bar).
-_KINDS = {
-    "press": (18.0, 40.0, 4.0, 6.0),
-    "mill": (25.0, 22.0, 2.5, 3.0),
-    "pump": (12.0, 15.0, 1.5, 8.0),
-    "oven": (60.0, 30.0, 0.3, 1.5),
-    "lathe": (20.0, 18.0, 2.0, 2.5),
-    "compressor": (30.0, 35.0, 3.0, 9.0),
-}
+__all__ = [
+    "ALL_METRICS",
+    "DAY_S",
+    "FAULT_KINDS",
+    "HOUR_S",
+    "LEGACY_KINDS",
+    "METRICS",
+    "SHIFT_SCHEDULES",
+    "FactoryConfig",
+    "FactorySimulator",
+    "Fault",
+    "FaultSpec",
+    "History",
+    "device_names",
+    "generate_history",
+    "shift_running",
+]
 
 
-@dataclass(frozen=True)
-class FactoryConfig:
-    """What the simulated plant looks like.
-
-    `interval_s` is the nominal sampling period of one series; fault lengths are counted in
-    it. `fault_rate_per_h` is the mean number of random faults per simulated hour, plant-wide.
-    """
-
-    n_devices: int = 6
-    machines_per_line: int = 3
-    metrics: tuple[str, ...] = METRICS
-    shifts: str = "2"
-    interval_s: float = 60.0
-    seed: int = 0
-    fault_rate_per_h: float = 0.0
-    fault_kinds: tuple[str, ...] = FAULT_KINDS
-
-    def __post_init__(self) -> None:
-        if self.n_devices < 1 or self.machines_per_line < 1:
-            raise ValueError("need at least one device and one machine per line")
-        if not self.metrics or set(self.metrics) - set(METRICS):
-            raise ValueError(f"metrics must be a non-empty subset of {METRICS}")
-        if self.shifts not in SHIFT_SCHEDULES:
-            raise ValueError(f"shifts must be one of {SHIFT_SCHEDULES}, not {self.shifts!r}")
-        if self.interval_s <= 0 or self.fault_rate_per_h < 0:
-            raise ValueError("interval_s must be > 0 and fault_rate_per_h >= 0")
-        if not self.fault_kinds or set(self.fault_kinds) - set(FAULT_KINDS):
-            raise ValueError(f"fault_kinds must be a non-empty subset of {FAULT_KINDS}")
-
-
-def device_names(n_devices: int, machines_per_line: int = 3) -> list[str]:
-    """Names like ``line1-press01``: the line, the machine kind, its place on the line."""
-    kinds = list(_KINDS)
-    names = []
-    for i in range(n_devices):
-        line, place = divmod(i, machines_per_line)
-        names.append(f"line{line + 1}-{kinds[i % len(kinds)]}{place + 1:02d}")
-    return names
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """A fault asked for by the user: `offset_s` after the simulation's start.
-
-    None for `duration_s` or `magnitude` means the default for the kind and metric.
-    """
-
-    device: str
-    metric: str
-    kind: str
-    offset_s: float
-    duration_s: float | None = None
-    magnitude: float | None = None
-
-
-@dataclass(frozen=True)
-class Fault:
-    """Ground truth of one injected fault; it affects readings with ``start_ts <= ts < end_ts``.
-
-    `magnitude` means: spike and level_shift, the offset added (metric units); drift, the
-    offset reached at `end_ts`; noise_burst, the std of the added noise in units of the
-    sensor's own noise; stuck and silent, 0. A silent fault's metric is ``"*"``.
-    """
-
-    kind: str
-    device: str
-    metric: str
-    start_ts: float
-    end_ts: float
-    magnitude: float
-
-    def to_dict(self) -> dict[str, str | float]:
-        return asdict(self)
-
-    def line(self) -> str:
-        """One line for logs and the console, ``key=value`` pairs."""
-        return (
-            f"fault kind={self.kind} device={self.device} metric={self.metric} "
-            f"start_ts={self.start_ts:.3f} end_ts={self.end_ts:.3f} "
-            f"magnitude={self.magnitude:.4g}"
-        )
-
-
-@dataclass
-class _Active:
-    fault: Fault
-    d: int  # device index
-    m: int  # metric column, -1 for the whole device
-    held: float | None = None  # a stuck sensor's frozen value
-
-
-def _weekday_and_tod(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.floor((ts + _WEEK_ORIGIN_S) / DAY_S) % 7, np.mod(ts, DAY_S)
-
-
-def shift_running(
-    ts: float, shifts: str, stagger_s: np.ndarray, break_at_s: np.ndarray, break_s: np.ndarray
-) -> np.ndarray:
-    """Which machines run at `ts` (UTC) under a shift schedule, one bool per machine.
-
-    ``"3"``: Monday 06:00 to Saturday 06:00; ``"2"``: weekdays 06:00-22:00; ``"1"``: weekdays
-    06:00-14:00; ``"24/7"``: always. Each machine starts `stagger_s` late and, except 24/7,
-    pauses `break_s` from `break_at_s` into every 8-hour shift.
-    """
-    if shifts == "24/7":
-        return np.ones(stagger_s.shape, dtype=bool)
-    dow, tod = _weekday_and_tod(ts - stagger_s)
-    weekday = dow < 5
-    if shifts == "3":
-        on = (weekday & (tod >= 6 * HOUR_S)) | ((dow >= 1) & (dow <= 5) & (tod < 6 * HOUR_S))
-    else:
-        end_h = 22 if shifts == "2" else 14
-        on = weekday & (tod >= 6 * HOUR_S) & (tod < end_h * HOUR_S)
-    into_shift = np.mod(tod - 6 * HOUR_S, 8 * HOUR_S)
-    pause = (into_shift >= break_at_s) & (into_shift < break_at_s + break_s)
-    return on & ~pause
+def _machine_kind(device: str) -> str:
+    """``line1-press01`` -> ``press``."""
+    return device.split("-")[1].rstrip("0123456789")
 
 
 class FactorySimulator:
     """Machines × metrics, stepped through time; pure and deterministic for a seed.
 
-    `faults` are injected at ``start_ts + offset_s``; `config.fault_rate_per_h` adds random
-    ones. After each step, `truth` lists the faults that have started (in order) and
-    `running` says which machines were on.
+    `faults` are injected at ``start_ts + offset_s`` (more with `schedule`);
+    `config.fault_rate_per_h` adds random ones (`detector.faults.FaultInjector`). After each
+    step, `truth` lists the faults that have started (in order) and `running` says which
+    machines were on.
 
     >>> sim = FactorySimulator(FactoryConfig(n_devices=2, seed=1), start_ts=1_704_326_400)
     >>> len(sim.step(1_704_326_400)), sim.devices[0]
@@ -192,137 +95,130 @@ class FactorySimulator:
         self.start_ts = float(start_ts)
         self.devices = tuple(device_names(config.n_devices, config.machines_per_line))
         self.metrics = tuple(config.metrics)
-        seeds = np.random.SeedSequence(config.seed).spawn(4)
-        # Separate streams: machine parameters, signal noise, fault schedule, fault noise; so
-        # adding faults never changes the clean signal.
-        params, self._rng, self._fault_rng, self._fault_noise = map(np.random.default_rng, seeds)
+        self.schedules = config.schedules()
+        seeds = np.random.SeedSequence(config.seed).spawn(6)
+        # Separate streams: machine parameters, signal noise, fault schedule, fault noise,
+        # maintenance stops, idle pauses; so adding faults never changes the clean signal.
+        params, self._rng, fault_rng, fault_noise = map(np.random.default_rng, seeds[:4])
         n = config.n_devices
-        kinds = np.array([_KINDS[name.split("-")[1].rstrip("0123456789")] for name in self.devices])
+        kinds = np.array(
+            [MACHINE_KINDS[name.split("-")[1].rstrip("0123456789")] for name in self.devices]
+        )
         jitter = params.uniform(0.85, 1.15, size=(n, 4))
         self._rise, self._full_a, self._vib, self._bar = (kinds * jitter).T
-        self._stagger_s = params.uniform(0, 20 * 60, n)
+        self._stagger_s = params.uniform(0, config.stagger_max_s, n)
         self._break_at_s = params.uniform(3.5, 4.5, n) * HOUR_S
         self._break_s = params.choice([0.0, 20 * 60, 30 * 60], n)  # some never pause
         self._heat_tau_s = params.uniform(15, 30, n) * 60
         self._cool_tau_s = self._heat_tau_s * params.uniform(1.5, 2.5, n)
         self._ambient_offset = params.normal(0.0, 1.0, n)
-        self._scheduled = sorted(
-            (self._from_spec(s) for s in faults), key=lambda a: a.fault.start_ts
+        # Drawn last, and only when asked for: plants without ramps keep their old parameters.
+        self._ramp_s = params.uniform(*config.ramp_s, n) if config.ramp_s[1] > 0 else None
+        self.maintenance = EventCalendar(
+            n, config.maintenance_per_month / MONTH_S, *config.maintenance_s, seeds[4], start_ts
         )
-        self._next_random_ts = self._draw_next_random(self.start_ts)
-        self._active: list[_Active] = []
-        self.truth: list[Fault] = []  # faults that have started, in order
+        self.idling = EventCalendar(
+            n, config.idle_per_day / DAY_S, *config.idle_s, seeds[5], start_ts
+        )
+        self.faults = FaultInjector(
+            self.devices,
+            self.metrics,
+            config.interval_s,
+            self.start_ts,
+            self._full_a,
+            fault_rng,
+            fault_noise,
+            config.fault_rate_per_h,
+            config.fault_kinds,
+        )
+        self.faults.schedule(faults)
         self._last_ts: float | None = None
+        self._dt = 0.0
         self.running = np.zeros(n, dtype=bool)
 
     # -- faults -----------------------------------------------------------------------------
 
-    def _index(self, device: str, metric: str, kind: str) -> tuple[int, int]:
-        if device not in self.devices:
-            raise ValueError(f"unknown device {device!r}; devices: {', '.join(self.devices)}")
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
-        if kind == "silent":
-            return self.devices.index(device), -1
-        if metric not in self.metrics:
-            raise ValueError(f"unknown metric {metric!r}; metrics: {', '.join(self.metrics)}")
-        return self.devices.index(device), self.metrics.index(metric)
+    @property
+    def truth(self) -> list[Fault]:
+        """The faults that have started, in order."""
+        return self.faults.truth
 
-    def _default_magnitude(self, kind: str, metric: str) -> float:
-        rng = self._fault_rng
-        if kind == "noise_burst":
-            return float(rng.uniform(8, 15))
-        low, high = {"spike": (4, 8), "level_shift": (1.5, 3), "drift": (2, 4)}.get(kind, (0, 0))
-        if high == 0:
-            return 0.0
-        # Current and vibration only go up when something is wrong (friction, wear).
-        sign = rng.choice([-1.0, 1.0]) if metric in ("temperature", "pressure") else 1.0
-        return float(sign * rng.uniform(low, high) * _SCALE[metric])
+    def schedule(self, faults: Sequence[FaultSpec]) -> None:
+        """Add faults (offsets from the simulation's start); their sizes are drawn now."""
+        self.faults.schedule(faults)
 
-    def _from_spec(self, spec: FaultSpec) -> _Active:
-        d, m = self._index(spec.device, spec.metric, spec.kind)
-        metric = ALL_METRICS if m < 0 else spec.metric
-        duration = spec.duration_s
-        if duration is None:
-            duration = _FAULT_SAMPLES[spec.kind] * self.config.interval_s
-        magnitude = spec.magnitude
-        if magnitude is None or spec.kind in ("stuck", "silent"):
-            magnitude = self._default_magnitude(spec.kind, metric)
-        start = self.start_ts + spec.offset_s
-        fault = Fault(spec.kind, spec.device, metric, start, start + duration, float(magnitude))
-        return _Active(fault, d, m)
-
-    def _draw_next_random(self, after_ts: float) -> float:
-        if self.config.fault_rate_per_h <= 0:
-            return math.inf
-        return after_ts + self._fault_rng.exponential(HOUR_S / self.config.fault_rate_per_h)
-
-    def _random_fault(self, start_ts: float) -> _Active | None:
-        rng = self._fault_rng
-        kind = str(rng.choice(self.config.fault_kinds))
-        # One fault at a time per device keeps the ground truth unambiguous.
-        busy = {a.d for a in (*self._active, *self._scheduled) if a.fault.end_ts > start_ts}
-        free = [d for d in range(len(self.devices)) if d not in busy]
-        if not free:
-            return None
-        d = int(rng.choice(free))
-        metric = str(rng.choice(self.metrics))
-        samples = _FAULT_SAMPLES[kind]
-        if kind == "spike":
-            samples = int(rng.integers(1, 4))
-        duration = (
-            samples * self.config.interval_s * (1 if kind == "spike" else rng.uniform(0.5, 1.5))
-        )
-        spec = FaultSpec(self.devices[d], metric, kind, start_ts - self.start_ts, duration)
-        return self._from_spec(spec)
-
-    def _start_faults(self, ts: float) -> None:
-        while self._next_random_ts <= ts:
-            active = self._random_fault(self._next_random_ts)
-            if active is not None:
-                self._scheduled.append(active)
-                self._scheduled.sort(key=lambda a: a.fault.start_ts)
-            self._next_random_ts = self._draw_next_random(self._next_random_ts)
-        self._active = [a for a in self._active if a.fault.end_ts > ts]
-        while self._scheduled and self._scheduled[0].fault.start_ts <= ts:
-            active = self._scheduled.pop(0)
-            if active.fault.end_ts > ts:  # a fault shorter than the step may fall in between
-                self._active.append(active)
-            self.truth.append(active.fault)
-
-    def _apply_faults(self, ts: float, values: np.ndarray, present: np.ndarray) -> None:
-        for a in self._active:
-            f, d, m = a.fault, a.d, a.m
-            if f.kind == "silent":
-                present[d] = False
-            elif f.kind in ("spike", "level_shift"):
-                values[d, m] += f.magnitude
-            elif f.kind == "drift":
-                values[d, m] += f.magnitude * (ts - f.start_ts) / (f.end_ts - f.start_ts)
-            elif f.kind == "noise_burst":
-                sigma = f.magnitude * _NOISE[self.metrics[m]]
-                values[d, m] += self._fault_noise.normal(0.0, sigma)
-            elif f.kind == "stuck":
-                if a.held is None:
-                    a.held = float(values[d, m])
-                values[d, m] = a.held
+    def _ghost_value(self, a: ActiveFault, ts: float) -> float:
+        """What a decoupled sensor reads: the machine as it was before the fault began (its
+        motor and load), with today's ambient, load fluctuation and sensor noise."""
+        d, metric = a.d, self.metrics[a.m]
+        if a.ghost is None:
+            a.ghost = {
+                "motor": float(self._prev_motor[d]),
+                "load": float(self._prev_load[d]),
+                "temp": float(self._temp[d]),
+                "pressure": float(self._pressure[d]),
+            }
+        g = a.ghost
+        motor, load, fluct = g["motor"], g["load"], float(self._fluct[d])
+        dt = self._dt
+        if dt > 0:  # the old state's own slow variables keep evolving
+            target_p = 1.0 + motor * self._bar[d] * (0.7 + 0.3 * load + 0.05 * fluct)
+            g["pressure"] = target_p + (g["pressure"] - target_p) * math.exp(-dt / 120.0)
+            heat = motor * self._rise[d] * (0.5 + 0.5 * load)
+            target_t = self._ambient(ts) + self._ambient_offset[d] + heat
+            tau = self._heat_tau_s[d] if target_t > g["temp"] else self._cool_tau_s[d]
+            g["temp"] = target_t + (g["temp"] - target_t) * math.exp(-dt / tau)
+        activity = motor * max(load + 0.08 * fluct, 0.0)
+        true = {
+            "temperature": g["temp"],
+            "vibration": 0.02 + self._vib[d] * activity,
+            "pressure": g["pressure"],
+            "current": 0.05 + motor * 0.15 * self._full_a[d] + self._full_a[d] * 0.85 * activity,
+        }[metric]
+        noise = self._noise[d, a.m]
+        if metric == "temperature":
+            return float(true + noise)
+        # Electrical and mechanical noise is mostly there while the motor turns.
+        noise *= (0.3 + 0.7 * motor) / (0.3 + 0.7 * float(self._motor[d]))
+        return max(float(true + noise), 0.0)
 
     # -- signals ----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The machines' operating state after the last step (copies): `running` (bool),
+        `motor` (0 stopped .. 1 running), `setpoint` and `load` (0..1), `maintenance` and
+        `idle` (bool)."""
+        return {
+            "running": self.running.copy(),
+            "motor": np.array(self._motor, dtype=float),
+            "setpoint": self._setpoint.copy(),
+            "load": np.array(self._load, dtype=float),
+            "maintenance": self._in_maintenance.copy(),
+            "idle": self._idle.copy(),
+        }
 
     def _init_state(self, ts: float) -> None:
         n = len(self.devices)
         self.running = self._running(ts)
         self._motor = self.running.astype(float)
         self._setpoint = self._rng.uniform(0.5, 1.0, n)
-        self._load = self._setpoint.copy()
+        self._load = self._load_target()
+        self._prev_motor, self._prev_load = self._motor, self._load
         self._fluct = np.zeros(n)
         self._ambient_walk = 0.0
         self._pressure = self._pressure_target()
         self._temp = self._temp_target(ts)
 
     def _running(self, ts: float) -> np.ndarray:
-        cfg = self.config
-        return shift_running(ts, cfg.shifts, self._stagger_s, self._break_at_s, self._break_s)
+        scheduled = fleet_running(
+            ts, self.schedules, self._stagger_s, self._break_at_s, self._break_s
+        )
+        self._in_maintenance = self.maintenance.active(ts)
+        self._idle = self.idling.active(ts)
+        return scheduled & ~self._in_maintenance
+
+    def _load_target(self) -> np.ndarray:
+        return np.where(self._idle, IDLE_LOAD, self._setpoint)
 
     def _ambient(self, ts: float) -> float:
         # Warmest mid-afternoon, coolest before dawn, plus slow weather.
@@ -350,6 +246,7 @@ class FactorySimulator:
             a = math.exp(-dt / tau_s)
             return x * a + sigma * math.sqrt(1 - a * a) * rng.standard_normal(np.shape(x))
 
+        self._prev_motor, self._prev_load = self._motor, self._load
         was_running = self.running
         self.running = self._running(ts)
         # New product at each start, and occasional setpoint changes while running.
@@ -357,8 +254,13 @@ class FactorySimulator:
         new_setpoint = rng.uniform(0.5, 1.0, n)
         change = (change & self.running) | (self.running & ~was_running)
         self._setpoint = np.where(change, new_setpoint, self._setpoint)
-        self._load = self._setpoint + (self._load - self._setpoint) * decay(120.0)
-        self._motor = self.running + (self._motor - self.running) * decay(60.0)
+        target = self._load_target()
+        self._load = target + (self._load - target) * decay(120.0)
+        if self._ramp_s is None:
+            self._motor = self.running + (self._motor - self.running) * decay(60.0)
+        else:  # a linear ramp up or down, over the machine's own ramp time
+            step = dt / self._ramp_s
+            self._motor = self._motor + np.clip(self.running - self._motor, -step, step)
         self._fluct = ou(self._fluct, 600.0, 1.0)
         self._ambient_walk = float(ou(self._ambient_walk, 6 * HOUR_S, 0.7))
         self._pressure = self._pressure_target() + (
@@ -379,14 +281,16 @@ class FactorySimulator:
         n = len(self.devices)
         noise = self._rng.standard_normal((n, len(METRICS)))
         values = np.empty((n, len(self.metrics)))
+        self._noise = np.empty((n, len(self.metrics)))
         for j, metric in enumerate(self.metrics):
             # Noise is drawn for every metric so a metric subset keeps the same random stream.
             k = METRICS.index(metric)
-            sigma = _NOISE[metric]
+            sigma = NOISE[metric]
             if metric != "temperature":
                 # Electrical and mechanical noise is mostly there while the motor turns.
                 sigma = sigma * (0.3 + 0.7 * self._motor)
-            noisy = true[metric] + sigma * noise[:, k]
+            self._noise[:, j] = sigma * noise[:, k]
+            noisy = true[metric] + self._noise[:, j]
             values[:, j] = noisy if metric == "temperature" else np.maximum(noisy, 0.0)
         return values
 
@@ -400,11 +304,13 @@ class FactorySimulator:
             raise ValueError(f"time went backwards: {ts} < {self._last_ts}")
         else:
             self._advance(ts, ts - self._last_ts)
+        self._dt = 0.0 if self._last_ts is None else ts - self._last_ts
         self._last_ts = ts
-        self._start_faults(ts)
+        self.faults.start(ts)
         values = self._measure(ts)
         present = np.ones(len(self.devices), dtype=bool)
-        self._apply_faults(ts, values, present)
+        motor = np.asarray(self._motor, dtype=float)
+        self.faults.apply(ts, values, present, motor, lambda a: self._ghost_value(a, ts))
         return values, present
 
     def step(self, ts: float) -> list[tuple[str, str, float]]:

@@ -68,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--seed", type=int, default=0, help="random seed (0)")
     data.add_argument(
+        "--alert-budget",
+        type=float,
+        default=0.05,
+        help="alerts per series per day the held-out history may raise; the alert "
+        "calibration stored in the artifact is chosen for it (0.05; 0: no calibration)",
+    )
+    data.add_argument(
         "--max-windows",
         type=int,
         default=8192,
@@ -113,6 +120,7 @@ def main(args: argparse.Namespace) -> int:
         max_windows=args.max_windows or None,
         batch_sizes=args.export_batch_sizes,
         plots=not args.no_plots,
+        alert_budget=args.alert_budget,
     )
     try:
         cfg.validate()

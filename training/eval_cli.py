@@ -1,9 +1,11 @@
-"""``iotad eval nab``: replay NAB through the worker's detection core and score it (NAB v1.1).
+"""``iotad eval nab`` and ``iotad eval factory``: detection quality with the worker's core.
 
-Per file, the probationary rows train a forecaster; every later row goes through
-`detector.core.DetectionCore.process` in time order. Writes ``<out>/<category>/<name>.csv``
-(``timestamp,value,anomaly_score``), detail CSVs, ``summary.json``; prints a table per
-profile at NAB's optimised threshold and at the detector's fixed default threshold.
+``factory`` is the simulated factory benchmark (`training.factory_cli`). ``nab`` replays NAB
+v1.1 through the worker's detection core and scores it: per file, the probationary rows train
+a forecaster; every later row goes through `detector.core.DetectionCore.process` in time
+order. Writes ``<out>/<category>/<name>.csv`` (``timestamp,value,anomaly_score``), detail
+CSVs, ``summary.json``; prints a table per profile at NAB's optimised threshold and at the
+detector's fixed default threshold.
 
 Cheap to import: TensorFlow loads only inside the worker processes that train.
 """
@@ -73,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "bounds as IOTAD_DETECTION__*)",
     )
     nab.set_defaults(_eval=main_nab)
+    from training.factory_cli import add_arguments as add_factory_arguments
+
+    add_factory_arguments(sub)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -141,9 +146,9 @@ def parse_overrides(pairs: list[str], cls: type | None = None) -> dict[str, Any]
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"iotad eval nab: expected KEY=VALUE, got {pair!r}")
+            raise SystemExit(f"iotad eval: expected KEY=VALUE, got {pair!r}")
         if known is not None and key not in known:
-            raise SystemExit(f"iotad eval nab: {cls.__name__} has no field {key!r}")
+            raise SystemExit(f"iotad eval: {cls.__name__} has no field {key!r}")
         try:
             out[key] = json.loads(text)
         except json.JSONDecodeError:

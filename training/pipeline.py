@@ -23,7 +23,7 @@ import numpy as np
 
 from detector.artifact import ARTIFACT_JSON, KNOWN_SCALING, Artifact
 from detector.features import TIME_FEATURES
-from training import artifact_writer, export, fitting, report, windowing
+from training import alerting, artifact_writer, export, fitting, report, windowing
 from training.calibration import calibrate
 from training.data import DataError, LoadedData, Series, from_arrays, load_files
 from training.models import CELLS, ModelSpec, build_model, resolve_units
@@ -75,6 +75,9 @@ class TrainConfig:
     deterministic: bool = True
     """Make TensorFlow's ops deterministic, so a rerun gives the same weights."""
     tflite_tolerance: float = export.TFLITE_TOLERANCE
+    alert_budget: float = alerting.DEFAULT_BUDGET
+    """Alerts per series per day the held-out history may raise; the artifact's alert
+    calibration is chosen for it (see `training.alerting`). 0: no calibration."""
 
     def layer_units(self) -> tuple[int, ...]:
         """Units of each recurrent layer."""
@@ -104,6 +107,7 @@ class TrainConfig:
                 "max validation windows must be >= 1",
             ),
             (bool(self.batch_sizes) and min(self.batch_sizes) >= 1, "bad export batch sizes"),
+            (0.0 <= self.alert_budget <= 1000.0, "alert budget must be between 0 and 1000"),
         ]
         for ok, message in checks:
             if not ok:
@@ -285,6 +289,7 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
 
         residual = y_val - predicted
         naive_error = y_val - ws.last_values(ws.val_pos)
+        seasonal_error = y_val - report.seasonal_naive(ws, ws.val_pos)
         per_series_errors, global_errors = calibrate(residual, ws.series_id[ws.val_pos], ws.keys)
         doc = artifact_writer.artifact_doc(
             version=plan.version,
@@ -299,8 +304,12 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
             calibration_global=global_errors,
             tflite_files=names,
             training=_training_section(plan, len(history["loss"])),
-            metrics=report.metrics(residual, naive_error, global_errors, worst),
+            metrics=report.metrics(residual, naive_error, global_errors, worst, seasonal_error),
         )
+        if cfg.alert_budget > 0:
+            plan.log(f"calibrating alerts on the held-out history (budget {cfg.alert_budget:g})")
+            doc["alerting"] = _calibrate_alerts(plan, doc, tmp)
+            t = _timed(plan, "calibration_s", t)
         artifact_writer.write_json(tmp / ARTIFACT_JSON, doc)
         artifact_writer.self_check(tmp)
         if cfg.plots:
@@ -316,11 +325,33 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
             "history": history,
             "timing_s": {k: round(v, 3) for k, v in plan.timing.items()},
             "tflite_max_abs_diff_per_batch": {str(b): d for b, d in sorted(diffs.items())},
-            "per_series": report.per_series(ws, residual, naive_error),
+            "per_series": report.per_series(ws, residual, naive_error, seasonal_error),
         }
         artifact_writer.write_json(tmp / "report.json", full)
         artifact_writer.publish(tmp, plan.target)
     return TrainResult(plan.target, full, artifact_writer.self_check(plan.target))
+
+
+def _calibrate_alerts(plan: _Plan, doc: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """Replay the held-out history through the worker's core with the exported model and
+    choose the alerting divisor for the budget (`training.alerting`)."""
+    from detector.artifact import parse_artifact
+    from detector.forecaster import LiteRTForecaster
+
+    artifact = parse_artifact(doc, directory)
+    calibration = alerting.calibrate_artifact(
+        artifact,
+        LiteRTForecaster.from_artifact(artifact),
+        plan.loaded.series,
+        plan.ws.n_train_readings,
+        plan.cfg.alert_budget,
+    )
+    plan.log(
+        f"held-out history: {calibration.alerts_at_default} alerts uncalibrated, "
+        f"{calibration.alerts} at z scale {calibration.z_scale:.3g} "
+        f"({calibration.alerts_per_series_day:.3f} per series-day)"
+    )
+    return calibration.to_dict(plan.cfg.alert_budget)
 
 
 def _training_section(plan: _Plan, epochs_run: int) -> dict[str, Any]:

@@ -173,9 +173,11 @@ def test_flatline_scores_a_run_longer_than_any_before() -> None:
 
 def test_flatline_needs_the_minimum_length() -> None:
     scorer = _flatline_scorer(flatline_min=10)
-    # Runs of 1 then 5: the 5-run beats the longest (1) but is shorter than 10.
+    # Runs of 1 then 5: the 5-run beats the longest (1) but is shorter than 10. The repeat
+    # likelihood sees it (half of these readings repeat: 5 in a row is a 1-in-32 event),
+    # far below an alert.
     scores = _flat_scores(scorer, [False, True, False] + [True] * 5)
-    assert max(scores) == 0.0
+    assert 0.0 < max(scores) < 0.1
 
 
 def test_a_series_that_never_changed_is_not_stuck() -> None:
@@ -186,7 +188,19 @@ def test_a_series_that_never_changed_is_not_stuck() -> None:
 
 def test_flatline_off_at_zero() -> None:
     scorer = _flatline_scorer(flatline_min=0)
-    assert max(_flat_scores(scorer, [False, True, False] + [True] * 20)) == 0.0
+    # No flag (a score of 1); what is left is the repeat likelihood of a series that
+    # repeated most of its readings, far from an alert.
+    assert max(_flat_scores(scorer, [False, True, False] + [True] * 20)) < 0.1
+
+
+def test_a_noisy_sensor_that_stops_changing_is_news_within_a_few_readings() -> None:
+    # 400 readings that never repeat, then repeats: the repeat rate is floored at what 400
+    # readings resolve (about 1/401), so k repeats have probability ~401**-k. Score 0.5 is
+    # a tail of 1e-5: two repeats (6e-6) cross it, one (2.5e-3) does not.
+    scorer = _flatline_scorer(flatline_min=0)
+    scores = _flat_scores(scorer, [False] * 400 + [True] * 3)
+    assert max(scores[:400]) == 0.0
+    assert scores[400] < 0.5 <= scores[401] <= scores[402]
 
 
 def test_a_deviation_that_is_not_a_number_scores_one() -> None:

@@ -22,6 +22,7 @@ from detector.readings import valid_name
 from detector.simulate_cli import parse_duration, parse_fault, parse_ts, write_csv
 from detector.simulation import (
     FAULT_KINDS,
+    LEGACY_KINDS,
     METRICS,
     FactoryConfig,
     FactorySimulator,
@@ -46,10 +47,16 @@ def run(
     seed: int = 3,
     start: float = TUESDAY_8H,
     rate: float = 0.0,
+    kinds: tuple[str, ...] = LEGACY_KINDS,
 ) -> tuple[FactorySimulator, np.ndarray, np.ndarray, np.ndarray]:
     """Step a 3-machine plant `n` times: (sim, ts (n,), values (n, D, M), present (n, D))."""
     config = FactoryConfig(
-        n_devices=3, interval_s=interval_s, shifts=shifts, seed=seed, fault_rate_per_h=rate
+        n_devices=3,
+        interval_s=interval_s,
+        shifts=shifts,
+        seed=seed,
+        fault_rate_per_h=rate,
+        fault_kinds=kinds,
     )
     sim = FactorySimulator(config, start, faults)
     ts = start + interval_s * np.arange(n)
@@ -227,7 +234,7 @@ def test_noise_burst_multiplies_the_noise() -> None:
 
 def test_random_faults_change_readings_only_inside_their_ground_truth() -> None:
     _, ts, clean, present_clean = run(n=3000, shifts="2")
-    sim, _, faulty, present = run(n=3000, shifts="2", rate=1.0)
+    sim, _, faulty, present = run(n=3000, shifts="2", rate=1.0, kinds=FAULT_KINDS)
     assert len(sim.truth) > 20 and {f.kind for f in sim.truth} == set(FAULT_KINDS)
     assert present_clean.all()
     explained = np.zeros(faulty.shape, dtype=bool)
@@ -335,3 +342,13 @@ def test_readme_simulate_commands_run(tmp_path: Path, monkeypatch: pytest.Monkey
     one = list(csv.reader((tmp_path / "one.csv").open()))
     silent = [r for r in one[1:] if r[1] == "line2-oven01"]
     assert len(silent) == (1440 - 20) * 4  # 60-s default interval, 20 min missing
+
+
+def test_simulate_shape_writes_the_benchmark_fleet(tmp_path: Path) -> None:
+    out = tmp_path / "mixed.csv"
+    argv = ["simulate", "--shape", "mixed", "--csv", str(out), "--days", "0.05", "--quiet"]
+    assert cli_main([*argv, "--start", "2024-01-01"]) == 0
+    rows = list(csv.reader(out.open()))[1:]
+    devices = {r[1] for r in rows}
+    assert len(devices) == 16 and "line4-oven04" in devices
+    assert len(rows) == 72 * 16 * 4  # 0.05 days of minutes

@@ -195,11 +195,16 @@ def non_finite_state(core: Any) -> list[str]:
         rows = array if name in core.scorer.seasonal.STATE else array[used]
         if rows.dtype.kind != "f":
             continue
-        sentinel = {"low": np.inf, "high": -np.inf}.get(name)
-        if sentinel is not None:
-            rows = np.where(rows == sentinel, 0.0, rows)
+        sentinel = {"low": np.inf, "high": -np.inf, "gap": np.nan}.get(name)
+        if sentinel is not None:  # an empty range; a typical interval not learnt yet
+            unset = np.isnan(rows) if name == "gap" else rows == sentinel
+            rows = np.where(unset, 0.0, rows)
         if not np.isfinite(rows).all():
             bad.append(name)
+    for k, relations in enumerate(core.relations):  # per device: means and covariances
+        for name in ("mean", "cov"):
+            if not np.isfinite(getattr(relations, name)).all():
+                bad.append(f"relations[{k}].{name}")
     return bad
 
 

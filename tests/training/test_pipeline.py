@@ -84,9 +84,11 @@ def test_cli_trains_quietly_and_prints_a_summary(cli_run) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # --quiet: no progress, no TensorFlow chatter
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 5
     assert lines[0].startswith(f"artifact: {out}")
-    assert "vs naive" in lines[1] and "LiteRT vs Keras max abs diff" in lines[2]
+    assert "vs naive" in lines[1] and "vs seasonal-naive" in lines[2]
+    assert "LiteRT vs Keras max abs diff" in lines[3]
+    assert lines[4].startswith("alerting: ") and "budget 0.05" in lines[4]
     # Staged atomically: nothing but the artifact is left in the parent directory.
     assert [p.name for p in out.parent.iterdir()] == ["m1"]
     assert sorted(p.name for p in out.iterdir()) == [
@@ -129,6 +131,14 @@ def test_artifact_round_trips_through_the_worker_loader(cli_run) -> None:
     assert len(t["data_fingerprint"]) == 64 and t["seed"] == 0
     assert art.version.split("-")[0].endswith("Z") and len(art.version.split("-")[1]) == 8
     assert art.code_version.startswith("iotad ")
+    # Alert calibration on the held-out fifth: 120 readings a series, 119 minutes each.
+    assert art.alert_budget == 0.05 and art.alert_z_scale >= 1.0
+    held = json.loads((out / "artifact.json").read_text())["alerting"]["heldout"]
+    assert held["series"] == 3 and held["days"] == pytest.approx(119 * 60 / 86_400, abs=1e-4)
+    assert held["alerts"] <= 0.05 * 3 * 119 * 60 / 86_400 or not held["budget_reachable"]
+    metrics = art.metrics
+    assert metrics["seasonal_naive_rmse_scaled"] > 0
+    assert metrics["rmse_ratio_vs_seasonal_naive"] > 0
 
 
 @pytest.mark.slow

@@ -1,0 +1,42 @@
+"""`iotad eval factory` end to end on the quick plant (naive model: no training)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from detector.cli import main as cli_main
+
+
+def test_quick_naive_run_writes_its_figures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "factory"
+    assert cli_main(["eval", "factory", "--quick", "--model", "naive", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "headline (pooled) against the issue's targets" in printed
+    assert "false_alerts_per_series_day" in printed and "decoupled" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    naive = summary["models"]["naive"]
+    assert naive["overall"]["faults"] == 18 and naive["failed_runs"] == 0
+    assert set(naive["kinds"]) >= {"oscillation", "decoupled", "current_rise", "silent"}
+    assert naive["rmse"]["pooled"]["ratio_vs_naive"] == pytest.approx(1.0)
+    assert summary["config"]["shapes"] == ["small"] and summary["failed"] == {}
+    faults = list(csv.DictReader((out / "faults.csv").open()))
+    alerts = list(csv.DictReader((out / "alerts.csv").open()))
+    assert len(faults) == 18 and len(alerts) == naive["overall"]["alerts"]
+    assert sum(a["fault_kind"] != "" for a in alerts) == naive["overall"]["true_alerts"]
+    kinds = list(csv.DictReader((out / "kinds.csv").open()))
+    assert {k["kind"] for k in kinds} >= {"spike", "all"}
+
+
+def test_a_run_that_fails_counts_as_no_detections_and_is_named(tmp_path: Path) -> None:
+    out = tmp_path / "factory"
+    argv = ["eval", "factory", "--quick", "--quiet", "--model", "lstm", "--out", str(out)]
+    assert cli_main([*argv, "--train", "no_such_option=1"]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    lstm = summary["models"]["lstm"]
+    assert lstm["failed_runs"] == 1 and lstm["overall"]["faults"] == 18
+    assert lstm["overall"]["detected"] == 0 and lstm["overall"]["alerts"] == 0
+    assert "no_such_option" in summary["failed"]["small/seed0/lstm"]

@@ -1,0 +1,213 @@
+"""Alerting calibrated to the plant: how sensitive the detector is, chosen on held-out history.
+
+The detection core scores a reading by the largest of its likelihood deviations (z, see
+`detector.scoring`), or 1 when a certain signal fires (a value outside its range, a stuck
+sensor). A fixed z threshold suits no plant: each has its own share of normal events that
+look odd (shift changes, planned stops, new products). So training replays the held-out end
+of the history through the very core the worker runs, records every reading's z, and picks
+the smallest divisor of z (`z_scale` >= 1) at which that normal history raises at most
+`budget` alerts per series per day, counting alerts as the worker does (episodes with
+hysteresis and a quiet period). One divisor for all series (pooled): per-series divisors
+fitted to a few days each would follow the noise of the few largest normal events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.artifact import Artifact
+from detector.core import DetectionConfig, DetectionCore
+from detector.decision import EpisodeTracker
+from detector.forecaster import Forecaster
+from detector.readings import Reading
+from detector.scoring import tail_score
+
+Trace = Sequence[tuple[np.ndarray, ...]]
+"""What `DetectionCore.trace` collects: per scored round (slots, ts, z, flag, signal)."""
+
+MAX_Z_SCALE = 1e6
+DEFAULT_BUDGET = 0.05
+"""Alerts per series per day that normal history may raise (one every 20 series-days)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """The chosen divisor and what the held-out history raised with it."""
+
+    z_scale: float
+    alerts: int
+    alerts_at_default: int
+    allowed: float
+    series: int
+    days: float
+    reachable: bool
+    """False when the certain signals alone (range, flatline) exceed the budget: no divisor
+    can meet it, and `z_scale` is the largest tried."""
+
+    @property
+    def alerts_per_series_day(self) -> float:
+        return self.alerts / max(self.series * self.days, 1e-9)
+
+    def to_dict(self, budget: float) -> dict[str, object]:
+        return {
+            "budget": budget,
+            "z_scale": self.z_scale,
+            "heldout": {
+                "series": self.series,
+                "days": round(self.days, 4),
+                "alerts": self.alerts,
+                "alerts_per_series_day": round(self.alerts_per_series_day, 5),
+                "alerts_without_calibration": self.alerts_at_default,
+                "budget_reachable": self.reachable,
+            },
+        }
+
+
+def count_alerts(trace: Trace, z_scale: float, config: DetectionConfig, capacity: int) -> int:
+    """Firing alerts the traced readings raise when z is divided by `z_scale`."""
+    tracker = EpisodeTracker(capacity, config.resolve_after, config.quiet_period)
+    fired = 0
+    for slots, ts, z, flag, *_ in trace:
+        anomalous = flag | (tail_score(z / z_scale) >= config.threshold)
+        if anomalous.any() or tracker.active[slots].any():
+            fired += sum(state == "firing" for _, state, _ in tracker.step(slots, anomalous, ts))
+    return fired
+
+
+def calibrate(
+    trace: Trace, config: DetectionConfig, budget: float, series: int, days: float
+) -> Calibration:
+    """The smallest z divisor (>= 1) at which `trace` raises at most `budget` alerts per
+    series per day; bisection in log scale to 1 % (alerts fall as the divisor grows)."""
+    capacity = 1 + max((int(s.max()) for s, *_ in trace if s.size), default=0)
+    allowed = budget * series * days
+
+    def alerts(scale: float) -> int:
+        return count_alerts(trace, scale, config, capacity)
+
+    at_one = alerts(1.0)
+    if at_one <= allowed:
+        return Calibration(1.0, at_one, at_one, allowed, series, days, True)
+    low, high = 1.0, 2.0
+    high_alerts = alerts(high)
+    while high_alerts > allowed and high < MAX_Z_SCALE:
+        low, high = high, min(high * 4.0, MAX_Z_SCALE)
+        high_alerts = alerts(high)
+    if high_alerts > allowed:
+        return Calibration(high, high_alerts, at_one, allowed, series, days, False)
+    while high / low > 1.01:
+        mid = float(np.sqrt(low * high))
+        got = alerts(mid)
+        if got <= allowed:
+            high, high_alerts = mid, got
+        else:
+            low = mid
+    return Calibration(high, high_alerts, at_one, allowed, series, days, True)
+
+
+PRIME_READINGS = 10_000
+"""Readings of each series' training part replayed before the held-out part, so the core's
+long-run statistics and device relations are what a worker running for a week has (a week
+at one reading a minute)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOut:
+    """Raw readings of every series, in one time-ordered stream, and where each series'
+    held-out part begins."""
+
+    ts: np.ndarray
+    keys: np.ndarray
+    values: np.ndarray
+    heldout_from: dict[str, float]
+    """Series key -> timestamp of its first held-out reading."""
+
+    @property
+    def series_days(self) -> float:
+        """Days of held-out history summed over series."""
+        last: dict[str, float] = {}
+        for key, t in zip(self.keys.tolist(), self.ts.tolist(), strict=True):
+            last[key] = t
+        return sum(max(last[k] - t0, 0.0) for k, t0 in self.heldout_from.items()) / 86_400.0
+
+
+def heldout_stream(
+    series: dict[str, tuple[np.ndarray, np.ndarray]], n_train: dict[str, int]
+) -> HeldOut:
+    """The last `PRIME_READINGS` of each series' training part and all its held-out part,
+    merged in time order (ties keep series order, as a device's payload delivers them)."""
+    ts_parts, key_parts, value_parts = [], [], []
+    heldout_from: dict[str, float] = {}
+    for key, cut in n_train.items():
+        ts, values = series[key]
+        if cut >= ts.size:
+            continue
+        start = max(0, cut - PRIME_READINGS)
+        ts_parts.append(np.asarray(ts[start:], dtype=np.float64))
+        value_parts.append(np.asarray(values[start:], dtype=np.float64))
+        key_parts.append(np.full(ts.size - start, key, dtype=object))
+        heldout_from[key] = float(ts[cut])
+    if not ts_parts:
+        return HeldOut(np.empty(0), np.empty(0, dtype=object), np.empty(0), {})
+    ts = np.concatenate(ts_parts)
+    order = np.argsort(ts, kind="stable")
+    return HeldOut(
+        ts[order],
+        np.concatenate(key_parts)[order],
+        np.concatenate(value_parts)[order],
+        heldout_from,
+    )
+
+
+REPLAY_TIMESTAMPS = 64
+"""Timestamps per `process` call of the calibration replay. The core scores a batch in
+rounds (the k-th reading of each series), so a reading sees what it would see arriving alone;
+only the silence check runs per call, and silence is not part of the calibration."""
+
+
+def trace_heldout(core: DetectionCore, stream: HeldOut) -> Trace:
+    """Replay `stream` through `core` (whole timestamps per call, as devices' payloads
+    arrive) and return the trace of the held-out readings only."""
+    core.trace = []
+    bounds = np.flatnonzero(np.diff(stream.ts)) + 1
+    starts = np.concatenate([[0], bounds])[::REPLAY_TIMESTAMPS]
+    ends = np.concatenate([starts[1:], [stream.ts.size]])
+    keys = [tuple(str(k).split("/", 1)) for k in stream.keys.tolist()]
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        batch = [
+            Reading(keys[i][0], keys[i][1], float(stream.ts[i]), float(stream.values[i]))
+            for i in range(a, b)
+        ]
+        if batch:
+            core.process(batch, now=float(stream.ts[b - 1]))
+    starts = np.full(core.store.capacity, np.inf)
+    for key, t0 in stream.heldout_from.items():
+        slot = core.store.slot(key)
+        if slot is not None:
+            starts[slot] = t0
+    trace, core.trace = core.trace, None
+    out = []
+    for slots, ts, *columns in trace:
+        keep = ts >= starts[slots]
+        if keep.any():
+            out.append((slots[keep], ts[keep], *(c[keep] for c in columns)))
+    return out
+
+
+def calibrate_artifact(
+    artifact: Artifact,
+    forecaster: Forecaster,
+    series: dict[str, tuple[np.ndarray, np.ndarray]],
+    n_train: dict[str, int],
+    budget: float,
+) -> Calibration:
+    """Calibrate `artifact` (with its forecaster) on the held-out part of `series` (each
+    series from index ``n_train[key]`` on), with the detection defaults the worker uses."""
+    core = DetectionCore(artifact, forecaster)
+    stream = heldout_stream(series, n_train)
+    trace = trace_heldout(core, stream)
+    n = max(len(stream.heldout_from), 1)
+    return calibrate(trace, core.config, budget, n, stream.series_days / n)
