@@ -107,7 +107,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"val RMSE {m['val_rmse_scaled']:.4f} vs naive {m['naive_rmse_scaled']:.4f} "
         f"(ratio {m['rmse_ratio_vs_naive']:.3f}, scaled units)"
     )
-    print(f"LiteRT vs Keras max abs diff: {m['tflite_max_abs_diff']:.2g}")
+    print(f"LiteRT vs Keras max diff: {m['tflite_max_diff']:.2g}")
     reproduce = ["OPENBLAS_NUM_THREADS=1", ".venv/bin/python", "bench/train_speed.py"]
     reproduce += ["--readings", str(args.readings), "--seed", str(args.seed)]
     if args.train_args:

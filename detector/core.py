@@ -187,6 +187,7 @@ class DetectionCore:
         self.silent = np.zeros(cap, dtype=bool)
         self.episode_signal = np.zeros(cap, dtype=np.int8)  # what fired the open episode
         self.clock = -np.inf
+        self._clock_points = np.empty(0)
         self.trace: list[tuple[np.ndarray, ...]] | None = None
         """When a list, each scored round appends (slots, ts, z, flag, signal): the input of
         alert calibration (`training.alerting`)."""
@@ -300,7 +301,10 @@ class DetectionCore:
         admitted = self._admit(readings, result, seen)
         if admitted is None:
             return result
-        self._resolve_silence(admitted, result)
+        # The clock silence is judged by is the readings' time, never ahead of `now`: a
+        # reading stamped in the future must not make every other series look silent.
+        clock = admitted.ts[admitted.ts <= seen]
+        self._clock_points = np.unique(np.append(clock, self.clock))
         windows, owners, previous = self._collect_windows(admitted, seen, result)
         if owners.size:
             started = time.perf_counter()
@@ -308,22 +312,38 @@ class DetectionCore:
             result.inference_s = time.perf_counter() - started
             result.model_batch = int(owners.size)
             self._score(admitted, owners, forecast, previous, result)
-        # The clock silence is judged by: the readings' time, never ahead of `now` (a reading
-        # stamped in the future must not make every other series look silent), and the
-        # batch's median (one odd timestamp among many does not move it).
-        self.clock = max(self.clock, min(float(np.median(admitted.ts)), seen))
+        self.clock = float(self._clock_points[-1])
         if self.config.silence_after > 0:
             self._detect_silence(result)
         return result
 
-    def _resolve_silence(self, adm: _Admitted, result: BatchResult) -> None:
-        """A silent series that reports again resolves its ``silence`` alert."""
-        back = np.flatnonzero(self.silent[adm.slots] & (adm.rank == 0))
-        for i in back.tolist():
-            slot = int(adm.slots[i])
+    def _silence_round(self, adm: _Admitted, idx: np.ndarray, result: BatchResult) -> None:
+        """Silence ended by the readings `idx` of one round (before they are pushed).
+
+        A series was silent between its previous reading and this one when the gap exceeds
+        its limit and the clock (another reading's time) passed the limit in between. The
+        alert's time is when the limit passed, so the events are the same however the
+        readings were batched.
+        """
+        slots = adm.slots[idx]
+        # The order bound: the newest ts unless that was stamped in the future (`_learn_gap`).
+        prev = self.store.order_ts[slots]
+        limit = prev + self.config.silence_after * self.gap[slots]  # NaN gap: never
+        ts = adm.ts[idx]
+        # The first clock point past the limit, if any, must come before this reading.
+        after = np.searchsorted(self._clock_points, limit, side="right")
+        passed = after < self._clock_points.size
+        nxt = self._clock_points[np.minimum(after, self._clock_points.size - 1)]
+        gone = self.silent[slots] | (passed & (nxt < ts) & (limit < ts))
+        for i in np.flatnonzero(gone).tolist():
+            slot, r = int(slots[i]), adm.readings[int(idx[i])]
+            onset = float(prev[i])
+            if not self.silent[slot]:
+                value = float(self.store.last_value[slot])
+                result.events.append(
+                    self._silence_event("firing", r.device, r.metric, limit[i], value, onset)
+                )
             self.silent[slot] = False
-            r = adm.readings[i]
-            onset = float(self.store.last_ts[slot])
             result.events.append(
                 self._silence_event("resolved", r.device, r.metric, r.ts, r.value, onset)
             )
@@ -332,19 +352,19 @@ class DetectionCore:
         """Series quiet for `silence_after` of their typical intervals fire ``silence``."""
         store = self.store
         used = store.used_slots()
-        quiet = self.clock - store.order_ts[used]  # see `_learn_gap`
-        limit = self.config.silence_after * self.gap[used]
-        gone = used[(quiet > limit) & ~self.silent[used]]  # NaN gap: never
+        # From the order bound, not the newest ts (see `_learn_gap`): a reading stamped in the
+        # future must not hold its series' silence off.
+        limit = store.order_ts[used] + self.config.silence_after * self.gap[used]
+        gone = used[(self.clock > limit) & ~self.silent[used]]  # NaN gap: never
         for slot in gone.tolist():
             key = store.key(slot)
             if key is None:
                 continue
             self.silent[slot] = True
             device, _, metric = key.partition("/")
-            value, onset = float(store.last_value[slot]), float(store.last_ts[slot])
-            result.events.append(
-                self._silence_event("firing", device, metric, self.clock, value, onset)
-            )
+            value, onset = float(store.last_value[slot]), float(store.order_ts[slot])
+            at = onset + self.config.silence_after * float(self.gap[slot])
+            result.events.append(self._silence_event("firing", device, metric, at, value, onset))
 
     def _silence_event(
         self, state: str, device: str, metric: str, ts: float, value: float, onset: float
@@ -486,6 +506,8 @@ class DetectionCore:
                 owners.append(r_idx)
                 previous.append(store.last_value[r_slots])
             result.warming += int(np.count_nonzero(~ready))
+            if self.config.silence_after > 0:
+                self._silence_round(adm, idx, result)
             self._learn_gap(slots, adm.ts[idx])
             store.push(slots, adm.values[idx], adm.ts[idx], seen)
         if not owners:
@@ -616,15 +638,8 @@ class DetectionCore:
         rows, pos = self.dev_row[slots], self.dev_pos[slots]
         levels, residuals = self.relations
         suspect = self.episodes.active[slots]
-        window = self.config.short_window
-        left, _ = residuals.observe(rows, pos, ts, residual, suspect, moving_window=window)
-        # While a machine changes state its sensors lag one another (temperature follows
-        # current by minutes): the values' relation is judged, and learnt, only when the
-        # device is settled; the residuals' relation covers the change itself.
-        moving = residuals.moving
-        relation_resid, relation_z = levels.observe(rows, pos, ts, scaled, suspect, ~moving)
-        relation_z = np.where(moving & np.isfinite(relation_z), 0.0, relation_z)
-        relation_resid = np.where(moving, np.nan, relation_resid)
+        relation_resid, relation_z = levels.observe(rows, pos, ts, scaled, suspect)
+        left, _ = residuals.observe(rows, pos, ts, residual, suspect)
         return np.where(np.isfinite(left), left, residual), relation_z, relation_resid
 
     def _event(self, scored: Scored, state: str, onset: float, signal: str) -> AlertEvent:

@@ -37,10 +37,6 @@ _RIDGE = 1e-3
 """Relative ridge on a covariance before inverting: two sensors measuring the same thing
 would otherwise make it singular. A numerical guard, far below any sensor's noise share."""
 _MIN_VAR = 1e-8
-MOVING_Z = 3.0
-"""A metric whose observation is this many of its own standard deviations from its mean is
-moving; two or more at once mean the machine is changing state (a start, a stop, a new
-setpoint): the control limit of a Shewhart chart, not a tuned value."""
 
 
 class DeviceRelations:
@@ -60,10 +56,6 @@ class DeviceRelations:
         self.mean = np.zeros((0, p))
         self.cov = np.zeros((0, p, p))
         self.seen = np.zeros((0, p), dtype=np.int32)
-        self.settle = np.zeros(0, dtype=np.int32)  # readings until a moving device is settled
-        self.moving = np.zeros(0, dtype=bool)
-        """Per observation of the last `observe` call with a `moving_window`: its device was
-        changing state (now or within the window)."""
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -119,8 +111,6 @@ class DeviceRelations:
                 self.mean = grown(self.mean, n, 0.0)
                 self.cov = grown(self.cov, n, 0.0)
                 self.seen = grown(self.seen, n, 0)
-                self.settle = grown(self.settle, n, 0)
-        self.settle[row] = 0
         for pos in range(MAX_POSITIONS):
             self._reset(row, pos)
         return row
@@ -141,8 +131,6 @@ class DeviceRelations:
         ts: np.ndarray,
         x: np.ndarray,
         suspect: np.ndarray | None = None,
-        learn: np.ndarray | None = None,
-        moving_window: int = 0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Conditional residuals of observations, then learn them.
 
@@ -151,15 +139,11 @@ class DeviceRelations:
         Returns the conditional residual and its z (residual / conditional std) per
         observation, NaN where the device has no other learnt metric present. `suspect`
         marks observations already known to be off (their series is in an alert): they are
-        left out of what their siblings are judged against. A device learns from a group
-        only where `learn` is true for it. With `moving_window`, `moving` tells afterwards
-        which observations belong to a device that changed state (two or more metrics at
-        `MOVING_Z` from their means at once) within that many of its groups.
+        left out of what their siblings are judged against.
         """
         n = x.shape[0]
         resid = np.full(n, np.nan)
         z = np.full(n, np.nan)
-        self.moving = np.zeros(n, dtype=bool)
         rows = np.where(devs >= 0, self.row_of[np.maximum(devs, 0)], -1)
         use = np.flatnonzero((rows >= 0) & (pos >= 0) & np.isfinite(x))
         if use.size < 2:
@@ -182,26 +166,8 @@ class DeviceRelations:
         res_g, z_g = self._conditional(g_rows, obs, present, suspects)
         resid[order] = res_g[group, q]
         z[order] = z_g[group, q]
-        if moving_window > 0:
-            self.moving[order] = self._moving(g_rows, obs, present, moving_window)[group]
-        learns = np.ones(g_rows.size, dtype=bool)
-        if learn is not None:
-            np.logical_and.at(learns, group, learn[order])
-        if learns.any():
-            self._learn(g_rows[learns], obs[learns], present[learns])
+        self._learn(g_rows, obs, present)
         return resid, z
-
-    def _moving(
-        self, g_rows: np.ndarray, obs: np.ndarray, present: np.ndarray, window: int
-    ) -> np.ndarray:
-        """Per group: is its device changing state now, or did it within `window` groups?"""
-        learnt = present & (self.seen[g_rows] >= self.learn)
-        sd = np.sqrt(np.maximum(np.diagonal(self.cov[g_rows], axis1=1, axis2=2), _MIN_VAR))
-        far = learnt & (np.abs(obs - self.mean[g_rows]) > MOVING_Z * sd)
-        now = far.sum(axis=1) >= 2
-        settle = np.where(now, window, np.maximum(self.settle[g_rows] - 1, 0))
-        self.settle[g_rows] = settle
-        return settle > 0
 
     def _conditional(
         self, g_rows: np.ndarray, obs: np.ndarray, present: np.ndarray, suspects: np.ndarray

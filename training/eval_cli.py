@@ -5,7 +5,11 @@ v1.1 through the worker's detection core and scores it: per file, the probationa
 a forecaster; every later row goes through `detector.core.DetectionCore.process` in time
 order. Writes ``<out>/<category>/<name>.csv`` (``timestamp,value,anomaly_score``), detail
 CSVs, ``summary.json``; prints a table per profile at NAB's optimised threshold and at the
-detector's fixed default threshold.
+detector's fixed default threshold. A file that fails counts as no detections in every table
+and is named.
+
+``--compare-naive`` runs the naive forecast on the same files beside the model; ``--cv K``
+cross-validates the tuned settings and NAB's threshold by file (`training.nab_cv_run`).
 
 Cheap to import: TensorFlow loads only inside the worker processes that train.
 """
@@ -18,8 +22,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="set a DetectionConfig field of the core, e.g. threshold=0.6 (repeatable; the same "
         "bounds as IOTAD_DETECTION__*)",
+    )
+    nab.add_argument(
+        "--compare-naive",
+        action="store_true",
+        help="also run --model naive on the same files (into <out>/naive) and print both",
+    )
+    nab.add_argument(
+        "--cv",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K-fold cross-validation by file of the tuned settings and NAB's threshold; "
+        "prints out-of-fold scores (the headline) beside in-sample ones, writes <out>/cv.json",
+    )
+    nab.add_argument(
+        "--cv-grid",
+        choices=("full", "small", "defaults"),
+        default="full",
+        help="candidates --cv chooses among: full (the tuned knobs, jointly and one at a "
+        "time), small (signals off and the simple set), defaults (threshold only)",
+    )
+    nab.add_argument("--cv-seed", type=int, default=0, help="seed of the fold split (0)")
+    nab.add_argument(
+        "--reuse-models",
+        action="store_true",
+        help="load a file's model from an earlier run in <out>/models when it was trained "
+        "on the same history with the same options, instead of training again",
     )
     nab.set_defaults(_eval=main_nab)
     from training.factory_cli import add_arguments as add_factory_arguments
@@ -156,109 +185,46 @@ def parse_overrides(pairs: list[str], cls: type | None = None) -> dict[str, Any]
     return out
 
 
-# --- running files --------------------------------------------------------------------------
-
-
-def _init_worker() -> None:
-    """One thread per library in each worker process: the processes are the parallelism."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
-    os.environ["TF_NUM_INTRAOP_THREADS"] = "1"
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def evaluate_file(nab_root: Path, name: str, out: Path, cfg: Any) -> dict[str, Any]:
-    """Replay one file and write its CSVs; returns its scores and facts (picklable)."""
-    from training.nab import load_corpus, probation_rows
-    from training.nab_replay import replay_file
-    from training.nab_report import write_file_csvs
-
-    corpus = load_corpus(nab_root)
-    ts, values = corpus.read_series(name)
-    work_dir = out / "models" / Path(name).with_suffix("")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    replay = replay_file(name, ts, values, probation_rows(len(ts)), cfg, work_dir)
-    write_file_csvs(out, replay)
-    return {
-        "name": name,
-        "timestamps": replay.timestamps,
-        "anomaly_score": replay.anomaly_score,
-        "facts": {
-            **replay.counts(),
-            "fit_s": round(replay.fit_s, 3),
-            "replay_s": round(replay.replay_s, 3),
-            "model": replay.model_info,
-        },
-    }
-
-
-class Progress:
-    """One self-overwriting stderr line: files done, elapsed, a rough time left."""
-
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet, self.done = total, quiet, 0
-        self.started = time.monotonic()
-
-    def step(self, name: str) -> None:
-        self.done += 1
-        if self.quiet:
-            return
-        elapsed = time.monotonic() - self.started
-        left = elapsed / self.done * (self.total - self.done)
-        line = f"[{self.done:>3}/{self.total}] {_mmss(elapsed)} elapsed, "
-        line += f"~{_mmss(left)} left  {name}"
-        end = "\n" if self.done == self.total else ""
-        print(f"\r{line[:110]:<110}", end=end, file=sys.stderr, flush=True)
-
-
-def _mmss(seconds: float) -> str:
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
-def run_files(
-    nab_root: Path, names: list[str], out: Path, cfg: Any, jobs: int, quiet: bool
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Evaluate `names`, `jobs` at a time in worker processes; returns results and failures."""
-    # Longest files first, so no process is left with a big file at the end.
-    order = sorted(names, key=lambda n: -(nab_root / "data" / n).stat().st_size)
-    progress = Progress(len(order), quiet)
-    results: list[dict[str, Any]] = []
-    failed: dict[str, str] = {}
-    if jobs <= 1:
-        for name in order:
-            try:
-                results.append(evaluate_file(nab_root, name, out, cfg))
-            except Exception as exc:  # one bad file must not lose the others' hours
-                failed[name] = f"{type(exc).__name__}: {exc}"
-            progress.step(name)
-        return results, failed
-    import multiprocessing
-
-    # spawn: a fresh interpreter per worker, never a fork of a process holding threads.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = {pool.submit(evaluate_file, nab_root, n, out, cfg): n for n in order}
-        for future in as_completed(futures):
-            name = futures[future]
-            try:
-                results.append(future.result())
-            except Exception as exc:
-                failed[name] = f"{type(exc).__name__}: {exc}"
-            progress.step(name)
-    return results, failed
-
-
 # --- the command ----------------------------------------------------------------------------
 
 
-def main_nab(args: argparse.Namespace) -> int:
-    from detector.core import DetectionConfig
-    from training.nab import FileScores, load_corpus, score_profiles
-    from training.nab_replay import DEFAULT_NAB_THRESHOLD, ReplayConfig
-    from training.nab_report import report_text, write_summary
+def compare_text(runs: dict[str, dict[str, Any]]) -> str:
+    """The models' headline scores side by side (same files, same run)."""
+    models = list(runs)
+    lines = ["NAB score, same files, same run (optimised / fixed threshold):"]
+    lines.append(f"  {'':<20}" + "".join(f"{m:>18}" for m in models))
+    for profile in runs[models[0]]["optimised"]:
+        cells = ""
+        for m in models:
+            a, b = runs[m]["optimised"][profile].score, runs[m]["fixed"][profile].score
+            cells += f"{_score_text(a) + ' / ' + _score_text(b):>18}"
+        lines.append(f"  {profile:<20}{cells}")
+    return "\n".join(lines)
 
-    if args.model == "lstm" and importlib.util.find_spec("training.pipeline") is None:
+
+def _score_text(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def failed_text(runs: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for model, r in runs.items():
+        if r["failed"]:
+            named = ", ".join(sorted(r["failed"]))
+            parts.append(
+                f"{model}: {len(r['failed'])} file(s) failed, scored as no detections: {named}"
+            )
+    return "\n".join(parts)
+
+
+def main_nab(args: argparse.Namespace) -> int:
+    from training.nab import load_corpus
+    from training.nab_report import report_text
+
+    models = [args.model]
+    if args.compare_naive and args.model != "naive":
+        models.append("naive")
+    if "lstm" in models and importlib.util.find_spec("training.pipeline") is None:
         print(
             "iotad eval nab: training/pipeline.py is not available; try --model naive",
             file=sys.stderr,
@@ -267,48 +233,33 @@ def main_nab(args: argparse.Namespace) -> int:
     nab_root = find_nab_root(args.nab_root)
     corpus = load_corpus(nab_root)
     names = select_files(corpus.names, args.files)
-    detection = detection_config(parse_overrides(args.detection, DetectionConfig))
-    cfg = ReplayConfig(
-        model=args.model, train_overrides=parse_overrides(args.train), detection=detection
-    )
+    if args.cv and not 2 <= args.cv <= len(names):
+        raise SystemExit(f"iotad eval nab: --cv needs 2..{len(names)} folds for these files")
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    results, failed = run_files(nab_root, names, out, cfg, max(1, args.jobs), args.quiet)
-    elapsed = time.monotonic() - started
-    for name, error in sorted(failed.items()):
-        print(f"iotad eval nab: {name} failed: {error}", file=sys.stderr)
-    if not results:
-        return 1
-    scores = {r["name"]: FileScores(r["timestamps"], r["anomaly_score"]) for r in results}
-    optimised = score_profiles(corpus, scores)
-    fixed = score_profiles(corpus, scores, DEFAULT_NAB_THRESHOLD)
-    run = {
-        "nab_root": str(nab_root),
-        "files": len(results),
-        "failed": failed,
-        "elapsed_s": round(elapsed, 1),
-        "jobs": args.jobs,
-        "model": args.model,
-        "train_overrides": cfg.train_overrides,
-        "detection": {f.name: getattr(detection, f.name) for f in fields(detection)},
-        "score_mapping": {
-            "function": "training.nab_replay.nab_anomaly_score",
-            "formula": "core score; inside an open episode min(score, 0.5 * threshold)",
-            "default_threshold": DEFAULT_NAB_THRESHOLD,
-        },
-    }
-    facts = {r["name"]: r["facts"] for r in results}
-    write_summary(out / "summary.json", optimised, fixed, run, facts)
-    print(report_text(optimised, fixed))
-    print(f"\n{len(results)} files in {_mmss(elapsed)}; wrote {out}/summary.json")
+    from training.nab_run import mmss, run_model
+
+    runs = {m: run_model(args, corpus, names, m, out if i == 0 else out / m) for i, m in
+            enumerate(models)}  # fmt: skip
+    primary = runs[args.model]
+    print(report_text(primary["optimised"], primary["fixed"]))
+    if len(runs) > 1:
+        print("\n" + compare_text(runs))
+    if failed_text(runs):
+        print("\n" + failed_text(runs))
+    elapsed = sum(r["elapsed"] for r in runs.values())
+    print(
+        f"\n{len(names)} files x {len(runs)} model(s) in {mmss(elapsed)}; wrote {out}/summary.json"
+    )
+    if args.cv:
+        _cross_validate(args, corpus, names, runs)
     if args.plot:
         plot_name = select_files(corpus.names, [args.plot])[0]
         from training.nab_plot import plot_file
+        from training.nab_replay import DEFAULT_NAB_THRESHOLD
         from training.nab_report import detail_csv_path
 
         thresholds = {"fixed (core threshold)": DEFAULT_NAB_THRESHOLD}
-        thresholds["optimised (standard)"] = optimised["standard"].threshold
+        thresholds["optimised (standard)"] = primary["optimised"]["standard"].threshold
         png = plot_file(
             detail_csv_path(out, plot_name),
             corpus,
@@ -317,4 +268,25 @@ def main_nab(args: argparse.Namespace) -> int:
             thresholds,
         )
         print(f"plot: {png}")
-    return 1 if failed else 0
+    return 1 if any(r["failed"] for r in runs.values()) else 0
+
+
+def _cross_validate(
+    args: argparse.Namespace, corpus: Any, names: list[str], runs: dict[str, dict[str, Any]]
+) -> None:
+    from training.nab_cv_report import report_text as cv_text
+    from training.nab_cv_report import write_cv_json
+    from training.nab_cv_run import fitted_files, run_cv
+
+    if args.detection:
+        print("iotad eval nab: --cv varies the core's settings itself; --detection is the "
+              "run's only", file=sys.stderr)  # fmt: skip
+    cv_runs = {}
+    for model, r in runs.items():
+        files = fitted_files(corpus, names, r["out"], model, r["failed"])
+        cv_runs[model] = run_cv(
+            corpus, files, r["scores"], args.cv, args.cv_grid, args.cv_seed, args.jobs, args.quiet
+        )
+    print("\n" + cv_text(cv_runs))
+    write_cv_json(args.out / "cv.json", cv_runs)
+    print(f"\nwrote {args.out}/cv.json")

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from detector.plant_config import SHAPES
-from training.eval_cli import _init_worker, _mmss, parse_overrides
+from training.eval_cli import parse_overrides
+from training.nab_run import _init_worker
+from training.nab_run import mmss as _mmss
 
 DEFAULT_OUT = Path("runs/factory")
 

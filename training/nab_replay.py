@@ -27,6 +27,8 @@ from detector.core import DetectionConfig, DetectionCore
 from detector.features import fit_scale
 from detector.forecaster import Forecaster
 from detector.readings import Reading
+from detector.seasonality import estimate_period
+from training.windowing import PERIOD_SAMPLE
 
 # What became of each row (the `status` column of the detail CSV).
 PROBATION, WARMING, DROPPED, SCORED = 0, 1, 2, 3
@@ -70,6 +72,9 @@ class ReplayConfig:
     prime_rows: int | None = None
     """History rows fed through the core before scoring starts; None = all of them, so the
     core's long-run statistics have learnt the history as the worker's would have."""
+    reuse_models: bool = False
+    """Load an artifact an earlier run left in the work folder instead of training, when it
+    was trained on the same history with the same options (``--reuse-models``)."""
 
 
 @dataclass(slots=True)
@@ -117,8 +122,12 @@ class LastValueForecaster:
         return np.asarray(windows[:, -1, 0], dtype=np.float32)
 
 
-def _naive_artifact(key: str, values: np.ndarray, directory: Path) -> Artifact:
-    """An in-memory artifact for the naive forecaster, calibrated on the history only."""
+def naive_artifact(key: str, values: np.ndarray, directory: Path) -> Artifact:
+    """An in-memory artifact for the naive forecaster, calibrated on the history only.
+
+    Its series gets a seasonal period exactly as training gives one (`estimate_period` on
+    the history), so naive and LSTM differ in the forecaster only.
+    """
     offset, scale = fit_scale(values, "standard")
     residual = np.diff((values - offset) / scale) if values.size > 1 else np.zeros(1)
     stats = {
@@ -138,7 +147,16 @@ def _naive_artifact(key: str, values: np.ndarray, directory: Path) -> Artifact:
         "window_len": 1,
         "horizon": 1,
         "features": ["value"],
-        "scaling": {"method": "standard", "per_series": {key: {"offset": offset, "scale": scale}}},
+        "scaling": {
+            "method": "standard",
+            "per_series": {
+                key: {
+                    "offset": offset,
+                    "scale": scale,
+                    "period": estimate_period(values[-PERIOD_SAMPLE:]),
+                }
+            },
+        },
         "calibration": {"per_series": {key: stats}, "global": stats},
         "files": {"keras": "none.keras", "tflite": {"1": "none.tflite"}},
     }
@@ -182,22 +200,48 @@ def fit_forecaster(
     does; ``naive`` needs no training (a baseline for what the model adds).
     """
     if cfg.model == "naive":
-        return _naive_artifact(key, values, work_dir), LastValueForecaster(), {"model": "naive"}
+        return naive_artifact(key, values, work_dir), LastValueForecaster(), {"model": "naive"}
     if cfg.model != "lstm":
         raise ValueError(f"unknown model {cfg.model!r} (one of {', '.join(MODELS)})")
     from detector.forecaster import LiteRTForecaster
     from training.pipeline import train_series
 
-    result = train_series({key: (ts, values)}, _train_config(cfg.train_overrides), work_dir)
+    train_cfg = _train_config(cfg.train_overrides)
+    earlier = _reusable(work_dir, {key: (ts, values)}, train_cfg) if cfg.reuse_models else None
+    if earlier is not None:
+        info = {"model": "lstm", "artifact_dir": str(work_dir), "reused": True}
+        info.update({k: earlier.metrics.get(k) for k in _METRICS_KEPT})
+        return earlier, LiteRTForecaster.from_artifact(earlier, num_threads=1), info
+    result = train_series({key: (ts, values)}, train_cfg, work_dir)
     artifact = load_artifact(result.artifact_dir)
     return artifact, LiteRTForecaster.from_artifact(artifact, num_threads=1), _train_facts(result)
+
+
+def _reusable(work_dir: Path, series: dict[str, Any], train_cfg: Any) -> Artifact | None:
+    """The artifact in `work_dir` if it was trained on `series` with `train_cfg`'s options."""
+    import json
+
+    from detector.artifact import ArtifactError
+    from training.data import series_fingerprint
+
+    try:
+        artifact = load_artifact(work_dir)
+    except (ArtifactError, OSError):
+        return None
+    training = artifact.training
+    same_options = training.get("options") == json.loads(json.dumps(train_cfg.options()))
+    same_data = training.get("data_fingerprint") == series_fingerprint(series)
+    return artifact if same_options and same_data else None
+
+
+_METRICS_KEPT = ("val_rmse_scaled", "naive_rmse_scaled", "rmse_ratio_vs_naive", "tflite_max_diff")
 
 
 def _train_facts(result: Any) -> dict[str, Any]:
     """The few training facts worth a line in summary.json (the full report stays on disk)."""
     report = result.report if isinstance(getattr(result, "report", None), dict) else {}
     metrics = report.get("metrics", {})
-    keep = ("val_rmse_scaled", "naive_rmse_scaled", "rmse_ratio_vs_naive", "tflite_max_abs_diff")
+    keep = _METRICS_KEPT
     return {
         "model": "lstm",
         "artifact_dir": str(result.artifact_dir),

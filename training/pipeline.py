@@ -324,7 +324,7 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
             "artifact_dir": str(plan.target),
             "history": history,
             "timing_s": {k: round(v, 3) for k, v in plan.timing.items()},
-            "tflite_max_abs_diff_per_batch": {str(b): d for b, d in sorted(diffs.items())},
+            "tflite_max_diff_per_batch": {str(b): d for b, d in sorted(diffs.items())},
             "per_series": report.per_series(ws, residual, naive_error, seasonal_error),
         }
         artifact_writer.write_json(tmp / "report.json", full)

@@ -261,3 +261,42 @@ def test_overrides_decode_json_and_reject_unknown_fields() -> None:
         eval_cli.parse_overrides(["nope=1"], DetectionConfig)
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         eval_cli.parse_overrides(["threshold"], DetectionConfig)
+
+
+def test_a_file_that_fails_counts_as_no_detections_and_is_named(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    root = nab_root()
+    if root is None:
+        pytest.skip("NAB corpus not found: set IOTAD_NAB_ROOT or put it at ../shared/nab")
+    from training import nab_run
+
+    bad = "realAdExchange/exchange-4_cpc_results.csv"
+    real = nab_run.evaluate_file
+
+    def training_fails_on_one(nab: Path, name: str, out: Path, cfg: ReplayConfig) -> dict:
+        if name == bad:
+            raise RuntimeError("training failed on purpose")
+        return real(nab, name, out, cfg)
+
+    monkeypatch.setattr(nab_run, "evaluate_file", training_fails_on_one)
+    files = ["exchange-3_cpm_results", "exchange-4_cpc_results"]
+    argv = ["nab", "--nab-root", str(root), "--out", str(tmp_path), "--model", "naive"]
+    argv += ["--jobs", "1", "--quiet", "--files", *files, "--cv", "2", "--cv-grid", "defaults"]
+    assert run_cli(argv) == 1  # the run says something failed...
+    printed = capsys.readouterr().out
+    assert f"naive: 1 file(s) failed, scored as no detections: {bad}" in printed
+    assert f"naive: failed files (scored as no detections): {bad} (RuntimeError" in printed
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["run"]["failed"] == {bad: "RuntimeError: training failed on purpose"}
+    # ...and every table still counts it: its windows are missed, it has no false alarm.
+    for profile in doc["profiles"].values():
+        for result in profile.values():
+            assert set(result["per_file"]) == {bad, f"realAdExchange/{files[0]}.csv"}
+            mine = result["per_file"][bad]
+            assert mine["score"] == 0.0 and mine["windows_detected"] == 0
+            assert mine["fp_rows"] == 0 and mine["windows_missed"] > 0
+            assert result["windows_missed"] >= mine["windows_missed"]
+    cv = json.loads((tmp_path / "cv.json").read_text())["naive"]
+    assert cv["failed"] == {bad: "RuntimeError: training failed on purpose"}
+    assert sorted(cv["folds"]) == sorted([bad, f"realAdExchange/{files[0]}.csv"])

@@ -10,7 +10,7 @@ import pytest
 from training.export import (
     ExportMismatchError,
     check_agreement,
-    max_abs_diff,
+    forecast_diff,
     tflite_file_names,
 )
 from training.models import resolve_units
@@ -29,12 +29,31 @@ def test_model_tflite_is_the_batch_64_file() -> None:
         tflite_file_names([])
 
 
-def test_max_abs_diff() -> None:
-    assert max_abs_diff(np.array([1.0, 2.0, 3.0]), np.array([[1.0], [2.5], [2.9]])) == 0.5
-    assert max_abs_diff(np.array([]), np.array([])) == 0.0
-    assert math.isinf(max_abs_diff(np.array([np.nan]), np.array([0.0])))
+def test_forecast_diff_is_absolute_near_zero_and_relative_far_out() -> None:
+    # Within one scaled unit of 0: the plain difference.
+    assert forecast_diff(np.array([0.2, -0.5, 1.0]), np.array([[0.2], [-0.25], [0.9]])) == 0.25
+    # Beyond: relative to the reference forecast (0.5 off at 2.0 is 0.25; at 20.0 it is 0.025).
+    assert forecast_diff(np.array([2.5, 20.5]), np.array([2.0, 20.0])) == 0.25
+    assert forecast_diff(np.array([20.5]), np.array([20.0])) == pytest.approx(0.025)
+    assert forecast_diff(np.array([]), np.array([])) == 0.0
+    assert math.isinf(forecast_diff(np.array([np.nan]), np.array([0.0])))
     with pytest.raises(ValueError):
-        max_abs_diff(np.zeros(2), np.zeros(3))
+        forecast_diff(np.zeros(2), np.zeros(3))
+
+
+def test_float32_rounding_far_from_the_training_range_passes_a_real_gap_fails() -> None:
+    """The failure a large-valued NAB file hit: forecasts near 1500 scaled units, where one
+    float32 step is 1.22e-4, differed by that one step (over the old absolute 1e-4)."""
+    keras = np.array([0.3, 1500.0, 1500.25], dtype=np.float32)
+    litert = np.nextafter(keras, np.float32(np.inf))  # one float32 step up everywhere
+    assert np.abs(litert.astype(np.float64) - keras).max() == pytest.approx(2.0**-13)
+    assert check_agreement({64: forecast_diff(litert, keras)}) < 1e-7
+    # A real disagreement (0.5 scaled units on a forecast of 1500) still fails loudly, and
+    # so does a small absolute one near 0.
+    with pytest.raises(ExportMismatchError):
+        check_agreement({64: forecast_diff(keras + np.float32(0.5), keras)})
+    with pytest.raises(ExportMismatchError):
+        check_agreement({64: forecast_diff(keras + np.float32(0.001), keras)})
 
 
 def test_check_agreement_passes_small_and_fails_loudly_on_large() -> None:

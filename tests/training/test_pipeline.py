@@ -87,7 +87,7 @@ def test_cli_trains_quietly_and_prints_a_summary(cli_run) -> None:
     assert len(lines) == 5
     assert lines[0].startswith(f"artifact: {out}")
     assert "vs naive" in lines[1] and "vs seasonal-naive" in lines[2]
-    assert "LiteRT vs Keras max abs diff" in lines[3]
+    assert "LiteRT vs Keras max diff" in lines[3]
     assert lines[4].startswith("alerting: ") and "budget 0.05" in lines[4]
     # Staged atomically: nothing but the artifact is left in the parent directory.
     assert [p.name for p in out.parent.iterdir()] == ["m1"]
@@ -149,7 +149,7 @@ def test_loss_decreases_and_report_has_history_and_timing(cli_run) -> None:
     assert len(loss) == report["training"]["epochs_run"] == 4
     assert loss[-1] < loss[0]
     assert report["timing_s"]["total_s"] > 0
-    assert report["metrics"]["tflite_max_abs_diff"] < 1e-4
+    assert report["metrics"]["tflite_max_diff"] < 1e-4
     for name in ("forecast.png", "loss.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -222,7 +222,33 @@ def test_lstm_beats_the_naive_forecast_on_a_noisy_sine(tmp_path: Path) -> None:
     assert metrics["val_rmse_scaled"] < metrics["naive_rmse_scaled"]
     assert result.artifact is not None and result.artifact.directory == tmp_path / "sine"
     assert result.artifact.tflite_files == {64: "model.tflite", 1024: "model_b1024.tflite"}
-    assert max(result.report["tflite_max_abs_diff_per_batch"].values()) < 1e-4
+    assert max(result.report["tflite_max_diff_per_batch"].values()) < 1e-4
+
+
+@pytest.mark.slow
+def test_a_large_valued_series_far_from_its_training_range_trains(tmp_path: Path) -> None:
+    """Raw values near 1e9 whose validation part sits ~1500 training std above the training
+    part: forecasts there are ~1500 scaled units, where float32 steps are 1.2e-4 and LiteRT
+    and Keras may differ by one (a NAB file failed so). The check is relative out there."""
+    rng = np.random.default_rng(1)
+    n = 750  # a NAB history
+    ts = T0 + STEP_S * np.arange(n, dtype=np.float64)
+    values = 1e9 + rng.normal(0.0, 1e3, n)
+    values[650:] += 1.5e6  # the last part of the validation split: 1500 std away
+    # The default network (window 32, 32 units): with the old absolute check this very run
+    # failed at 1.22e-4 (measured); the LiteRT exports differ from Keras by one float32 step.
+    cfg = TrainConfig(epochs=2, batch_size=32, batch_sizes=(1, 64), quiet=True, plots=False)
+    result = train_series({"meter/bytes": (ts, values)}, cfg, tmp_path / "big")
+    assert max(result.report["tflite_max_diff_per_batch"].values()) < 1e-4
+    art = load_artifact(result.artifact_dir)
+    scale = art.scale_for("meter/bytes")
+    assert scale is not None and scale.offset == pytest.approx(1e9, rel=1e-6)
+    # The model really forecasts out there (so the float32 steps really are that coarse).
+    from training.export import tflite_predict
+
+    window = ((values[-33:-1] - scale.offset) / scale.scale).astype(np.float32)
+    forecast = tflite_predict(art.tflite_path(1), window.reshape(1, 32, 1))
+    assert forecast[0] > 1024.0  # float32 steps of 1.22e-4 from here on
 
 
 @pytest.mark.slow
@@ -251,7 +277,7 @@ def test_options_reach_the_artifact(tmp_path: Path) -> None:
     assert art.tflite_files == {16: "model.tflite"}  # without 64, the largest is the main file
     assert art.training["windows_per_epoch"] == 200
     assert art.training["train_windows"] == 2 * (320 - 8)
-    assert art.metrics["tflite_max_abs_diff"] < 1e-4
+    assert art.metrics["tflite_max_diff"] < 1e-4
 
 
 @pytest.mark.slow
