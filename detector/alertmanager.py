@@ -119,18 +119,25 @@ class AlertmanagerSettings(BaseModel):
     The sink is off while `url` is unset.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     url: str | None = None
     """Alertmanager base URL, e.g. ``http://alertmanager:9093``."""
     external_url: str | None = None
     """The worker as a human reaches it (``generatorURL``); default ``http://<hostname>:<port>/``."""
     severity: str = "warning"
-    resend_interval_s: float = Field(60.0, gt=0)
+    resend_interval_s: float = Field(60.0, gt=0, le=86_400)
     """Keep below Alertmanager's resolve_timeout (5m by default)."""
-    queue_size: int = Field(10_000, ge=1)
-    timeout_s: float = Field(5.0, gt=0)
-    backoff_max_s: float = Field(30.0, gt=0)
+    queue_size: int = Field(10_000, ge=1, le=10_000_000)
+    """Events kept while Alertmanager is slow or down; past it the oldest is dropped."""
+    timeout_s: float = Field(5.0, gt=0, le=3600)
+    """HTTP timeout of one request."""
+    backoff_max_s: float = Field(30.0, gt=0, le=3600)
+    """Longest wait between retries (doubling from half a second)."""
+
+
+_DEFAULTS = AlertmanagerSettings()
+"""The sink's defaults are the settings' (stated once, above)."""
 
 
 class AlertmanagerSink:
@@ -168,14 +175,14 @@ class AlertmanagerSink:
         url: str,
         worker_url: str,
         *,
-        severity: str = "warning",
+        severity: str = _DEFAULTS.severity,
         labels: Mapping[str, str] | None = None,
-        queue_size: int = 10_000,
-        resend_interval_s: float = 60.0,
+        queue_size: int = _DEFAULTS.queue_size,
+        resend_interval_s: float = _DEFAULTS.resend_interval_s,
         ttl_s: float | None = None,
-        timeout_s: float = 5.0,
+        timeout_s: float = _DEFAULTS.timeout_s,
         backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 30.0,
+        backoff_max_s: float = _DEFAULTS.backoff_max_s,
         max_batch: int = 500,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,

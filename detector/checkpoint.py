@@ -2,13 +2,18 @@
 
 What is saved is `DetectionCore.snapshot()`: every active series' window, normalisation,
 residual and score statistics and episode state, as plain numpy arrays. The file is an
-``.npz`` written atomically (a temp file in the same directory, fsync, ``os.replace``), so a
-crash mid-write leaves the previous checkpoint intact. Series keys are stored as a fixed
-unicode array, never as objects, and files are read with ``allow_pickle=False``: loading a
-checkpoint can never execute code.
+``.npz`` written atomically (a temp file in the same directory, created exclusively with a
+random name and mode 0600, fsync, ``os.replace``), so a crash mid-write leaves the previous
+checkpoint intact and nobody can plant or read the temp file. Series keys are stored as a
+fixed unicode array, never as objects, and files are read with ``allow_pickle=False``:
+loading a checkpoint can never execute code.
 
 A checkpoint that is missing, corrupt, truncated or made for another model or window is
-reported in one log line and ignored: the worker then starts cold, which is never fatal.
+reported in one log line and ignored: the worker then starts cold, which is never fatal. An
+ignored file is first moved aside to ``<name>.bad`` (replacing an older one), so the next
+save does not destroy what someone may want to inspect or roll back to. Series whose saved
+state is not finite (written before values were bounded) are left out of a restore and warm
+up again; the others are restored.
 
 Checkpoints are taken on the detection thread, which owns the core: `CheckpointingCore`
 wraps the core the worker drives and saves at the start of a batch once the interval has
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,9 +69,12 @@ def save_state(path: str | Path, state: dict[str, np.ndarray]) -> int:
                 raise CheckpointError(f"array {name!r} holds objects that are not strings")
             a = np.array(a.tolist(), dtype=np.str_) if a.size else np.zeros(a.shape, "<U1")
         arrays[name] = a
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # mkstemp: O_EXCL with a random name, mode 0600. A predictable name (it was the pid)
+    # could be pre-created, or linked elsewhere, by anyone who can write to the directory.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             np.savez(f, allow_pickle=False, **arrays)
             f.flush()
             os.fsync(f.fileno())
@@ -139,6 +148,37 @@ def check_state(state: dict[str, np.ndarray], window_len: int) -> int:
     return n
 
 
+# Per-series arrays whose non-finite values are sentinels, not damage: an empty range (low
+# +inf, high -inf), a series that has no reading yet (its ts -inf, last value NaN), a
+# typical interval not learnt yet (NaN).
+_INF_ALLOWED = frozenset({"low", "high", "last_ts", "order_ts"})
+_NAN_ALLOWED = frozenset({"last_value", "gap"})  # gap: no interval learnt yet
+
+
+def finite_rows(state: dict[str, np.ndarray]) -> np.ndarray:
+    """Which series of a checked snapshot have finite state (sentinels aside)."""
+    n = int(state["keys"].shape[0])
+    ok = np.ones(n, dtype=bool)
+    for name, array in state.items():
+        if name in ("keys", *_SCALARS) or array.dtype.kind != "f" or array.ndim == 0:
+            continue
+        rows = array.reshape(n, -1)
+        nan = np.isnan(rows)
+        if name not in _NAN_ALLOWED:
+            ok &= ~nan.any(axis=1)
+        if name not in _INF_ALLOWED:
+            ok &= ~np.isinf(rows).any(axis=1)
+    return ok
+
+
+def select_rows(state: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """The snapshot with only the series `keep` marks."""
+    return {
+        name: array if name in _SCALARS or name == "model_version" else array[keep]
+        for name, array in state.items()
+    }
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
@@ -197,6 +237,14 @@ class Checkpointer:
         try:
             state = load_state(self.path)
             check_state(state, core.window_len)
+            finite = finite_rows(state)
+            if not finite.all():
+                log.warning(
+                    "checkpoint %s: %d series with non-finite state left out (they warm up again)",
+                    self.path,
+                    int(np.count_nonzero(~finite)),
+                )
+                state = select_rows(state, finite)
             n = core.restore(state)
         except FileNotFoundError:
             log.info("no checkpoint at %s: starting cold", self.path)
@@ -204,11 +252,28 @@ class Checkpointer:
         except Exception as exc:  # CheckpointError, ValueError from the core, anything else
             _forget_all(core)
             self.failures.labels("restore").inc()
-            log.warning("checkpoint %s ignored, starting cold: %s", self.path, _first_line(exc))
+            aside = self._move_aside()
+            log.warning(
+                "checkpoint %s ignored, starting cold%s: %s",
+                self.path,
+                f" (kept as {aside})" if aside else "",
+                _first_line(exc),
+            )
             return 0
         self.restored.set(n)
         log.info("restored %d series from checkpoint %s", n, self.path)
         return n
+
+    def _move_aside(self) -> Path | None:
+        """Rename an unusable checkpoint to ``<name>.bad`` so the next save cannot destroy
+        it; None when that failed too (then it is overwritten as before)."""
+        aside = self.path.with_name(self.path.name + ".bad")
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            log.warning("could not move %s aside: %s", self.path, exc.strerror or exc)
+            return None
+        return aside
 
     def save(self, core: DetectionCore) -> bool:
         """Snapshot `core` and write it; False (and one warning line) when that failed."""

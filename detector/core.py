@@ -6,6 +6,7 @@ call `DetectionCore.process` with plain `Reading`s and get a `BatchResult` back.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ from detector.slot_arrays import grown
 from detector.windows import WindowStore
 
 CHECKPOINT_FORMAT = 1
+MAX_ABS_VALUE = 1e15
+"""Readings whose value is larger in magnitude (or not finite) are dropped as
+``out_of_range``. Far beyond any physical sensor, and small enough that the statistics stay
+finite whatever the series' scale (a single 1e308 once overflowed them, and the series never
+alerted again)."""
 # State added after format 1 was written: a checkpoint without it still restores, and those
 # series start the flatline signal afresh (no run counted yet).
 _OPTIONAL_STATE = frozenset(
@@ -132,6 +138,17 @@ class _Admitted:
     values: np.ndarray
     ts: np.ndarray
     rank: np.ndarray  # k for the k-th reading of its series in this batch
+
+
+def _taken_by_slot(
+    slots: list[int], stamps: list[float], values: list[float]
+) -> dict[int, dict[float, float]]:
+    """The readings a batch has taken so far, as slot -> {ts: value} (built only when a
+    reading needs checking against them: repeats are rare)."""
+    out: dict[int, dict[float, float]] = {}
+    for slot, ts, value in zip(slots, stamps, values, strict=True):
+        out.setdefault(slot, {})[ts] = value
+    return out
 
 
 class DetectionCore:
@@ -269,15 +286,19 @@ class DetectionCore:
         """Take a batch of readings (any series, any order in time across series).
 
         Readings of one series must come in increasing `ts`; one whose ts is not after the
-        series' last one is dropped with reason ``out_of_order`` (``duplicate`` when ts and
-        value equal the last reading's). All ready windows go to the forecaster in **one**
-        `predict` call. `now` is the clock time used for idle eviction (default: wall clock).
+        series' order bound is dropped with reason ``out_of_order``, or ``duplicate`` when a
+        reading with its ts and value is in the series' window (a redelivery). The order
+        bound is the newest ts, but at most `detector.windows.FUTURE_SLACK_S` ahead of `now`:
+        a reading from the future cannot make the genuine ones after it out of order. A
+        value beyond ``±MAX_ABS_VALUE`` (or a non-finite value or ts) is dropped as
+        ``out_of_range``. All ready windows go to the forecaster in **one** `predict` call.
+        `now` is the clock time (default: wall clock), for idle eviction and the order bound.
 
         Scored readings and events of one series come out in time order.
         """
         result = BatchResult(scored=[], events=[], dropped=[])
         seen = time.time() if now is None else now
-        admitted = self._admit(readings, result)
+        admitted = self._admit(readings, result, seen)
         if admitted is None:
             return result
         # The clock silence is judged by is the readings' time, never ahead of `now`: a
@@ -305,7 +326,8 @@ class DetectionCore:
         readings were batched.
         """
         slots = adm.slots[idx]
-        prev = self.store.last_ts[slots]
+        # The order bound: the newest ts unless that was stamped in the future (`_learn_gap`).
+        prev = self.store.order_ts[slots]
         limit = prev + self.config.silence_after * self.gap[slots]  # NaN gap: never
         ts = adm.ts[idx]
         # The first clock point past the limit, if any, must come before this reading.
@@ -330,7 +352,9 @@ class DetectionCore:
         """Series quiet for `silence_after` of their typical intervals fire ``silence``."""
         store = self.store
         used = store.used_slots()
-        limit = store.last_ts[used] + self.config.silence_after * self.gap[used]
+        # From the order bound, not the newest ts (see `_learn_gap`): a reading stamped in the
+        # future must not hold its series' silence off.
+        limit = store.order_ts[used] + self.config.silence_after * self.gap[used]
         gone = used[(self.clock > limit) & ~self.silent[used]]  # NaN gap: never
         for slot in gone.tolist():
             key = store.key(slot)
@@ -338,7 +362,7 @@ class DetectionCore:
                 continue
             self.silent[slot] = True
             device, _, metric = key.partition("/")
-            value, onset = float(store.last_value[slot]), float(store.last_ts[slot])
+            value, onset = float(store.last_value[slot]), float(store.order_ts[slot])
             at = onset + self.config.silence_after * float(self.gap[slot])
             result.events.append(self._silence_event("firing", device, metric, at, value, onset))
 
@@ -361,25 +385,34 @@ class DetectionCore:
             signal="silence",
         )
 
-    def _admit(self, readings: Sequence[Reading], result: BatchResult) -> _Admitted | None:
+    def _admit(
+        self, readings: Sequence[Reading], result: BatchResult, seen: float
+    ) -> _Admitted | None:
         store = self.store
         slot_of = store.slot
-        # Pass 1: the slot of every reading (None: no room), allocating in input order.
+        # Pass 1: the slot of every reading (None: no room; -1: out of range, never given a
+        # slot), allocating in input order.
         slot_list: list[int | None] = []
-        for reading in readings:
-            key = f"{reading.device}/{reading.metric}"  # == reading.key, without the call
+        # Locals, and the readings unpacked: this runs per reading.
+        low, high, ninf, inf = -MAX_ABS_VALUE, MAX_ABS_VALUE, -math.inf, math.inf
+        for device, metric, ts, value in readings:
+            # Comparisons are False for NaN: a NaN value (or ts) is out of range too.
+            if not (low <= value <= high and ninf < ts < inf):
+                slot_list.append(-1)
+                continue
+            key = f"{device}/{metric}"  # == reading.key, without the call
             slot = slot_of(key)
             if slot is None:
                 slot = self._allocate(key)
             slot_list.append(slot)
-        known = [s for s in slot_list if s is not None]
-        # The stores' last (ts, value) of every slot in one read each, not a numpy scalar
-        # read per reading.
+        known = list(set(slot_list) - {None, -1})
+        # The stores' order bound and newest ts of every slot in one read each, not a numpy
+        # scalar read per reading.
         rows = np.array(known, dtype=np.int64)
         stored = dict(
             zip(
                 known,
-                zip(store.last_ts[rows].tolist(), store.last_value[rows].tolist(), strict=True),
+                zip(store.order_ts[rows].tolist(), store.last_ts[rows].tolist(), strict=True),
                 strict=True,
             )
         )
@@ -389,23 +422,36 @@ class DetectionCore:
         ranks: list[int] = []
         values: list[float] = []
         stamps: list[float] = []
-        last: dict[int, tuple[float, float, int]] = {}  # slot -> (ts, value, readings so far)
+        last: dict[int, tuple[float, float, int]] = {}  # slot -> (bound, newest, readings)
+        taken: dict[int, dict[float, float]] | None = None  # slot -> {ts: value}, on demand
+        ahead = seen + store.future_slack_s  # no order bound moves past this
         for reading, slot in zip(readings, slot_list, strict=True):
-            if slot is None:
-                result.dropped.append(Dropped(reading, "too_many_series"))
+            if slot is None or slot < 0:
+                reason = "too_many_series" if slot is None else "out_of_range"
+                result.dropped.append(Dropped(reading, reason))
                 continue
             prev = last.get(slot)
             if prev is None:
-                prev_ts, prev_value = stored[slot]
+                bound, newest = stored[slot]
                 n = 0
             else:
-                prev_ts, prev_value, n = prev
+                bound, newest, n = prev
             ts, value = reading.ts, reading.value
-            if not ts > prev_ts:
-                same = ts == prev_ts and value == prev_value
-                result.dropped.append(Dropped(reading, "duplicate" if same else "out_of_order"))
-                continue
-            last[slot] = (ts, value, n + 1)
+            if ts > newest:  # the common case: after every reading taken
+                newest = ts
+            else:  # a repeat, a late reading, or one after a reading from the future
+                if taken is None:
+                    taken = _taken_by_slot(slots, stamps, values)
+                repeat = self._repeat(slot, ts, value, taken)
+                if repeat is not None or ts <= bound:
+                    reason = "duplicate" if repeat else "out_of_order"
+                    result.dropped.append(Dropped(reading, reason))
+                    continue
+            if taken is not None:
+                taken.setdefault(slot, {})[ts] = value
+            # The bound as `WindowStore.push` will set it (no min/max calls: per reading).
+            capped = ts if ts < ahead else ahead
+            last[slot] = (capped if capped > bound else bound, newest, n + 1)
             kept.append(reading)
             slots.append(slot)
             ranks.append(n)
@@ -420,6 +466,16 @@ class DetectionCore:
             ts=np.array(stamps, dtype=np.float64),
             rank=np.array(ranks, dtype=np.int64),
         )
+
+    def _repeat(
+        self, slot: int, ts: float, value: float, taken: dict[int, dict[float, float]]
+    ) -> bool | None:
+        """Whether series `slot` already has a reading at `ts` (this batch's, or one in its
+        window): True with this value, False with another, None when it has none."""
+        in_batch = taken.get(slot, {}).get(ts)
+        if in_batch is not None:
+            return in_batch == value
+        return self.store.repeat_of(slot, ts, value)
 
     def _collect_windows(
         self, adm: _Admitted, seen: float, result: BatchResult
@@ -463,7 +519,10 @@ class DetectionCore:
         """A series' typical interval between readings (for silence): an exponentially
         weighted mean, each new interval capped at 3 typical ones so a dropout does not
         teach the series that long gaps are normal."""
-        gap = ts - self.store.last_ts[slots]
+        # From the order bound, not the newest ts: after a reading stamped in the future the
+        # next genuine interval must not come out negative (nor silence wait for that future).
+        gap = ts - self.store.order_ts[slots]
+        gap = np.where(gap > 0, gap, np.nan)  # no interval: learn nothing from it
         old = self.gap[slots]
         fresh = np.isfinite(gap) & ~np.isfinite(old)
         capped = np.minimum(gap, 3.0 * old)

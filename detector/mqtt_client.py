@@ -8,6 +8,29 @@ Every connection gets a new *generation* number. A message remembers the generat
 arrived on; its ack is only sent on that same connection. After a reconnect the broker
 redelivers whatever was not acknowledged, and an ack sent on the new connection for an old
 message id could acknowledge a different message.
+
+What the worker never takes as input (each is handed over with its reason, to be counted,
+logged and acked, see `detector.readings`):
+
+- retained messages (``retained``). MQTT 5 input subscriptions ask the broker not to send
+  them (Retain Handling 2); under MQTT 3.1.1 they arrive flagged and are skipped. A retained
+  reading is an old one replayed at every (re)subscribe: a bare number would be counted as
+  new with a fresh arrival time, a JSON one would be a ``duplicate`` at each restart. Live
+  readings published with the retain flag are taken as usual.
+- its own output (``own_output``): the settings refuse input filters that overlap it, MQTT 5
+  subscriptions set No Local, and anything that still arrives on an output topic (through a
+  filter an older version left in the session) is skipped, never dead-lettered: that was an
+  endless loop.
+- topics no configured filter matches (``not_subscribed``): they come through a filter an
+  earlier run left in the persistent session. The filters of each run are recorded in its
+  retained status (``"topics"``); on connect the worker reads the previous status and
+  unsubscribes the filters the settings no longer name. For a session from before that
+  record, it unsubscribes the ``#`` filters enclosing such a message's topic (``#``,
+  ``a/#``, ...), which catches the usual culprits.
+
+The status topic is the worker's own: when someone else publishes there (a retained
+``offline`` would otherwise stand until the worker reconnects), the worker publishes its
+``online`` again.
 """
 
 from __future__ import annotations
@@ -18,6 +41,7 @@ import ssl
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,12 +53,21 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from detector.metrics import WorkerMetrics
+from detector.readings import NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED
 from detector.settings import MqttSettings
+from detector.topics import enclosing_filters, topic_matches, valid_filter
 
 log = logging.getLogger("iotad.mqtt")
 
-# message topic (raw bytes: paho's str property raises on bad UTF-8), payload, mid, qos, generation
-MessageHandler = Callable[[bytes, bytes, int, int, int], None]
+# message topic (raw bytes: paho's str property raises on bad UTF-8), payload, mid, qos,
+# generation, and why it is not input (None: it is; else a reason of `detector.readings`)
+MessageHandler = Callable[[bytes, bytes, int, int, int, str | None], None]
+
+_TOPIC_CACHE_MAX = 100_000
+_STATUS_MAX_BYTES = 65_536
+_PREVIOUS_TOPICS_MAX = 1000
+_STALE_FILTERS_MAX = 10_000
+_UNCLASSIFIED = object()
 
 
 _PUBACK = struct.Struct("!BBH")
@@ -87,6 +120,8 @@ class MqttConnection:
         on_message: called on the network thread as ``(topic, payload, mid, qos, generation)``.
         metrics: connection gauges and counters (optional).
         status_extra: more fields for the online status (worker, model version, ...).
+        output_filters: filters matching every topic the worker publishes to; a message on
+            one of them is never input (`detector.settings.output_filters`).
     """
 
     def __init__(
@@ -98,6 +133,7 @@ class MqttConnection:
         on_message: MessageHandler,
         metrics: WorkerMetrics | None = None,
         status_extra: dict[str, Any] | None = None,
+        output_filters: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.client_id = client_id
@@ -105,6 +141,22 @@ class MqttConnection:
         self.metrics = metrics
         self._handler = on_message
         self._status_extra = dict(status_extra or {})
+        # Tells this run's status messages (echoed back to us) from anyone else's.
+        self.run_id = uuid.uuid4().hex
+        self._status_topic_bytes = status_topic.encode()
+        self._outputs = list(output_filters)
+        # Dropped from the session at every connect: no configured filter can be one of them
+        # (they would take our own output, which the settings refuse), but an older version
+        # or a hand-made session may hold one, and the broker does not say which it holds.
+        self._loop_filters = sorted(
+            {f for o in self._outputs for f in enclosing_filters(_literal_prefix(o))}
+            - set(settings.topics)
+        )
+        self._topic_kind: dict[bytes, str | None] = {}
+        self._stale_filters: set[str] = set()  # unsubscribed on this connection
+        self._previous_checked = False
+        self.status_reasserted = 0
+        self._reassert_logged_at = -float("inf")
         self.generation = 0
         self.connected = False
         self._ever_connected = False
@@ -163,7 +215,15 @@ class MqttConnection:
         return props
 
     def _status(self, state: str) -> bytes:
-        doc = {"state": state, **self._status_extra, "ts": time.time()}
+        # "topics": this run's filters, read back by the next run to unsubscribe the ones
+        # its settings no longer name (the broker does not say what a session holds).
+        doc = {
+            "state": state,
+            **self._status_extra,
+            "topics": list(self.settings.topics),
+            "run": self.run_id,
+            "ts": time.time(),
+        }
         return msgspec.json.encode(doc)
 
     @property
@@ -309,11 +369,23 @@ class MqttConnection:
                 self.metrics.mqtt_reconnects.inc()
         self._ever_connected = True
         qos = self.settings.qos
+        self._topic_kind.clear()
+        self._stale_filters.clear()
+        self._previous_checked = False
+        if self._loop_filters:
+            # Before subscribing: from here on nothing of ours comes back through them.
+            client.unsubscribe(self._loop_filters)
+            self._stale_filters.update(self._loop_filters)
         # Renewed on every connect: a broker that lost the session must not leave us deaf.
+        # The status topic too (QoS 0, retained message wanted): the previous run's status
+        # names its filters, and someone else's status there is answered (`_on_status`).
         if self.v5:
-            client.subscribe([(t, SubscribeOptions(qos=qos)) for t in self.settings.topics])
+            client.subscribe(
+                [(t, self._input_options(t, qos)) for t in self.settings.topics]
+                + [(self.status_topic, SubscribeOptions(qos=0))]
+            )
         else:
-            client.subscribe([(t, qos) for t in self.settings.topics])
+            client.subscribe([(t, qos) for t in self.settings.topics] + [(self.status_topic, 0)])
         client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         log.info(
             "connected to %s as %r (session present: %s), subscribed to %s",
@@ -334,13 +406,140 @@ class MqttConnection:
         if was_connected and not self._closing:
             log.warning("disconnected from %s: %s; reconnecting", self.url, reason)
 
+    @staticmethod
+    def _input_options(topic_filter: str, qos: int) -> SubscribeOptions:
+        """MQTT 5 options of an input filter: no retained messages on subscribe, and none of
+        our own publishes (No Local; a protocol error on a shared subscription)."""
+        return SubscribeOptions(
+            qos=qos,
+            noLocal=not topic_filter.startswith("$share/"),
+            retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND,
+        )
+
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
     ) -> None:
-        for topic, reason in zip(self.settings.topics, reasons, strict=False):
+        topics = [*self.settings.topics, self.status_topic]
+        for topic, reason in zip(topics, reasons, strict=False):
             if reason.is_failure:
                 log.error("subscription to %r refused by the broker: %s", topic, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # message._topic: the raw bytes (the public .topic decodes and raises on bad UTF-8).
-        self._handler(message._topic, message.payload, message.mid, message.qos, self.generation)
+        topic = message._topic
+        if topic == self._status_topic_bytes:
+            self._on_status(message)  # QoS 0: nothing to acknowledge
+            return
+        # Delivered with the retain flag: sent because we subscribed (a live publish arrives
+        # without it, in MQTT 3.1.1 and in 5 without Retain As Published).
+        skip = RETAINED if message.retain else self._topic_kind_of(topic)
+        self._handler(topic, message.payload, message.mid, message.qos, self.generation, skip)
+
+    def _topic_kind_of(self, topic: bytes) -> str | None:
+        """None for an input topic, else why not (cached per topic: this runs per message)."""
+        kind = self._topic_kind.get(topic, _UNCLASSIFIED)
+        if kind is not _UNCLASSIFIED:
+            return kind  # type: ignore[return-value]
+        text = topic.decode("utf-8", errors="replace")
+        if any(topic_matches(f, text) for f in self._outputs):
+            kind = OWN_OUTPUT
+        elif not any(topic_matches(f, text) for f in self.settings.topics):
+            kind = NOT_SUBSCRIBED
+        else:
+            kind = None
+        if kind is not None:  # it came through a filter the settings do not name
+            self._unsubscribe_enclosing(text)
+        if len(self._topic_kind) >= _TOPIC_CACHE_MAX:
+            self._topic_kind.clear()  # bounded: a flood of distinct topics cannot grow it
+        self._topic_kind[topic] = kind
+        return kind
+
+    def _unsubscribe_enclosing(self, topic: str) -> None:
+        """A message matched none of our filters: the session holds a filter of an earlier
+        run. Drop the ``#`` filters that enclose its topic (the usual culprits: ``#``,
+        ``sensors/#``) unless the settings name them."""
+        if len(self._stale_filters) >= _STALE_FILTERS_MAX:
+            return
+        wanted = set(self.settings.topics)
+        stale = [
+            f for f in enclosing_filters(topic) if f not in wanted and f not in self._stale_filters
+        ]
+        if stale:
+            self._stale_filters.update(stale)
+            self.client.unsubscribe(stale)
+            log.warning(
+                "a message on %r matches none of the configured filters (%s): a filter left "
+                "in the session by an earlier run; unsubscribing %s",
+                topic[:200],
+                ", ".join(self.settings.topics),
+                ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else ""),
+            )
+
+    def _on_status(self, message: mqtt.MQTTMessage) -> None:
+        doc = _status_doc(message.payload)
+        if message.retain:
+            # The status as it stood when we subscribed: the previous run's filters.
+            if not self._previous_checked:
+                self._previous_checked = True
+                self._unsubscribe_previous(doc)
+            return
+        if doc is not None and (doc.get("run") == self.run_id or doc.get("state") == "online"):
+            return  # our own (echoed), or someone saying we are online: true, nothing to fix
+        if not self.connected or self._closing:
+            return
+        # Someone else wrote our status (spoofed, or an earlier run's will published after we
+        # took its session over): say again that we are online.
+        self.client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        self.status_reasserted += 1
+        now = time.monotonic()
+        if now - self._reassert_logged_at >= 60.0:
+            self._reassert_logged_at = now
+            log.warning(
+                "status topic %s was written by someone else (%s); published online again "
+                "(%d times so far)",
+                self.status_topic,
+                "state " + repr(doc.get("state"))[:40] if doc is not None else "not our JSON",
+                self.status_reasserted,
+            )
+
+    def _unsubscribe_previous(self, doc: dict[str, Any] | None) -> None:
+        """Unsubscribe the filters the previous run recorded that the settings do not name."""
+        topics = doc.get("topics") if doc is not None else None
+        if not isinstance(topics, list):
+            return
+        wanted = set(self.settings.topics)
+        stale = sorted(
+            {
+                t
+                for t in topics[:_PREVIOUS_TOPICS_MAX]
+                if isinstance(t, str) and valid_filter(t) and t not in wanted
+            }
+        )
+        if stale:
+            self._stale_filters.update(stale)
+            self.client.unsubscribe(stale)
+            log.info(
+                "unsubscribed %s: filters of an earlier run that the settings no longer name",
+                ", ".join(stale[:10]) + (" ..." if len(stale) > 10 else ""),
+            )
+
+
+def _literal_prefix(topic_filter: str) -> str:
+    """The levels of a filter before its first wildcard (``alerts/+/+`` -> ``alerts``)."""
+    levels = []
+    for level in topic_filter.split("/"):
+        if level in ("+", "#"):
+            break
+        levels.append(level)
+    return "/".join(levels)
+
+
+def _status_doc(payload: bytes) -> dict[str, Any] | None:
+    """A status message as a dict, or None when it is not one of ours in shape."""
+    if len(payload) > _STATUS_MAX_BYTES:
+        return None
+    try:
+        doc = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -5,12 +5,14 @@ topic cache, no pydantic) and it never raises: every problem becomes a `Rejectio
 snake_case reason. Accepted forms (the README's "Input contract" has examples):
 
 - topic ``sensors/{device}/{metric}``, payload a bare number (``23.4``): ts = arrival time;
-- same topic, JSON ``{"ts": ..., "value": 23.4}``;
+- same topic, JSON ``{"ts": ..., "value": 23.4}`` (the time may also be called ``timestamp``
+  or ``time``: one of the three, never two);
 - topic ``sensors/{device}``, JSON ``{"ts": ..., "values": {"temperature": 23.4, ...}}``;
 - a JSON array of such objects, each with optional ``device`` / ``metric`` fields.
 
-``ts`` is epoch seconds, epoch milliseconds (> 1e11) or an ISO 8601 string (naive = UTC);
-an object without ``ts`` takes the arrival time.
+``ts`` is epoch seconds, epoch milliseconds (> 1e11) or an ISO 8601 string (naive = UTC),
+not before `PayloadLimits.min_ts` (a device whose clock was never set says 1970); an object
+without a time takes the arrival time.
 
 Counting rule: a message that yields no reading at all is exactly one rejection; otherwise
 every reading it carries (one per array element, one per ``values`` entry) is either
@@ -75,6 +77,10 @@ _NUMBER_START = frozenset(b"-0123456789")
 # NaN / Infinity as a bare token (not inside a string or a longer word such as "info").
 _NON_FINITE_TOKEN = re.compile(rb"(?i)(?:^|[\s:,\[])[-+]?(?:nan|inf(?:inity)?)\s*(?:$|[,}\]])")
 _MAX_TS_TEXT = 64
+# The keys a reading's time may come under: several integrations name it otherwise, and a
+# time under a key we ignored would silently become the arrival time (replayed data scored
+# at the wrong time).
+TS_KEYS = ("ts", "timestamp", "time")
 _TOPIC_CACHE_MAX = 100_000
 
 
@@ -88,6 +94,9 @@ class PayloadLimits:
     """Readings one message may carry (array elements plus ``values`` entries)."""
     max_future_s: float = 300.0
     """A ts more than this ahead of the arrival time is rejected (``future_ts``)."""
+    min_ts: float = 946_684_800.0
+    """A ts before this (epoch seconds; default 2000-01-01) is rejected (``bad_ts``): a device
+    whose clock was never set reports 1970, which would be scored decades in the past."""
 
 
 class Decoded:
@@ -306,7 +315,7 @@ class PayloadDecoder:
             if (
                 type(ts) is float
                 and type(value) is float
-                and 0.0 <= ts <= _MS_THRESHOLD
+                and self.limits.min_ts <= ts <= _MS_THRESHOLD
                 and ts <= arrival + self.limits.max_future_s
                 and math.isfinite(value)
             ):
@@ -319,7 +328,7 @@ class PayloadDecoder:
             device = _name(obj, "device", device)
             if device is None:
                 raise _Reject(MISSING_FIELD, "no device in topic or payload")
-            ts = arrival if "ts" not in obj else self._ts(obj["ts"], arrival)
+            ts = self._object_ts(obj, arrival)
             if values is not None:
                 if "value" in obj:
                     raise _Reject(MISSING_FIELD, "object has both 'value' and 'values'")
@@ -353,6 +362,15 @@ class PayloadDecoder:
                 body = payload if payload is not None else _encode(obj)
                 out.rejections.append(Rejection(rej.reason, prefix + rej.detail, topic, body))
 
+    def _object_ts(self, obj: dict[str, Any], arrival: float) -> float:
+        """The object's time under one of `TS_KEYS`, or the arrival time when it has none."""
+        present = [key for key in TS_KEYS if key in obj]
+        if not present:
+            return arrival
+        if len(present) > 1:
+            raise _Reject(BAD_TS, f"object has more than one time ({', '.join(present)})")
+        return self._ts(obj[present[0]], arrival)
+
     def _ts(self, raw: Any, arrival: float) -> float:
         if isinstance(raw, bool):
             raise _Reject(BAD_TS, "ts is a boolean")
@@ -362,7 +380,7 @@ class PayloadDecoder:
             except OverflowError:
                 raise _Reject(BAD_TS, "ts is out of range") from None
             if not math.isfinite(ts) or ts < 0:
-                raise _Reject(BAD_TS, f"ts {ts!r} is not a non-negative epoch time")
+                raise _Reject(BAD_TS, f"ts {ts:.6g} is not a non-negative epoch time")
             if ts > _MS_THRESHOLD:
                 ts /= 1000.0
         elif isinstance(raw, str):
@@ -370,10 +388,15 @@ class PayloadDecoder:
         else:
             raise _Reject(BAD_TS, f"ts is a JSON {_json_type(raw)}")
         if ts > arrival + self.limits.max_future_s:
+            # %g: a ts of 1e300 must not become a 300-digit detail.
             raise _Reject(
                 FUTURE_TS,
-                f"ts is {ts - arrival:.0f} s ahead of arrival "
+                f"ts is {ts - arrival:.6g} s ahead of arrival "
                 f"(limit {self.limits.max_future_s:g} s)",
+            )
+        if ts < self.limits.min_ts:
+            raise _Reject(
+                BAD_TS, f"ts {ts:.6g} is before {self.limits.min_ts:.6g} (clock never set?)"
             )
         return ts
 

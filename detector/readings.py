@@ -47,3 +47,17 @@ class Rejection:
     detail: str
     topic: str = ""
     payload: bytes = b""
+
+
+# Messages the MQTT adapter hands over undecoded, and why (see `detector.mqtt_client`).
+RETAINED = "retained"
+"""Delivered because a retained message existed when the worker subscribed (MQTT 3.1.1; v5
+subscriptions ask the broker not to send them): a replay of an old reading, not a new one."""
+OWN_OUTPUT = "own_output"
+"""On a topic the worker itself publishes to (alerts, scores, dead letters, status)."""
+NOT_SUBSCRIBED = "not_subscribed"
+"""Matching none of the configured filters: a subscription an earlier run left in the
+persistent session."""
+NOT_DEAD_LETTERED = frozenset({RETAINED, OWN_OUTPUT})
+"""Counted and logged, never dead-lettered: a dead letter of the worker's own output is how
+it once looped, and one per retained topic at every restart is noise, not news."""

@@ -221,8 +221,9 @@ class Service:
         from detector.forecaster import LiteRTForecaster
         from detector.health import HealthServer
         from detector.mqtt_client import ConnectError, MqttConnection
-        from detector.payloads import PayloadDecoder, PayloadLimits
+        from detector.payloads import PayloadDecoder
         from detector.ratelimit import RateLimitedLog
+        from detector.settings import output_filters
         from detector.worker import Worker, evict_interval, make_outputs
 
         log = logging.getLogger("iotad.run")
@@ -258,10 +259,7 @@ class Service:
                 core, self.checkpointer, busy=lambda: worker.acks_held
             )
         self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
-        decoder = PayloadDecoder(
-            s.mqtt.topic_patterns,
-            PayloadLimits(s.payload.max_bytes, s.payload.max_readings, s.payload.max_future_s),
-        )
+        decoder = PayloadDecoder(s.mqtt.topic_patterns, s.payload)
         reject_log = RateLimitedLog(
             logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
         )
@@ -289,6 +287,7 @@ class Service:
                 on_message=worker.on_message,
                 metrics=self.metrics,
                 status_extra=status_extra,
+                output_filters=output_filters(s),
             )
         except ConnectError as exc:
             log.error("%s", exc)

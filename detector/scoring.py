@@ -52,13 +52,17 @@ COUNTER_CAP = 2**30
 """Per-slot counters are int32 and saturate here: a 100 Hz sensor passes 2**31 readings in
 248 days, and a wrapped counter would put its series back to "learning" (scored 0)."""
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
+SCALED_LIMIT = 1e15
+"""Scaled values and residuals enter the statistics clipped to ±this: far beyond any real
+deviation (a score saturates long before), and every square and sum of them stays finite,
+float32 rings included (a 1e308 once made a series' statistics inf, then NaN, for good)."""
 
 
 def tail_score(z: np.ndarray) -> np.ndarray:
     """Score in [0, 1] of standardised deviations `z` (one-sided, upper tail).
 
     ``log(1 - p + 1e-10) / log(1e-10)`` where p is the normal CDF of z: z <= 0 scores 0,
-    z = 4.26 scores 0.5, z = 7 scores 0.9994.
+    z = 4.26 scores 0.5, z = 7 scores 0.9994, NaN scores 1.
     """
     z = np.asarray(z, dtype=np.float64)
     out = np.zeros(z.shape)
@@ -66,7 +70,8 @@ def tail_score(z: np.ndarray) -> np.ndarray:
     if pos.any():
         tail = 0.5 * _erfc(z[pos] / _SQRT2)  # 1 - p, accurate far into the tail
         out[pos] = np.log(np.maximum(tail, 1e-300) + 1e-10) / _LOG_FLOOR
-    return np.clip(out, 0.0, 1.0)
+    # A z that is not a number (statistics gone bad) scores 1: never silently "normal".
+    return np.where(np.isnan(z), 1.0, np.clip(out, 0.0, 1.0))
 
 
 def tail_z(log_p: np.ndarray) -> np.ndarray:
@@ -430,7 +435,15 @@ class AnomalyScorer:
         After the call, `last_z` holds each reading's largest likelihood deviation and
         `last_flag` whether a certain signal (range, flatline) fired, before learning and
         scaling: what threshold calibration needs.
+
+        A score that is not a number (state that went bad) comes out as 1, never as 0.
         """
+        values = np.clip(values, -SCALED_LIMIT, SCALED_LIMIT)
+        residuals = np.clip(residuals, -SCALED_LIMIT, SCALED_LIMIT)
+        if seasonal_residuals is not None:  # NaN (no seasonal forecast) stays NaN
+            seasonal_residuals = np.clip(seasonal_residuals, -SCALED_LIMIT, SCALED_LIMIT)
+        if relation_resid is not None:  # NaN (no relation) stays NaN
+            relation_resid = np.clip(relation_resid, -SCALED_LIMIT, SCALED_LIMIT)
         cfg = self.config
         seen = self.seen[slots]
         learnt = seen >= cfg.learn_readings
@@ -484,7 +497,8 @@ class AnomalyScorer:
         self.error_run.update(slots, error, fast)
         self.value_run.update(slots, values, fast)
         self.seen[slots] = np.minimum(seen, COUNTER_CAP) + 1
-        return score
+        # NaN compares false with the threshold: it would read as "normal", silently.
+        return np.where(np.isnan(score), 1.0, score)
 
     def _stuck(self, slots: np.ndarray, repeated: np.ndarray) -> np.ndarray:
         """Which series have now repeated one value longer than ever before (and at least

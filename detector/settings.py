@@ -4,30 +4,41 @@ Precedence, highest first: command-line flags, environment variables, the ``.env
 files in the secrets directory, defaults. Nested settings use ``__``::
 
     IOTAD_MQTT__HOST=broker IOTAD_MQTT__PORT=8883 IOTAD_MQTT__TLS__CA_FILE=/etc/ca.pem
-    IOTAD_MODEL__PATH=/models/current IOTAD_DETECTION__THRESHOLD=5
+    IOTAD_MODEL__PATH=/models/current IOTAD_DETECTION__THRESHOLD=0.6
 
 Passwords come from the environment or, better, from a file named like the variable in the
 secrets directory (``/run/secrets/iotad_mqtt__password``; the directory is
 ``IOTAD_SECRETS_DIR``, default ``/run/secrets`` when it exists). There is no password flag.
+
+Every numeric setting has bounds, and each default is stated once: in the settings model, or
+for the detection core and the payload decoder in their own dataclasses (`DetectionConfig`,
+`PayloadLimits`), whose settings models are built from them here with the bounds added.
+Non-finite numbers (``nan``, ``inf``) are refused everywhere.
 
 pydantic is used here, at start-up, and nowhere on the per-message path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     FilePath,
+    PlainSerializer,
     SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -41,8 +52,9 @@ from pydantic_settings.sources import NestedSecretsSettingsSource
 
 from detector.alertmanager import AlertmanagerSettings
 from detector.core import DetectionConfig
+from detector.payloads import PayloadLimits
 from detector.readings import valid_name
-from detector.topics import DEFAULT_PATTERNS, TopicPattern
+from detector.topics import DEFAULT_PATTERNS, TopicPattern, filters_overlap
 
 ENV_PREFIX = "IOTAD_"
 NESTED = "__"
@@ -61,6 +73,85 @@ def default_worker_id() -> str:
     """``iotad-<hostname>``, reduced to the characters a client id and topic may carry."""
     host = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname()) or "local"
     return f"iotad-{host}"[:64]
+
+
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+"""Every settings model: unknown keys are errors (typos), ``nan``/``inf`` are refused."""
+
+COUNT_MAX = 2**30
+"""Upper bound of settings counted in readings: per-series counters are int32 and saturate
+here (`detector.scoring.COUNTER_CAP`)."""
+
+DETECTION_BOUNDS: dict[str, dict[str, float]] = {
+    # A score is in [0, 1]: above 1 nothing would ever alert, at 0 everything would.
+    "threshold": {"gt": 0, "le": 1},
+    "resolve_after": {"ge": 1, "le": COUNT_MAX},
+    "quiet_period": {"ge": 0, "le": COUNT_MAX},
+    "band_sigmas": {"gt": 0, "le": 100},
+    # Half-lives below one reading were silently taken as one.
+    "error_halflife": {"ge": 1, "le": COUNT_MAX},
+    "error_clip": {"gt": 0, "le": 1000},
+    "likelihood_halflife": {"ge": 1, "le": COUNT_MAX},
+    "level_halflife": {"ge": 1, "le": COUNT_MAX},
+    # Three float32 rings of this length per series: 10,000 is 12 GB at 100,000 series.
+    "short_window": {"ge": 1, "le": 10_000},
+    "range_tolerance": {"ge": 0, "le": 100},
+    "flatline_min": {"ge": 0, "le": COUNT_MAX},
+    "learn_readings": {"ge": 0, "le": COUNT_MAX},
+    # In typical intervals of the series; 0 turns silence alerts off.
+    "silence_after": {"ge": 0, "le": 1_000_000},
+    # About 500 bytes of state per series: 10 million is 5 GB.
+    "max_series": {"ge": 1, "le": 10_000_000},
+    "idle_evict_s": {"gt": 0, "le": 10 * 365 * 86_400},
+}
+"""Bounds of the `DetectionConfig` fields as settings (pydantic `Field` constraints)."""
+
+PAYLOAD_BOUNDS: dict[str, dict[str, float]] = {
+    "max_bytes": {"ge": 1, "le": 268_435_455},  # MQTT's largest packet
+    "max_readings": {"ge": 1, "le": 1_000_000},
+    "max_future_s": {"ge": 0, "le": 7 * 86_400},
+    "min_ts": {"ge": 0, "le": 4_102_444_800},  # 2100-01-01
+}
+"""Bounds of the `PayloadLimits` fields as settings."""
+
+
+def settings_from_dataclass(config: type, bounds: dict[str, dict[str, float]]) -> Any:
+    """The settings type of dataclass `config`: its fields, its defaults, `bounds` added.
+
+    The dataclass stays the one place that states the defaults and documents the fields; the
+    validated value *is* a `config` instance, so the code that uses it never sees pydantic.
+    A field the dataclass gains later is a setting at once (bounded once it is named in
+    `bounds`: a test asks for every numeric field).
+    """
+    hints = typing.get_type_hints(config)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            info = Field(f.default, **bounds.get(f.name, {}))
+        else:
+            info = Field(default_factory=f.default_factory, **bounds.get(f.name, {}))  # type: ignore[arg-type]
+        fields[f.name] = (hints[f.name], info)
+    unknown = set(bounds) - set(fields)
+    if unknown:
+        raise RuntimeError(f"bounds for unknown fields of {config.__name__}: {sorted(unknown)}")
+    model = create_model(  # type: ignore[call-overload]
+        config.__name__.removesuffix("Config").removesuffix("Limits") + "Settings",
+        __config__=STRICT,
+        __doc__=config.__doc__,
+        **fields,
+    )
+    model.config_class = config  # scripts/settings_table.py reads the field docs there
+    return Annotated[
+        model,
+        # A `config` instance (the default, or one passed in) is checked like any other input.
+        BeforeValidator(lambda v: dataclasses.asdict(v) if isinstance(v, config) else v),
+        AfterValidator(lambda validated: config(**dict(validated))),
+        PlainSerializer(dataclasses.asdict),
+    ]
+
+
+DetectionSettings = settings_from_dataclass(DetectionConfig, DETECTION_BOUNDS)
+PayloadSettings = settings_from_dataclass(PayloadLimits, PAYLOAD_BOUNDS)
 
 
 def _split_list(value: Any) -> Any:
@@ -88,7 +179,7 @@ class TLSSettings(BaseModel):
     """TLS to the broker. On when `enabled` or any file is given; verification always on
     unless `insecure` (which skips the host name check; for test brokers only)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     enabled: bool = False
     ca_file: FilePath | None = None
@@ -110,7 +201,7 @@ class TLSSettings(BaseModel):
 class MqttSettings(BaseModel):
     """The broker connection and what to subscribe to."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
@@ -128,11 +219,11 @@ class MqttSettings(BaseModel):
     receive_maximum: int = Field(4096, ge=1, le=65535)
     """MQTT v5: unacknowledged messages the broker may send ahead (v3.1.1: the broker's
     max_inflight_messages decides)."""
-    reconnect_min_s: int = Field(1, ge=1)
-    reconnect_max_s: int = Field(60, ge=1)
-    connect_timeout_s: float = Field(30.0, gt=0)
+    reconnect_min_s: int = Field(1, ge=1, le=3600)
+    reconnect_max_s: int = Field(60, ge=1, le=3600)
+    connect_timeout_s: float = Field(30.0, gt=0, le=86_400)
     """At start-up, give up (exit 1) when no connection succeeded within this time."""
-    max_queued_publishes: int = Field(10_000, ge=1)
+    max_queued_publishes: int = Field(10_000, ge=1, le=10_000_000)
     """Outgoing QoS 1 messages (alerts, dead letters) held while the broker is away."""
     tls: TLSSettings = Field(default_factory=TLSSettings)
 
@@ -174,27 +265,17 @@ class MqttSettings(BaseModel):
         return self
 
 
-class PayloadSettings(BaseModel):
-    """Bounds on incoming messages (see `detector.payloads.PayloadLimits`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_bytes: int = Field(65_536, ge=1, le=268_435_455)
-    max_readings: int = Field(1000, ge=1)
-    max_future_s: float = Field(300.0, ge=0)
-
-
 class OutputSettings(BaseModel):
     """Topics the worker publishes to."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     alerts_prefix: str = "alerts"
     scores: bool = False
     """Publish every scored reading on ``<scores_prefix>/{device}/{metric}`` (QoS 0)."""
     scores_prefix: str = "scores"
     deadletter_topic: str = "iotad/deadletter"
-    deadletter_payload_bytes: int = Field(1024, ge=0)
+    deadletter_payload_bytes: int = Field(1024, ge=0, le=268_435_455)
     """Dead letters carry at most this much of the rejected payload."""
     status_prefix: str = "iotad/status"
 
@@ -207,7 +288,7 @@ class OutputSettings(BaseModel):
 class MetricsSettings(BaseModel):
     """The HTTP endpoint for /metrics, /healthz and /readyz."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     host: str = "0.0.0.0"
     port: int = Field(9108, ge=0, le=65535)
@@ -221,7 +302,7 @@ class MetricsSettings(BaseModel):
 class ModelSettings(BaseModel):
     """The model artifact the worker runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     path: Path | None = None
     """Required to run; checked by `load_settings` so the error names IOTAD_MODEL__PATH."""
@@ -232,11 +313,11 @@ class ModelSettings(BaseModel):
 class LogSettings(BaseModel):
     """Logging of rejected input: at most `lines` per `interval_s` per reason."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    reject_lines: int = Field(5, ge=0)
-    reject_interval_s: float = Field(60.0, gt=0)
+    reject_lines: int = Field(5, ge=0, le=100_000)
+    reject_interval_s: float = Field(60.0, gt=0, le=86_400)
 
     @field_validator("level", mode="before")
     @classmethod
@@ -247,19 +328,28 @@ class LogSettings(BaseModel):
 class CheckpointSettings(BaseModel):
     """Periodic checkpoints of the detection state (see `detector.checkpoint`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     path: Path | None = None
     """File the detection state is saved to periodically and on shutdown, and restored from
-    at start (e.g. /var/lib/iotad/state.npz); unset: no checkpoints."""
-    interval_s: float = Field(60.0, gt=0)
+    at start (e.g. /var/lib/iotad/state.npz); unset or empty: no checkpoints."""
+    interval_s: float = Field(60.0, gt=0, le=86_400)
     """Seconds between checkpoints while readings flow."""
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # ``IOTAD_CHECKPOINT__PATH=""`` (a template left blank) became Path("."), the working
+        # directory itself: the save then failed on every interval.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("path")
     @classmethod
     def _directory_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.parent.is_dir():
             raise ValueError(f"directory {str(value.parent)!r} does not exist")
+        if value is not None and value.is_dir():
+            raise ValueError(f"{str(value)!r} is a directory; name a file in it")
         return value
 
 
@@ -272,27 +362,28 @@ class WorkerSettings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        allow_inf_nan=False,
         case_sensitive=False,
         secrets_dir_missing="ok",
     )
 
     worker_id: str = Field(default_factory=default_worker_id)
-    queue_size: int = Field(20_000, ge=1)
+    queue_size: int = Field(20_000, ge=1, le=10_000_000)
     """Messages the network thread may hand over before it waits for the detection thread
     (it also waits at 4 x `max_batch` readings queued: gateway messages carry many)."""
-    max_batch: int = Field(8192, ge=1)
+    max_batch: int = Field(8192, ge=1, le=1_000_000)
     """Readings one drain of the queue passes to the core at most."""
     linger_s: float = Field(0.005, ge=0, le=1)
     """Under load, wait this long when fewer than 64 messages are waiting so that more
     make the batch (fewer, larger batches: less GIL contention). 0: never."""
-    linger_above: float = Field(1000.0, ge=0)
+    linger_above: float = Field(1000.0, ge=0, le=1e9)
     """Messages/s above which the worker lingers (below it, batches are taken at once)."""
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
-    payload: PayloadSettings = Field(default_factory=PayloadSettings)
+    payload: PayloadSettings = Field(default_factory=PayloadLimits)
     output: OutputSettings = Field(default_factory=OutputSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
-    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    detection: DetectionSettings = Field(default_factory=DetectionConfig)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
@@ -392,6 +483,9 @@ def load_settings(
         raise SettingsError(format_errors(exc, flags)) from None
     except (ValueError, OSError) as exc:  # e.g. an env list that is neither JSON nor CSV
         raise SettingsError([f"settings: {str(exc).splitlines()[0]}"]) from None
+    loops = loop_errors(settings, flags)
+    if loops:
+        raise SettingsError(loops)
     if settings.model.path is None:
         raise SettingsError(
             [
@@ -400,6 +494,39 @@ def load_settings(
             ]
         )
     return settings
+
+
+def output_filters(settings: WorkerSettings) -> list[str]:
+    """Filters matching every topic this worker publishes to: alerts, scores (when on),
+    dead letters and its own status."""
+    out = settings.output
+    filters = [
+        f"{out.alerts_prefix}/+/+",
+        out.deadletter_topic,
+        f"{out.status_prefix}/{settings.worker_id}",
+    ]
+    if out.scores:
+        filters.append(f"{out.scores_prefix}/+/+")
+    return filters
+
+
+def loop_errors(settings: WorkerSettings, flags: dict[str, str] | None = None) -> list[str]:
+    """One line per input filter that would also take the worker's own output.
+
+    With ``IOTAD_MQTT__TOPICS='#'`` the worker read its own dead letters, rejected them and
+    dead-lettered them again: an endless loop at thousands of messages a second.
+    """
+    flag = f" ({(flags or {})['mqtt.topics']})" if "mqtt.topics" in (flags or {}) else ""
+    lines = []
+    for topic_filter in settings.mqtt.topics:
+        clash = [o for o in output_filters(settings) if filters_overlap(topic_filter, o)]
+        if clash:
+            lines.append(
+                f"setting {env_name(('mqtt', 'topics'))}{flag}: filter {topic_filter!r} also "
+                f"matches the worker's own output ({', '.join(clash)}): it would consume what "
+                "it publishes; name the input topics only (e.g. sensors/#)"
+            )
+    return lines
 
 
 def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:

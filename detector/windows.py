@@ -1,8 +1,15 @@
 """Per-series rolling windows in preallocated numpy ring buffers.
 
-Every series owns one *slot*: a row of a 2-D float32 array of `window_len` values (and, when
-the model uses calendar features, a row of float64 timestamps). Slots come from a free list
-and are reused after eviction, so memory per series is fixed and small.
+Every series owns one *slot*: a row of a 2-D float32 array of `window_len` values and a row
+of float64 timestamps (the model's calendar features, and how a redelivered reading is
+recognised as one). Slots come from a free list and are reused after eviction, so memory
+per series is fixed and small.
+
+Each slot also keeps the *order bound* of its series: the time a new reading must be after
+to be new. It is the newest reading's ts, but never more than `future_slack_s` ahead of the
+clock at which that reading was taken: one reading stamped minutes ahead (inside the
+decoder's `max_future_s`) used to make every genuine reading of those minutes
+``out_of_order``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,12 @@ from detector.slot_arrays import grown
 
 _INITIAL_SLOTS = 1024
 
+FUTURE_SLACK_S = 2.0
+"""How far ahead of the clock a reading may move its series' order bound. Devices on NTP are
+well within it (their readings arrive *after* their ts). A device whose clock runs further
+ahead still has its readings taken in order; only a repeat of one of its readings that has
+already left the window is no longer recognised as one."""
+
 
 class WindowStore:
     """Ring buffers of the last `window_len` readings of up to `max_series` series.
@@ -21,23 +34,35 @@ class WindowStore:
     does not pay for 100,000.
     """
 
-    def __init__(self, window_len: int, max_series: int, *, keep_ts: bool = False) -> None:
+    def __init__(
+        self,
+        window_len: int,
+        max_series: int,
+        *,
+        keep_ts: bool = False,
+        future_slack_s: float = FUTURE_SLACK_S,
+    ) -> None:
+        """`keep_ts`: `windows` returns the timestamps too (the model's calendar features)."""
         if window_len < 1 or max_series < 1:
             raise ValueError("window_len and max_series must be positive")
         self.window_len = window_len
         self.max_series = max_series
         self.keep_ts = keep_ts
+        self.future_slack_s = future_slack_s
         self._slot_of: dict[str, int] = {}
         self._keys: list[str | None] = []
         self._free: list[int] = []
         cap = min(_INITIAL_SLOTS, max_series)
         self.values = np.zeros((cap, window_len), dtype=np.float32)
-        self.ts = np.zeros((cap, window_len) if keep_ts else (cap, 0), dtype=np.float64)
+        # Always kept (8 bytes per reading in the window): a redelivered reading is told from
+        # a late one by its (ts, value) in the window.
+        self.ts = np.zeros((cap, window_len), dtype=np.float64)
         # int32: 8 bytes less per series than int64 (0.8 MB per 100,000)
         self.pos = np.zeros(cap, dtype=np.int32)  # next write position in the ring
         self.count = np.zeros(cap, dtype=np.int32)  # readings seen, saturating at window_len
-        self.last_ts = np.full(cap, -np.inf, dtype=np.float64)
-        self.last_value = np.full(cap, np.nan, dtype=np.float64)
+        self.last_ts = np.full(cap, -np.inf, dtype=np.float64)  # the newest reading's ts
+        self.order_ts = np.full(cap, -np.inf, dtype=np.float64)  # see the module docstring
+        self.last_value = np.full(cap, np.nan, dtype=np.float64)  # the last reading pushed
         self.last_seen = np.zeros(cap, dtype=np.float64)  # clock time of the last reading
 
     # -- slots -------------------------------------------------------------------------------
@@ -103,11 +128,11 @@ class WindowStore:
 
     def _reset(self, slot: int) -> None:
         self.values[slot] = 0.0
-        if self.keep_ts:
-            self.ts[slot] = 0.0
+        self.ts[slot] = 0.0
         self.pos[slot] = 0
         self.count[slot] = 0
         self.last_ts[slot] = -np.inf
+        self.order_ts[slot] = -np.inf
         self.last_value[slot] = np.nan
         self.last_seen[slot] = 0.0
 
@@ -117,6 +142,7 @@ class WindowStore:
         self.pos = grown(self.pos, new_cap, 0)
         self.count = grown(self.count, new_cap, 0)
         self.last_ts = grown(self.last_ts, new_cap, -np.inf)
+        self.order_ts = grown(self.order_ts, new_cap, -np.inf)
         self.last_value = grown(self.last_value, new_cap, np.nan)
         self.last_seen = grown(self.last_seen, new_cap, 0.0)
 
@@ -127,7 +153,8 @@ class WindowStore:
         return self.count[slots] >= self.window_len
 
     def windows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Windows of `slots`, oldest first: values ``(n, W)`` and timestamps (or None)."""
+        """Windows of `slots`, oldest first: values ``(n, W)`` and timestamps (None unless
+        `keep_ts`)."""
         order = (self.pos[slots, np.newaxis] + np.arange(self.window_len)) % self.window_len
         rows = slots[:, np.newaxis]
         values = self.values[rows, order]
@@ -138,13 +165,41 @@ class WindowStore:
         """Append one reading to each of `slots` (which must be distinct)."""
         pos = self.pos[slots]
         self.values[slots, pos] = values
-        if self.keep_ts:
-            self.ts[slots, pos] = ts
+        self.ts[slots, pos] = ts
         self.pos[slots] = (pos + 1) % self.window_len
         self.count[slots] = np.minimum(self.count[slots] + 1, self.window_len)
-        self.last_ts[slots] = ts
+        self.last_ts[slots] = np.maximum(self.last_ts[slots], ts)
+        self.order_ts[slots] = np.maximum(self.order_ts[slots], self.order_bound(ts, seen))
         self.last_value[slots] = values
         self.last_seen[slots] = seen
+
+    def order_bound(self, ts: np.ndarray | float, seen: float) -> np.ndarray | float:
+        """What a reading stamped `ts` and taken at clock time `seen` makes its series'
+        order bound (at least): its ts, but at most `future_slack_s` ahead of the clock."""
+        return np.minimum(ts, seen + self.future_slack_s)
+
+    def repeat_of(self, slot: int, ts: float, value: float) -> bool | None:
+        """Whether the window of `slot` holds a reading at `ts`: True when it has that value
+        too (a repeat: a redelivery), False when another value (not a repeat, but not new
+        either), None when no reading at `ts` is in the window.
+
+        Values are compared at the window's float32 precision.
+        """
+        n = int(self.count[slot])
+        if n == 0:
+            return None
+        held = self.ts[slot] if n == self.window_len else self._filled(slot, n)
+        at = np.flatnonzero(held == ts)
+        if not at.size:
+            return None
+        if n < self.window_len:
+            at = (int(self.pos[slot]) - n + at) % self.window_len
+        return bool(np.any(self.values[slot, at] == np.float32(value)))
+
+    def _filled(self, slot: int, n: int) -> np.ndarray:
+        """The `n` timestamps a slot that is not full yet holds (the rest of its row is 0)."""
+        positions = (int(self.pos[slot]) - n + np.arange(n)) % self.window_len
+        return self.ts[slot, positions]
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -152,25 +207,32 @@ class WindowStore:
         """Compact copy of every active series' window, for checkpoints."""
         keys = self.keys()
         slots = np.array([self._slot_of[k] for k in keys], dtype=np.int64)
-        values, ts = self.windows(slots)
+        order = (self.pos[slots, np.newaxis] + np.arange(self.window_len)) % self.window_len
+        rows = slots[:, np.newaxis]
         return {
             "keys": np.array(keys, dtype=object),
-            "values": values,
-            "ts": ts if ts is not None else np.zeros((len(keys), 0)),
+            "values": self.values[rows, order],
+            "ts": self.ts[rows, order],
             "count": self.count[slots].copy(),
             "last_ts": self.last_ts[slots].copy(),
+            "order_ts": self.order_ts[slots].copy(),
             "last_value": self.last_value[slots].copy(),
             "last_seen": self.last_seen[slots].copy(),
         }
 
     def restore_rows(self, slots: list[int], state: dict[str, np.ndarray]) -> None:
         """Write row i of a `state` copy into allocated slot ``slots[i]``."""
+        # Checkpoints from before the order bound (and before timestamps were always kept)
+        # restore too: the bound is then the newest ts, and repeats are not recognised until
+        # the window has filled again.
+        order = state.get("order_ts", state["last_ts"])
         for i, slot in enumerate(slots):
             self.values[slot] = state["values"][i]
-            if self.keep_ts and state["ts"].shape[1] == self.window_len:
+            if state["ts"].shape[1] == self.window_len:
                 self.ts[slot] = state["ts"][i]
             self.pos[slot] = 0  # windows are stored oldest first
             self.count[slot] = state["count"][i]
             self.last_ts[slot] = state["last_ts"][i]
+            self.order_ts[slot] = order[i]
             self.last_value[slot] = state["last_value"][i]
             self.last_seen[slot] = state["last_seen"][i]

@@ -27,7 +27,14 @@ from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
 from detector.ratelimit import RateLimitedLog
-from detector.readings import Reading, Rejection
+from detector.readings import (
+    NOT_DEAD_LETTERED,
+    NOT_SUBSCRIBED,
+    OWN_OUTPUT,
+    RETAINED,
+    Reading,
+    Rejection,
+)
 
 log = logging.getLogger("iotad.worker")
 
@@ -41,6 +48,12 @@ def evict_interval(idle_evict_s: float) -> float:
     """Sweep often enough that a series is evicted within ~25 % of its idle time."""
     return min(EVICT_EVERY_S, max(0.25, idle_evict_s / 4))
 
+
+_SKIPPED = {
+    RETAINED: "retained message sent on subscribe: an old reading replayed, not a new one",
+    OWN_OUTPUT: "the worker's own output topic: never input (not dead-lettered: a loop)",
+    NOT_SUBSCRIBED: "matches no configured filter: a subscription left by an earlier run",
+}
 
 CONFIRM_TIMEOUT_S = 10.0
 """How long acks of a batch wait for the broker to confirm the alerts it raised."""
@@ -94,6 +107,8 @@ class Worker:
         deadletter: the dead-letter publisher.
         scores: the opt-in stream of scored readings (None: off).
         queue_size, max_batch: bounds of the hand-over (messages) and of one drain (readings).
+            No defaults here: `detector.settings.WorkerSettings` states them (and their
+            bounds) once.
         linger_s, linger_above: under load (more than `linger_above` messages/s over the
             last second), wait `linger_s` when fewer than 64 messages are waiting so that
             more make the batch. Measured (2 cores, QoS 1 backlog): waking per message ran
@@ -119,10 +134,10 @@ class Worker:
         deadletter: DeadLetterPublisher | None = None,
         scores: ScoreStream | None = None,
         acker: Acker | None = None,
-        queue_size: int = 20_000,
-        max_batch: int = 8192,
-        linger_s: float = 0.005,
-        linger_above: float = 1000.0,
+        queue_size: int,
+        max_batch: int,
+        linger_s: float,
+        linger_above: float,
         evict_every_s: float = EVICT_EVERY_S,
         reject_log: RateLimitedLog | None = None,
         clock: Callable[[], float] = time.time,
@@ -159,8 +174,25 @@ class Worker:
 
     # -- network thread ------------------------------------------------------------------
 
-    def on_message(self, topic: bytes, payload: bytes, mid: int, qos: int, generation: int) -> None:
-        """paho's on_message: decode and enqueue, nothing else (keep-alives depend on it)."""
+    def on_message(
+        self,
+        topic: bytes,
+        payload: bytes,
+        mid: int,
+        qos: int,
+        generation: int,
+        skip: str | None = None,
+    ) -> None:
+        """paho's on_message: decode and enqueue, nothing else (keep-alives depend on it).
+
+        `skip` is the MQTT adapter's reason why the message is not input at all (retained,
+        the worker's own output, a stale subscription): it is counted and acked, not decoded.
+        """
+        if skip is not None:
+            text = topic.decode("utf-8", errors="replace")
+            rejection = Rejection(skip, _SKIPPED.get(skip, skip), text, payload)
+            self.queue.put(Inbound(mid, qos, generation, topic, [], [rejection]))
+            return
         decoded = self.decoder.decode(topic, payload)
         self.queue.put(Inbound(mid, qos, generation, topic, decoded.readings, decoded.rejections))
 
@@ -343,7 +375,8 @@ class Worker:
             self.reject_log.warning(
                 rej.reason, "rejected (%s) on %r: %s", rej.reason, rej.topic, rej.detail
             )
-            self._send_dead(rej.reason, rej.detail, rej.topic, rej.payload)
+            if rej.reason not in NOT_DEAD_LETTERED:
+                self._send_dead(rej.reason, rej.detail, rej.topic, rej.payload)
 
     def _dropped(self, items: list[Inbound], result: BatchResult) -> None:
         topic_of = {id(r): item.topic for item in items for r in item.readings}

@@ -15,10 +15,13 @@ import inspect
 import itertools
 import sys
 import textwrap
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import annotated_types
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from detector.settings import WorkerSettings
 
@@ -46,17 +49,41 @@ def attribute_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _fields(cls: type) -> list[tuple[str, Any, Any]]:
-    """``(name, annotation, default)`` of a pydantic model or a dataclass."""
+def _fields(cls: type) -> list[tuple[str, Any, Any, str]]:
+    """``(name, annotation, default, allowed values)`` of a pydantic model or a dataclass."""
     if isinstance(cls, type) and issubclass(cls, BaseModel):
         out = []
         for name, info in cls.model_fields.items():
             default = info.get_default(call_default_factory=True)
-            out.append((name, info.annotation, default))
+            out.append((name, info.annotation, default, allowed(info)))
         return out
     if dataclasses.is_dataclass(cls):
-        return [(f.name, f.type, f.default) for f in dataclasses.fields(cls)]
+        return [(f.name, f.type, f.default, "") for f in dataclasses.fields(cls)]
     return []
+
+
+def _number(x: Any) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def allowed(info: FieldInfo) -> str:
+    """The values a setting accepts, from its bounds (``[1, 65535]``, ``(0, 1]``) or its
+    literal choices (``5 | 3.1.1``); empty when anything of its type goes."""
+    if typing.get_origin(info.annotation) is Literal:
+        return " | ".join(str(choice) for choice in typing.get_args(info.annotation))
+    low = high = ""
+    for m in info.metadata:
+        if isinstance(m, annotated_types.Ge):
+            low = f"[{_number(m.ge)}"
+        elif isinstance(m, annotated_types.Gt):
+            low = f"({_number(m.gt)}"
+        elif isinstance(m, annotated_types.Le):
+            high = f"{_number(m.le)}]"
+        elif isinstance(m, annotated_types.Lt):
+            high = f"{_number(m.lt)})"
+    if not (low or high):
+        return ""
+    return f"{low or '(-∞'}, {high or '∞)'}"
 
 
 def _nested(annotation: Any) -> type | None:
@@ -78,11 +105,13 @@ def _show(default: Any) -> str:
     return text if text else '""'
 
 
-def rows(cls: type, prefix: str = "IOTAD_") -> list[tuple[str, str, str]]:
-    """``(variable, default, description)`` for every leaf setting under `cls`."""
-    docs = attribute_docs(cls)
-    out: list[tuple[str, str, str]] = []
-    for name, annotation, default in _fields(cls):
+def rows(cls: type, prefix: str = "IOTAD_") -> list[tuple[str, str, str, str]]:
+    """``(variable, default, allowed, description)`` for every leaf setting under `cls`."""
+    # Settings built from a dataclass (`detector.settings.settings_from_dataclass`) are
+    # documented in the dataclass.
+    docs = attribute_docs(getattr(cls, "config_class", cls))
+    out: list[tuple[str, str, str, str]] = []
+    for name, annotation, default, values in _fields(cls):
         var = f"{prefix}{name.upper()}"
         nested = _nested(annotation)
         if nested is not None:
@@ -94,15 +123,16 @@ def rows(cls: type, prefix: str = "IOTAD_") -> list[tuple[str, str, str]]:
             shown = "— (secret)"
         else:
             shown = _show(default)
-        out.append((var, shown, docs.get(name, "")))
+        out.append((var, shown, values, docs.get(name, "")))
     return out
 
 
 def table() -> str:
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
-    for var, default, doc in rows(WorkerSettings):
+    lines = ["| variable | default | allowed | meaning |", "|---|---|---|---|"]
+    for var, default, values, doc in rows(WorkerSettings):
         escaped = doc.replace("|", r"\|")
-        lines.append(f"| `{var}` | `{default}` | {escaped} |")
+        shown = values.replace("|", r"\|")
+        lines.append(f"| `{var}` | `{default}` | {shown} | {escaped} |")
     return "\n".join(lines)
 
 

@@ -307,13 +307,18 @@ def tiny_artifact(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     """A small trained model artifact directory.
 
     Training takes ~20 s (TensorFlow), so the artifact is cached in pytest's cache directory,
-    keyed by the training code's hash; ``pytest --cache-clear`` retrains.
+    keyed by the training code's hash; ``pytest --cache-clear`` retrains. Without the cache
+    plugin (``-p no:cacheprovider``) it is trained once per session in a temp directory.
     """
     try:
         from training.pipeline import TrainConfig, train
     except ImportError as exc:
         pytest.skip(f"training.pipeline is not importable yet ({exc})")
-    cache = Path(request.config.cache.mkdir("iotad_tiny_artifact"))
+    pytest_cache = getattr(request.config, "cache", None)
+    if pytest_cache is None:
+        cache = tmp_path_factory.mktemp("tiny_model_cache")
+    else:
+        cache = Path(pytest_cache.mkdir("iotad_tiny_artifact"))
     cached = cache / _training_fingerprint()
     if (cached / "artifact.json").is_file():
         return cached
@@ -464,6 +469,25 @@ class WorkerProcess:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name}{labels} = {value}:\n{self.log()[-3000:]}")
             time.sleep(0.05)
+
+    def settle(self, port: int) -> None:
+        """Return once the worker has fully handled every message delivered to it so far.
+
+        A barrier, twice: a message it rejects as ``bad_topic`` (``sensors/settle/x/y``),
+        and a wait for that count. Deliveries reach the worker in order (on reconnect,
+        redeliveries first) and batches run one after another; the second barrier is
+        published after the first was counted, so it lands in a later batch, and the
+        earlier batches have finished by then (alerts and dead letters published). Each
+        call adds two ``bad_topic`` rejections and two dead letters.
+        """
+        for _ in range(2):
+            before = self.sample("iotad_readings_rejected_total", reason="bad_topic")
+            publish_all(port, [("sensors/settle/x/y", b"1")])
+            self.wait_metric(
+                "iotad_readings_rejected_total",
+                lambda v, before=before: v >= before + 1,
+                reason="bad_topic",
+            )
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None

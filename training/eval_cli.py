@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="set a DetectionConfig field of the core, e.g. threshold=4 (repeatable)",
+        help="set a DetectionConfig field of the core, e.g. threshold=0.6 (repeatable; the same "
+        "bounds as IOTAD_DETECTION__*)",
     )
     nab.add_argument(
         "--compare-naive",
@@ -152,8 +153,23 @@ def select_files(names: tuple[str, ...], patterns: list[str] | None) -> list[str
     return sorted(chosen)
 
 
+def detection_config(overrides: dict[str, Any]) -> Any:
+    """The core's `DetectionConfig` with `overrides`, checked against the worker's bounds
+    (`detector.settings.DETECTION_BOUNDS`): a threshold of 4 must not silently mean "never"."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from detector.settings import DetectionSettings
+
+    try:
+        return TypeAdapter(DetectionSettings).validate_python(overrides)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise SystemExit(f"iotad eval nab: --detection {where}: {err['msg']}") from None
+
+
 def parse_overrides(pairs: list[str], cls: type | None = None) -> dict[str, Any]:
-    """``["threshold=4", "units=[32]"]`` -> values decoded as JSON where they parse."""
+    """``["threshold=0.6", "units=[32]"]`` -> values decoded as JSON where they parse."""
     out: dict[str, Any] = {}
     known = {f.name for f in fields(cls)} if cls is not None else None
     for pair in pairs:

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +132,13 @@ def run_model(
     import numpy as np
 
     from detector.core import DetectionConfig
-    from training.eval_cli import parse_overrides
+    from training.eval_cli import detection_config, parse_overrides
     from training.nab import FileScores, score_profiles
     from training.nab_replay import DEFAULT_NAB_THRESHOLD, ReplayConfig
     from training.nab_report import write_summary
 
-    detection = replace(DetectionConfig(), **parse_overrides(args.detection, DetectionConfig))
+    # Checked against the worker's bounds: a threshold of 4 must not silently mean "never".
+    detection = detection_config(parse_overrides(args.detection, DetectionConfig))
     cfg = ReplayConfig(
         model=model,
         train_overrides=parse_overrides(args.train) if model != "naive" else {},

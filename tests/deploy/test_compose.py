@@ -184,6 +184,8 @@ def test_acl_gives_each_user_only_what_it_needs() -> None:
             ("write", "alerts/#"),
             ("write", "scores/#"),
             ("write", "iotad/#"),
+            # Its own status topic: the previous run's filters, and a spoofed status answered.
+            ("read", "iotad/status/#"),
         ],
         "simulator": [("write", "sensors/#")],
         "reader": [("read", "alerts/#"), ("read", "scores/#"), ("read", "iotad/#")],

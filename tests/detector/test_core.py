@@ -102,15 +102,24 @@ def test_batched_scores_equal_one_at_a_time() -> None:
             if rng.random() < 0.7:
                 stream.append(Reading(d, "m", 1000.0 + t, rng.gauss(5, 1) + (20 if t == 40 else 0)))
     art = make_artifact(window_len=4)
-    cfg = DetectionConfig(threshold=3.0, resolve_after=2, error_halflife=10)
+    # The default threshold, and a short learning phase: the spike at t = 40 must make
+    # anomalies and events, or the comparison of events below would compare nothing (with
+    # the old scale's threshold of 3 nothing was ever anomalous).
+    cfg = DetectionConfig(resolve_after=2, quiet_period=3, error_halflife=10, learn_readings=8)
     one = DetectionCore(art, LastValueForecaster(), cfg)
-    single = [s for r in stream for s in one.process([r]).scored]
+    single, single_events = [], []
+    for r in stream:
+        res = one.process([r])
+        single += res.scored
+        single_events += res.events
     batched_core = DetectionCore(art, LastValueForecaster(), cfg)
-    batched = []
+    batched, batched_events = [], []
     i = 0
     while i < len(stream):
         n = rng.randint(1, 40)
-        batched.extend(batched_core.process(stream[i : i + n]).scored)
+        res = batched_core.process(stream[i : i + n])
+        batched += res.scored
+        batched_events += res.events
         i += n
     key = lambda s: (s.reading.device, s.reading.ts)  # noqa: E731
     a = sorted(single, key=key)
@@ -119,6 +128,11 @@ def test_batched_scores_equal_one_at_a_time() -> None:
     assert [key(x) for x in a] == [key(x) for x in b]
     np.testing.assert_allclose([x.score for x in a], [x.score for x in b], rtol=1e-12)
     np.testing.assert_allclose([x.expected for x in a], [x.expected for x in b], rtol=1e-12)
+    assert [x.is_anomaly for x in a] == [x.is_anomaly for x in b]
+    assert sum(x.is_anomaly for x in a) > 0
+    by_id = lambda e: (e.device, e.ts, e.state)  # noqa: E731
+    assert any(e.state == "firing" for e in single_events)
+    assert sorted(single_events, key=by_id) == sorted(batched_events, key=by_id)
 
 
 def test_out_of_order_duplicate_and_too_many_series_are_dropped() -> None:
@@ -165,7 +179,7 @@ def test_idle_series_are_evicted() -> None:
 
 def test_snapshot_restore_gives_the_same_scores_as_no_restart() -> None:
     art = make_artifact(window_len=3)
-    cfg = DetectionConfig(threshold=3.0, error_halflife=5)
+    cfg = DetectionConfig(error_halflife=5)
     rng = random.Random(1)
     values = [rng.gauss(0, 1) for _ in range(40)]
     stream = readings("a", values)
@@ -210,3 +224,147 @@ def test_a_stuck_sensor_fires_once_when_stuck_longer_than_ever(batch: int) -> No
     stuck_from = len(base) * 2 + 4 + 5  # index of the 6th 0.5 in `values`
     assert events[0].ts == stream[stuck_from].ts
     assert [s.score == 1.0 for s in scored].count(True) == 13 - 5
+
+
+# -- hostile input (issue 11) -----------------------------------------------------------------
+
+
+def _all_state_finite(core: DetectionCore) -> list[str]:
+    """Names of per-slot state arrays with a non-finite entry in an active slot (the empty
+    range of a series that has none yet, +inf/-inf, is the one allowed sentinel)."""
+    used = core.store.used_slots()
+    bad = []
+    arrays = {
+        **core._slot_arrays(),
+        **core.scorer.seasonal.state(used),
+        "values": core.store.values,
+        "ts": core.store.ts,
+        "last_ts": core.store.last_ts,
+        "order_ts": core.store.order_ts,
+        "last_value": core.store.last_value,
+    }
+    for name, array in arrays.items():
+        rows = array if name.startswith(("recent_seasonal", "seasonal_")) else array[used]
+        if rows.dtype.kind != "f":
+            continue
+        if name == "low":
+            rows = np.where(rows == np.inf, 0.0, rows)
+        if name == "high":
+            rows = np.where(rows == -np.inf, 0.0, rows)
+        if name == "gap":  # NaN: no interval learnt yet
+            rows = np.where(np.isnan(rows), 0.0, rows)
+        if not np.isfinite(rows).all():
+            bad.append(name)
+    for k, relations in enumerate(core.relations):  # per device: means and covariances
+        for name in ("mean", "cov"):
+            if not np.isfinite(getattr(relations, name)).all():
+                bad.append(f"relations[{k}].{name}")
+    return bad
+
+
+def _trained_core(**cfg: object) -> DetectionCore:
+    art = make_artifact(
+        window_len=3,
+        per_series={"m1/temp": (0.0, 1.0), "m2/temp": (0.0, 1.0)},
+        errors={"m1/temp": (0.0, 1.0), "m2/temp": (0.0, 1.0)},
+    )
+    config = DetectionConfig(resolve_after=3, quiet_period=0, **cfg)  # type: ignore[arg-type]
+    return DetectionCore(art, LastValueForecaster(), config)
+
+
+@pytest.mark.parametrize("huge", [1e308, -1e308, 1.7e308, 1e16, math.nan, math.inf])
+def test_a_huge_value_is_dropped_and_the_series_still_alerts(huge: float) -> None:
+    # A single 1e308 used to be accepted: the series' statistics overflowed to inf and NaN,
+    # its scores became NaN or 0, and a later +65 spike went unflagged.
+    core = _trained_core()
+    base = [0.0, 0.5, -0.5] * 8
+    for device in ("m1", "m2"):
+        core.process(readings(device, base))
+    poisoned = core.process([Reading("m1", "temp", 1000.0 + len(base), huge)])
+    assert [d.reason for d in poisoned.dropped] == ["out_of_range"]
+    assert _all_state_finite(core) == []
+    after = [0.0, 0.5, -0.5] * 4 + [65.0] + [0.0, 0.5, -0.5] * 4
+    t0 = 1000.0 + len(base) + 1
+    for device in ("m1", "m2"):
+        res = core.process(readings(device, after, t0=t0))
+        fired = [e.value for e in res.events if e.state == "firing" and e.signal != "silence"]
+        assert fired[:1] == [65.0], device
+    assert _all_state_finite(core) == []
+
+
+def test_the_largest_value_allowed_keeps_every_statistic_finite() -> None:
+    from detector.core import MAX_ABS_VALUE
+
+    core = _trained_core()
+    values = [0.0, 0.5, -0.5] * 4 + [MAX_ABS_VALUE, -MAX_ABS_VALUE] * 20 + [0.0, 0.5] * 10
+    res = core.process(readings("m1", values))
+    assert res.dropped == []
+    assert _all_state_finite(core) == []
+    assert all(math.isfinite(s.score) and 0.0 <= s.score <= 1.0 for s in res.scored)
+    assert all(math.isfinite(x) for s in res.scored for x in (s.expected, s.lower, s.upper))
+
+
+def test_a_reading_from_the_future_does_not_blind_its_series() -> None:
+    # A reading stamped 295 s ahead (inside the decoder's max_future_s) used to make every
+    # genuine reading of the next 290 s out_of_order. The clock (`now`) runs with the data.
+    core = _trained_core()
+    t0 = 1_700_000_000.0
+    genuine = [Reading("m1", "temp", t0 + 10.0 * i, [0.0, 0.5, -0.5][i % 3]) for i in range(60)]
+    future = Reading("m1", "temp", t0 + 10.0 * 20 + 295.0, 0.25)
+    # Arrives at t0 + 201 s, and is redelivered (a reconnect) at t0 + 221 s.
+    arrivals = [(r, r.ts) for r in genuine[:21]] + [(future, t0 + 201.0)]
+    arrivals += [(r, r.ts) for r in genuine[21:23]] + [(future, t0 + 221.0)]
+    arrivals += [(r, r.ts) for r in genuine[23:]]
+    dropped, scored = [], []
+    for r, now in arrivals:
+        res = core.process([r], now=now)
+        dropped += [(d.reading.ts, d.reason) for d in res.dropped]
+        scored += [s.reading.ts for s in res.scored]
+    assert dropped == [(future.ts, "duplicate")]
+    assert [r.ts for r in genuine[3:]] == sorted(t for t in scored if t != future.ts)
+
+
+def test_future_readings_cannot_move_the_order_bound_past_the_clock() -> None:
+    core = _trained_core()
+    now = 1_700_000_000.0
+    core.process([Reading("m1", "temp", now - 1, 0.0)], now=now)
+    core.process([Reading("m1", "temp", now + 290, 1.0)], now=now)
+    slot = core.store.slot("m1/temp")
+    assert core.store.last_ts[slot] == now + 290  # the newest ts is kept as it was
+    assert core.store.order_ts[slot] == now + 2.0  # the bound is the clock plus the slack
+    # A reading before the bound is still out of order, one after it is taken.
+    res = core.process(
+        [Reading("m1", "temp", now + 1.5, 2.0), Reading("m1", "temp", now + 3, 3.0)], now=now + 3
+    )
+    assert [(d.reading.ts, d.reason) for d in res.dropped] == [(now + 1.5, "out_of_order")]
+    assert core.store.order_ts[slot] == now + 3
+
+
+@pytest.mark.parametrize("batch", [1, 4, 100])
+def test_redeliveries_in_the_window_are_duplicates_late_readings_are_out_of_order(
+    batch: int,
+) -> None:
+    core = _trained_core()
+    stream = readings("m1", [float(i % 5) for i in range(20)])
+    for i in range(0, len(stream), batch):
+        core.process(stream[i : i + batch])
+    redelivered = stream[-3:]  # the window (3) holds them
+    late = Reading("m1", "temp", stream[-2].ts - 0.5, 9.0)  # never seen
+    changed = stream[-1]._replace(value=42.0)  # same ts, another value
+    too_old = stream[5]  # a repeat no longer in the window: cannot be told from a late one
+    res = core.process([*redelivered, late, changed, too_old])
+    assert [d.reason for d in res.dropped] == [
+        "duplicate",
+        "duplicate",
+        "duplicate",
+        "out_of_order",
+        "out_of_order",
+        "out_of_order",
+    ]
+
+
+def test_a_repeat_within_one_batch_is_a_duplicate() -> None:
+    core = _trained_core()
+    r = readings("m1", [1.0, 2.0, 3.0])
+    res = core.process([r[0], r[1], r[0], r[1], r[2], r[1]])
+    assert [d.reason for d in res.dropped] == ["duplicate"] * 3

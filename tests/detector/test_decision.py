@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 from detector.decision import EpisodeTracker, event_id
@@ -26,9 +31,27 @@ def test_short_gaps_inside_an_episode_do_not_resolve_it() -> None:
 
 
 def test_event_id_is_stable_and_distinguishes_episodes() -> None:
-    assert event_id("m1/temp", 100.0) == event_id("m1/temp", 100.0)
+    # Stable means: the same in another process and another version, since consumers drop
+    # duplicates by it after a restart. Worked out independently: the first 16 hex digits of
+    # SHA-1 of "key|onset with 6 decimals".
+    assert event_id("m1/temp", 100.0) == hashlib.sha1(b"m1/temp|100.000000").hexdigest()[:16]
+    assert event_id("m1/temp", 100.0) == "dd62f4da3e32ab5a"
+    assert _in_a_child("m1/temp", 100.0) == "dd62f4da3e32ab5a"
     assert event_id("m1/temp", 100.0) != event_id("m1/temp", 101.0)
     assert event_id("m1/temp", 100.0) != event_id("m2/temp", 100.0)
+
+
+def _in_a_child(key: str, onset: float) -> str:
+    """`event_id` computed by another interpreter (another hash seed)."""
+    code = f"from detector.decision import event_id; print(event_id({key!r}, {onset!r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )
+    return out.stdout.strip()
 
 
 def test_episode_counters_are_int32_and_stay_so_when_grown() -> None:

@@ -9,24 +9,51 @@ import sys
 
 import pytest
 
+from detector import memory
 from detector.memory import release_free_memory
 
 GLIBC = platform.libc_ver()[0] == "glibc" and ctypes.util.find_library("c") is not None
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
-def test_allocator_settings_apply_on_glibc() -> None:
+def test_allocator_settings_apply_and_freed_heap_pages_go_back_on_glibc() -> None:
     # In a child: mallopt changes the whole process, not something a test should leave behind.
     code = (
         "from detector.memory import tune_allocator, release_free_memory\n"
         "assert tune_allocator() is True\n"
-        "b = [bytearray(200_000) for _ in range(200)]\n"
-        "del b\n"
-        "print(release_free_memory() in (True, False))\n"
+        # ~60 MB of small blocks (below the mmap threshold: from the heap), then a live block
+        # above them so the heap top cannot shrink by itself: only malloc_trim gives the
+        # freed pages back, and says so.
+        "blocks = [bytearray(1000) for _ in range(60_000)]\n"
+        "keep = bytearray(1000)\n"
+        "del blocks\n"
+        "print(release_free_memory())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 
 
-def test_trimming_is_harmless_wherever_it_runs() -> None:
-    assert release_free_memory() in (True, False)  # never raises, whatever the libc
+class _FakeLibc:
+    def __init__(self, trimmed: int) -> None:
+        self.trimmed = trimmed
+        self.calls: list[int] = []
+
+    def malloc_trim(self, pad: ctypes.c_size_t) -> int:
+        self.calls.append(pad.value)
+        return self.trimmed
+
+
+@pytest.mark.parametrize(("trimmed", "expected"), [(1, True), (0, False)])
+def test_trimming_reports_what_malloc_trim_did(
+    monkeypatch: pytest.MonkeyPatch, trimmed: int, expected: bool
+) -> None:
+    fake = _FakeLibc(trimmed)
+    monkeypatch.setattr(memory, "_LIBC", fake)
+    assert release_free_memory() is expected
+    assert fake.calls == [0]
+
+
+def test_without_glibc_nothing_is_tried_and_nothing_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_LIBC", None)
+    assert release_free_memory() is False
+    assert memory.tune_allocator() is False

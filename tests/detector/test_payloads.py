@@ -292,3 +292,63 @@ def test_never_raises_on_random_json(doc: object) -> None:
     assert out.n_readings >= 1
     for r in out.readings:
         assert isinstance(r.value, float)
+
+
+# -- times under other keys, clocks never set, huge times (hardening, issue 11) ---------------
+
+
+@pytest.mark.parametrize("key", ["ts", "timestamp", "time"])
+@pytest.mark.parametrize(
+    "raw", [1_699_999_000, 1_699_999_000_000, "2023-11-14T21:56:40Z", 1_699_999_000.0]
+)
+def test_the_time_may_come_under_ts_timestamp_or_time(
+    decoder: PayloadDecoder, key: str, raw: object
+) -> None:
+    # {"timestamp": ...} used to be accepted with the arrival time: replayed data scored at
+    # the wrong time.
+    payload = json.dumps({key: raw, "value": 1.5})
+    assert readings(decoder, "sensors/d/m", payload) == [Reading("d", "m", 1_699_999_000.0, 1.5)]
+
+
+def test_the_time_keys_work_in_values_maps_and_arrays(decoder: PayloadDecoder) -> None:
+    got = readings(
+        decoder,
+        "sensors/gw",
+        json.dumps(
+            [
+                {"device": "a", "timestamp": 1_699_999_001, "values": {"t": 1.0}},
+                {"device": "b", "metric": "t", "time": 1_699_999_002, "value": 2.0},
+            ]
+        ),
+    )
+    assert [(r.device, r.ts) for r in got] == [("a", 1_699_999_001.0), ("b", 1_699_999_002.0)]
+
+
+def test_two_times_in_one_object_are_rejected_not_guessed(decoder: PayloadDecoder) -> None:
+    out = decoder.decode(
+        "sensors/d/m", b'{"ts": 1699999000, "timestamp": 1699999500, "value": 1}', ARRIVAL
+    )
+    assert [r.reason for r in out.rejections] == ["bad_ts"]
+    assert "ts, timestamp" in out.rejections[0].detail
+
+
+@pytest.mark.parametrize("ts", [0, 1000, 0.5, "1970-01-01T00:16:40Z", 946_684_799])
+def test_a_clock_that_was_never_set_is_rejected(decoder: PayloadDecoder, ts: object) -> None:
+    # Epoch 0 or 1000 was accepted and put decades of lag into the lag histogram.
+    assert reasons(decoder, "sensors/d/m", json.dumps({"ts": ts, "value": 1.0})) == ["bad_ts"]
+
+
+def test_the_earliest_time_is_configurable() -> None:
+    dec = PayloadDecoder(limits=PayloadLimits(min_ts=0.0), clock=lambda: ARRIVAL)
+    assert readings(dec, "sensors/d/m", '{"ts": 1000.0, "value": 1.0}')[0].ts == 1000.0
+    dec = PayloadDecoder(limits=PayloadLimits(min_ts=1_699_999_999.0), clock=lambda: ARRIVAL)
+    assert reasons(dec, "sensors/d/m", '{"ts": 1699999998.0, "value": 1.0}') == ["bad_ts"]
+
+
+@pytest.mark.parametrize("ts", ["1e300", "-1e300", "1e308", "123456789012345678901234567890"])
+def test_huge_times_give_short_details(decoder: PayloadDecoder, ts: str) -> None:
+    out = decoder.decode("sensors/d/m", f'{{"ts": {ts}, "value": 1}}'.encode(), ARRIVAL)
+    (rejection,) = out.rejections
+    assert rejection.reason in ("future_ts", "bad_ts")
+    # A 1e300 ts produced a detail with a 297-digit number.
+    assert len(rejection.detail) < 120, rejection.detail

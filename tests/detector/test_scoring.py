@@ -201,3 +201,42 @@ def test_a_noisy_sensor_that_stops_changing_is_news_within_a_few_readings() -> N
     scores = _flat_scores(scorer, [False] * 400 + [True] * 3)
     assert max(scores[:400]) == 0.0
     assert scores[400] < 0.5 <= scores[401] <= scores[402]
+
+
+def test_a_deviation_that_is_not_a_number_scores_one() -> None:
+    # NaN compares false with the threshold: as a score it would silently mean "normal".
+    assert tail_score(np.array([np.nan, 0.0])).tolist() == [1.0, 0.0]
+
+
+def test_state_gone_bad_scores_one_not_zero() -> None:
+    scorer = AnomalyScorer(2, DetectionConfig().scoring())
+    stats = ErrorStats(mean=0.0, std=1.0, abs_quantiles={}, n=10)
+    for slot in (0, 1):
+        scorer.seed(slot, stats, 0.0, 1.0, (-5.0, 5.0))
+    # Slot 0's long-run statistics as a 1e308 once left them: inf, then NaN.
+    scorer.error_run.mean[0], scorer.value_run.var[0] = np.nan, np.inf
+    got = scorer.score(np.array([0, 1]), np.array([0.1, 0.1]), np.array([0.0, 0.0]))
+    assert got[0] == 1.0 and got[1] < 0.5
+
+
+def test_huge_inputs_leave_the_statistics_finite() -> None:
+    scorer = AnomalyScorer(1, DetectionConfig().scoring())
+    stats = ErrorStats(mean=0.0, std=1.0, abs_quantiles={}, n=10)
+    scorer.seed(0, stats, 0.0, 1.0, (-5.0, 5.0))
+    slot = np.array([0])
+    for x in (1e300, -1e300, 1e308, 0.0, 3e38, -3e38):
+        score = scorer.score(slot, np.array([x]), np.array([x]), np.array([x]))
+        assert 0.0 <= score[0] <= 1.0
+    for array in (
+        scorer.recent_value.ring,
+        scorer.recent_value.total,
+        scorer.recent_error.ring,
+        scorer.recent_error.total,
+        scorer.error_run.mean,
+        scorer.error_run.var,
+        scorer.value_run.mean,
+        scorer.value_run.var,
+        scorer.low,
+        scorer.high,
+    ):
+        assert np.isfinite(array).all()

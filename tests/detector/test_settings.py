@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from detector.core import DetectionConfig
+from detector.payloads import PayloadLimits
 from detector.run_cli import add_arguments, overrides_from_args
 from detector.settings import (
+    DETECTION_BOUNDS,
+    PAYLOAD_BOUNDS,
     SettingsError,
     WorkerSettings,
     env_name,
@@ -53,6 +58,7 @@ def test_defaults() -> None:
     assert s.payload.max_bytes == 65_536
     assert s.payload.max_readings == 1000
     assert s.payload.max_future_s == 300
+    assert s.payload == PayloadLimits()
     assert s.mqtt.tls.active is False and s.mqtt.tls.insecure is False
     assert s.detection == DetectionConfig()
     assert s.client_id == s.worker_id
@@ -66,7 +72,7 @@ def test_environment_with_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("IOTAD_MODEL__PATH", "/models/current")
     monkeypatch.setenv("IOTAD_METRICS__PORT", "9200")
     monkeypatch.setenv("IOTAD_METRICS__SERIES_DEVICES", '["press-1", "press-2"]')
-    monkeypatch.setenv("IOTAD_DETECTION__THRESHOLD", "5.5")
+    monkeypatch.setenv("IOTAD_DETECTION__THRESHOLD", "0.65")
     monkeypatch.setenv("IOTAD_DETECTION__RESOLVE_AFTER", "3")
     monkeypatch.setenv("IOTAD_WORKER_ID", "worker-7")
     monkeypatch.setenv("IOTAD_OUTPUT__SCORES", "true")
@@ -76,7 +82,7 @@ def test_environment_with_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> N
     assert s.model.path == Path("/models/current")
     assert s.metrics.port == 9200
     assert s.metrics.series_devices == ["press-1", "press-2"]
-    assert s.detection.threshold == 5.5 and s.detection.resolve_after == 3
+    assert s.detection.threshold == 0.65 and s.detection.resolve_after == 3
     assert isinstance(s.detection, DetectionConfig)
     assert s.worker_id == "worker-7" and s.client_id == "worker-7"
     assert s.output.scores is True
@@ -165,6 +171,21 @@ def test_password_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         ("IOTAD_MQTT__TOPIC_PATTERNS", "sensors/{device}/#", "setting IOTAD_MQTT__TOPIC_PATTERNS"),
         ("IOTAD_MQTT__TLS__CA_FILE", "/no/such/ca.pem", "setting IOTAD_MQTT__TLS__CA_FILE: "),
         ("IOTAD_DETECTION__THRESHOLD", "high", "setting IOTAD_DETECTION__THRESHOLD: "),
+        # A score is in [0, 1]: 2 turned all alerting off, nan compared false with every score.
+        ("IOTAD_DETECTION__THRESHOLD", "2", "setting IOTAD_DETECTION__THRESHOLD: "),
+        ("IOTAD_DETECTION__THRESHOLD", "5.5", "setting IOTAD_DETECTION__THRESHOLD: "),
+        ("IOTAD_DETECTION__THRESHOLD", "nan", "setting IOTAD_DETECTION__THRESHOLD: "),
+        ("IOTAD_DETECTION__THRESHOLD", "0", "setting IOTAD_DETECTION__THRESHOLD: "),
+        ("IOTAD_DETECTION__SHORT_WINDOW", "0", "setting IOTAD_DETECTION__SHORT_WINDOW: "),
+        ("IOTAD_DETECTION__ERROR_HALFLIFE", "0", "setting IOTAD_DETECTION__ERROR_HALFLIFE: "),
+        ("IOTAD_DETECTION__MAX_SERIES", "-1", "setting IOTAD_DETECTION__MAX_SERIES: "),
+        ("IOTAD_DETECTION__MAX_SERIES", "0", "setting IOTAD_DETECTION__MAX_SERIES: "),
+        ("IOTAD_DETECTION__IDLE_EVICT_S", "inf", "setting IOTAD_DETECTION__IDLE_EVICT_S: "),
+        ("IOTAD_DETECTION__THRESHOLDD", "0.5", "setting IOTAD_DETECTION__THRESHOLDD: unknown"),
+        ("IOTAD_PAYLOAD__MAX_BYTES", "0", "setting IOTAD_PAYLOAD__MAX_BYTES: "),
+        ("IOTAD_PAYLOAD__MAX_FUTURE_S", "nan", "setting IOTAD_PAYLOAD__MAX_FUTURE_S: "),
+        ("IOTAD_LINGER_S", "nan", "setting IOTAD_LINGER_S: "),
+        ("IOTAD_ALERTMANAGER__TIMEOUT_S", "inf", "setting IOTAD_ALERTMANAGER__TIMEOUT_S: "),
         ("IOTAD_METRICS__PORT", "-1", "setting IOTAD_METRICS__PORT: "),
         ("IOTAD_WORKER_ID", "a/b", "setting IOTAD_WORKER_ID: "),
         ("IOTAD_OUTPUT__DEADLETTER_TOPIC", "dead/#", "setting IOTAD_OUTPUT__DEADLETTER_TOPIC: "),
@@ -180,6 +201,78 @@ def test_invalid_setting_is_one_line_naming_it(
     assert len(err.value.lines) == 1
     assert err.value.lines[0].startswith(named)
     assert "\n" not in err.value.lines[0]
+
+
+def _numeric_fields(model: type) -> list[tuple[str, object]]:
+    """``(dotted name, FieldInfo)`` of every int/float setting under `model`."""
+    from pydantic import BaseModel
+
+    out = []
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out += [(f"{name}.{sub}", i) for sub, i in _numeric_fields(annotation)]
+        elif annotation in (int, float):
+            out.append((name, info))
+    return out
+
+
+def test_every_numeric_setting_has_bounds_on_both_sides() -> None:
+    import annotated_types
+
+    unbounded = []
+    for name, info in _numeric_fields(WorkerSettings):
+        kinds = {type(m) for m in info.metadata}  # type: ignore[attr-defined]
+        low = kinds & {annotated_types.Ge, annotated_types.Gt}
+        high = kinds & {annotated_types.Le, annotated_types.Lt}
+        if not (low and high):
+            unbounded.append(name)
+    assert unbounded == []
+
+
+def test_detection_and_payload_defaults_are_the_dataclasses_own() -> None:
+    # One source of defaults: the settings are built from the dataclasses, bounds added.
+    for cls, bounds in ((DetectionConfig, DETECTION_BOUNDS), (PayloadLimits, PAYLOAD_BOUNDS)):
+        numeric = [
+            f.name for f in dataclasses.fields(cls) if f.type in ("int", "float", int, float)
+        ]
+        assert sorted(bounds) == sorted(numeric), cls.__name__
+        for name, limits in bounds.items():
+            default = getattr(cls(), name)
+            assert limits.get("ge", -math.inf) <= default <= limits.get("le", math.inf)
+            assert limits.get("gt", -math.inf) < default, name
+    s = load()
+    assert s.detection == DetectionConfig() and type(s.detection) is DetectionConfig
+    assert s.payload == PayloadLimits() and type(s.payload) is PayloadLimits
+
+
+def test_bounds_reach_the_edges_and_no_further(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTAD_DETECTION__THRESHOLD", "1")
+    monkeypatch.setenv("IOTAD_DETECTION__MAX_SERIES", "1")
+    monkeypatch.setenv("IOTAD_DETECTION__SHORT_WINDOW", "1")
+    s = load()
+    assert (s.detection.threshold, s.detection.max_series, s.detection.short_window) == (1, 1, 1)
+    monkeypatch.setenv("IOTAD_DETECTION__THRESHOLD", "1.0000001")
+    with pytest.raises(SettingsError):
+        load()
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_checkpoint_path_means_no_checkpoints(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # It used to become Path("."): the working directory, which no save can replace.
+    monkeypatch.setenv("IOTAD_CHECKPOINT__PATH", value)
+    assert load().checkpoint.path is None
+
+
+def test_a_checkpoint_path_that_is_a_directory_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("IOTAD_CHECKPOINT__PATH", str(tmp_path))
+    with pytest.raises(SettingsError) as err:
+        load()
+    assert err.value.lines[0].startswith("setting IOTAD_CHECKPOINT__PATH: ")
 
 
 def test_missing_model_names_the_variable_and_flag() -> None:
@@ -209,20 +302,34 @@ def test_unknown_top_level_variables_are_reported() -> None:
     assert unknown_env_vars(env) == ["IOTAD_TRESHOLD"]
 
 
-def test_cli_invalid_setting_exits_2_with_one_line(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "IOTAD_MQTT__PORT": "99999", "IOTAD_MODEL__PATH": "/m"}
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("IOTAD_MQTT__PORT", "99999"),
+        # MAX_SERIES -1 and 0 were a traceback from the window store and exit 1.
+        ("IOTAD_DETECTION__MAX_SERIES", "-1"),
+        ("IOTAD_DETECTION__MAX_SERIES", "0"),
+        ("IOTAD_DETECTION__THRESHOLD", "2"),
+    ],
+)
+def test_cli_invalid_setting_exits_2_with_one_line(tmp_path: Path, env: str, value: str) -> None:
+    import os
+
+    # The test's own environment (PYTHONPATH included) without its IOTAD_* variables.
+    env_vars = {k: v for k, v in os.environ.items() if not k.upper().startswith("IOTAD_")}
+    env_vars.update({env: value, "IOTAD_MODEL__PATH": "/m"})
     out = subprocess.run(
         [sys.executable, "-m", "detector", "run"],
         capture_output=True,
         text=True,
-        env=env,
+        env=env_vars,
         cwd=tmp_path,
         timeout=60,
     )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("iotad run: setting IOTAD_MQTT__PORT: ")
+    assert lines[0].startswith(f"iotad run: setting {env}: ")
 
 
 def test_cli_help_mentions_env_vars() -> None:
@@ -248,3 +355,39 @@ def test_cli_help_mentions_env_vars() -> None:
         "IOTAD_MQTT__PASSWORD",
     ):
         assert text in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("topics", "clash"),
+    [
+        ("#", "iotad/deadletter"),
+        ("+/+", "iotad/deadletter"),
+        ("iotad/#", "iotad/deadletter"),
+        ("sensors/#,alerts/+/temp", "alerts/+/+"),
+        ("iotad/status/+", "iotad/status/w1"),
+        ("$share/g/#", "iotad/deadletter"),
+    ],
+)
+def test_input_filters_that_take_the_workers_own_output_are_refused(
+    monkeypatch: pytest.MonkeyPatch, topics: str, clash: str
+) -> None:
+    # '#' made the worker read its own dead letters and republish them, forever.
+    monkeypatch.setenv("IOTAD_WORKER_ID", "w1")
+    monkeypatch.setenv("IOTAD_MQTT__TOPICS", topics)
+    with pytest.raises(SettingsError) as err:
+        load()
+    (line,) = err.value.lines
+    assert line.startswith("setting IOTAD_MQTT__TOPICS: filter ")
+    assert clash in line
+
+
+def test_output_filters_follow_the_output_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTAD_WORKER_ID", "w1")
+    monkeypatch.setenv("IOTAD_MQTT__TOPICS", "sensors/#,scores/#,iotad/status/w2,plant/+/raw")
+    load()  # scores are off, another worker's status is not this one's output
+    monkeypatch.setenv("IOTAD_OUTPUT__SCORES", "true")
+    with pytest.raises(SettingsError) as err:
+        load()
+    assert "'scores/#'" in err.value.lines[0]
+    monkeypatch.setenv("IOTAD_OUTPUT__SCORES_PREFIX", "out/scores")
+    assert load().output.scores_prefix == "out/scores"

@@ -60,3 +60,33 @@ def test_storage_grows_beyond_initial_block() -> None:
     assert store.capacity >= 2500 and len(store) == 2500
     push(store, slots[-1], 7.0, ts=1.0)
     assert store.last_value[slots[-1]] == 7.0
+
+
+def test_a_reading_in_the_window_is_found_by_its_ts_and_value() -> None:
+    store = WindowStore(window_len=3, max_series=2)  # timestamps are kept without keep_ts
+    slot = store.allocate("a/b")
+    assert slot is not None
+    assert store.repeat_of(slot, 100.0, 1.0) is None  # empty
+    push(store, slot, 1.0, ts=100.0)
+    push(store, slot, 2.0, ts=101.0)
+    assert store.repeat_of(slot, 100.0, 1.0) is True  # not full yet
+    assert store.repeat_of(slot, 101.0, 3.0) is False  # same ts, another value
+    assert store.repeat_of(slot, 0.0, 0.0) is None  # the unfilled part is not a reading
+    for i in range(2, 6):
+        push(store, slot, float(i + 1), ts=100.0 + i)
+    assert store.repeat_of(slot, 105.0, 6.0) is True
+    assert store.repeat_of(slot, 103.0, 4.0) is True
+    assert store.repeat_of(slot, 102.0, 3.0) is None  # left the window
+    assert store.windows(np.array([slot]))[1] is None  # not asked for: no calendar features
+
+
+def test_the_order_bound_stays_within_the_slack_of_the_clock() -> None:
+    store = WindowStore(window_len=3, max_series=2, future_slack_s=2.0)
+    slot = store.allocate("a/b")
+    assert slot is not None
+    push(store, slot, 1.0, ts=100.0, seen=105.0)
+    assert (store.last_ts[slot], store.order_ts[slot]) == (100.0, 100.0)
+    push(store, slot, 1.0, ts=400.0, seen=106.0)  # from the future
+    assert (store.last_ts[slot], store.order_ts[slot]) == (400.0, 108.0)
+    push(store, slot, 1.0, ts=110.0, seen=111.0)
+    assert (store.last_ts[slot], store.order_ts[slot]) == (400.0, 110.0)

@@ -116,7 +116,7 @@ def make_worker(
         sinks=[MqttAlertSink(broker, model_version="m1", worker_id="w1")],
         deadletter=DeadLetterPublisher(broker, worker_id="w1"),
         acker=broker,
-        **kwargs,
+        **{"queue_size": 1000, "max_batch": 1000, "linger_s": 0.0, "linger_above": 1e9, **kwargs},
     )
 
 

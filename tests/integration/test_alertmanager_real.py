@@ -42,8 +42,8 @@ def event(state: str, ts: float, device: str = "press-7") -> AlertEvent:
         expected=71.0,
         lower=65.0,
         upper=77.0,
-        score=4.2,
-        threshold=3.0,
+        score=0.93,
+        threshold=0.5,
     )
 
 

@@ -36,12 +36,14 @@ class FakeAlertmanager:
         self.statuses = list(statuses or [])
         self.hold = threading.Event()
         self.hold.set()
+        self.arrived = threading.Event()  # a request reached the server (held or not)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.hold.wait(5)
+                outer.arrived.set()
+                outer.hold.wait(30)
                 status = outer.statuses.pop(0) if outer.statuses else 200
                 outer.requests.append((self.path, dict(self.headers), json.loads(body)))
                 self.send_response(status)
@@ -104,8 +106,8 @@ def event(state: str = "firing", ts: float = T0, **kw: Any) -> AlertEvent:
         expected=71.25,
         lower=65.0,
         upper=77.5,
-        score=4.2,
-        threshold=3.0,
+        score=0.93,
+        threshold=0.5,
     )
     fields.update(kw)
     return AlertEvent(**fields)
@@ -149,13 +151,13 @@ def test_firing_payload_shape(am: FakeAlertmanager, registry: CollectorRegistry)
             },
             "annotations": {
                 "summary": "press-7/temp = 93.5 is outside its expected band [65, 77.5] "
-                "(score 4.2 > threshold 3)",
+                "(score 0.93 > threshold 0.5)",
                 "value": "93.5",
                 "expected": "71.25",
                 "lower": "65",
                 "upper": "77.5",
-                "score": "4.2",
-                "threshold": "3",
+                "score": "0.93",
+                "threshold": "0.5",
                 "alert_id": "ep-1-firing",
             },
             "startsAt": "2023-11-14T22:13:20.000Z",
@@ -253,10 +255,11 @@ def test_full_queue_drops_oldest_and_counts(registry: CollectorRegistry) -> None
     sink.send(event(device="d0"))
     # d0 is now in the delivery thread's batch, waiting to retry; the queue holds two.
     wait_for(lambda: sample(registry, "iotad_alertmanager_errors_total") >= 1)
-    t = time.perf_counter()
     for i in (1, 2, 3):
         sink.send(event(device=f"d{i}"))
-    assert time.perf_counter() - t < 0.05  # send never waits on the network
+    # The sends went by while the only delivery attempt sits in its 30 s backoff: none of
+    # them touched the network (no second attempt, no second error).
+    assert sample(registry, "iotad_alertmanager_errors_total") == 1
     assert sample(registry, "iotad_alertmanager_dropped_total", reason="queue_full") == 1
     assert [p.event.device for p in sink._queue] == ["d2", "d3"]
     assert not sink.close(timeout_s=0.2)  # nothing can be delivered: counted as shutdown
@@ -266,12 +269,16 @@ def test_full_queue_drops_oldest_and_counts(registry: CollectorRegistry) -> None
 def test_send_does_not_block_on_a_slow_alertmanager(
     am: FakeAlertmanager, registry: CollectorRegistry
 ) -> None:
-    am.hold.clear()  # the server sits on every request
-    sink = AlertmanagerSink(am.url, "http://w/", registry=registry, timeout_s=5)
-    t = time.perf_counter()
-    for i in range(100):
+    am.hold.clear()  # the server sits on every request until released
+    sink = AlertmanagerSink(am.url, "http://w/", registry=registry, timeout_s=60)
+    sink.send(event(device="d0"))
+    assert am.arrived.wait(10)  # the first post is now held by the server
+    for i in range(1, 100):
         sink.send(event(device=f"d{i}"))
-    assert time.perf_counter() - t < 0.05
+    # All sends returned while the server still holds the first post unanswered: send never
+    # waits on the network (a blocking send would still be stuck in that post).
+    assert am.requests == []
+    assert sink.queue_depth == 99
     am.hold.set()
     assert sink.close()
     assert len({a["labels"]["device"] for a in am.alerts}) == 100

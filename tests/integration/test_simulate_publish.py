@@ -83,6 +83,7 @@ class Subscriber:
         self, port: int, topic: str, version: int = mqtt.MQTTv5, auth: tuple[str, str] | None = None
     ) -> None:
         self.messages: list[tuple[str, bytes]] = []
+        self._topic = topic
         self._ready = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=version)
         if auth:
@@ -95,11 +96,23 @@ class Subscriber:
         assert self._ready.wait(5), "subscription not acknowledged"
 
     def wait_for(self, n: int, timeout_s: float = 20.0) -> list[tuple[str, bytes]]:
+        """The messages once `n` have come, and everything that was on its way with them.
+
+        Anything beyond `n` must show up: after the first `n`, the subscriber publishes a
+        barrier to its own subscription and waits for it. The broker hands a message to its
+        subscribers before it acknowledges it, so whatever the publisher had sent (and
+        counted as acknowledged) is ahead of the barrier. The barrier is not returned.
+        """
         deadline = time.monotonic() + timeout_s
         while len(self.messages) < n and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(0.2)  # anything beyond n would show up now
-        return list(self.messages)
+        barrier = self._topic.removesuffix("#") + "zz-barrier" if self._topic.endswith("#") else ""
+        if barrier:
+            self._client.publish(barrier, b"", qos=1)
+            while not any(t == barrier for t, _ in self.messages):
+                assert time.monotonic() < deadline + 10, "barrier did not come back"
+                time.sleep(0.02)
+        return [(t, p) for t, p in self.messages if t != barrier]
 
     def close(self) -> None:
         self._client.disconnect()

@@ -70,10 +70,12 @@ def test_processed_messages_are_acked_and_offline_ones_delivered_on_return(
     # Away: the persistent session queues what arrives meanwhile.
     publish_all(mosquitto.port, readings(25, start=TINY_START_TS + 60 * 30))
     second = start_worker(worker_id="w-session")
-    second.wait_metric("iotad_readings_total", lambda v: v >= 25)
-    time.sleep(0.3)
+    # Barrier: one more reading after the 25. The session delivers in order (redeliveries of
+    # unacknowledged messages first), so when it is counted, everything before it is too.
+    publish_all(mosquitto.port, [("sensors/barrier/x/y", b"1")])  # rejected as bad_topic
+    second.wait_metric("iotad_readings_rejected_total", lambda v: v >= 1, reason="bad_topic")
     # Exactly the 25 queued ones: the first worker's 30 were acknowledged, none redelivered.
-    assert second.sample("iotad_readings_total") == 25
+    assert second.sample("iotad_readings_total") == 25 + 1
     assert second.sample("iotad_readings_accepted_total") == 25
 
 
@@ -90,21 +92,27 @@ def test_killed_worker_leaves_offline_will_and_resumes_its_session(
     assert retained_status(mosquitto.port, "w-killed")["state"] == "online"
 
 
-def test_broker_restart_readiness_and_resubscription(mosquitto: Mosquitto, start_worker) -> None:
-    worker = start_worker(env={"IOTAD_MQTT__RECONNECT_MAX_S": "1"})
+def test_broker_restart_readiness_and_resubscription(start_worker, tmp_path: Path) -> None:
+    # A broker of its own: stopping the session's shared one failed whatever other test was
+    # talking to it at that moment.
+    broker = Mosquitto(tmp_path / "own-broker").start()
     try:
-        mosquitto.stop()
-        worker.wait_metric("iotad_mqtt_connected", lambda v: v == 0, timeout_s=10)
-        assert worker.get("/readyz")[0] == 503
-        assert worker.get("/healthz")[0] == 200
+        worker = start_worker(env={"IOTAD_MQTT__RECONNECT_MAX_S": "1"}, broker=broker)
+        try:
+            broker.stop()
+            worker.wait_metric("iotad_mqtt_connected", lambda v: v == 0, timeout_s=10)
+            assert worker.get("/readyz")[0] == 503
+            assert worker.get("/healthz")[0] == 200
+        finally:
+            broker.start()
+        worker.wait_metric("iotad_mqtt_reconnects_total", lambda v: v >= 1, timeout_s=15)
+        worker.wait_ready(timeout_s=10)
+        # The broker forgot everything (persistence off): messages still arrive, so the
+        # worker subscribed again on reconnect.
+        publish_all(broker.port, readings(5, device="after-restart"))
+        worker.wait_metric("iotad_readings_accepted_total", lambda v: v >= 5)
     finally:
-        mosquitto.start()
-    worker.wait_metric("iotad_mqtt_reconnects_total", lambda v: v >= 1, timeout_s=15)
-    worker.wait_ready(timeout_s=10)
-    # The broker forgot everything (persistence off): messages still arrive, so the worker
-    # subscribed again on reconnect.
-    publish_all(mosquitto.port, readings(5, device="after-restart"))
-    worker.wait_metric("iotad_readings_accepted_total", lambda v: v >= 5)
+        broker.stop()
 
 
 def run_to_exit(

@@ -238,11 +238,21 @@ def test_lstm_replay_of_a_prefix_matches_the_whole_file(tmp_path: Path) -> None:
     assert np.all((whole.anomaly_score >= 0) & (whole.anomaly_score <= 1))
 
 
+def test_detection_overrides_have_the_worker_bounds() -> None:
+    from detector.core import DetectionConfig
+
+    got = eval_cli.detection_config({"threshold": 0.7, "resolve_after": 2})
+    assert got == DetectionConfig(threshold=0.7, resolve_after=2)
+    # A threshold from the old score scale would turn every alert off.
+    with pytest.raises(SystemExit, match="threshold"):
+        eval_cli.detection_config({"threshold": 4})
+
+
 def test_overrides_decode_json_and_reject_unknown_fields() -> None:
     from detector.core import DetectionConfig
 
-    got = eval_cli.parse_overrides(["threshold=3.5", "resolve_after=2"], DetectionConfig)
-    assert got == {"threshold": 3.5, "resolve_after": 2}
+    got = eval_cli.parse_overrides(["threshold=0.7", "resolve_after=2"], DetectionConfig)
+    assert got == {"threshold": 0.7, "resolve_after": 2}
     assert eval_cli.parse_overrides(["units=[16, 16]", "cell=gru"]) == {
         "units": [16, 16],
         "cell": "gru",
