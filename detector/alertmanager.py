@@ -85,13 +85,19 @@ def alert_payload(
     start = min(starts_at, now)
     all_labels = {**(labels or {}), "alertname": ALERTNAME, "device": ev.device}
     all_labels.update(metric=ev.metric, severity=severity)
-    if ev.state == "firing":
+    if ev.state == "firing" and ev.signal == "silence":
+        summary = f"{ev.device}/{ev.metric} stopped reporting (last value {_num(ev.value)})"
+        ends = now + ttl_s
+    elif ev.state == "firing":
         summary = (
             f"{ev.device}/{ev.metric} = {_num(ev.value)} is outside its expected band "
             f"[{_num(ev.lower)}, {_num(ev.upper)}] (score {_num(ev.score)} > "
-            f"threshold {_num(ev.threshold)})"
+            f"threshold {_num(ev.threshold)}, {ev.signal})"
         )
         ends = now + ttl_s
+    elif ev.signal == "silence":
+        summary = f"{ev.device}/{ev.metric} reports again"
+        ends = max(min(ev.ts, now), start)
     else:
         summary = f"{ev.device}/{ev.metric} is back within its expected band"
         ends = max(min(ev.ts, now), start)
@@ -106,6 +112,7 @@ def alert_payload(
             "score": _num(ev.score),
             "threshold": _num(ev.threshold),
             "alert_id": ev.id,
+            "signal": ev.signal,
         },
         "startsAt": iso_utc(start),
         "endsAt": iso_utc(ends),

@@ -151,7 +151,7 @@ def test_firing_payload_shape(am: FakeAlertmanager, registry: CollectorRegistry)
             },
             "annotations": {
                 "summary": "press-7/temp = 93.5 is outside its expected band [65, 77.5] "
-                "(score 0.93 > threshold 0.5)",
+                "(score 0.93 > threshold 0.5, forecast)",
                 "value": "93.5",
                 "expected": "71.25",
                 "lower": "65",
@@ -159,6 +159,7 @@ def test_firing_payload_shape(am: FakeAlertmanager, registry: CollectorRegistry)
                 "score": "0.93",
                 "threshold": "0.5",
                 "alert_id": "ep-1-firing",
+                "signal": "forecast",
             },
             "startsAt": "2023-11-14T22:13:20.000Z",
             # ttl defaults to 4 resend intervals after the post: T0 + 2 s + 240 s

@@ -1,0 +1,33 @@
+"""The Alertmanager payload says which signal fired, and words a silence as one."""
+
+from __future__ import annotations
+
+from detector.alertmanager import alert_payload
+from detector.events import AlertEvent
+
+
+def _event(state: str, signal: str) -> AlertEvent:
+    return AlertEvent(
+        id="x", state=state, device="press-7", metric="rpm", ts=100.0, value=42.0,  # type: ignore[arg-type]
+        expected=42.0, lower=42.0, upper=42.0, score=1.0, threshold=0.5, signal=signal,
+    )  # fmt: skip
+
+
+def _summary(state: str, signal: str) -> tuple[str, str]:
+    body = alert_payload(
+        _event(state, signal), starts_at=100.0, now=200.0, ttl_s=60.0, worker_url="http://w/"
+    )
+    return body["annotations"]["summary"], body["annotations"]["signal"]
+
+
+def test_a_silence_is_said_as_one() -> None:
+    assert _summary("firing", "silence") == (
+        "press-7/rpm stopped reporting (last value 42)",
+        "silence",
+    )
+    assert _summary("resolved", "silence") == ("press-7/rpm reports again", "silence")
+
+
+def test_a_score_alert_names_its_signal() -> None:
+    summary, signal = _summary("firing", "relation")
+    assert summary.endswith("(score 1 > threshold 0.5, relation)") and signal == "relation"
