@@ -46,9 +46,11 @@ class AlertMessage(msgspec.Struct, frozen=True):
     upper: float
     score: float
     threshold: float
-    signal: str
     model: str
     worker: str
+    signal: str = "forecast"
+    """What fired the episode (`detector.events.AlertEvent.signal`); absent from alerts of
+    workers before it, read as ``forecast``."""
 
 
 class ScoreMessage(msgspec.Struct, frozen=True):

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from detector.artifact import SCHEMA_VERSION, Artifact, parse_artifact
+from detector.core import DetectionCore
 
 
 def make_artifact(
@@ -59,3 +60,35 @@ class LastValueForecaster:
         self.calls += 1
         self.rows += windows.shape[0]
         return windows[:, -1, 0].astype(np.float32)
+
+
+def non_finite_state(core: DetectionCore) -> list[str]:
+    """Names of per-series state arrays holding a non-finite value in an active slot (an
+    empty range, low +inf / high -inf, is the one sentinel allowed)."""
+    used = core.store.used_slots()
+    store = core.store
+    arrays = {
+        **core._slot_arrays(),
+        **core.scorer.seasonal.state(used),
+        "values": store.values,
+        "ts": store.ts,
+        "last_ts": store.last_ts,
+        "order_ts": store.order_ts,
+        "last_value": store.last_value,
+    }
+    bad = []
+    for name, array in arrays.items():
+        rows = array if name in core.scorer.seasonal.STATE else array[used]
+        if rows.dtype.kind != "f":
+            continue
+        sentinel = {"low": np.inf, "high": -np.inf, "gap": np.nan}.get(name)
+        if sentinel is not None:  # an empty range; a typical interval not learnt yet
+            unset = np.isnan(rows) if name == "gap" else rows == sentinel
+            rows = np.where(unset, 0.0, rows)
+        if not np.isfinite(rows).all():
+            bad.append(name)
+    for k, relations in enumerate(core.relations):  # per device: means and covariances
+        for name in ("mean", "cov"):
+            if not np.isfinite(getattr(relations, name)).all():
+                bad.append(f"relations[{k}].{name}")
+    return bad

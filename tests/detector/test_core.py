@@ -8,7 +8,7 @@ import pytest
 
 from detector.core import DetectionConfig, DetectionCore
 from detector.readings import Reading
-from tests.detector.core_fixtures import LastValueForecaster, make_artifact
+from tests.detector.core_fixtures import LastValueForecaster, make_artifact, non_finite_state
 
 
 def readings(device: str, values: list[float], t0: float = 1000.0, metric: str = "temp"):
@@ -229,39 +229,6 @@ def test_a_stuck_sensor_fires_once_when_stuck_longer_than_ever(batch: int) -> No
 # -- hostile input (issue 11) -----------------------------------------------------------------
 
 
-def _all_state_finite(core: DetectionCore) -> list[str]:
-    """Names of per-slot state arrays with a non-finite entry in an active slot (the empty
-    range of a series that has none yet, +inf/-inf, is the one allowed sentinel)."""
-    used = core.store.used_slots()
-    bad = []
-    arrays = {
-        **core._slot_arrays(),
-        **core.scorer.seasonal.state(used),
-        "values": core.store.values,
-        "ts": core.store.ts,
-        "last_ts": core.store.last_ts,
-        "order_ts": core.store.order_ts,
-        "last_value": core.store.last_value,
-    }
-    for name, array in arrays.items():
-        rows = array if name.startswith(("recent_seasonal", "seasonal_")) else array[used]
-        if rows.dtype.kind != "f":
-            continue
-        if name == "low":
-            rows = np.where(rows == np.inf, 0.0, rows)
-        if name == "high":
-            rows = np.where(rows == -np.inf, 0.0, rows)
-        if name == "gap":  # NaN: no interval learnt yet
-            rows = np.where(np.isnan(rows), 0.0, rows)
-        if not np.isfinite(rows).all():
-            bad.append(name)
-    for k, relations in enumerate(core.relations):  # per device: means and covariances
-        for name in ("mean", "cov"):
-            if not np.isfinite(getattr(relations, name)).all():
-                bad.append(f"relations[{k}].{name}")
-    return bad
-
-
 def _trained_core(**cfg: object) -> DetectionCore:
     art = make_artifact(
         window_len=3,
@@ -282,14 +249,14 @@ def test_a_huge_value_is_dropped_and_the_series_still_alerts(huge: float) -> Non
         core.process(readings(device, base))
     poisoned = core.process([Reading("m1", "temp", 1000.0 + len(base), huge)])
     assert [d.reason for d in poisoned.dropped] == ["out_of_range"]
-    assert _all_state_finite(core) == []
+    assert non_finite_state(core) == []
     after = [0.0, 0.5, -0.5] * 4 + [65.0] + [0.0, 0.5, -0.5] * 4
     t0 = 1000.0 + len(base) + 1
     for device in ("m1", "m2"):
         res = core.process(readings(device, after, t0=t0))
         fired = [e.value for e in res.events if e.state == "firing" and e.signal != "silence"]
         assert fired[:1] == [65.0], device
-    assert _all_state_finite(core) == []
+    assert non_finite_state(core) == []
 
 
 def test_the_largest_value_allowed_keeps_every_statistic_finite() -> None:
@@ -299,7 +266,7 @@ def test_the_largest_value_allowed_keeps_every_statistic_finite() -> None:
     values = [0.0, 0.5, -0.5] * 4 + [MAX_ABS_VALUE, -MAX_ABS_VALUE] * 20 + [0.0, 0.5] * 10
     res = core.process(readings("m1", values))
     assert res.dropped == []
-    assert _all_state_finite(core) == []
+    assert non_finite_state(core) == []
     assert all(math.isfinite(s.score) and 0.0 <= s.score <= 1.0 for s in res.scored)
     assert all(math.isfinite(x) for s in res.scored for x in (s.expected, s.lower, s.upper))
 

@@ -280,7 +280,20 @@ def _fault(device: str, metric: str, start: float, end: float) -> Fault:
 
 def _alert(device: str, metric: str, ts: float, state: str = "firing") -> AlertSeen:
     return AlertSeen(
-        f"{device}{metric}{ts}{state}", state, device, metric, ts, 0, 0, 0, 0, 9, 0.5, "m", "w"
+        id=f"{device}{metric}{ts}{state}",
+        state=state,
+        device=device,
+        metric=metric,
+        ts=ts,
+        value=0,
+        expected=0,
+        lower=0,
+        upper=0,
+        score=9,
+        threshold=0.5,
+        signal="forecast",
+        model="m",
+        worker="w",
     )
 
 

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -27,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from detector.payloads import DECODER_REASONS, PayloadDecoder, PayloadLimits
 from detector.readings import NOT_DEAD_LETTERED, NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED
 from tests.conftest import TINY_SERIES, Mosquitto, publish_all
+from tests.detector.core_fixtures import non_finite_state
 
 pytestmark = pytest.mark.integration
 
@@ -174,38 +174,6 @@ def expected_readings(batch: list[tuple[str, bytes]]) -> int:
     """How many readings the messages carry, by the counting rule (decoded offline)."""
     decoder = PayloadDecoder(limits=LIMITS)
     return sum(decoder.decode(t, p).n_readings for t, p in batch)
-
-
-def non_finite_state(core: Any) -> list[str]:
-    """Names of per-series state arrays holding a non-finite value in an active slot (an
-    empty range, low +inf / high -inf, is the one sentinel allowed)."""
-    used = core.store.used_slots()
-    store = core.store
-    arrays = {
-        **core._slot_arrays(),
-        **core.scorer.seasonal.state(used),
-        "values": store.values,
-        "ts": store.ts,
-        "last_ts": store.last_ts,
-        "order_ts": store.order_ts,
-        "last_value": store.last_value,
-    }
-    bad = []
-    for name, array in arrays.items():
-        rows = array if name in core.scorer.seasonal.STATE else array[used]
-        if rows.dtype.kind != "f":
-            continue
-        sentinel = {"low": np.inf, "high": -np.inf, "gap": np.nan}.get(name)
-        if sentinel is not None:  # an empty range; a typical interval not learnt yet
-            unset = np.isnan(rows) if name == "gap" else rows == sentinel
-            rows = np.where(unset, 0.0, rows)
-        if not np.isfinite(rows).all():
-            bad.append(name)
-    for k, relations in enumerate(core.relations):  # per device: means and covariances
-        for name in ("mean", "cov"):
-            if not np.isfinite(getattr(relations, name)).all():
-                bad.append(f"relations[{k}].{name}")
-    return bad
 
 
 def test_hypothesis_messages_through_mosquitto_are_all_accounted_for(
