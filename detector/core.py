@@ -341,7 +341,7 @@ class DetectionCore:
             if not self.silent[slot]:
                 value = float(self.store.last_value[slot])
                 result.events.append(
-                    self._silence_event("firing", r.device, r.metric, limit[i], value, onset)
+                    self._silence_event("firing", r.device, r.metric, float(limit[i]), value, onset)
                 )
             self.silent[slot] = False
             result.events.append(

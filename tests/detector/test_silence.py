@@ -91,3 +91,13 @@ def test_silence_events_do_not_depend_on_how_readings_are_batched() -> None:
     all_at_once = _silences([readings])
     assert one_by_one == [("firing", "rpm", 900.0), ("resolved", "rpm", 1500.0)]
     assert by_ts == one_by_one and all_at_once == one_by_one
+
+
+def test_silence_events_carry_plain_floats() -> None:
+    # They go to JSON encoders that refuse numpy scalars (found by the worker identity test).
+    events = []
+    core = _core()
+    for batch in [[r] for r in _stream()]:
+        events += core.process(batch, now=batch[0].ts).events
+    silences = [e for e in events if e.signal == "silence"]
+    assert silences and all(type(e.ts) is float and type(e.value) is float for e in silences)
