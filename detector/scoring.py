@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.artifact import ErrorStats
+from detector.relations import RELATION_HALFLIFE
 from detector.slot_arrays import grown
 
 # A residual std of exactly zero (a perfectly forecast series) would make every later
@@ -209,7 +210,7 @@ class ScoringConfig:
     use_range: bool
     learn_readings: int
     flatline_min: int = 0
-    relation_halflife: float = 20_000.0
+    relation_halflife: float = RELATION_HALFLIFE
 
 
 class SeasonalErrors:

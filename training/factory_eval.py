@@ -43,6 +43,7 @@ from training.factory_scenario import (
     fault_regimes,
     near_change_fraction,
 )
+from training.nab_replay import LastValueForecaster
 
 MODELS = ("lstm", "naive")
 TAINT_READINGS = 64
@@ -126,13 +127,6 @@ class RunResult:
 
 
 # -- forecasters ----------------------------------------------------------------------------
-
-
-class LastValueForecaster:
-    """The naive forecast: the next reading equals the last one."""
-
-    def predict(self, windows: np.ndarray) -> np.ndarray:
-        return np.asarray(windows[:, -1, 0], dtype=np.float32)
 
 
 def naive_artifact(series: dict[str, tuple[np.ndarray, np.ndarray]], directory: Path) -> Artifact:
