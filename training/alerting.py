@@ -124,14 +124,14 @@ class HeldOut:
     values: np.ndarray
     heldout_from: dict[str, float]
     """Series key -> timestamp of its first held-out reading."""
+    heldout_until: dict[str, float]
+    """Series key -> timestamp of its last reading."""
 
     @property
     def series_days(self) -> float:
         """Days of held-out history summed over series."""
-        last: dict[str, float] = {}
-        for key, t in zip(self.keys.tolist(), self.ts.tolist(), strict=True):
-            last[key] = t
-        return sum(max(last[k] - t0, 0.0) for k, t0 in self.heldout_from.items()) / 86_400.0
+        spans = (self.heldout_until[k] - t0 for k, t0 in self.heldout_from.items())
+        return sum(max(span, 0.0) for span in spans) / 86_400.0
 
 
 def heldout_stream(
@@ -141,6 +141,7 @@ def heldout_stream(
     merged in time order (ties keep series order, as a device's payload delivers them)."""
     ts_parts, key_parts, value_parts = [], [], []
     heldout_from: dict[str, float] = {}
+    heldout_until: dict[str, float] = {}
     for key, cut in n_train.items():
         ts, values = series[key]
         if cut >= ts.size:
@@ -150,8 +151,9 @@ def heldout_stream(
         value_parts.append(np.asarray(values[start:], dtype=np.float64))
         key_parts.append(np.full(ts.size - start, key, dtype=object))
         heldout_from[key] = float(ts[cut])
+        heldout_until[key] = float(ts[-1])
     if not ts_parts:
-        return HeldOut(np.empty(0), np.empty(0, dtype=object), np.empty(0), {})
+        return HeldOut(np.empty(0), np.empty(0, dtype=object), np.empty(0), {}, {})
     ts = np.concatenate(ts_parts)
     order = np.argsort(ts, kind="stable")
     return HeldOut(
@@ -159,6 +161,7 @@ def heldout_stream(
         np.concatenate(key_parts)[order],
         np.concatenate(value_parts)[order],
         heldout_from,
+        heldout_until,
     )
 
 
