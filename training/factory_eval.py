@@ -271,7 +271,7 @@ def replay(core: DetectionCore, scenario: Scenario, primed: int) -> Replay:
         out.dropped += len(result.dropped)
         for event in result.events:
             if event.state == "firing":
-                alert = Alert(event.device, event.metric, event.ts, event.score)
+                alert = Alert(event.device, event.metric, event.ts, event.score, event.signal)
                 (out.alerts if in_stream else out.priming_alerts).append(alert)
         if in_stream:
             for s in result.scored:

@@ -32,6 +32,8 @@ class Alert:
     metric: str
     ts: float
     score: float = math.nan
+    signal: str = ""
+    """What fired it (`detector.events.AlertEvent.signal`); empty when unknown."""
 
 
 @dataclass(frozen=True)

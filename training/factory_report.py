@@ -88,6 +88,16 @@ def _false_by_context(results: Sequence[RunResult]) -> dict[str, int]:
     return counts
 
 
+def _alerts_by_signal(results: Sequence[RunResult]) -> dict[str, dict[str, int]]:
+    """Alerts counted by the signal that fired them: how many matched a fault, how many not."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in results:
+        for a, m in zip(r.alerts, r.matched, strict=True):
+            row = counts.setdefault(a.signal or "unknown", {"true": 0, "false": 0})
+            row["false" if m is None else "true"] += 1
+    return dict(sorted(counts.items()))
+
+
 def summarize(results: Sequence[RunResult], kinds: Sequence[str]) -> dict[str, Any]:
     """Per model: the pooled headline, per-kind scores and RMSE; per run the same."""
     models = sorted({r.model for r in results}, key=["lstm", "naive"].index)
@@ -107,6 +117,7 @@ def summarize(results: Sequence[RunResult], kinds: Sequence[str]) -> dict[str, A
             "rmse": {"pooled": pooled_rmse(mine), **{m: pooled_rmse(mine, m) for m in metrics}},
             "regimes": _by_regime(mine),
             "false_alerts_by_context": _false_by_context(mine),
+            "alerts_by_signal": _alerts_by_signal(mine),
             "near_change_time_fraction": _weighted(mine, "near_change_time_fraction"),
             "runs": len(mine),
             "failed_runs": sum(r.error is not None for r in mine),
@@ -270,6 +281,15 @@ def report_text(summary: dict[str, Any], kinds: Sequence[str]) -> str:
         "== false alerts by where they fired (near_change: within 15 readings of a start, "
         f"stop or load change of the machine)\n{contexts}"
     )
+    signals = "\n".join(
+        f"  {model}: "
+        + ", ".join(
+            f"{k} {v['true']}/{v['true'] + v['false']}"
+            for k, v in s.get("alerts_by_signal", {}).items()
+        )
+        for model, s in per_model.items()
+    )
+    parts.append("== alerts by the signal that fired them (matched a fault / all)\n" + signals)
     parts.append("== headline (pooled) against the issue's targets\n" + headline_table(per_model))
     parts.append("== forecast RMSE on fault-free stream readings\n" + rmse_table(per_model))
     if summary["failed"]:
@@ -309,13 +329,17 @@ def write_outputs(out: Path, summary: dict[str, Any], results: Sequence[RunResul
     with open(out / "alerts.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(
-            ["shape", "seed", "model", "device", "metric", "ts", "score", "fault_kind", "context"]
+            [
+                *("shape", "seed", "model", "device", "metric", "ts", "score", "signal"),
+                *("fault_kind", "context"),
+            ]
         )
         for r in results:
             contexts = r.alert_contexts or [""] * len(r.alerts)
             for a, m, where in zip(r.alerts, r.matched, contexts, strict=True):
                 kind = r.faults[m].kind if m is not None else ""
-                row = [r.shape, r.seed, r.model, a.device, a.metric, a.ts, a.score, kind, where]
+                row = [r.shape, r.seed, r.model, a.device, a.metric, a.ts, a.score, a.signal]
+                row += [kind, where]
                 w.writerow(row)
     with open(out / "kinds.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)

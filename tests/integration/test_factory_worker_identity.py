@@ -4,7 +4,8 @@ A small labelled fleet is simulated and a small LSTM trained on its history, as 
 does. The primed history and the stream are then replayed twice with that artifact: offline
 through `training.factory_eval.replay` (one `process` call per timestamp), and live as
 ``sensors/{device}`` messages with all of a device's metrics (QoS 1, one message per device
-and timestamp) into `iotad run`. The worker's firing alerts must be the replay's.
+and timestamp) into `iotad run`. The worker's firing alerts must be the replay's, each
+fired by the same signal.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def test_worker_fires_the_alerts_the_factory_replay_fires(
     artifact, forecaster, _ = fit("lstm", scenario, small_model, tmp_path / "model")
     primed = 240  # the last four hours of history
     offline = replay(DetectionCore(artifact, forecaster, DetectionConfig()), scenario, primed)
-    expected = {(a.device, a.metric, a.ts) for a in [*offline.priming_alerts, *offline.alerts]}
+    expected = {
+        (a.device, a.metric, a.ts, a.signal) for a in [*offline.priming_alerts, *offline.alerts]
+    }
     assert offline.alerts and offline.dropped == 0
 
     alerts = collect("alerts/#")
@@ -54,9 +57,11 @@ def test_worker_fires_the_alerts_the_factory_replay_fires(
 
     worker.wait_metric("iotad_readings_total", lambda v: v == readings, HANG_GUARD_S)
 
-    def firing(ms: list) -> set[tuple[str, str, float]]:
+    def firing(ms: list) -> set[tuple[str, str, float, str]]:
         docs = [json.loads(m.payload) for m in ms]
-        return {(a["device"], a["metric"], a["ts"]) for a in docs if a["state"] == "firing"}
+        return {
+            (a["device"], a["metric"], a["ts"], a["signal"]) for a in docs if a["state"] == "firing"
+        }
 
     # Every reading is in; wait until the alerts the replay fired have come (a missing one
     # fails at the hang guard), then nothing more may have fired.

@@ -29,6 +29,15 @@ def test_quick_naive_run_writes_its_figures(tmp_path: Path, capsys: pytest.Captu
     alerts = list(csv.DictReader((out / "alerts.csv").open()))
     assert len(faults) == 18 and len(alerts) == naive["overall"]["alerts"]
     assert sum(a["fault_kind"] != "" for a in alerts) == naive["overall"]["true_alerts"]
+    # Every alert names the signal that fired it; the summary counts them per signal.
+    known = {"forecast", "level", "relation", "seasonal", "repeat", "range", "flatline", "silence"}
+    assert alerts and {a["signal"] for a in alerts} <= known
+    by_signal = naive["alerts_by_signal"]
+    assert sum(v["true"] + v["false"] for v in by_signal.values()) == len(alerts)
+    assert by_signal["silence"]["true"] == sum(
+        a["signal"] == "silence" and a["fault_kind"] == "silent" for a in alerts
+    )
+    assert "alerts by the signal that fired them" in printed
     kinds = list(csv.DictReader((out / "kinds.csv").open()))
     assert {k["kind"] for k in kinds} >= {"spike", "all"}
 
