@@ -336,6 +336,30 @@ def test_worker_user_runs_partition_consumers_and_checkpoints(stream: DeployNats
     assert value == b"checkpoint"
 
 
+def test_worker_user_can_probe_the_mapping(stream: DeployNatsCluster) -> None:
+    """At start a worker publishes sensors.<probe device>.iotad-probe and reads back the
+    partition the server mapped each to (detector/nats_source.py, the P check)."""
+    probes = [f"iotad-probe-iotad-0-{i}" for i in range(8)]
+
+    async def go() -> dict[str, int]:
+        nc = await connect(stream, "iotad")
+        seen: dict[str, int] = {}
+        try:
+            sub = await nc.subscribe("part.*.sensors.*.iotad-probe")
+            await nc.flush()
+            for device in probes:
+                await nc.publish(f"sensors.{device}.iotad-probe", b"")
+            for _ in probes:
+                msg = await sub.next_msg(timeout=10)
+                seen[msg.subject.split(".")[3]] = int(msg.subject.split(".")[1])
+            assert nc.test_errors == []
+            return seen
+        finally:
+            await nc.close()
+
+    assert run(go()) == {d: partition_of(d) for d in probes}
+
+
 def test_each_user_may_only_do_its_job(stream: DeployNatsCluster) -> None:
     async def violations(user: str, publish: list[str], subscribe: list[str]) -> list[str]:
         nc = await connect(stream, user)
