@@ -218,6 +218,12 @@ class DeployPrometheus(_Process):
         jobs = []
         for job in config["scrape_configs"]:
             job["scrape_interval"] = "1s"
+            for dns in job.pop("dns_sd_configs", []):
+                # DNS names as static targets, with the label the relabelling reads.
+                job.setdefault("static_configs", []).extend(
+                    {"targets": [f"{name}:{dns['port']}"], "labels": {"__meta_dns_name": name}}
+                    for name in dns["names"]
+                )
             for static in job["static_configs"]:
                 static["targets"] = [t for t in map(local, static["targets"]) if t]
             if all(static["targets"] for static in job["static_configs"]):
