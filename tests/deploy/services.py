@@ -65,6 +65,15 @@ def http_json(url: str, timeout_s: float = 5.0) -> Any:
         return json.load(resp)
 
 
+def service_secrets(service: dict[str, Any], secrets_dir: Path, out: Path) -> Path:
+    """`out` holding the secrets a compose service mounts (and no others), copied from the
+    directory init-secrets.sh filled: what the service sees as /run/secrets."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in service.get("secrets", []):
+        shutil.copy(secrets_dir / name, out / name)
+    return out
+
+
 class _Process:
     """A child process with its log in a file; `stop` terminates it (kill after 10 s)."""
 

@@ -44,6 +44,7 @@ from tests.deploy.services import (
     DeployBroker,
     DeployPrometheus,
     RealAlertmanager,
+    service_secrets,
     wait_for,
 )
 
@@ -88,7 +89,9 @@ def stack(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         for key in ("IOTAD_MQTT__HOST", "IOTAD_MODEL__PATH", "IOTAD_WORKER_ID"):
             env.pop(key)
         env["IOTAD_ALERTMANAGER__URL"] = am.url
-        env["IOTAD_SECRETS_DIR"] = str(broker.secrets_dir)  # made by deploy/init-secrets.sh
+        # The secrets made by deploy/init-secrets.sh that compose mounts into the worker.
+        secrets = service_secrets(compose["services"]["worker"], broker.secrets_dir, tmp / "run")
+        env["IOTAD_SECRETS_DIR"] = str(secrets)
         env["IOTAD_METRICS__SERIES_DEVICES"] = "line1,line2"
         # The checkpoint's directory is the container's state volume: here a temp directory.
         (tmp / "state").mkdir()

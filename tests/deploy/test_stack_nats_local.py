@@ -34,6 +34,7 @@ from tests.deploy.services import (
     PROMETHEUS,
     DeployPrometheus,
     RealAlertmanager,
+    service_secrets,
     wait_for,
 )
 from tests.deploy.test_compose import expand
@@ -62,11 +63,11 @@ class Stack:
         self.reader: MqttClient | None = None
 
 
-def shard_services() -> dict[str, dict[str, str]]:
-    """Compose service name -> its environment, defaults expanded."""
+def shard_services() -> dict[str, dict[str, Any]]:
+    """Compose service name -> the service (environment defaults expanded)."""
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     return {
-        name: {k: expand(str(v)) for k, v in svc["environment"].items()}
+        name: {**svc, "environment": {k: expand(str(v)) for k, v in svc["environment"].items()}}
         for name, svc in compose["services"].items()
         if "IOTAD_SHARD" in svc.get("environment", {})
     }
@@ -87,11 +88,14 @@ def stack(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         started.append(am)
         s = Stack(cluster, am)
         targets = {"alertmanager": f"127.0.0.1:{am.port}"}
-        for name, env in shard_services().items():
+        for name, svc in shard_services().items():
+            env = svc["environment"]
             # What ties the compose environment to containers: host names and mount points.
             env.pop("IOTAD_MODEL__PATH")
             env["IOTAD_NATS__URLS"] = ",".join(cluster.urls)
-            env["IOTAD_SECRETS_DIR"] = str(cluster.secrets_dir)  # made by init-secrets.sh
+            # The secrets made by deploy/init-secrets.sh that compose mounts into the worker.
+            secrets = service_secrets(svc, cluster.secrets_dir, tmp / "workers" / f"{name}-run")
+            env["IOTAD_SECRETS_DIR"] = str(secrets)
             env["IOTAD_ALERTMANAGER__URL"] = am.url
             env["IOTAD_METRICS__SERIES_DEVICES"] = "line1,line2"
             no_mqtt: Any = SimpleNamespace(host="127.0.0.1", port=1)  # IOTAD_SOURCE=nats
@@ -193,7 +197,7 @@ def test_anomaly_reaches_alertmanager_and_mqtt_readers(stack: Stack) -> None:
 
     (alert,) = wait_for(shifted, 30, "SensorAnomaly for line2/temperature")
     assert alert["labels"]["alertname"] == "SensorAnomaly"
-    env = next(iter(shard_services().values()))
+    env = next(iter(shard_services().values()))["environment"]
     assert alert["generatorURL"] == env["IOTAD_ALERTMANAGER__EXTERNAL_URL"]
     assert stack.reader is not None
     topics = wait_for(lambda: {t for t, _ in stack.reader.messages}, 30, "an MQTT alert")  # type: ignore[union-attr]
