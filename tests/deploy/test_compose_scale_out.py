@@ -163,3 +163,20 @@ def test_shard_worker_settings_load(
         assert settings.nats.password.get_secret_value().strip() == "s3cret"
         assert settings.nats.partitions == 64 and settings.nats.replicas == 3
         assert str(settings.shard) == env["IOTAD_SHARD"]
+
+
+def test_scale_out_simulator_speaks_what_nats_accepts(compose: dict[str, Any]) -> None:
+    """MQTT 3.1.1 to a node's MQTT listener as the `simulator` user (flags `iotad simulate`
+    accepts; argparse exits otherwise)."""
+    from detector.cli import build_parser
+
+    sim = compose["services"]["simulator-nats"]
+    args = build_parser().parse_args(["simulate", *[expand(a) for a in sim["command"]]])
+    assert args.mqtt_version == "3.1.1"
+    assert args.host in nats_nodes(compose)
+    assert args.port == 1883  # the MQTT listener inside the network
+    assert re.search(r"(?m)^  listen: 0\.0\.0\.0:1883$", NATS_CONF.read_text())
+    assert args.username == "simulator"
+    assert args.password_file == "/run/secrets/mqtt_simulator_password"
+    assert sim["secrets"] == ["mqtt_simulator_password"]
+    assert sim["depends_on"][args.host]["condition"] == "service_healthy"
