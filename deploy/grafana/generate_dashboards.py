@@ -231,7 +231,15 @@ def fleet_overview() -> dict[str, Any]:
         (
             stat(
                 "Broker connection",
-                targets((f"iotad_mqtt_connected{{{INST}}}", "{{instance}}")),
+                targets(
+                    # A NATS worker's MQTT gauge stays 0: show its NATS connection instead.
+                    (
+                        f"iotad_mqtt_connected{{{INST}}} unless on (job, instance) "
+                        'iotad_shard_info{source="nats"}',
+                        "{{instance}}",
+                    ),
+                    (f"iotad_nats_connected{{{INST}}}", "{{instance}} (NATS)"),
+                ),
                 mappings=up_down("Disconnected", "Connected"),
             ),
             4,
@@ -472,7 +480,25 @@ def shards() -> dict[str, Any]:
                 targets((f"iotad_partitions_owned{{{INST}}}", "{{instance}}")),
                 description="Worker i of N owns the partitions p with p % N == i.",
             ),
-            8,
+            4,
+            6,
+        ),
+        (
+            stat(
+                "NATS connection",
+                targets((f"iotad_nats_connected{{{INST}}}", "{{instance}}")),
+                mappings=up_down("Disconnected", "Connected"),
+            ),
+            4,
+            6,
+        ),
+        (
+            stat(
+                "NATS reconnects (range)",
+                targets((f"sum(increase(iotad_nats_reconnects_total{{{INST}}}[$__range]))", "")),
+                thresholds=[(None, "green"), (1, "orange")],
+            ),
+            4,
             6,
         ),
         (
@@ -482,7 +508,7 @@ def shards() -> dict[str, Any]:
                 thresholds=[(None, "green"), (10000, "orange"), (100000, "red")],
                 description="Not yet delivered to the partitions' consumers, all partitions.",
             ),
-            8,
+            4,
             6,
         ),
         row("Load per shard"),

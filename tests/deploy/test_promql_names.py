@@ -67,6 +67,10 @@ SCALE_OUT_CONTRACT = {
     "iotad_nats_pending_messages",
     "iotad_nats_ack_pending",
     "iotad_nats_redelivered_total",
+    # beyond the contract, from the nats branch: the NATS connection (the MQTT gauge of a
+    # NATS worker stays 0)
+    "iotad_nats_connected",
+    "iotad_nats_reconnects_total",
 }
 
 

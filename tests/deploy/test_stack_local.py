@@ -211,6 +211,8 @@ NATS_ONLY = {
     "iotad_nats_pending_messages",
     "iotad_nats_ack_pending",
     "iotad_nats_redelivered_total",
+    "iotad_nats_connected",
+    "iotad_nats_reconnects_total",
 }
 
 GRAFANA_VARIABLES = {
