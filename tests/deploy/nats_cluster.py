@@ -13,6 +13,7 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,8 @@ class DeployNatsCluster:
 
     size = 3
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, transform: Callable[[str], str] | None = None) -> None:
+        """`transform` edits each node's config after the listeners are rewritten."""
         assert NATS_SERVER
         self.secrets_dir, self.passwords = make_secrets(tmp)
         ports = [NodePorts(free_port(), free_port(), free_port(), free_port()) for _ in "abc"]
@@ -118,7 +120,8 @@ class DeployNatsCluster:
                 node_dir = tmp / f"nats-{i}"
                 (node_dir / "auth").mkdir(parents=True)
                 shutil.copy(auth, node_dir / "auth" / "auth.conf")
-                (node_dir / "nats.conf").write_text(node_config(p, node_dir / "jetstream"))
+                conf = node_config(p, node_dir / "jetstream")
+                (node_dir / "nats.conf").write_text(transform(conf) if transform else conf)
                 self.nodes.append(
                     NatsNode(f"nats-{i}", node_dir / "nats.conf", p, node_dir / "nats.log")
                 )
