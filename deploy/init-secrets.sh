@@ -6,7 +6,10 @@
 set -eu
 
 dir="${SECRETS_OUT:-$(cd "$(dirname "$0")" && pwd)/secrets}"
-names="iotad_mqtt__password mqtt_simulator_password mqtt_reader_password grafana_admin_password"
+# The NATS cluster (profile scale-out) adds the workers' NATS password and the routes' password;
+# devices and readers use their MQTT users' passwords there too.
+names="iotad_mqtt__password mqtt_simulator_password mqtt_reader_password grafana_admin_password
+iotad_nats__password nats_route_password"
 
 mkdir -p "$dir"
 chmod 700 "$dir" # the directory keeps other users of this host out...

@@ -231,7 +231,15 @@ def fleet_overview() -> dict[str, Any]:
         (
             stat(
                 "Broker connection",
-                targets((f"iotad_mqtt_connected{{{INST}}}", "{{instance}}")),
+                targets(
+                    # A NATS worker's MQTT gauge stays 0: show its NATS connection instead.
+                    (
+                        f"iotad_mqtt_connected{{{INST}}} unless on (job, instance) "
+                        'iotad_shard_info{source="nats"}',
+                        "{{instance}}",
+                    ),
+                    (f"iotad_nats_connected{{{INST}}}", "{{instance}} (NATS)"),
+                ),
                 mappings=up_down("Disconnected", "Connected"),
             ),
             4,
@@ -441,11 +449,164 @@ def series_detail() -> dict[str, Any]:
     )
 
 
+def shards() -> dict[str, Any]:
+    """Workers sharing the fleet through NATS (docs/scale-out.md): load per shard, lag per
+    partition, redeliveries. A worker's metrics get their shard from iotad_shard_info."""
+
+    def per_shard(expr: str, by: str = "shard") -> str:
+        """`expr` (by job and instance) summed by the shard of the worker that exports it."""
+        return (
+            f"sum by ({by}) ({expr} * on (job, instance) group_left (shard) "
+            f"iotad_shard_info{{{INST}}})"
+        )
+
+    def rate(metric: str) -> str:
+        return per_shard(f"rate({metric}{{{INST}}}[{RI}])")
+
+    panels = [
+        row("Shards"),
+        (
+            table(
+                "Workers and their shards",
+                f"iotad_shard_info{{{INST}}}",
+                hide=("Time", "Value", "__name__", "job"),
+            ),
+            8,
+            6,
+        ),
+        (
+            stat(
+                "Partitions owned",
+                targets((f"iotad_partitions_owned{{{INST}}}", "{{instance}}")),
+                description="Worker i of N owns the partitions p with p % N == i.",
+            ),
+            4,
+            6,
+        ),
+        (
+            stat(
+                "NATS connection",
+                targets((f"iotad_nats_connected{{{INST}}}", "{{instance}}")),
+                mappings=up_down("Disconnected", "Connected"),
+            ),
+            4,
+            6,
+        ),
+        (
+            stat(
+                "NATS reconnects (range)",
+                targets((f"sum(increase(iotad_nats_reconnects_total{{{INST}}}[$__range]))", "")),
+                thresholds=[(None, "green"), (1, "orange")],
+            ),
+            4,
+            6,
+        ),
+        (
+            stat(
+                "Messages waiting in the stream",
+                targets((f"sum(iotad_nats_pending_messages{{{INST}}})", "pending")),
+                thresholds=[(None, "green"), (10000, "orange"), (100000, "red")],
+                description="Not yet delivered to the partitions' consumers, all partitions.",
+            ),
+            4,
+            6,
+        ),
+        row("Load per shard"),
+        (
+            timeseries(
+                "Readings/s per shard",
+                targets((rate("iotad_readings_total"), "{{shard}}")),
+                unit="reqps",
+                description="A shard much busier than the others holds busier devices: the "
+                "partition hash spreads devices, not readings.",
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "End-to-end lag p99 per shard",
+                targets(
+                    (
+                        "histogram_quantile(0.99, "
+                        + per_shard(f"rate(iotad_lag_seconds_bucket{{{INST}}}[{RI}])", "shard, le")
+                        + ")",
+                        "{{shard}}",
+                    )
+                ),
+                unit="s",
+            ),
+            12,
+            8,
+        ),
+        row("Lag per partition"),
+        (
+            timeseries(
+                "Pending per partition (in the stream, not yet delivered)",
+                targets(
+                    (
+                        f"max by (partition) (iotad_nats_pending_messages{{{INST}}})",
+                        "p{{partition}}",
+                    )
+                ),
+                description="A partition that keeps growing has a worker that cannot keep "
+                "up (alert IotadPartitionBacklogGrowing).",
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Ack pending per partition (delivered, not yet acked)",
+                targets(
+                    (
+                        f"max by (partition) (iotad_nats_ack_pending{{{INST}}})",
+                        "p{{partition}}",
+                    )
+                ),
+                description="What the workers hold in memory; bounded by the consumers' "
+                "max ack pending.",
+            ),
+            12,
+            8,
+        ),
+        row("Delivery"),
+        (
+            timeseries(
+                "Pending per shard",
+                targets((per_shard(f"iotad_nats_pending_messages{{{INST}}}"), "{{shard}}")),
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Redeliveries/s per shard",
+                targets((rate("iotad_nats_redelivered_total"), "{{shard}}")),
+                unit="reqps",
+                bars=True,
+                description="A burst after a worker restarts (its unacked messages); a steady "
+                "rate means acks come too late (alert IotadRedeliveriesHigh).",
+            ),
+            12,
+            8,
+        ),
+    ]
+    instance = query_var("instance", "label_values(iotad_shard_info, instance)", "Worker")
+    return dashboard(
+        "iotad-shards", "iotad / shards", layout([_sized(p) for p in panels]), [instance]
+    )
+
+
 def _sized(item: Any) -> tuple[dict[str, Any], int, int]:
     return item if isinstance(item, tuple) else (item, 24, 1)
 
 
-DASHBOARDS = {"iotad-fleet.json": fleet_overview, "iotad-series.json": series_detail}
+DASHBOARDS = {
+    "iotad-fleet.json": fleet_overview,
+    "iotad-series.json": series_detail,
+    "iotad-shards.json": shards,
+}
 
 
 def render() -> dict[str, str]:

@@ -65,13 +65,22 @@ def http_json(url: str, timeout_s: float = 5.0) -> Any:
         return json.load(resp)
 
 
+def service_secrets(service: dict[str, Any], secrets_dir: Path, out: Path) -> Path:
+    """`out` holding the secrets a compose service mounts (and no others), copied from the
+    directory init-secrets.sh filled: what the service sees as /run/secrets."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in service.get("secrets", []):
+        shutil.copy(secrets_dir / name, out / name)
+    return out
+
+
 class _Process:
     """A child process with its log in a file; `stop` terminates it (kill after 10 s)."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -218,6 +227,12 @@ class DeployPrometheus(_Process):
         jobs = []
         for job in config["scrape_configs"]:
             job["scrape_interval"] = "1s"
+            for dns in job.pop("dns_sd_configs", []):
+                # DNS names as static targets, with the label the relabelling reads.
+                job.setdefault("static_configs", []).extend(
+                    {"targets": [f"{name}:{dns['port']}"], "labels": {"__meta_dns_name": name}}
+                    for name in dns["names"]
+                )
             for static in job["static_configs"]:
                 static["targets"] = [t for t in map(local, static["targets"]) if t]
             if all(static["targets"] for static in job["static_configs"]):

@@ -238,11 +238,14 @@ def test_prometheus_and_grafana_wiring(compose: dict[str, Any]) -> None:
         for name, svc in compose["services"].items()
     }
     for job in prom["scrape_configs"]:
-        for static in job["static_configs"]:
+        for static in job.get("static_configs", []):
             for target in static["targets"]:
                 host, port = target.rsplit(":", 1)
                 if host != "localhost":
                     assert int(port) in svc_ports[host], target
+        for dns in job.get("dns_sd_configs", []):  # the scale-out workers publish no port
+            for name in dns["names"]:
+                assert name in compose["services"], name
     prometheus = compose["services"]["prometheus"]
     mounts = {t: s for s, t in bind_mounts(prometheus)}
     (rule_glob,) = prom["rule_files"]

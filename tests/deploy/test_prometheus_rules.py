@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -57,15 +58,39 @@ def test_rule_unit_tests() -> None:
     assert "SUCCESS" in out
 
 
+def all_rules() -> list[dict[str, Any]]:
+    return [
+        rule
+        for path in sorted((PROM / "rules").glob("*.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+    ]
+
+
+def test_every_rules_file_has_its_tests() -> None:
+    rules = {p.name for p in (PROM / "rules").glob("*.yml")}
+    tested = {
+        Path(f).name
+        for path in (PROM / "tests").glob("*.yml")
+        for f in yaml.safe_load(path.read_text())["rule_files"]
+    }
+    assert rules == tested == {"iotad.rules.yml", "iotad-shards.rules.yml"}
+
+
 def test_every_alert_is_unit_tested() -> None:
-    rules = yaml.safe_load((PROM / "rules" / "iotad.rules.yml").read_text())
-    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    alerts = {r["alert"] for r in all_rules() if "alert" in r}
     assert alerts >= {
         "IotadWorkerDown",
         "IotadNotReady",
         "IotadLagHigh",
         "IotadRejectedRatioHigh",
         "IotadNoReadings",
+        # the NATS workers' shards and partitions (iotad-shards.rules.yml)
+        "IotadShardMissing",
+        "IotadShardDuplicated",
+        "IotadShardCountMismatch",
+        "IotadPartitionBacklogGrowing",
+        "IotadRedeliveriesHigh",
     }
     tested = {
         case["alertname"]
@@ -78,10 +103,8 @@ def test_every_alert_is_unit_tested() -> None:
 
 
 def test_recording_rule_names_follow_level_metric_operations() -> None:
-    rules = yaml.safe_load((PROM / "rules" / "iotad.rules.yml").read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            if "record" in rule:
-                level, metric, ops = rule["record"].split(":")
-                assert level and ops and metric.startswith("iotad_"), rule["record"]
-                assert not metric.endswith("_total"), "drop _total when rating a counter"
+    for rule in all_rules():
+        if "record" in rule:
+            level, metric, ops = rule["record"].split(":")
+            assert level and ops and metric.startswith("iotad_"), rule["record"]
+            assert not metric.endswith("_total"), "drop _total when rating a counter"

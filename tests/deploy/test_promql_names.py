@@ -59,6 +59,21 @@ def test_literal_expressions(expr: str, names: set[str]) -> None:
     assert metric_names_in_promql(expr) == names
 
 
+# The metrics of the issue 12 contract: iotad_shard_info{shard, source} and
+# iotad_partitions_owned from every worker, the rest from NATS workers only.
+SCALE_OUT_CONTRACT = {
+    "iotad_shard_info",
+    "iotad_partitions_owned",
+    "iotad_nats_pending_messages",
+    "iotad_nats_ack_pending",
+    "iotad_nats_redelivered_total",
+    # beyond the contract, from the nats branch: the NATS connection (the MQTT gauge of a
+    # NATS worker stays 0)
+    "iotad_nats_connected",
+    "iotad_nats_reconnects_total",
+}
+
+
 def test_deploy_names_are_the_contract() -> None:
     """Every name the dashboards and rules read is one the worker (or Prometheus) exports.
 
@@ -92,6 +107,8 @@ def test_deploy_names_are_the_contract() -> None:
         "iotad_alertmanager_sent_total",
         "iotad_alertmanager_errors_total",
         "iotad_alertmanager_dropped_total",
+        # issue 12: workers sharing the fleet through NATS (docs/scale-out.md)
+        *SCALE_OUT_CONTRACT,
     }
     names = metric_names_in_deploy(ROOT)
     assert names - contract == set()
@@ -104,6 +121,19 @@ def test_every_dashboard_and_rule_expr_is_found() -> None:
     assert any(w.startswith("iotad.rules.yml:IotadLagHigh") for w in where)
     assert any(w.startswith("iotad-fleet.json:") for w in where)
     assert "iotad-series.json:$device" in where
+    assert any(w.startswith("iotad-shards.rules.yml:IotadShardMissing") for w in where)
+    assert "iotad-shards.json:$instance" in where
+
+
+def test_scale_out_names_are_in_the_worker_code() -> None:
+    """The worker's code names every metric of the scale-out contract (with the nats branch
+    merged; detector/metrics.py and the NATS source register them)."""
+    code = "\n".join(p.read_text() for p in (ROOT / "detector").rglob("*.py"))
+    # client_python adds _total to a counter's name when the code leaves it out
+    spelt = {name: {f'"{name}"', f'"{name.removesuffix("_total")}"'} for name in SCALE_OUT_CONTRACT}
+    missing = {name for name, forms in spelt.items() if not any(f in code for f in forms)}
+    assert missing == set()
+    assert metric_names_in_deploy(ROOT) >= SCALE_OUT_CONTRACT
 
 
 def test_doctests() -> None:
