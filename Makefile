@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench factory example-data clean
+.PHONY: demo test test-fast lint format bench factory example-data constraints clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,11 @@ factory: $(STAMP)
 
 example-data: $(STAMP)
 	$(BIN)/python examples/generate.py
+
+# The images' pins (deploy/constraints.txt) from the versions installed in .venv: run after
+# changing pyproject's dependencies or upgrading .venv, then `make test`.
+constraints: $(STAMP)
+	$(BIN)/python deploy/constraints.py write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -57,20 +57,74 @@ def test_worker_stage() -> None:
     compile(code, "HEALTHCHECK", "exec")
 
 
-def test_worker_installs_no_extras_and_train_installs_train() -> None:
+def build_chain(name: str) -> list[list[Any]]:
+    """The stage `name` and the stages it is built FROM, base first."""
     s = stages()
-    (copy_worker,) = instructions(s["worker"], "COPY")
-    (copy_train,) = instructions(s["train"], "COPY")
-    worker_build = s[copy_worker.flags[0].removeprefix("--from=")]
-    train_build = s[copy_train.flags[0].removeprefix("--from=")]
-    worker_pip = [
-        c.value[0] for c in instructions(worker_build, "RUN") if "pip install" in c.value[0]
-    ]
-    train_pip = [
-        c.value[0] for c in instructions(train_build, "RUN") if "pip install" in c.value[0]
-    ]
-    assert worker_pip and all("[" not in cmd for cmd in worker_pip)  # base deps: no TensorFlow
-    assert any(".[train]" in cmd for cmd in train_pip)
+    chain = [s[name]]
+    while chain[0][0].value[0] in s:
+        chain.insert(0, s[chain[0][0].value[0]])
+    return chain
+
+
+def built_from(runtime: str) -> list[Any]:
+    """Every instruction, in build order, of the stage whose venv `runtime` copies."""
+    (copy,) = instructions(stages()[runtime], "COPY")
+    source = copy.flags[0].removeprefix("--from=")
+    return [c for stage in build_chain(source) for c in stage if c.cmd != "FROM"]
+
+
+def pip_installs(steps: list[Any]) -> list[str]:
+    return [c.value[0] for c in steps if c.cmd == "RUN" and "pip install" in c.value[0]]
+
+
+def test_worker_installs_no_extras_and_train_installs_train() -> None:
+    worker_pip = pip_installs(built_from("worker"))
+    train_pip = pip_installs(built_from("train"))
+    assert worker_pip and train_pip
+    # base deps: no TensorFlow
+    assert all("[" not in cmd and "--extra" not in cmd for cmd in worker_pip)
+    assert any("requirements --extra train" in cmd for cmd in train_pip)
+
+
+@pytest.mark.parametrize("runtime", ["worker", "train"])
+def test_dependencies_are_installed_before_the_sources_are_copied(runtime: str) -> None:
+    """The dependency layer is cached while only detector/ or training/ change."""
+    steps = built_from(runtime)
+    copies = [i for i, c in enumerate(steps) if c.cmd == "COPY"]
+    sources = [i for i in copies if {"detector", "training"} & set(steps[i].value[:-1])]
+    installs = [i for i, c in enumerate(steps) if c.cmd == "RUN" and "pip install" in c.value[0]]
+    assert len(sources) == 2 and len(installs) == 2
+    deps, package = installs
+    assert deps < min(sources) and package > max(sources)
+    # before the dependencies: only what decides them
+    before = {s for i in copies if i < deps for s in steps[i].value[:-1]}
+    assert before == {"pyproject.toml", "deploy/constraints.txt", "deploy/constraints.py"}
+    assert "-c constraints.txt" in steps[deps].value[0]
+    assert "--no-deps" in steps[package].value[0] and "pip check" in steps[package].value[0]
+    assert "--no-deps" not in steps[deps].value[0]
+
+
+def test_the_requirements_step_prints_pyprojects_dependencies(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    # as in the image: the script beside pyproject.toml, the standard library only
+    for name in ("pyproject.toml", "deploy/constraints.py"):
+        (tmp_path / Path(name).name).write_bytes((ROOT / name).read_bytes())
+    for extra, expected in (
+        ([], project["dependencies"]),
+        (["--extra", "train"], project["dependencies"] + project["optional-dependencies"]["train"]),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-I", "constraints.py", "requirements", *extra],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert out.splitlines() == expected
 
 
 def ignored(path: str, patterns: list[str]) -> bool:
