@@ -107,6 +107,9 @@ def test_deploy_names_are_the_contract() -> None:
         "iotad_alertmanager_sent_total",
         "iotad_alertmanager_errors_total",
         "iotad_alertmanager_dropped_total",
+        # issue 14: the alerting path (detector/metrics.py, detector/checkpoint.py)
+        "iotad_publish_failed_total",
+        "iotad_checkpoint_failures_total",
         # issue 12: workers sharing the fleet through NATS (docs/scale-out.md)
         *SCALE_OUT_CONTRACT,
     }
@@ -134,6 +137,19 @@ def test_scale_out_names_are_in_the_worker_code() -> None:
     missing = {name for name, forms in spelt.items() if not any(f in code for f in forms)}
     assert missing == set()
     assert metric_names_in_deploy(ROOT) >= SCALE_OUT_CONTRACT
+
+
+def test_alerting_path_names_are_in_the_worker_code() -> None:
+    """The counters the alerting-path rules read are registered by the worker's code."""
+    code = "\n".join(p.read_text() for p in (ROOT / "detector").rglob("*.py"))
+    for name in (
+        "iotad_alertmanager_dropped_total",
+        "iotad_publish_failed_total",
+        "iotad_checkpoint_failures_total",
+    ):
+        assert name in metric_names_in_deploy(ROOT)
+        # client_python adds _total to a counter's name when the code leaves it out
+        assert f'"{name}"' in code or f'"{name.removesuffix("_total")}"' in code, name
 
 
 def test_doctests() -> None:
