@@ -92,6 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``iotad train``; returns the exit status."""
+    from training.extras import is_train_module_error, train_extra_problem
+
+    # Checked before the data is read: without TensorFlow nothing can come of it.
+    problem = train_extra_problem(
+        "iotad train", ("tensorflow",) if args.no_plots else ("tensorflow", "matplotlib")
+    )
+    if problem:
+        print(problem, file=sys.stderr)
+        return EXIT_FAILED
     from detector.artifact import ArtifactError
     from training.artifact_writer import ArtifactWriteError
     from training.data import DataError
@@ -141,6 +150,12 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("iotad train: interrupted; no artifact written", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        if not is_train_module_error(exc):
+            raise
+        # a part of the extra the check above does not name (keras alone, a broken install)
+        print(train_extra_problem("iotad train", (exc.name or "",)), file=sys.stderr)
+        return EXIT_FAILED
     for line in summary_lines(result.report):
         print(line)
     return 0

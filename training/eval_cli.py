@@ -224,6 +224,17 @@ def main_nab(args: argparse.Namespace) -> int:
     models = [args.model]
     if args.compare_naive and args.model != "naive":
         models.append("naive")
+    from training.extras import train_extra_problem
+
+    needed = ("tensorflow",) if "lstm" in models else ()
+    problem = train_extra_problem(
+        "iotad eval nab",
+        needed + (("matplotlib",) if args.plot else ()),
+        "--model naive" if needed else "",
+    )
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     if "lstm" in models and importlib.util.find_spec("training.pipeline") is None:
         print(
             "iotad eval nab: training/pipeline.py is not available; try --model naive",

@@ -7,7 +7,6 @@ Cheap to import: TensorFlow loads only where the LSTM trains.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -161,8 +160,13 @@ def main_factory(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"iotad eval factory: {exc}", file=sys.stderr)
         return 2
-    if "lstm" in cfg.models and importlib.util.find_spec("tensorflow") is None:
-        print("iotad eval factory: TensorFlow is not installed; try --model naive", file=sys.stderr)
+    from training.extras import train_extra_problem
+
+    problem = "lstm" in cfg.models and train_extra_problem(
+        "iotad eval factory", alternative="--model naive"
+    )
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
