@@ -197,7 +197,7 @@ def test_shards_match_the_cluster() -> None:
 
 
 def test_shard_pods_probe_and_run_like_the_single_worker() -> None:
-    base = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())
+    base = yaml.safe_load((DEPLOY / "k8s" / "worker.yaml").read_text())
     base_pod = base["spec"]["template"]["spec"]
     (base_container,) = base_pod["containers"]
     sts = resources()[("StatefulSet", "iotad-shard")]

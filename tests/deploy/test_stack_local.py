@@ -258,7 +258,7 @@ def test_every_dashboard_query_runs(stack: Stack) -> None:
 
 
 def test_image_healthcheck_and_k8s_probes_pass(stack: Stack) -> None:
-    """The Dockerfile's HEALTHCHECK command and the Deployment's probe paths, on the worker."""
+    """The Dockerfile's HEALTHCHECK command and the worker pod's probe paths, on the worker."""
     import subprocess
     import sys
 
@@ -270,7 +270,7 @@ def test_image_healthcheck_and_k8s_probes_pass(stack: Stack) -> None:
     env = {"IOTAD_METRICS__PORT": str(stack.worker.metrics_port), "PATH": ""}
     subprocess.run([sys.executable, flag, code], env=env, check=True, timeout=10)
 
-    deployment = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())
+    deployment = yaml.safe_load((DEPLOY / "k8s" / "worker.yaml").read_text())
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         status, _ = stack.worker.get(container[probe]["httpGet"]["path"])
