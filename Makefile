@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint format bench factory example-data constraints clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml deploy/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,demo,dev]'
+	# The images' pins hold here too: the suite runs on what the images install.
+	$(BIN)/python -m pip install --quiet -c deploy/constraints.txt -e '.[train,demo,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
