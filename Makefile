@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml deploy/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The images' pins hold here too: the suite runs on what the images install.
-	$(BIN)/python -m pip install --quiet -c deploy/constraints.txt -e '.[train,demo,dev]'
+	$(BIN)/python -m pip install --quiet -c deploy/constraints.txt -e '.[train,demo,dev,parquet]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -17,6 +17,7 @@ from detector import __version__
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("detector.run_cli", "run the streaming worker: MQTT in, alerts and metrics out"),
+    "record": ("detector.record_cli", "record readings from MQTT into long-format history files"),
     "train": ("training.cli", "train a forecaster on historical readings into a model artifact"),
     "eval": ("training.eval_cli", "detection quality (NAB, simulated factory) with the core"),
     "simulate": ("detector.simulate_cli", "publish a simulated factory to a broker"),
