@@ -1,4 +1,4 @@
-"""``iotad train``: historical readings (CSV) in, a model artifact out.
+"""``iotad train``: historical readings (CSV, Parquet) in, a model artifact out.
 
 Cheap to import: TensorFlow is imported by the pipeline only after the data has been read.
 Input and option errors print one line and exit 2; a failed export check exits 1.
@@ -30,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "data",
         nargs="+",
         type=Path,
-        help="CSV files: long 'ts,device,metric,value', NAB 'timestamp,value', or wide "
-        "(a ts column plus one column per metric, with --device)",
+        help="CSV or Parquet files, or directories of them (e.g. what `iotad record` wrote, "
+        "read in name order): long 'ts,device,metric,value', NAB 'timestamp,value', or "
+        "wide (a ts column plus one column per metric, with --device)",
     )
     parser.add_argument("--out", type=Path, help="artifact directory (default models/<version>)")
     parser.add_argument("--device", help="device name of wide and NAB files (NAB: file stem)")

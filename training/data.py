@@ -1,13 +1,17 @@
-"""Historical readings from CSV files into clean per-series arrays.
+"""Historical readings from CSV and Parquet files into clean per-series arrays.
 
-Three layouts are recognised from the header line:
+Inputs are files or directories; a directory stands for its ``*.csv`` and ``*.parquet``
+files in name order (`iotad record` names its files so that this is time order, and never
+gives a file being written one of these suffixes). Three layouts are recognised from the
+header line (a Parquet file's column names):
 
 - long: ``ts,device,metric,value`` (any column order; ``timestamp``/``time`` also name ts);
 - NAB: ``timestamp,value``; the device is the file stem (or ``--device``), the metric "value";
 - wide: a ts column plus one column per metric; the device comes from ``--device``.
 
 A timestamp is epoch seconds, epoch milliseconds (any number above 1e11) or ISO 8601 (a
-naive one is UTC). Readings that cannot be used are dropped and *counted by reason*, never
+naive one is UTC); Parquet may also hold it as a timestamp column. Readings that cannot be
+used are dropped and *counted by reason*, the same reasons for CSV and Parquet, never
 silently: nothing here prints, the counts go into the training report.
 """
 
@@ -20,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,8 @@ TS_COLUMNS = ("ts", "timestamp", "time")
 # Above this a numeric timestamp is taken as milliseconds: 1e11 s is the year 5138, while
 # 1e11 ms is 1973, so real data of either unit is never ambiguous.
 MS_THRESHOLD = 1e11
+PARQUET_SUFFIX = ".parquet"
+INPUT_SUFFIXES = (".csv", PARQUET_SUFFIX)
 _MISSING_TEXT = frozenset({"", "na", "n/a", "null", "none"})
 
 # Drop reasons, one snake_case label each (the report's rows_dropped keys).
@@ -98,6 +105,46 @@ def parse_value(text: str) -> tuple[float | None, str | None]:
     return value, None
 
 
+def ts_of(raw: object) -> float | None:
+    """Epoch seconds of a timestamp cell, CSV text or a typed (Parquet) value; None if unusable.
+
+    Numbers follow `parse_ts` (seconds, or milliseconds above 1e11); a datetime without a
+    zone is UTC.
+    """
+    if isinstance(raw, str):
+        return parse_ts(raw)
+    if isinstance(raw, datetime):
+        moment = raw if raw.tzinfo is not None else raw.replace(tzinfo=UTC)
+        return moment.timestamp()
+    if raw is None or isinstance(raw, bool) or not isinstance(raw, (int, float, Decimal)):
+        return None
+    number = float(raw)
+    if not math.isfinite(number):
+        return None
+    return number / 1000.0 if abs(number) > MS_THRESHOLD else number
+
+
+def value_of(raw: object) -> tuple[float | None, str | None]:
+    """`parse_value` for a cell that is CSV text or a typed (Parquet) value."""
+    if isinstance(raw, str):
+        return parse_value(raw)
+    if raw is None:
+        return None, MISSING_VALUE
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, Decimal)):
+        return None, BAD_VALUE
+    try:
+        value = float(raw)
+    except OverflowError:
+        return None, NON_FINITE_VALUE
+    if not math.isfinite(value):
+        return None, NON_FINITE_VALUE
+    return value, None
+
+
+def _text(raw: object) -> str:
+    return raw.strip() if isinstance(raw, str) else "" if raw is None else str(raw).strip()
+
+
 def clean_series(ts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, Counter[str]]:
     """Drop non-finite readings, sort by time (stable) and keep the first of equal timestamps.
 
@@ -147,7 +194,10 @@ class _Collector:
         self.dropped[reason] += n
 
 
-def _read_long(rows: Iterable[list[str]], header: list[str], where: str, out: _Collector) -> None:
+Row = Sequence[object]
+
+
+def _read_long(rows: Iterable[Row], header: list[str], where: str, out: _Collector) -> None:
     i_ts = next(header.index(c) for c in TS_COLUMNS if c in header)
     i_dev, i_met, i_val = header.index("device"), header.index("metric"), header.index("value")
     width = len(header)
@@ -159,24 +209,24 @@ def _read_long(rows: Iterable[list[str]], header: list[str], where: str, out: _C
         if len(row) != width:
             out.drop(BAD_ROW)
             continue
-        device, metric = row[i_dev].strip(), row[i_met].strip()
+        device, metric = _text(row[i_dev]), _text(row[i_met])
         for name, what in ((device, "device"), (metric, "metric")):
             if name not in seen:
                 _check_name(name, what, f"{where}:{line_no}")
                 seen.add(name)
-        ts = parse_ts(row[i_ts])
+        ts = ts_of(row[i_ts])
         if ts is None:
             out.drop(BAD_TS)
             continue
-        value, reason = parse_value(row[i_val])
+        value, reason = value_of(row[i_val])
         if reason is not None:
             out.drop(reason)
             continue
-        out.add(series_key(device, metric), ts, value)
+        out.add(series_key(device, metric), ts, value)  # type: ignore[arg-type]
 
 
 def _read_wide(
-    rows: Iterable[list[str]], names: list[str], device: str, where: str, out: _Collector
+    rows: Iterable[Row], names: list[str], device: str, where: str, out: _Collector
 ) -> None:
     header = [name.lower() for name in names]
     i_ts = next(header.index(c) for c in TS_COLUMNS if c in header)
@@ -192,19 +242,57 @@ def _read_wide(
         if len(row) != width:
             out.drop(BAD_ROW, len(keys))
             continue
-        ts = parse_ts(row[i_ts])
+        ts = ts_of(row[i_ts])
         if ts is None:
             out.drop(BAD_TS, len(keys))
             continue
         for i, key in keys:
-            value, reason = parse_value(row[i])
+            value, reason = value_of(row[i])
             if reason is not None:
                 out.drop(reason)
             else:
-                out.add(key, ts, value)
+                out.add(key, ts, value)  # type: ignore[arg-type]
+
+
+def _read_table(
+    names: list[str], rows: Iterable[Row], path: Path, device: str | None, out: _Collector
+) -> None:
+    """Readings of one file from its column names and rows, whatever the file format."""
+    where = str(path)
+    # Layout detection ignores case; metric names keep theirs.
+    header = [name.lower() for name in names]
+    has_ts = any(c in header for c in TS_COLUMNS)
+    if has_ts and {"device", "metric", "value"} <= set(header):
+        _read_long(rows, header, where, out)
+    elif has_ts and len(header) == 2 and "value" in header:
+        name = device if device is not None else path.stem
+        _read_wide(rows, names, _check_name(name, "device", where), where, out)
+    elif has_ts and len(header) >= 2 and len(set(header)) == len(header):
+        if device is None:
+            raise DataError(
+                f"{where} is a wide {_kind(path)} (columns {', '.join(header)}): "
+                "give the device name with --device"
+            )
+        _read_wide(rows, names, _check_name(device, "device", "--device"), where, out)
+    else:
+        raise DataError(
+            f"{where}: bad {_kind(path)} header {','.join(header)!r}; expected "
+            "'ts,device,metric,value', 'timestamp,value', or a ts column plus "
+            "one column per metric (with --device)"
+        )
+
+
+def _kind(path: Path) -> str:
+    return "Parquet" if path.suffix.lower() == PARQUET_SUFFIX else "CSV"
 
 
 def _read_file(path: Path, device: str | None, out: _Collector) -> None:
+    if path.suffix.lower() == PARQUET_SUFFIX:
+        from training.parquet_data import read_parquet
+
+        names, rows = read_parquet(path)
+        _read_table(names, rows, path, device, out)
+        return
     where = str(path)
     with path.open(newline="", encoding="utf-8-sig") as handle:
         rows = csv.reader(handle)
@@ -214,30 +302,33 @@ def _read_file(path: Path, device: str | None, out: _Collector) -> None:
             raise DataError(f"{where} is empty (expected a CSV header line)") from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise DataError(f"{where} is not a readable CSV file: {exc}") from None
-        # Layout detection ignores case; metric names keep theirs.
-        header = [name.lower() for name in names]
-        has_ts = any(c in header for c in TS_COLUMNS)
         try:
-            if has_ts and {"device", "metric", "value"} <= set(header):
-                _read_long(rows, header, where, out)
-            elif has_ts and len(header) == 2 and "value" in header:
-                name = device if device is not None else path.stem
-                _read_wide(rows, names, _check_name(name, "device", where), where, out)
-            elif has_ts and len(header) >= 2 and len(set(header)) == len(header):
-                if device is None:
-                    raise DataError(
-                        f"{where} is a wide CSV (columns {', '.join(header)}): "
-                        "give the device name with --device"
-                    )
-                _read_wide(rows, names, _check_name(device, "device", "--device"), where, out)
-            else:
-                raise DataError(
-                    f"{where}: bad CSV header {','.join(header)!r}; expected "
-                    "'ts,device,metric,value', 'timestamp,value', or a ts column plus "
-                    "one column per metric (with --device)"
-                )
+            _read_table(names, rows, path, device, out)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise DataError(f"{where} is not a readable CSV file: {exc}") from None
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Files of `paths`, a directory replaced by its ``*.csv`` and ``*.parquet`` files in
+    name order (time order for `iotad record`'s); raises `DataError` for a missing path or a
+    directory without such files."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in INPUT_SUFFIXES and p.is_file() and not p.name.startswith(".")
+            )
+            if not found:
+                raise DataError(f"directory {path} holds no .csv or .parquet files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"input file {path} does not exist or is not a file")
+    return files
 
 
 def file_sha256(path: Path) -> str:
@@ -252,18 +343,18 @@ def file_sha256(path: Path) -> str:
 def load_files(paths: Sequence[str | Path], device: str | None = None) -> LoadedData:
     """Read and clean all readings of `paths` (readings of one series may span files).
 
+    `paths` are CSV or Parquet files, or directories of them (`expand_inputs`).
     `device` names the device of wide and NAB files. Raises `DataError` with a one-line
     message for a missing or unreadable file, a bad header or an invalid name.
     """
     if not paths:
         raise DataError("no input files given")
+    paths = expand_inputs(paths)
     out = _Collector()
     files: list[dict[str, object]] = []
     overall = hashlib.sha256()
     for raw in paths:
         path = Path(raw)
-        if not path.is_file():
-            raise DataError(f"input file {path} does not exist or is not a file")
         before = out.rows_total
         try:
             sha = file_sha256(path)
