@@ -156,7 +156,7 @@ class _Plan:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Train on the CSV files of `cfg.data` and write the artifact to `cfg.out`.
+    """Train on the CSV and Parquet inputs of `cfg.data` and write the artifact to `cfg.out`.
 
     Raises `DataError` (input unusable), `ArtifactWriteError` (output unusable), ValueError
     (bad option) or `ExportMismatchError` (LiteRT does not forecast what Keras does).
