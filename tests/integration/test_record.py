@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from detector.readings import Reading
-from tests.conftest import Collector, Mosquitto, publish_all
+from tests.conftest import Collector, Mosquitto, free_port, publish_all
+from tests.integration.test_security_tls import pki  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -295,3 +296,75 @@ def test_cli_sigterm_flushes_and_sigkill_loses_nothing_acked(
 
     loaded = load_files([out])
     assert sum(ts.size for ts, _ in loaded.series.values()) == len(expected)
+
+
+def test_cli_uses_the_workers_tls_settings(
+    tmp_path: Path,
+    pki: dict[str, Path],  # noqa: F811
+) -> None:
+    """IOTAD_MQTT__TLS__* as for `iotad run`: in with the client certificate, a clear one-line
+    refusal with another CA's."""
+    tls_port = free_port()
+    broker = Mosquitto(
+        tmp_path / "mtls",
+        conf=[
+            f"listener {tls_port} 127.0.0.1",
+            f"cafile {pki['ca']}",
+            f"certfile {pki['srv.pem']}",
+            f"keyfile {pki['srv.key']}",
+            "require_certificate true",
+        ],
+    ).start()
+    prefix = f"rec{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "history"
+    try:
+        for cert, expect_ok in (("rogue", False), ("client", True)):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("IOTAD_")}
+            env |= {
+                "PYTHONPATH": str(REPO),
+                "IOTAD_MQTT__PORT": str(tls_port),
+                "IOTAD_MQTT__HOST": "localhost",
+                "IOTAD_MQTT__TOPICS": f"{prefix}/#",
+                "IOTAD_MQTT__TOPIC_PATTERNS": f"{prefix}/{{device}}/{{metric}}",
+                "IOTAD_MQTT__SESSION_EXPIRY_S": "60",
+                "IOTAD_MQTT__CONNECT_TIMEOUT_S": "2",
+                "IOTAD_MQTT__TLS__CA_FILE": str(pki["ca"]),
+                "IOTAD_MQTT__TLS__CERT_FILE": str(pki[f"{cert}.pem"]),
+                "IOTAD_MQTT__TLS__KEY_FILE": str(pki[f"{cert}.key"]),
+            }
+            argv = [sys.executable, "-m", "detector", "record", "--out", str(out)]
+            argv += ["--client-id", f"{prefix}-{cert}", "--env-file", ""]
+            proc = subprocess.Popen(
+                argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            try:
+                if not expect_ok:
+                    _, stderr = proc.communicate(timeout=60)
+                    assert proc.returncode == 1
+                    lines = [ln for ln in stderr.splitlines() if ln.startswith("iotad record: ")]
+                    assert len(lines) == 1 and "cannot connect to mqtts://localhost" in lines[0]
+                    assert "Traceback" not in stderr
+                    continue
+                status = Collector(broker.port, [f"iotad/status/{prefix}-{cert}"])
+                try:
+                    wait_for(
+                        lambda s=status: any(b'"online"' in m.payload for m in s.snapshot()),
+                        "the recorder online over TLS",
+                    )
+                finally:
+                    status.close()
+                messages, readings = fleet(prefix, steps=5)
+                publish_all(broker.port, [m for m in messages if m[0].count("/") == 2])
+                wanted = [r for r in readings if r.device != "press-3"]
+                wait_for(lambda w=wanted: journal_rows(out) == len(w), "rows over TLS")
+                proc.send_signal(signal.SIGTERM)
+                stdout, stderr = proc.communicate(timeout=60)
+                assert proc.returncode == 0, stderr
+                assert stdout.startswith(f"iotad record: {len(wanted)} readings")
+                assert Counter(read_history(out)) == Counter(wanted)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        broker.stop()
