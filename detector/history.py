@@ -15,7 +15,9 @@ How a file comes to be, and why nothing half-written is ever taken for a whole f
   run left: a journal's torn last line (a write cut short; its messages were never acked,
   so the broker sends them again) is cut off and the journal is finalised like any other.
 
-A stem is ``<prefix>-<UTC time the file was opened>-<sequence>``, so file names sort in
+One writer per directory: it holds an exclusive lock (``.iotad-record.lock``) from start to
+`close`, since recovering the journal of a writer that is still running would take its file
+away. A stem is ``<prefix>-<UTC time the file was opened>-<sequence>``, so file names sort in
 time order.
 """
 
@@ -36,6 +38,7 @@ Format = Literal["csv", "parquet"]
 HEADER = b"ts,device,metric,value\n"
 JOURNAL_SUFFIX = ".csv.part"
 PARQUET_TMP_SUFFIX = ".parquet.tmp"
+LOCK_NAME = ".iotad-record.lock"
 PARQUET_MISSING = (
     "writing Parquet needs pyarrow, which is not installed: pip install 'iotad[parquet]' "
     "(or record CSV, the default)"
@@ -167,13 +170,19 @@ class HistoryWriter:
         self._rows_in_file = 0
         self._rotate_at = math.inf
         self._pending: list[str] = []
+        self._lock_fd: int | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise HistoryError(f"cannot create {self.directory}: {exc.strerror or exc}") from None
         if not os.access(self.directory, os.W_OK):
             raise HistoryError(f"{self.directory} is not writable")
-        self.stats.recovered = self.recover()
+        self._lock_fd = _lock(self.directory / LOCK_NAME)
+        try:
+            self.stats.recovered = self.recover()
+        except BaseException:
+            self._unlock()
+            raise
 
     # -- public --------------------------------------------------------------------------
 
@@ -217,11 +226,19 @@ class HistoryWriter:
         return False
 
     def close(self) -> None:
-        """Commit what is buffered and finish the current file."""
-        if self._pending:
-            self.commit()
-        if self._fd is not None:
-            self._finish()
+        """Commit what is buffered, finish the current file and release the directory."""
+        try:
+            if self._pending:
+                self.commit()
+            if self._fd is not None:
+                self._finish()
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
 
     def recover(self) -> list[Path]:
         """Finish the journals a previous run left (see the module doc); returns the files."""
@@ -307,6 +324,24 @@ class HistoryWriter:
             raise HistoryError(f"cannot finish {journal}: {exc.strerror or exc}") from None
         _fsync_dir(self.directory)
         return final
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock on `path` (created), held while the descriptor stays open."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise HistoryError(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise HistoryError(
+            f"another iotad record is writing to {path.parent} (it holds {path.name})"
+        ) from None
+    return fd
 
 
 def _cut_torn_tail(journal: Path) -> None:

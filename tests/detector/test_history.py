@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ from detector.history import HEADER, HistoryWriter
 from detector.readings import Reading
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z; the next hour starts at T0 + 2800
+
+
+def listing(directory: Path) -> list[Path]:
+    """The directory's files but the writer's hidden lock file."""
+    return sorted(p for p in directory.iterdir() if not p.name.startswith("."))
 
 
 class FakeClock:
@@ -41,7 +47,7 @@ def test_max_rows_splits_into_files_in_time_order_with_every_row_once(tmp_path: 
     w.add(readings(18, start=7))  # 7 + 18 = 25 rows: 10, 10, 5
     w.commit()
     w.close()
-    files = sorted(tmp_path.iterdir())
+    files = sorted(tmp_path.glob("*.csv"))
     assert [p.name for p in files] == [
         "history-20231114T221320Z-0000.csv",
         "history-20231114T221320Z-0001.csv",
@@ -65,11 +71,11 @@ def test_time_rotation_is_aligned_and_happens_without_new_data(tmp_path: Path) -
     w.commit()
     clock.now = T0 + 2800  # 23:00:00: the hour's file is finished with nothing more written
     assert w.rotate_if_due()
-    assert [p.name for p in tmp_path.iterdir()] == ["history-20231114T221320Z-0000.csv"]
+    assert [p.name for p in listing(tmp_path)] == ["history-20231114T221320Z-0000.csv"]
     w.add(readings(1, start=5))
     w.commit()
     w.close()
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in listing(tmp_path))
     assert names == ["history-20231114T221320Z-0000.csv", "history-20231114T230000Z-0000.csv"]
     assert [len(rows_of(tmp_path / n)) - 1 for n in names] == [5, 1]
 
@@ -81,16 +87,16 @@ def test_a_file_being_written_is_a_part_file_and_training_does_not_see_it(
 
     w = HistoryWriter(tmp_path, rotate_s=0, max_rows=0, clock=FakeClock(T0))
     w.add(readings(4))
-    assert w.pending == 4 and list(tmp_path.iterdir()) == []  # nothing before commit
+    assert w.pending == 4 and listing(tmp_path) == []  # nothing before commit
     assert w.commit() == 4 and w.pending == 0
-    (part,) = tmp_path.iterdir()
+    (part,) = listing(tmp_path)
     assert part.name.endswith(".csv.part")
     # Committed means on disk: what a crash right now would leave, and recovery keeps.
     assert len(rows_of(part)) == 5
     with pytest.raises(DataError, match=r"holds no \.csv or \.parquet files"):
         expand_inputs([tmp_path])
     w.close()
-    (final,) = tmp_path.iterdir()
+    (final,) = listing(tmp_path)
     assert final.suffix == ".csv" and expand_inputs([tmp_path]) == [final]
 
 
@@ -98,7 +104,7 @@ def test_recovery_finishes_a_crashed_journal_without_its_torn_line(tmp_path: Pat
     w = HistoryWriter(tmp_path, rotate_s=0, max_rows=0, clock=FakeClock(T0))
     w.add(readings(6))
     w.commit()
-    (part,) = tmp_path.iterdir()
+    (part,) = listing(tmp_path)
     with part.open("ab") as handle:  # a write the crash cut short (never acked)
         handle.write(b"1700000099.0,d0,te")
     (tmp_path / "history-x.parquet.tmp").write_bytes(b"half a conversion")
@@ -106,10 +112,13 @@ def test_recovery_finishes_a_crashed_journal_without_its_torn_line(tmp_path: Pat
     (tmp_path / "history-y.csv").write_bytes(HEADER + b"1.0,a,b,2.0\n")
     (tmp_path / "history-y.csv.part").write_bytes(HEADER + b"1.0,a,b,2.0\n")  # clean-up missed
     (tmp_path / "history-z.csv.part").write_bytes(HEADER[:10])  # not even a header
-    # crash: the first writer is abandoned without close
+    # crash: the process dies; the OS closes its descriptors, which releases the lock
+    assert w._fd is not None
+    os.close(w._fd)
+    w._unlock()
     again = HistoryWriter(tmp_path, rotate_s=0, max_rows=0, clock=FakeClock(T0 + 60))
     assert again.stats.recovered == [tmp_path / part.name.removesuffix(".part")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+    assert sorted(p.name for p in listing(tmp_path)) == sorted(
         [part.name.removesuffix(".part"), done.name + ".csv"]
     )
     body = rows_of(again.stats.recovered[0])
@@ -124,7 +133,7 @@ def test_parquet_round_trip_is_exact(tmp_path: Path) -> None:
     w.add(data)
     w.commit()
     w.close()
-    files = sorted(tmp_path.iterdir())
+    files = listing(tmp_path)
     assert [p.suffix for p in files] == [".parquet", ".parquet"]  # 4 + 3 rows, no journals
     table = [pq.read_table(p).to_pylist() for p in files]
     assert [len(t) for t in table] == [4, 3]
@@ -137,7 +146,7 @@ def test_nothing_written_leaves_no_file(tmp_path: Path) -> None:
     w = HistoryWriter(tmp_path / "new", rotate_s=60, max_rows=5, clock=FakeClock(T0))
     w.commit()
     w.close()
-    assert list((tmp_path / "new").iterdir()) == []
+    assert list(listing(tmp_path / "new")) == []
 
 
 def test_bad_options_and_unwritable_directory(tmp_path: Path) -> None:
@@ -151,3 +160,16 @@ def test_bad_options_and_unwritable_directory(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(HistoryError, match="cannot create"):
         HistoryWriter(blocker / "sub")
+
+
+def test_one_writer_per_directory(tmp_path: Path) -> None:
+    from detector.history import HistoryError
+
+    first = HistoryWriter(tmp_path, rotate_s=0, max_rows=0, clock=FakeClock(T0))
+    first.add(readings(2))
+    first.commit()
+    with pytest.raises(HistoryError, match="another iotad record is writing to"):
+        HistoryWriter(tmp_path)  # its recovery would have taken the running writer's journal
+    assert any(p.name.endswith(".csv.part") for p in listing(tmp_path))
+    first.close()
+    HistoryWriter(tmp_path).close()  # free again once the first has closed

@@ -31,6 +31,11 @@ STEP_S = 60.0
 Message = tuple[str, bytes]
 
 
+def listing(directory: Path) -> list[Path]:
+    """The directory's files but the writer's hidden lock file."""
+    return sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+
+
 def fleet(prefix: str, steps: int, start: int = 0) -> tuple[list[Message], list[Reading]]:
     """Messages of a small fleet in the worker's forms, and the readings they carry.
 
@@ -155,7 +160,7 @@ def test_record_parquet_every_reading_once_then_train_on_the_directory(
         thread.join()
     assert result == [0]
 
-    files = sorted(out.iterdir())
+    files = listing(out)
     assert len(files) == math.ceil(900 / 250) and all(p.suffix == ".parquet" for p in files)
     recorded = read_history(out)
     assert len(recorded) == len(readings) == 900
@@ -262,7 +267,7 @@ def test_cli_sigterm_flushes_and_sigkill_loses_nothing_acked(
     finally:
         proc.kill()
         proc.wait()
-    assert any(p.name.endswith(".csv.part") for p in out.iterdir())  # cut short mid-file
+    assert any(p.name.endswith(".csv.part") for p in listing(out))  # cut short mid-file
 
     # While it is down, the broker keeps what arrives for its persistent session.
     second, second_readings = fleet(prefix, steps=30, start=30)
@@ -281,7 +286,7 @@ def test_cli_sigterm_flushes_and_sigkill_loses_nothing_acked(
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, stderr
-    names = sorted(p.name for p in out.iterdir())
+    names = [p.name for p in listing(out)]
     assert names and all(n.endswith(".csv") for n in names), names  # no part file is left
     assert len(names) >= 3  # max 100 rows a file
     recorded = read_history(out)
