@@ -93,11 +93,15 @@ def read_history(directory: Path) -> list[Reading]:
 
 
 def journal_rows(directory: Path) -> int:
-    """Rows on disk so far, finished files and the journal being written."""
+    """Rows on disk so far, finished files and the journal being written (-1 when a file
+    was renamed while being counted: ask again)."""
     n = 0
-    for path in directory.iterdir():
-        if path.name.endswith((".csv", ".csv.part")):
-            n += max(0, path.read_bytes().count(b"\n") - 1)
+    try:
+        for path in directory.iterdir():
+            if path.name.endswith((".csv", ".csv.part")):
+                n += max(0, path.read_bytes().count(b"\n") - 1)
+    except FileNotFoundError:
+        return -1
     return n
 
 
