@@ -171,6 +171,7 @@ class HistoryWriter:
         self._rotate_at = math.inf
         self._pending: list[str] = []
         self._lock_fd: int | None = None
+        self._failed: str | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -201,6 +202,8 @@ class HistoryWriter:
         Rotates first when the current file is due. One file never exceeds `max_rows`: a
         buffer larger than what the file has room for is split over files.
         """
+        if self._failed is not None:
+            raise HistoryError(f"an earlier write failed ({self._failed}); restart to recover")
         self.rotate_if_due()
         written = 0
         while self._pending:
@@ -226,8 +229,17 @@ class HistoryWriter:
         return False
 
     def close(self) -> None:
-        """Commit what is buffered, finish the current file and release the directory."""
+        """Commit what is buffered, finish the current file and release the directory.
+
+        After a failed write the journal is only closed: it may end in a torn line, which the
+        next start's `recover` cuts before finishing it.
+        """
         try:
+            if self._failed is not None:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                return
             if self._pending:
                 self.commit()
             if self._fd is not None:
@@ -290,7 +302,9 @@ class HistoryWriter:
             if self._fsync:
                 os.fsync(self._fd)
         except OSError as exc:
-            raise HistoryError(f"cannot write {self._journal}: {exc.strerror or exc}") from None
+            # A short write may have left part of a line: no more appends to this journal.
+            self._failed = f"cannot write {self._journal}: {exc.strerror or exc}"
+            raise HistoryError(self._failed) from None
 
     def _finish(self) -> None:
         assert self._fd is not None and self._journal is not None

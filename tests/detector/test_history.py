@@ -173,3 +173,33 @@ def test_one_writer_per_directory(tmp_path: Path) -> None:
     assert any(p.name.endswith(".csv.part") for p in listing(tmp_path))
     first.close()
     HistoryWriter(tmp_path).close()  # free again once the first has closed
+
+
+def test_after_a_failed_write_the_journal_is_left_for_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from detector.history import HistoryError
+
+    w = HistoryWriter(tmp_path, rotate_s=0, max_rows=0, clock=FakeClock(T0))
+    w.add(readings(3))
+    w.commit()
+    real_write = os.write
+
+    def short_then_full(fd: int, data: bytes) -> int:
+        monkeypatch.setattr(os, "write", real_write)
+        real_write(fd, bytes(data[:7]))  # part of a line, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", short_then_full)
+    w.add(readings(2, start=3))
+    with pytest.raises(HistoryError, match="No space left on device"):
+        w.commit()
+    w.add(readings(1, start=5))
+    with pytest.raises(HistoryError, match="an earlier write failed"):
+        w.commit()  # never appends after a torn line
+    w.close()
+    (part,) = listing(tmp_path)
+    assert part.name.endswith(".csv.part")  # not presented as a finished file
+    again = HistoryWriter(tmp_path, rotate_s=0, max_rows=0)
+    assert as_readings(rows_of(again.stats.recovered[0])[1:]) == readings(3)
+    again.close()
