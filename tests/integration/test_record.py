@@ -1,5 +1,6 @@
 """`iotad record` against a real mosquitto: every reading in the files exactly once, rotation,
-clean and crashed shutdowns, and `iotad train` on the recorded directory."""
+clean and crashed shutdowns, the worker's TLS settings, and record -> `iotad train` on the
+recorded directory -> `iotad run` on that model."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from detector.readings import Reading
-from tests.conftest import Collector, Mosquitto, free_port, publish_all
+from tests.conftest import Collector, Mosquitto, WorkerProcess, free_port, publish_all
 from tests.integration.test_security_tls import pki  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
@@ -121,7 +122,7 @@ def settings_for(mosquitto: Mosquitto, prefix: str):  # type: ignore[no-untyped-
 
 
 @pytest.mark.slow
-def test_record_parquet_every_reading_once_then_train_on_the_directory(
+def test_record_parquet_every_reading_once_then_train_and_run(
     mosquitto: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("pyarrow")
@@ -204,6 +205,29 @@ def test_record_parquet_every_reading_once_then_train_on_the_directory(
     training = report.get("training", report)
     assert training["rows_total"] == 900 and training["series"] == 6
     assert [Path(f["path"]).name for f in training["files"]] == [p.name for p in files]
+
+    # ... and the worker runs that model on the same fleet's next readings.
+    worker = WorkerProcess(
+        mosquitto,
+        model,
+        tmp_path,
+        f"{prefix}-worker",
+        {
+            "IOTAD_MQTT__TOPICS": f"{prefix}/#",
+            "IOTAD_MQTT__TOPIC_PATTERNS": f"{prefix}/{{device}}/{{metric}},{prefix}/{{device}}",
+        },
+    ).start()
+    try:
+        worker.wait_ready()
+        later, later_readings = fleet(prefix, steps=20, start=150)
+        publish_all(mosquitto.port, later)
+        worker.wait_metric(
+            "iotad_readings_accepted_total", lambda v: v == len(later_readings), timeout_s=60
+        )
+        # every series is one the model was trained on; each scores once its window is full
+        worker.wait_metric("iotad_readings_scored_total", lambda v: v > 0, timeout_s=60)
+    finally:
+        worker.stop()
 
 
 def _record_cli(mosquitto: Mosquitto, prefix: str, out: Path) -> subprocess.Popen[str]:
