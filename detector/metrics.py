@@ -176,6 +176,15 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.shard_info = Gauge(
+            "iotad_shard_info",
+            "This worker's shard (i/N) and source (mqtt, nats)",
+            ["shard", "source"],
+            registry=r,
+        )
+        self.partitions_owned = Gauge(
+            "iotad_partitions_owned", "NATS partitions this worker consumes", registry=r
+        )
         self.series_devices = frozenset(series_devices)
         self.series_value = self.series_expected = self.series_score = None
         if self.series_devices:
@@ -202,6 +211,12 @@ class WorkerMetrics:
         """Publish the loaded artifact as ``iotad_model_info{version,cell,window} 1``."""
         self.model_info.clear()
         self.model_info.labels(version, cell, str(window)).set(1)
+
+    def set_shard(self, shard: str, source: str, partitions_owned: int) -> None:
+        """``iotad_shard_info{shard, source} 1`` and ``iotad_partitions_owned``."""
+        self.shard_info.clear()
+        self.shard_info.labels(shard, source).set(1)
+        self.partitions_owned.set(partitions_owned)
 
     def set_series(
         self, device: str, metric: str, value: float, expected: float, score: float

@@ -1,0 +1,602 @@
+"""The NATS JetStream source: the owned partitions in, acks and outputs out.
+
+Only this module and `detector.nats_checkpoint` know nats-py. nats-py is asyncio: its event
+loop runs in a thread of its own (the "network thread" of `detector.worker`), which fetches
+from one durable pull consumer per owned partition, decodes through the `Intake` and hands
+the messages to the detection thread with their JetStream reply subject as ack token. The
+detection thread never awaits anything: acks and publishes are put in boxes that a sender
+task on the loop empties (one wake-up per burst, not per message: a thread-safe call per
+message cost more than the publish).
+
+At start the source checks what it depends on and refuses to run otherwise:
+
+- the stream exists and captures ``part.*.sensors.>`` (it is created when missing, with work
+  queue retention: an acked reading is deleted, a slow worker leaves the rest on disk);
+- the server's subject mapping puts a device on the partition `partition_of` computes with
+  IOTAD_NATS__PARTITIONS: probe readings published on ``sensors.<probe>.iotad-probe`` must
+  come back on ``part.<p>.sensors...`` with the expected p. The probes land in the stream and
+  are acked (never decoded) by whichever worker owns their partition.
+
+Redelivery: a message fetched but not acked (a killed worker, a batch still in the queue at
+shutdown) comes back after ``ack_wait_s``, to whichever worker then owns its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from detector.ingest import AckToken, Intake
+from detector.nats_settings import NatsSettings
+from detector.partitions import Shard, partition_name, partition_of
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+log = logging.getLogger("iotad.nats")
+
+T = TypeVar("T")
+
+INPUT_FILTER = "part.*.sensors.>"
+PROBE_HEADER = "Iotad-Probe"
+WORKER_HEADER = "Iotad-Worker"
+PROBE_DEVICES = 8
+PROBE_TIMEOUT_S = 5.0
+FETCH_EXPIRES_S = 1.0
+PENDING_REFRESH_S = 5.0
+STATUS_EVERY_S = 30.0
+CONFIRM_FLUSH_TIMEOUT_S = 5.0
+_ACK = b"+ACK"
+
+
+class SourceError(Exception):
+    """The source cannot be used; the message is one line, without secrets."""
+
+
+def subject_of(topic: str) -> str:
+    """An MQTT-style output topic as a NATS subject (``alerts/d/m`` -> ``alerts.d.m``): what
+    MQTT clients of NATS's MQTT listener then see as the same topic."""
+    return topic.replace("/", ".")
+
+
+def topic_of(subject: str) -> bytes:
+    """The ``sensors/...`` topic of a partitioned subject (``part.7.sensors.d.m``)."""
+    return subject.split(".", 2)[-1].replace(".", "/").encode()
+
+
+class NatsDelivery:
+    """A publish as an `alerts.Delivery`: done once a flush after it came back (the server
+    has it), or once the source is closed (it can no longer be confirmed)."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def confirm(self) -> None:
+        self._done = True
+
+
+class NatsMetrics:
+    """The source's gauges and counters (names per the issue 12 contract)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Gauge
+
+        r = registry
+        self.pending = Gauge(
+            "iotad_nats_pending_messages",
+            "Messages in the stream not yet delivered to the partition's consumer",
+            ["partition"],
+            registry=r,
+        )
+        self.ack_pending = Gauge(
+            "iotad_nats_ack_pending",
+            "Messages delivered to the partition's consumer and not acked yet",
+            ["partition"],
+            registry=r,
+        )
+        self.redelivered = Counter(
+            "iotad_nats_redelivered_total",
+            "Messages the server delivered more than once (unacked before a crash or ack_wait)",
+            registry=r,
+        )
+        self.connected = Gauge("iotad_nats_connected", "1 while connected to NATS", registry=r)
+        self.reconnects = Counter(
+            "iotad_nats_reconnects_total", "Reconnections to NATS after the first", registry=r
+        )
+
+
+class NatsSource:
+    """JetStream partitions of one shard in, acks and publishes out.
+
+    Args:
+        settings: servers, credentials, TLS, stream and consumer names.
+        shard: which partitions this worker owns.
+        intake: where decoded messages go (its queue bounds how much is fetched).
+        worker_id: connection name and the ``Iotad-Worker`` header of every output.
+        metrics: the source's metrics.
+        status_subject: where ``{"state": "online"|"offline", ...}`` is published (at start,
+            every 30 s, at close; NATS keeps no retained message, so it repeats).
+        status_extra: more fields of the status (model version, pid, ...).
+    """
+
+    def __init__(
+        self,
+        settings: NatsSettings,
+        shard: Shard,
+        intake: Intake,
+        *,
+        worker_id: str,
+        metrics: NatsMetrics,
+        status_subject: str,
+        status_extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.shard = shard
+        self.partitions = shard.owned(settings.partitions)
+        self.intake = intake
+        self.worker_id = worker_id
+        self.metrics = metrics
+        self.status_subject = subject_of(status_subject)
+        self._status_extra = dict(status_extra or {})
+        self._headers = {WORKER_HEADER: worker_id}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="iotad-nats", daemon=True)
+        self._nc: Any = None
+        self.js: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._ever_connected = False
+        # Filled by the detection thread, emptied by the sender task on the loop.
+        self._outbox: deque[tuple[str, bytes, NatsDelivery | None]] = deque()
+        self._acks: deque[AckToken] = deque()
+        self._wake: asyncio.Event | None = None
+        self._wake_sent = False
+        self._sender_idle = threading.Event()
+        self._sender_idle.set()
+        self.probes_acked = 0
+
+    # -- lifecycle (caller's thread) -------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and bool(self._nc.is_connected)
+
+    @property
+    def url(self) -> str:
+        return ",".join(self.settings.urls)
+
+    @property
+    def max_payload(self) -> int:
+        """The server's largest message (1 MB unless configured otherwise)."""
+        return int(self._nc.max_payload) if self._nc is not None else 1024 * 1024
+
+    def run(self, coro: Awaitable[T], timeout_s: float | None = None) -> T:
+        """Run `coro` on the source's loop from another thread and wait for its result."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+        return future.result(timeout_s)
+
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Connect, check the stream and the mapping, bind the consumers, start fetching.
+
+        Raises `SourceError`; returns early when `stop` is set while connecting.
+        """
+        self._thread.start()
+        stop = stop or threading.Event()
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                self.run(self._connect(), timeout_s=self.settings.connect_timeout_s + 10)
+                break
+            except SourceError:
+                raise
+            except Exception as exc:
+                problem = describe_error(exc)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SourceError(
+                        f"cannot connect to {self.url}: {problem} "
+                        f"(gave up after {self.settings.connect_timeout_s:g} s)"
+                    ) from None
+                log.warning("cannot connect to %s: %s; retrying", self.url, problem)
+                stop.wait(min(delay, remaining))
+                delay = min(delay * 2, 30.0)
+        if stop.is_set():
+            return
+        self.run(self._setup(), timeout_s=60)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send the acks and publishes still boxed, publish offline, close the connection."""
+        if not self._thread.is_alive():
+            return
+        with contextlib.suppress(Exception):
+            self.run(self._close(), timeout_s=timeout_s + 5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout_s)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    # -- detection thread ------------------------------------------------------------------
+
+    def ack_many(self, tokens: Sequence[AckToken]) -> int:
+        """Acknowledge processed messages (their reply subjects); sent by the loop."""
+        self._acks.extend(tokens)
+        self._kick()
+        return len(tokens)
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
+    ) -> NatsDelivery | None:
+        """Publish on the subject of `topic` (`subject_of`); QoS 1 gets a `NatsDelivery`
+        confirmed by a flush. None when the source is closing. `retain` has no NATS
+        equivalent and is ignored."""
+        if self._stopping:
+            return None
+        delivery = NatsDelivery() if qos else None
+        self._outbox.append((subject_of(topic), payload, delivery))
+        self._kick()
+        return delivery
+
+    def _kick(self) -> None:
+        if not self._wake_sent and self._wake is not None:
+            self._wake_sent = True
+            self._sender_idle.clear()
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- loop --------------------------------------------------------------------------------
+
+    def _options(self) -> dict[str, Any]:
+        s = self.settings
+        opts: dict[str, Any] = {
+            "servers": s.urls,
+            "name": self.worker_id,
+            "connect_timeout": min(10.0, s.connect_timeout_s),
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 1,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if s.user is not None:
+            opts["user"] = s.user
+            if s.password is not None:
+                opts["password"] = s.password.get_secret_value()
+        if s.token is not None:
+            opts["token"] = s.token.get_secret_value()
+        if s.creds_file is not None:
+            opts["user_credentials"] = str(s.creds_file)
+        if s.nkey_seed_file is not None:
+            opts["nkeys_seed"] = str(s.nkey_seed_file)
+        if s.tls:
+            try:
+                ctx = ssl.create_default_context(
+                    cafile=str(s.ca_file) if s.ca_file is not None else None
+                )
+                if s.cert_file is not None:
+                    ctx.load_cert_chain(
+                        str(s.cert_file), str(s.key_file) if s.key_file is not None else None
+                    )
+            except (ssl.SSLError, OSError) as exc:
+                raise SourceError(f"TLS setup failed: {describe_error(exc)}") from None
+            opts["tls"] = ctx
+        return opts
+
+    async def _connect(self) -> None:
+        import nats
+
+        # One attempt over the servers; the start-up deadline and backoff are `start`'s.
+        self._nc = await nats.connect(**self._options())
+        self.js = self._nc.jetstream()
+        self._ever_connected = True
+        self.metrics.connected.set(1)
+        log.info("connected to NATS %s", self._nc.connected_url.netloc)
+
+    async def _setup(self) -> None:
+        await self._check_stream()
+        await self._check_mapping()
+        self._wake = asyncio.Event()
+        self._tasks.append(asyncio.ensure_future(self._sender()))
+        for p in self.partitions:
+            sub = await self._consumer(p)
+            self._tasks.append(asyncio.ensure_future(self._pull(p, sub)))
+        self._tasks.append(asyncio.ensure_future(self._refresh_pending()))
+        self._tasks.append(asyncio.ensure_future(self._status_loop()))
+        log.info(
+            "shard %s: %d of %d partitions (%s)",
+            self.shard,
+            len(self.partitions),
+            self.settings.partitions,
+            ",".join(partition_name(p) for p in self.partitions[:16])
+            + (" ..." if len(self.partitions) > 16 else ""),
+        )
+
+    async def _check_stream(self) -> None:
+        from nats.js import api
+        from nats.js.errors import NotFoundError
+
+        s = self.settings
+        try:
+            info = await self.js.stream_info(s.stream)
+        except NotFoundError:
+            await self.js.add_stream(
+                api.StreamConfig(
+                    name=s.stream,
+                    subjects=[INPUT_FILTER],
+                    retention=api.RetentionPolicy.WORK_QUEUE,
+                    storage=api.StorageType.FILE,
+                    num_replicas=s.replicas,
+                )
+            )
+            log.info("created stream %s on %s (replicas %d)", s.stream, INPUT_FILTER, s.replicas)
+            return
+        subjects = list(info.config.subjects or [])
+        if INPUT_FILTER not in subjects:
+            raise SourceError(
+                f"stream {s.stream} captures {', '.join(subjects) or 'nothing'}, not "
+                f"{INPUT_FILTER}: the partitions would not reach it"
+            )
+
+    async def _check_mapping(self) -> None:
+        """Publish probe readings and check the partition the server maps each to."""
+        p_count = self.settings.partitions
+        probes = [f"iotad-probe-{self.worker_id}-{i}" for i in range(PROBE_DEVICES)]
+        seen: dict[str, int] = {}
+        done = asyncio.Event()
+
+        async def on_probe(msg: Any) -> None:
+            parts = msg.subject.split(".")
+            if len(parts) >= 4 and parts[1].isdigit():
+                seen[parts[3]] = int(parts[1])
+            if len(seen) >= len(probes):
+                done.set()
+
+        sub = await self._nc.subscribe("part.*.sensors.*.iotad-probe", cb=on_probe)
+        try:
+            await self._nc.flush()
+            for device in probes:
+                await self._nc.publish(
+                    f"sensors.{device}.iotad-probe", b"", headers={PROBE_HEADER: "1"}
+                )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(done.wait(), PROBE_TIMEOUT_S)
+        finally:
+            await sub.unsubscribe()
+        if not seen:
+            raise SourceError(
+                "the server maps no sensors.<device>.<metric> subject to part.<p>....: add the "
+                f'mapping "sensors.*.*": "part.{{{{partition({p_count},1)}}}}.sensors.'
+                '{{wildcard(1)}}.{{wildcard(2)}}" to its account (see docs/scale-out.md)'
+            )
+        wrong = {d: p for d, p in seen.items() if p != partition_of(d, p_count)}
+        if wrong:
+            device, p = next(iter(wrong.items()))
+            raise SourceError(
+                f"the server put probe device {device} on partition {p}, not "
+                f"{partition_of(device, p_count)}: its partition(P,1) mapping does not use "
+                f"P = IOTAD_NATS__PARTITIONS = {p_count}"
+            )
+
+    async def _consumer(self, p: int) -> Any:
+        from nats.js import api
+
+        s = self.settings
+        durable = f"{s.durable_prefix}-p{partition_name(p)}"
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=s.ack_wait_s,
+            max_ack_pending=s.max_ack_pending,
+            max_deliver=-1,
+        )
+        return await self.js.pull_subscribe(
+            f"part.{p}.sensors.>", durable=durable, stream=s.stream, config=config
+        )
+
+    async def _pull(self, p: int, sub: Any) -> None:
+        """Fetch partition `p` while the intake has room; never blocks the loop."""
+        from nats.errors import TimeoutError as NatsTimeout
+
+        queue = self.intake.queue
+        owned = max(1, len(self.partitions))
+        batch_max = self.settings.fetch_batch
+        while not self._stopping:
+            # Each partition asks for its share of the room: the queue is overfilled by a
+            # few messages at most, and the rest stays in the stream (backpressure).
+            room = queue.maxsize - len(queue)
+            batch = min(batch_max, room // owned)
+            if batch < 1 or not queue.has_room(batch):
+                await asyncio.sleep(0.002)
+                continue
+            try:
+                msgs = await sub.fetch(batch, timeout=FETCH_EXPIRES_S)
+            except (TimeoutError, NatsTimeout):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # disconnected: nats-py reconnects by itself
+                if not self._stopping:
+                    log.debug("fetch of partition %d: %r", p, exc)
+                    await asyncio.sleep(0.5)
+                continue
+            self._hand_over(msgs)
+
+    def _hand_over(self, msgs: list[Any]) -> None:
+        put = self.intake.message
+        redelivered = 0
+        for msg in msgs:
+            reply = msg.reply
+            headers = msg.headers
+            if headers and PROBE_HEADER in headers:
+                self._acks.append(reply)  # a start-up probe of some worker: not input
+                self.probes_acked += 1
+                continue
+            if _delivered_more_than_once(reply):
+                redelivered += 1
+            # Never waits: `_pull` fetched no more than the queue has room for.
+            put(topic_of(msg.subject), msg.data, reply, wait=False)
+        if redelivered:
+            self.metrics.redelivered.inc(redelivered)
+        if self._acks:
+            self._kick()
+
+    async def _sender(self) -> None:
+        """Empty the boxes the detection thread fills: publishes, then acks, then one flush
+        that confirms every QoS 1 publish of the round."""
+        assert self._wake is not None
+        nc = self._nc
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._wake_sent = False
+            to_confirm: list[NatsDelivery] = []
+            try:
+                while self._outbox:
+                    subject, payload, delivery = self._outbox.popleft()
+                    try:
+                        await nc.publish(subject, payload, headers=self._headers)
+                    except Exception as exc:  # too big, buffer full while away: not sent
+                        log.warning("publish to %s failed: %r", subject[:100], exc)
+                        if delivery is not None:
+                            delivery.confirm()  # can never be confirmed; the worker counts
+                        continue
+                    if delivery is not None:
+                        to_confirm.append(delivery)
+                acks = self._acks
+                while acks:
+                    await nc.publish(acks.popleft(), _ACK)
+                if to_confirm:
+                    await self._confirm(to_confirm)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the connection closed under us: nothing to do
+                log.debug("sender: %r", exc)
+            if not self._outbox and not self._acks:
+                self._sender_idle.set()
+
+    async def _confirm(self, deliveries: list[NatsDelivery]) -> None:
+        # A PONG after the publishes: the server has read them. While disconnected the
+        # flush fails; the worker acks the input after its own confirmation timeout.
+        try:
+            await self._nc.flush(CONFIRM_FLUSH_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("alerts not confirmed by NATS: %r", exc)
+            return
+        for d in deliveries:
+            d.confirm()
+
+    async def _refresh_pending(self) -> None:
+        s = self.settings
+        while not self._stopping:
+            for p in self.partitions:
+                name = partition_name(p)
+                try:
+                    info = await self.js.consumer_info(s.stream, f"{s.durable_prefix}-p{name}")
+                except Exception:
+                    continue
+                self.metrics.pending.labels(name).set(info.num_pending or 0)
+                self.metrics.ack_pending.labels(name).set(info.num_ack_pending or 0)
+            await asyncio.sleep(PENDING_REFRESH_S)
+
+    def _status(self, state: str) -> bytes:
+        return msgspec.json.encode(
+            {
+                "state": state,
+                "worker": self.worker_id,
+                **self._status_extra,
+                "shard": str(self.shard),
+                "partitions": self.partitions,
+                "ts": time.time(),
+            }
+        )
+
+    async def _status_loop(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(Exception):
+                await self._nc.publish(self.status_subject, self._status("online"))
+            await asyncio.sleep(STATUS_EVERY_S)
+
+    async def _close(self) -> None:
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        # Let the sender empty the boxes (the last batch's acks) before it is cancelled.
+        deadline = time.monotonic() + 3.0
+        while (self._acks or self._outbox) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self._nc.publish(self.status_subject, self._status("offline"))
+                await self._nc.flush(2)
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        self.metrics.connected.set(0)
+
+    # -- nats-py callbacks -------------------------------------------------------------------
+
+    async def _on_error(self, exc: Exception) -> None:
+        if not self._stopping:
+            log.warning("NATS: %s", describe_error(exc))
+
+    async def _on_disconnected(self) -> None:
+        self.metrics.connected.set(0)
+        if not self._stopping:
+            log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        self.metrics.connected.set(1)
+        self.metrics.reconnects.inc()
+        log.info("reconnected to NATS %s", self._nc.connected_url.netloc)
+
+
+def _delivered_more_than_once(reply: str) -> bool:
+    """From the ack subject ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.
+    <pending>`` (with ``<domain>.<account hash>`` after ACK and a token at the end in the
+    newer form): cheaper than nats-py's metadata object per message."""
+    parts = reply.split(".")
+    delivered = parts[4] if len(parts) == 9 else parts[6] if len(parts) >= 11 else "1"
+    return delivered != "1"
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, secret-free description of a connection problem."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is NATS running and listening on that port?)"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+__all__ = [
+    "NatsDelivery",
+    "NatsMetrics",
+    "NatsSource",
+    "SourceError",
+    "subject_of",
+    "topic_of",
+]
