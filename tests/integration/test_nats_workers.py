@@ -1,0 +1,283 @@
+"""Workers sharing a fleet through a 3-node NATS cluster (JetStream, MQTT listener, partition
+mapping), fed over MQTT 3.1.1 at QoS 1 like real devices, each worker an `iotad run` process.
+
+- every series is scored by exactly one worker, the owner of its partition, and accepted +
+  rejected over the workers equals what was published;
+- a worker killed with SIGKILL mid-stream and restarted loses nothing: every reading is
+  scored, and only readings the server redelivered (never acked) are scored twice;
+- going from 2 to 3 workers (stop, change N, start), each worker loads the checkpoints of
+  the partitions it now owns: no series warms up again.
+
+Waits are on conditions, each with one generous safety timeout against hangs.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from detector.partitions import partition_of
+from tests.conftest import WorkerProcess
+from tests.nats_servers import PARTITIONS, NatsCluster, NatsCollector, NatsMessage
+
+pytestmark = pytest.mark.integration
+
+DEVICES = [f"m{i:02d}" for i in range(12)]
+METRICS = ("temp", "rpm")
+SAFETY_S = 180.0
+T0 = time.time() - 3600  # an hour ago: well inside the decoder's accepted range
+
+Message = tuple[str, bytes]
+Key = tuple[str, str, float]
+
+
+def readings(first: int, last: int) -> list[Message]:
+    """Readings ``first..last-1`` of every series, in time order across the fleet."""
+    out = []
+    for i in range(first, last):
+        for d, device in enumerate(DEVICES):
+            for k, metric in enumerate(METRICS):
+                value = 50 + 10 * math.sin(i / 6 + d + k) + 0.1 * ((i * 7 + d) % 5)
+                out.append(
+                    (
+                        f"sensors/{device}/{metric}",
+                        msgspec.json.encode({"ts": T0 + i, "value": value}),
+                    )
+                )
+    return out
+
+
+def key_of(message: Message) -> Key:
+    _, device, metric = message[0].split("/")
+    return device, metric, float(msgspec.json.decode(message[1])["ts"])
+
+
+def publish_mqtt(port: int, messages: list[Message], pace_s: float = 0.0) -> None:
+    """Publish at QoS 1 over MQTT 3.1.1 (NATS refuses 5) and wait until NATS has them all."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, clean_session=True)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        pending = []
+        for topic, payload in messages:
+            pending.append(client.publish(topic, payload, qos=1))
+            if len(pending) >= 500:  # bounded in flight (paho stalls past 65,535)
+                for info in pending:
+                    info.wait_for_publish(60)
+                pending = []
+            if pace_s:
+                time.sleep(pace_s)
+        for info in pending:
+            info.wait_for_publish(60)
+            assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def start_worker(
+    cluster: NatsCluster,
+    artifact: Path,
+    workdir: Path,
+    index: int,
+    count: int,
+    made: list[WorkerProcess],
+) -> WorkerProcess:
+    w = WorkerProcess(
+        cluster,  # type: ignore[arg-type]
+        artifact,
+        workdir,
+        f"w{index}",
+        env={
+            "IOTAD_SOURCE": "nats",
+            "IOTAD_SHARD": f"{index}/{count}",
+            "IOTAD_NATS__URLS": cluster.urls,
+            "IOTAD_NATS__PARTITIONS": str(PARTITIONS),
+            "IOTAD_NATS__REPLICAS": "3",
+            # Unacked messages of a killed worker come back this soon.
+            "IOTAD_NATS__ACK_WAIT_S": "3",
+            "IOTAD_CHECKPOINT__INTERVAL_S": "0.5",
+            "IOTAD_OUTPUT__SCORES": "true",
+        },
+    )
+    made.append(w)
+    w.start()
+    w.wait_ready(timeout_s=SAFETY_S)
+    return w
+
+
+def total(w: WorkerProcess, name: str) -> float:
+    """A metric summed over its labels."""
+    return sum(v for (n, _), v in w.metrics().items() if n == name)
+
+
+def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + SAFETY_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
+def owner(device: str, count: int) -> str:
+    return f"w{partition_of(device, PARTITIONS) % count}"
+
+
+def scored_by(messages: list[NatsMessage]) -> dict[Key, list[str]]:
+    """(device, metric, ts) -> the workers that scored it, from the scores subjects."""
+    out: dict[Key, list[str]] = defaultdict(list)
+    for m in messages:
+        _, device, metric = m.subject.split(".")
+        ts = float(msgspec.json.decode(m.data)["ts"])
+        out[(device, metric, ts)].append(m.headers.get("Iotad-Worker", "?"))
+    return out
+
+
+@pytest.fixture
+def workers() -> list[WorkerProcess]:
+    made: list[WorkerProcess] = []
+    yield made
+    for w in made:
+        w.stop()
+
+
+def test_each_series_is_scored_by_its_partitions_owner(
+    nats_cluster: NatsCluster, tiny_artifact: Path, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    ws = [start_worker(nats_cluster, tiny_artifact, tmp_path, i, 3, workers) for i in range(3)]
+    scores = NatsCollector(nats_cluster.urls, ["scores.>", "iotad.deadletter"])
+    try:
+        good = readings(0, 24)
+        bad = [("sensors/m00/temp", b"not a reading"), ("sensors/m05/rpm", b'{"ts": "x"}')]
+        publish_mqtt(nats_cluster.nodes[0].mqtt_port, good + bad)
+        published = len(good) + len(bad)
+        wait_until(
+            lambda: sum(total(w, "iotad_readings_total") for w in ws) >= published,
+            "readings counted by the workers",
+        )
+        accepted = sum(total(w, "iotad_readings_accepted_total") for w in ws)
+        rejected = sum(total(w, "iotad_readings_rejected_total") for w in ws)
+        assert (accepted, rejected) == (len(good), len(bad))
+        assert sum(total(w, "iotad_readings_total") for w in ws) == published
+        scored_total = sum(total(w, "iotad_readings_scored_total") for w in ws)
+        wait_until(
+            lambda: len(scores.snapshot("scores.")) >= scored_total, "scores on NATS subjects"
+        )
+        by_key = scored_by(scores.snapshot("scores."))
+        assert scored_total > 0 and len(by_key) == scored_total
+        per_series: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for (device, metric, _), who in by_key.items():
+            assert len(who) == 1  # scored once
+            per_series[(device, metric)].update(who)
+        assert set(per_series) == {(d, m) for d in DEVICES for m in METRICS}
+        for (device, _), who in per_series.items():
+            assert who == {owner(device, 3)}
+        # Every worker owns partitions and took part; dead letters say which worker.
+        assert all(total(w, "iotad_readings_accepted_total") > 0 for w in ws)
+        wait_until(lambda: len(scores.snapshot("iotad.deadletter")) == len(bad), "dead letters")
+        assert all(total(w, "iotad_partitions_owned") in (2, 3) for w in ws)
+    finally:
+        scores.close()
+
+
+def test_a_killed_worker_resumes_its_partitions_and_loses_nothing(
+    nats_cluster: NatsCluster, tiny_artifact: Path, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    ws = [start_worker(nats_cluster, tiny_artifact, tmp_path, i, 3, workers) for i in range(3)]
+    mqtt_port = nats_cluster.nodes[0].mqtt_port
+    scores = NatsCollector(nats_cluster.urls, ["scores.>"])
+    try:
+        # Phase 1 warms every series (window 16) and is checkpointed.
+        warm = readings(0, 20)
+        publish_mqtt(mqtt_port, warm)
+        wait_until(
+            lambda: sum(total(w, "iotad_readings_accepted_total") for w in ws) >= len(warm),
+            "phase 1 processed",
+        )
+        victim = ws[1]
+        saves = total(victim, "iotad_checkpoint_seconds_count")
+        wait_until(
+            lambda: total(victim, "iotad_checkpoint_seconds_count") >= saves + 2,
+            "a checkpoint after phase 1",
+        )
+        # Phase 2 flows while the victim is killed and restarted.
+        stream = readings(20, 50)
+        before = total(victim, "iotad_readings_accepted_total")
+        feeder = threading.Thread(target=publish_mqtt, args=(mqtt_port, stream, 0.004))
+        feeder.start()
+        wait_until(
+            lambda: total(victim, "iotad_readings_accepted_total") >= before + 40,
+            "the victim took part of phase 2",
+        )
+        victim.signal(signal.SIGKILL)
+        victim.wait(30)
+        feeder.join(SAFETY_S)
+        assert not feeder.is_alive()
+        ws[1] = start_worker(nats_cluster, tiny_artifact, tmp_path, 1, 3, workers)
+        restarted = ws[1]
+        keys = {key_of(m) for m in stream}
+
+        def all_scored() -> bool:
+            got = scored_by(scores.snapshot("scores."))
+            return keys <= set(got)
+
+        wait_until(all_scored, "every phase-2 reading scored")
+        # Let late redeliveries (ack_wait) land before counting duplicates.
+        wait_until(
+            lambda: all(total(w, "iotad_nats_ack_pending") == 0 for w in ws),
+            "nothing waiting for an ack",
+        )
+        by_key = scored_by(scores.snapshot("scores."))
+        twice = {k: who for k, who in by_key.items() if k in keys and len(who) > 1}
+        # Only the victim's partitions, and only what the server redelivered (unacked when
+        # it died): an acked reading is never scored again.
+        assert all(owner(k[0], 3) == "w1" for k in twice)
+        assert len(twice) <= total(restarted, "iotad_nats_redelivered_total")
+        assert total(restarted, "iotad_series_restored") > 0
+        assert total(restarted, "iotad_readings_warming_total") == 0
+        for w in (ws[0], ws[2]):
+            assert total(w, "iotad_nats_redelivered_total") == 0
+        counts = Counter(owner(k[0], 3) for k in keys)
+        assert counts["w1"] > 0
+    finally:
+        scores.close()
+
+
+def test_resharding_moves_checkpoints_with_their_partitions(
+    nats_cluster: NatsCluster, tiny_artifact: Path, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    mqtt_port = nats_cluster.nodes[0].mqtt_port
+    two = [start_worker(nats_cluster, tiny_artifact, tmp_path, i, 2, workers) for i in range(2)]
+    warm = readings(0, 20)
+    publish_mqtt(mqtt_port, warm)
+    wait_until(
+        lambda: sum(total(w, "iotad_readings_accepted_total") for w in two) >= len(warm),
+        "processed by two workers",
+    )
+    for w in two:  # SIGTERM: final checkpoint of every owned partition
+        w.signal(signal.SIGTERM)
+        assert w.wait(60) == 0
+    three = [start_worker(nats_cluster, tiny_artifact, tmp_path, i, 3, workers) for i in range(3)]
+    for i, w in enumerate(three):
+        series = sum(1 for d in DEVICES for _ in METRICS if partition_of(d, PARTITIONS) % 3 == i)
+        assert total(w, "iotad_series_restored") == series, w.log()[-2000:]
+    more = readings(20, 26)
+    publish_mqtt(mqtt_port, more)
+    wait_until(
+        lambda: sum(total(w, "iotad_readings_accepted_total") for w in three) >= len(more),
+        "processed by three workers",
+    )
+    # Windows came with the partitions: nothing warms up again, everything is scored.
+    assert sum(total(w, "iotad_readings_warming_total") for w in three) == 0
+    assert sum(total(w, "iotad_readings_scored_total") for w in three) == len(more)
