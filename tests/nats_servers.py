@@ -122,7 +122,8 @@ class NatsCluster:
                 return self
             except Exception:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("JetStream not ready:\n" + self.nodes[0].log()[-3000:])
+                    log = self.nodes[0].log()[-3000:]
+                    raise RuntimeError("JetStream not ready:\n" + log) from None
                 time.sleep(0.2)
 
     def stop(self) -> None:

@@ -245,6 +245,7 @@ def test_a_killed_worker_resumes_its_partitions_and_loses_nothing(
         assert all(owner(k[0], 3) == "w1" for k in twice)
         assert len(twice) <= total(restarted, "iotad_nats_redelivered_total")
         assert total(restarted, "iotad_series_restored") > 0
+        assert total(restarted, "iotad_readings_accepted_total") > 0  # resumed the rest
         assert total(restarted, "iotad_readings_warming_total") == 0
         for w in (ws[0], ws[2]):
             assert total(w, "iotad_nats_redelivered_total") == 0
