@@ -31,26 +31,33 @@ class NatsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
-    """Servers of the cluster, comma-separated (``tls://`` turns TLS on)."""
+    """Servers of the cluster, comma-separated (`tls://` turns TLS on)."""
     user: str | None = None
+    """User name; its password comes from `IOTAD_NATS__PASSWORD` (environment or secrets file)."""
     password: SecretStr | None = None
     token: SecretStr | None = None
+    """Token authentication (environment or secrets file)."""
     creds_file: FilePath | None = None
-    """A ``.creds`` file (JWT and nkey seed) for operator-mode accounts."""
+    """A `.creds` file (JWT and nkey seed) for operator-mode accounts."""
     nkey_seed_file: FilePath | None = None
+    """An nkey seed file (nkey authentication without JWT)."""
     ca_file: FilePath | None = None
     """CA bundle to verify the servers (TLS on when set)."""
     cert_file: FilePath | None = None
     """Client certificate for mutual TLS."""
     key_file: FilePath | None = None
+    """Private key of the client certificate."""
     stream: str = "SENSORS"
+    """JetStream stream of the partitioned readings (`part.*.sensors.>`); created when missing."""
     partitions: int = Field(64, ge=1, le=1024)
-    """P of the server's ``partition(P,1)`` subject mapping; the worker refuses to start when
+    """P of the server's `partition(P,1)` subject mapping; the worker refuses to start when
     the server maps devices otherwise."""
     replicas: int = Field(1, ge=1, le=5)
     """Replicas of the stream and the checkpoint bucket when the worker creates them."""
     checkpoint_bucket: str = "iotad-checkpoints"
+    """Key-value bucket of the per-partition checkpoints (key `p<NN>`); created when missing."""
     durable_prefix: str = "iotad"
+    """Durable consumer of partition NN: `<prefix>-p<NN>` (shared by whichever worker owns it)."""
     fetch_batch: int = Field(1000, ge=1, le=100_000)
     """Messages one pull of a partition's consumer asks for."""
     max_ack_pending: int = Field(20_000, ge=1, le=1_000_000)

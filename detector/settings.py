@@ -372,10 +372,10 @@ class WorkerSettings(BaseSettings):
     worker_id: str = Field(default_factory=default_worker_id)
     source: Literal["mqtt", "nats"] = "mqtt"
     """Where readings come from: one MQTT broker (one worker), or NATS JetStream partitions
-    shared by several workers (``IOTAD_NATS__*``, ``IOTAD_SHARD``)."""
+    shared by several workers (`IOTAD_NATS__*`, `IOTAD_SHARD`)."""
     shard: str = "0/1"
-    """This worker's share: ``i/N`` (owns partitions p with p % N == i), or ``ordinal/N``
-    with i from the host name's trailing ``-<n>`` (a StatefulSet pod, ``iotad-2``)."""
+    """This worker's share: `i/N` (owns partitions p with p % N == i), or `ordinal/N` with
+    i from the host name's trailing `-<n>` (a StatefulSet pod, `iotad-2`)."""
     queue_size: int = Field(20_000, ge=1, le=10_000_000)
     """Messages the network thread may hand over before it waits for the detection thread
     (it also waits at 4 x `max_batch` readings queued: gateway messages carry many)."""
