@@ -51,7 +51,8 @@ PROBE_HEADER = "Iotad-Probe"
 WORKER_HEADER = "Iotad-Worker"
 PROBE_DEVICES = 8
 PROBE_TIMEOUT_S = 5.0
-FETCH_EXPIRES_S = 1.0
+PULL_EXPIRES_S = 5.0
+STATUS_HEADER = "Status"
 PENDING_REFRESH_S = 5.0
 STATUS_EVERY_S = 30.0
 CONFIRM_FLUSH_TIMEOUT_S = 5.0
@@ -71,6 +72,22 @@ def subject_of(topic: str) -> str:
 def topic_of(subject: str) -> bytes:
     """The ``sensors/...`` topic of a partitioned subject (``part.7.sensors.d.m``)."""
     return subject.split(".", 2)[-1].replace(".", "/").encode()
+
+
+class _PullState:
+    """The open pull request of one partition: how many asked for, how many came."""
+
+    __slots__ = ("done", "received", "requested")
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.requested = 0
+        self.received = 0
+
+    def start(self, batch: int) -> None:
+        self.done.clear()
+        self.requested = batch
+        self.received = 0
 
 
 class NatsDelivery:
@@ -314,8 +331,8 @@ class NatsSource:
         self._wake = asyncio.Event()
         self._tasks.append(asyncio.ensure_future(self._sender()))
         for p in self.partitions:
-            sub = await self._consumer(p)
-            self._tasks.append(asyncio.ensure_future(self._pull(p, sub)))
+            durable = await self._consumer(p)
+            self._tasks.append(asyncio.ensure_future(self._pull(p, durable)))
         self._tasks.append(asyncio.ensure_future(self._refresh_pending()))
         self._tasks.append(asyncio.ensure_future(self._status_loop()))
         log.info(
@@ -393,69 +410,98 @@ class NatsSource:
                 f"P = IOTAD_NATS__PARTITIONS = {p_count}"
             )
 
-    async def _consumer(self, p: int) -> Any:
+    async def _consumer(self, p: int) -> str:
+        """Create partition `p`'s durable pull consumer unless it exists; returns its name.
+        An existing one is used as it is (the owner before a re-shard made it)."""
         from nats.js import api
+        from nats.js.errors import NotFoundError
 
         s = self.settings
         durable = f"{s.durable_prefix}-p{partition_name(p)}"
-        config = api.ConsumerConfig(
-            durable_name=durable,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=s.ack_wait_s,
-            max_ack_pending=s.max_ack_pending,
-            max_deliver=-1,
-        )
-        return await self.js.pull_subscribe(
-            f"part.{p}.sensors.>", durable=durable, stream=s.stream, config=config
-        )
+        try:
+            await self.js.consumer_info(s.stream, durable)
+        except NotFoundError:
+            await self.js.add_consumer(
+                s.stream,
+                api.ConsumerConfig(
+                    durable_name=durable,
+                    filter_subject=f"part.{p}.sensors.>",
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    deliver_policy=api.DeliverPolicy.ALL,
+                    ack_wait=s.ack_wait_s,
+                    max_ack_pending=s.max_ack_pending,
+                    max_deliver=-1,
+                ),
+            )
+        return durable
 
-    async def _pull(self, p: int, sub: Any) -> None:
-        """Fetch partition `p` while the intake has room; never blocks the loop."""
-        from nats.errors import TimeoutError as NatsTimeout
+    async def _pull(self, p: int, durable: str) -> None:
+        """Keep one pull request open on partition `p`'s consumer while the intake has room.
 
+        The messages of a request arrive on an inbox subscription and are handed over one
+        by one as they come; the next request goes out once this one is filled, expired
+        (status 408) or refused (409). nats-py's fetch of n instead returned only once n
+        messages had come or the request expired: at 5,000 readings/s over 12 partitions
+        that held readings for most of the expiry (p50 lag 1.3 s measured with 1 s).
+        """
         queue = self.intake.queue
         owned = max(1, len(self.partitions))
-        batch_max = self.settings.fetch_batch
-        while not self._stopping:
-            # Each partition asks for its share of the room: the queue is overfilled by a
-            # few messages at most, and the rest stays in the stream (backpressure).
-            room = queue.maxsize - len(queue)
-            batch = min(batch_max, room // owned)
-            if batch < 1 or not queue.has_room(batch):
-                await asyncio.sleep(0.002)
-                continue
-            try:
-                msgs = await sub.fetch(batch, timeout=FETCH_EXPIRES_S)
-            except (TimeoutError, NatsTimeout):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # disconnected: nats-py reconnects by itself
-                if not self._stopping:
-                    log.debug("fetch of partition %d: %r", p, exc)
-                    await asyncio.sleep(0.5)
-                continue
-            self._hand_over(msgs)
+        pull = _PullState()
 
-    def _hand_over(self, msgs: list[Any]) -> None:
-        put = self.intake.message
-        redelivered = 0
-        for msg in msgs:
-            reply = msg.reply
+        async def on_msg(msg: Any) -> None:
             headers = msg.headers
-            if headers and PROBE_HEADER in headers:
-                self._acks.append(reply)  # a start-up probe of some worker: not input
-                self.probes_acked += 1
-                continue
-            if _delivered_more_than_once(reply):
-                redelivered += 1
-            # Never waits: `_pull` fetched no more than the queue has room for.
-            put(topic_of(msg.subject), msg.data, reply, wait=False)
-        if redelivered:
-            self.metrics.redelivered.inc(redelivered)
-        if self._acks:
+            if headers and STATUS_HEADER in headers:
+                if headers[STATUS_HEADER] not in ("404", "408"):
+                    log.debug("partition %d: %s %s", p, headers[STATUS_HEADER], headers)
+                pull.done.set()  # the request is over: expired, or refused
+                return
+            self._hand_over(msg)
+            pull.received += 1
+            if pull.received >= pull.requested:
+                pull.done.set()
+
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox, cb=on_msg)
+        request_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.settings.stream}.{durable}"
+        expires_ns = int(PULL_EXPIRES_S * 1e9)
+        try:
+            while not self._stopping:
+                # Each partition asks for its share of the room: the rest of the stream
+                # stays on the server's disk (backpressure), and the queue never overfills.
+                batch = min(self.settings.fetch_batch, (queue.maxsize - len(queue)) // owned)
+                if batch < 1 or not queue.has_room(batch):
+                    await asyncio.sleep(0.002)
+                    continue
+                pull.start(batch)
+                request = b'{"batch":%d,"expires":%d}' % (batch, expires_ns)
+                try:
+                    await self._nc.publish(request_subject, request, reply=inbox)
+                    # A request lost to a reconnect is given up after its expiry.
+                    await asyncio.wait_for(pull.done.wait(), PULL_EXPIRES_S + 1.0)
+                except TimeoutError:
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # disconnected: nats-py reconnects by itself
+                    if not self._stopping:
+                        log.debug("pull of partition %d: %r", p, exc)
+                        await asyncio.sleep(0.5)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def _hand_over(self, msg: Any) -> None:
+        reply = msg.reply
+        headers = msg.headers
+        if headers and PROBE_HEADER in headers:
+            self._acks.append(reply)  # a start-up probe of some worker: not input
+            self.probes_acked += 1
             self._kick()
+            return
+        if _delivered_more_than_once(reply):
+            self.metrics.redelivered.inc()
+        # Never waits: `_pull` asked for no more than the queue has room for.
+        self.intake.message(topic_of(msg.subject), msg.data, reply, wait=False)
 
     async def _sender(self) -> None:
         """Empty the boxes the detection thread fills: publishes, then acks, then one flush
