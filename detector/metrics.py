@@ -227,3 +227,32 @@ class WorkerMetrics:
         self.series_value.labels(device, metric).set(value)
         self.series_expected.labels(device, metric).set(expected)  # type: ignore[union-attr]
         self.series_score.labels(device, metric).set(score)  # type: ignore[union-attr]
+
+
+class NatsMetrics:
+    """The NATS source's gauges and counters (`detector.nats_source`; names are a contract
+    with deploy/)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.pending = Gauge(
+            "iotad_nats_pending_messages",
+            "Messages in the stream not yet delivered to the partition's consumer",
+            ["partition"],
+            registry=r,
+        )
+        self.ack_pending = Gauge(
+            "iotad_nats_ack_pending",
+            "Messages delivered to the partition's consumer and not acked yet",
+            ["partition"],
+            registry=r,
+        )
+        self.redelivered = Counter(
+            "iotad_nats_redelivered_total",
+            "Messages the server delivered more than once (unacked before a crash or ack_wait)",
+            registry=r,
+        )
+        self.connected = Gauge("iotad_nats_connected", "1 while connected to NATS", registry=r)
+        self.reconnects = Counter(
+            "iotad_nats_reconnects_total", "Reconnections to NATS after the first", registry=r
+        )

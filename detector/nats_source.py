@@ -8,14 +8,8 @@ detection thread never awaits anything: acks and publishes are put in boxes that
 task on the loop empties (one wake-up per burst, not per message: a thread-safe call per
 message cost more than the publish).
 
-At start the source checks what it depends on and refuses to run otherwise:
-
-- the stream exists and captures ``part.*.sensors.>`` (it is created when missing, with work
-  queue retention: an acked reading is deleted, a slow worker leaves the rest on disk);
-- the server's subject mapping puts a device on the partition `partition_of` computes with
-  IOTAD_NATS__PARTITIONS: probe readings published on ``sensors.<probe>.iotad-probe`` must
-  come back on ``part.<p>.sensors...`` with the expected p. The probes land in the stream and
-  are acked (never decoded) by whichever worker owns their partition.
+At start the source checks the stream and the server's partition mapping
+(`detector.nats_stream`) and refuses to run when they do not fit its settings.
 
 Redelivery: a message fetched but not acked (a killed worker, a batch still in the queue at
 shutdown) comes back after ``ack_wait_s``, to whichever worker then owns its partition.
@@ -29,38 +23,33 @@ import logging
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
 from detector.ingest import AckToken, Intake
+from detector.metrics import NatsMetrics
+from detector.nats_outbox import NatsDelivery, Outbox
 from detector.nats_settings import NatsSettings
-from detector.partitions import Shard, partition_name, partition_of
-
-if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+from detector.nats_stream import (
+    PROBE_HEADER,
+    SourceError,
+    check_mapping,
+    describe_error,
+    ensure_stream,
+)
+from detector.partitions import Shard, partition_name
 
 log = logging.getLogger("iotad.nats")
 
 T = TypeVar("T")
 
-INPUT_FILTER = "part.*.sensors.>"
-PROBE_HEADER = "Iotad-Probe"
 WORKER_HEADER = "Iotad-Worker"
-PROBE_DEVICES = 8
-PROBE_TIMEOUT_S = 5.0
 PULL_EXPIRES_S = 5.0
 STATUS_HEADER = "Status"
 PENDING_REFRESH_S = 5.0
 STATUS_EVERY_S = 30.0
-CONFIRM_FLUSH_TIMEOUT_S = 5.0
-_ACK = b"+ACK"
-
-
-class SourceError(Exception):
-    """The source cannot be used; the message is one line, without secrets."""
 
 
 def subject_of(topic: str) -> str:
@@ -88,52 +77,6 @@ class _PullState:
         self.done.clear()
         self.requested = batch
         self.received = 0
-
-
-class NatsDelivery:
-    """A publish as an `alerts.Delivery`: done once a flush after it came back (the server
-    has it), or once the source is closed (it can no longer be confirmed)."""
-
-    __slots__ = ("_done",)
-
-    def __init__(self) -> None:
-        self._done = False
-
-    def done(self) -> bool:
-        return self._done
-
-    def confirm(self) -> None:
-        self._done = True
-
-
-class NatsMetrics:
-    """The source's gauges and counters (names per the issue 12 contract)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        from prometheus_client import Counter, Gauge
-
-        r = registry
-        self.pending = Gauge(
-            "iotad_nats_pending_messages",
-            "Messages in the stream not yet delivered to the partition's consumer",
-            ["partition"],
-            registry=r,
-        )
-        self.ack_pending = Gauge(
-            "iotad_nats_ack_pending",
-            "Messages delivered to the partition's consumer and not acked yet",
-            ["partition"],
-            registry=r,
-        )
-        self.redelivered = Counter(
-            "iotad_nats_redelivered_total",
-            "Messages the server delivered more than once (unacked before a crash or ack_wait)",
-            registry=r,
-        )
-        self.connected = Gauge("iotad_nats_connected", "1 while connected to NATS", registry=r)
-        self.reconnects = Counter(
-            "iotad_nats_reconnects_total", "Reconnections to NATS after the first", registry=r
-        )
 
 
 class NatsSource:
@@ -169,7 +112,6 @@ class NatsSource:
         self.metrics = metrics
         self.status_subject = subject_of(status_subject)
         self._status_extra = dict(status_extra or {})
-        self._headers = {WORKER_HEADER: worker_id}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="iotad-nats", daemon=True)
         self._nc: Any = None
@@ -177,13 +119,7 @@ class NatsSource:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._ever_connected = False
-        # Filled by the detection thread, emptied by the sender task on the loop.
-        self._outbox: deque[tuple[str, bytes, NatsDelivery | None]] = deque()
-        self._acks: deque[AckToken] = deque()
-        self._wake: asyncio.Event | None = None
-        self._wake_sent = False
-        self._sender_idle = threading.Event()
-        self._sender_idle.set()
+        self.outbox = Outbox({WORKER_HEADER: worker_id})
         self.probes_acked = 0
 
     # -- lifecycle (caller's thread) -------------------------------------------------------
@@ -253,9 +189,7 @@ class NatsSource:
 
     def ack_many(self, tokens: Sequence[AckToken]) -> int:
         """Acknowledge processed messages (their reply subjects); sent by the loop."""
-        self._acks.extend(tokens)
-        self._kick()
-        return len(tokens)
+        return self.outbox.ack_many(tokens)
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
@@ -263,18 +197,7 @@ class NatsSource:
         """Publish on the subject of `topic` (`subject_of`); QoS 1 gets a `NatsDelivery`
         confirmed by a flush. None when the source is closing. `retain` has no NATS
         equivalent and is ignored."""
-        if self._stopping:
-            return None
-        delivery = NatsDelivery() if qos else None
-        self._outbox.append((subject_of(topic), payload, delivery))
-        self._kick()
-        return delivery
-
-    def _kick(self) -> None:
-        if not self._wake_sent and self._wake is not None:
-            self._wake_sent = True
-            self._sender_idle.clear()
-            self._loop.call_soon_threadsafe(self._wake.set)
+        return self.outbox.publish(subject_of(topic), payload, qos)
 
     # -- loop --------------------------------------------------------------------------------
 
@@ -326,10 +249,9 @@ class NatsSource:
         log.info("connected to NATS %s", self._nc.connected_url.netloc)
 
     async def _setup(self) -> None:
-        await self._check_stream()
-        await self._check_mapping()
-        self._wake = asyncio.Event()
-        self._tasks.append(asyncio.ensure_future(self._sender()))
+        await ensure_stream(self.js, self.settings)
+        await check_mapping(self._nc, self.settings.partitions, self.worker_id)
+        self._tasks.append(self.outbox.bind(asyncio.get_running_loop(), self._nc))
         for p in self.partitions:
             durable = await self._consumer(p)
             self._tasks.append(asyncio.ensure_future(self._pull(p, durable)))
@@ -343,72 +265,6 @@ class NatsSource:
             ",".join(partition_name(p) for p in self.partitions[:16])
             + (" ..." if len(self.partitions) > 16 else ""),
         )
-
-    async def _check_stream(self) -> None:
-        from nats.js import api
-        from nats.js.errors import NotFoundError
-
-        s = self.settings
-        try:
-            info = await self.js.stream_info(s.stream)
-        except NotFoundError:
-            await self.js.add_stream(
-                api.StreamConfig(
-                    name=s.stream,
-                    subjects=[INPUT_FILTER],
-                    retention=api.RetentionPolicy.WORK_QUEUE,
-                    storage=api.StorageType.FILE,
-                    num_replicas=s.replicas,
-                )
-            )
-            log.info("created stream %s on %s (replicas %d)", s.stream, INPUT_FILTER, s.replicas)
-            return
-        subjects = list(info.config.subjects or [])
-        if INPUT_FILTER not in subjects:
-            raise SourceError(
-                f"stream {s.stream} captures {', '.join(subjects) or 'nothing'}, not "
-                f"{INPUT_FILTER}: the partitions would not reach it"
-            )
-
-    async def _check_mapping(self) -> None:
-        """Publish probe readings and check the partition the server maps each to."""
-        p_count = self.settings.partitions
-        probes = [f"iotad-probe-{self.worker_id}-{i}" for i in range(PROBE_DEVICES)]
-        seen: dict[str, int] = {}
-        done = asyncio.Event()
-
-        async def on_probe(msg: Any) -> None:
-            parts = msg.subject.split(".")
-            if len(parts) >= 4 and parts[1].isdigit():
-                seen[parts[3]] = int(parts[1])
-            if len(seen) >= len(probes):
-                done.set()
-
-        sub = await self._nc.subscribe("part.*.sensors.*.iotad-probe", cb=on_probe)
-        try:
-            await self._nc.flush()
-            for device in probes:
-                await self._nc.publish(
-                    f"sensors.{device}.iotad-probe", b"", headers={PROBE_HEADER: "1"}
-                )
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(done.wait(), PROBE_TIMEOUT_S)
-        finally:
-            await sub.unsubscribe()
-        if not seen:
-            raise SourceError(
-                "the server maps no sensors.<device>.<metric> subject to part.<p>....: add the "
-                f'mapping "sensors.*.*": "part.{{{{partition({p_count},1)}}}}.sensors.'
-                '{{wildcard(1)}}.{{wildcard(2)}}" to its account (see docs/scale-out.md)'
-            )
-        wrong = {d: p for d, p in seen.items() if p != partition_of(d, p_count)}
-        if wrong:
-            device, p = next(iter(wrong.items()))
-            raise SourceError(
-                f"the server put probe device {device} on partition {p}, not "
-                f"{partition_of(device, p_count)}: its partition(P,1) mapping does not use "
-                f"P = IOTAD_NATS__PARTITIONS = {p_count}"
-            )
 
     async def _consumer(self, p: int) -> str:
         """Create partition `p`'s durable pull consumer unless it exists; returns its name.
@@ -494,59 +350,13 @@ class NatsSource:
         reply = msg.reply
         headers = msg.headers
         if headers and PROBE_HEADER in headers:
-            self._acks.append(reply)  # a start-up probe of some worker: not input
+            self.outbox.ack_many([reply])  # a start-up probe of some worker: not input
             self.probes_acked += 1
-            self._kick()
             return
         if _delivered_more_than_once(reply):
             self.metrics.redelivered.inc()
         # Never waits: `_pull` asked for no more than the queue has room for.
         self.intake.message(topic_of(msg.subject), msg.data, reply, wait=False)
-
-    async def _sender(self) -> None:
-        """Empty the boxes the detection thread fills: publishes, then acks, then one flush
-        that confirms every QoS 1 publish of the round."""
-        assert self._wake is not None
-        nc = self._nc
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            self._wake_sent = False
-            to_confirm: list[NatsDelivery] = []
-            try:
-                while self._outbox:
-                    subject, payload, delivery = self._outbox.popleft()
-                    try:
-                        await nc.publish(subject, payload, headers=self._headers)
-                    except Exception as exc:  # too big, buffer full while away: not sent
-                        log.warning("publish to %s failed: %r", subject[:100], exc)
-                        if delivery is not None:
-                            delivery.confirm()  # can never be confirmed; the worker counts
-                        continue
-                    if delivery is not None:
-                        to_confirm.append(delivery)
-                acks = self._acks
-                while acks:
-                    await nc.publish(acks.popleft(), _ACK)
-                if to_confirm:
-                    await self._confirm(to_confirm)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the connection closed under us: nothing to do
-                log.debug("sender: %r", exc)
-            if not self._outbox and not self._acks:
-                self._sender_idle.set()
-
-    async def _confirm(self, deliveries: list[NatsDelivery]) -> None:
-        # A PONG after the publishes: the server has read them. While disconnected the
-        # flush fails; the worker acks the input after its own confirmation timeout.
-        try:
-            await self._nc.flush(CONFIRM_FLUSH_TIMEOUT_S)
-        except Exception as exc:
-            log.warning("alerts not confirmed by NATS: %r", exc)
-            return
-        for d in deliveries:
-            d.confirm()
 
     async def _refresh_pending(self) -> None:
         s = self.settings
@@ -581,12 +391,8 @@ class NatsSource:
 
     async def _close(self) -> None:
         self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
-        # Let the sender empty the boxes (the last batch's acks) before it is cancelled.
-        deadline = time.monotonic() + 3.0
-        while (self._acks or self._outbox) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        # The last batch's acks go out before the sender is cancelled.
+        await self.outbox.drain(3.0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -626,23 +432,4 @@ def _delivered_more_than_once(reply: str) -> bool:
     return delivered != "1"
 
 
-def describe_error(exc: BaseException) -> str:
-    """A short, secret-free description of a connection problem."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {exc.verify_message or exc.reason}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is NATS running and listening on that port?)"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
-__all__ = [
-    "NatsDelivery",
-    "NatsMetrics",
-    "NatsSource",
-    "SourceError",
-    "subject_of",
-    "topic_of",
-]
+__all__ = ["NatsSource", "SourceError", "subject_of", "topic_of"]

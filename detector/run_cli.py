@@ -361,8 +361,9 @@ class Service:
         partitions' consumers) and set up the partition checkpoints in the KV bucket."""
         import logging
 
+        from detector.metrics import NatsMetrics
         from detector.nats_checkpoint import PartitionCheckpointer
-        from detector.nats_source import NatsMetrics, NatsSource, SourceError
+        from detector.nats_source import NatsSource, SourceError
 
         s = self.settings
         shard = s.shard_spec

@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from detector.core import DetectionConfig, DetectionCore
 from detector.ingest import Intake
+from detector.metrics import NatsMetrics
 from detector.nats_checkpoint import PartitionCheckpointer, partition_rows
 from detector.nats_settings import NatsSettings
-from detector.nats_source import NatsMetrics, NatsSource
+from detector.nats_source import NatsSource
 from detector.partitions import Shard
 from detector.payloads import PayloadDecoder
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact
