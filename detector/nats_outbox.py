@@ -83,6 +83,11 @@ class Outbox:
         self._kick()
         return delivery
 
+    @property
+    def busy(self) -> bool:
+        """Whether acks or publishes wait to be sent."""
+        return bool(self._acks or self._publishes)
+
     def _kick(self) -> None:
         if not self._wake_sent and self._wake is not None and self._loop is not None:
             self._wake_sent = True

@@ -49,6 +49,8 @@ WORKER_HEADER = "Iotad-Worker"
 PULL_EXPIRES_S = 5.0
 STATUS_HEADER = "Status"
 PENDING_REFRESH_S = 5.0
+QUIESCE_S = 10.0
+REWIND_TIMEOUT_S = 60.0
 STATUS_EVERY_S = 30.0
 
 
@@ -66,17 +68,19 @@ def topic_of(subject: str) -> bytes:
 class _PullState:
     """The open pull request of one partition: how many asked for, how many came."""
 
-    __slots__ = ("done", "received", "requested")
+    __slots__ = ("done", "received", "refused", "requested")
 
     def __init__(self) -> None:
         self.done = asyncio.Event()
         self.requested = 0
         self.received = 0
+        self.refused = False
 
     def start(self, batch: int) -> None:
         self.done.clear()
         self.requested = batch
         self.received = 0
+        self.refused = False
 
 
 class NatsSource:
@@ -118,6 +122,9 @@ class NatsSource:
         self.js: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._paused = False  # set while disconnected, until `_after_reconnect` ran
+        self.rewinds = 0
+        self._work_queue = True
         self._ever_connected = False
         self.outbox = Outbox({WORKER_HEADER: worker_id})
         self.probes_acked = 0
@@ -249,7 +256,7 @@ class NatsSource:
         log.info("connected to NATS %s", self._nc.connected_url.netloc)
 
     async def _setup(self) -> None:
-        await ensure_stream(self.js, self.settings)
+        self._work_queue = await ensure_stream(self.js, self.settings)
         await check_mapping(self._nc, self.settings.partitions, self.worker_id)
         self._tasks.append(self.outbox.bind(asyncio.get_running_loop(), self._nc))
         for p in self.partitions:
@@ -266,30 +273,104 @@ class NatsSource:
             + (" ..." if len(self.partitions) > 16 else ""),
         )
 
+    def _durable(self, p: int) -> str:
+        return f"{self.settings.durable_prefix}-p{partition_name(p)}"
+
+    def _consumer_config(self, p: int, start_seq: int | None = None) -> Any:
+        from nats.js import api
+
+        s = self.settings
+        return api.ConsumerConfig(
+            durable_name=self._durable(p),
+            filter_subject=f"part.{p}.sensors.>",
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=(
+                api.DeliverPolicy.ALL if start_seq is None else api.DeliverPolicy.BY_START_SEQUENCE
+            ),
+            opt_start_seq=start_seq,
+            ack_wait=s.ack_wait_s,
+            max_ack_pending=s.max_ack_pending,
+            max_deliver=-1,
+        )
+
     async def _consumer(self, p: int) -> str:
         """Create partition `p`'s durable pull consumer unless it exists; returns its name.
-        An existing one is used as it is (the owner before a re-shard made it)."""
-        from nats.js import api
+        An existing one is used as it is (the owner before a re-shard made it), after a
+        `_rewind` when it holds deliveries nobody acked."""
+        from nats.js.errors import NotFoundError
+
+        durable = self._durable(p)
+        try:
+            await self.js.consumer_info(self.settings.stream, durable)
+        except NotFoundError:
+            await self.js.add_consumer(self.settings.stream, self._consumer_config(p))
+            return durable
+        await self._rewind(p)
+        return durable
+
+    async def _rewind(self, p: int) -> None:
+        """Make the server deliver partition `p`'s unacked messages again now, in order.
+
+        Messages delivered and never acked (the owner was killed, or they were lost in
+        transit when a node died) are otherwise redelivered after ``ack_wait_s``, behind
+        the newer readings delivered meanwhile, and the core then drops them as out of
+        order: measured, a worker restarted within ack_wait lost its in-flight readings
+        that way. The consumer is recreated from its ack floor instead. Readings acked
+        above the floor come again and are dropped as duplicates (counted, dead-lettered):
+        nothing is scored twice and nothing is lost. Only the partition's owner does this;
+        it holds nothing unacked of that partition at this point (see `_after_reconnect`).
+        """
         from nats.js.errors import NotFoundError
 
         s = self.settings
-        durable = f"{s.durable_prefix}-p{partition_name(p)}"
-        try:
-            await self.js.consumer_info(s.stream, durable)
-        except NotFoundError:
-            await self.js.add_consumer(
-                s.stream,
-                api.ConsumerConfig(
-                    durable_name=durable,
-                    filter_subject=f"part.{p}.sensors.>",
-                    ack_policy=api.AckPolicy.EXPLICIT,
-                    deliver_policy=api.DeliverPolicy.ALL,
-                    ack_wait=s.ack_wait_s,
-                    max_ack_pending=s.max_ack_pending,
-                    max_deliver=-1,
-                ),
+        durable = self._durable(p)
+        start: int | None = None
+        deadline = time.monotonic() + REWIND_TIMEOUT_S
+        while True:
+            try:
+                try:
+                    info = await self.js.consumer_info(s.stream, durable)
+                except NotFoundError:  # deleted by an earlier try whose re-creation failed
+                    await self.js.add_consumer(s.stream, self._consumer_config(p, start))
+                    return
+                if not info.num_ack_pending:
+                    return
+                floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+                # A work queue keeps only what is not acked yet (and takes no start seq).
+                start = None if self._work_queue else floor + 1
+                await self.js.delete_consumer(s.stream, durable)
+                await self.js.add_consumer(s.stream, self._consumer_config(p, start))
+            except Exception as exc:  # a cluster electing leaders after a node died
+                if time.monotonic() > deadline:
+                    raise
+                log.debug("rewind of partition %s: %r; retrying", partition_name(p), exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.rewinds += 1
+            log.info(
+                "partition %s: %d delivered, unacked messages sent again (from seq %d)",
+                partition_name(p),
+                info.num_ack_pending,
+                floor + 1,
             )
-        return durable
+            return
+
+    async def _after_reconnect(self) -> None:
+        """Pulls stay paused until what came before the outage is processed and acked, then
+        every owned partition with unacked deliveries is rewound (`_rewind`)."""
+        deadline = time.monotonic() + QUIESCE_S
+        queue = self.intake.queue
+        while (len(queue) or self.outbox.busy) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the batch on the detection thread: acked, or a duplicate
+        with contextlib.suppress(Exception):
+            await self._nc.flush(5)
+        for p in self.partitions:
+            try:
+                await self._rewind(p)
+            except Exception as exc:  # the cluster still electing: ack_wait will do it
+                log.warning("partition %s not rewound: %r", partition_name(p), exc)
+        self._paused = False
 
     async def _pull(self, p: int, durable: str) -> None:
         """Keep one pull request open on partition `p`'s consumer while the intake has room.
@@ -308,7 +389,9 @@ class NatsSource:
             headers = msg.headers
             if headers and STATUS_HEADER in headers:
                 if headers[STATUS_HEADER] not in ("404", "408"):
+                    # Refused (no consumer, leader moving, no responders): not at once again.
                     log.debug("partition %d: %s %s", p, headers[STATUS_HEADER], headers)
+                    pull.refused = True
                 pull.done.set()  # the request is over: expired, or refused
                 return
             self._hand_over(msg)
@@ -325,7 +408,7 @@ class NatsSource:
                 # Each partition asks for its share of the room: the rest of the stream
                 # stays on the server's disk (backpressure), and the queue never overfills.
                 batch = min(self.settings.fetch_batch, (queue.maxsize - len(queue)) // owned)
-                if batch < 1 or not queue.has_room(batch):
+                if self._paused or batch < 1 or not queue.has_room(batch):
                     await asyncio.sleep(0.002)
                     continue
                 pull.start(batch)
@@ -334,6 +417,8 @@ class NatsSource:
                     await self._nc.publish(request_subject, request, reply=inbox)
                     # A request lost to a reconnect is given up after its expiry.
                     await asyncio.wait_for(pull.done.wait(), PULL_EXPIRES_S + 1.0)
+                    if pull.refused:
+                        await asyncio.sleep(0.5)
                 except TimeoutError:
                     continue
                 except asyncio.CancelledError:
@@ -413,6 +498,7 @@ class NatsSource:
             log.warning("NATS: %s", describe_error(exc))
 
     async def _on_disconnected(self) -> None:
+        self._paused = True  # see `_after_reconnect`
         self.metrics.connected.set(0)
         if not self._stopping:
             log.warning("disconnected from NATS; reconnecting")
@@ -421,6 +507,8 @@ class NatsSource:
         self.metrics.connected.set(1)
         self.metrics.reconnects.inc()
         log.info("reconnected to NATS %s", self._nc.connected_url.netloc)
+        if not self._stopping and self.js is not None:
+            self._tasks.append(asyncio.ensure_future(self._after_reconnect()))
 
 
 def _delivered_more_than_once(reply: str) -> bool:

@@ -33,8 +33,9 @@ class SourceError(Exception):
     """The source cannot be used; the message is one line, without secrets."""
 
 
-async def ensure_stream(js: Any, s: NatsSettings) -> None:
-    """Create the stream when missing; refuse one that does not capture the partitions."""
+async def ensure_stream(js: Any, s: NatsSettings) -> bool:
+    """Create the stream when missing; refuse one that does not capture the partitions.
+    Returns whether it is a work queue (acked messages deleted)."""
     from nats.js import api
     from nats.js.errors import NotFoundError
 
@@ -51,13 +52,14 @@ async def ensure_stream(js: Any, s: NatsSettings) -> None:
             )
         )
         log.info("created stream %s on %s (replicas %d)", s.stream, INPUT_FILTER, s.replicas)
-        return
+        return True
     subjects = list(info.config.subjects or [])
     if INPUT_FILTER not in subjects:
         raise SourceError(
             f"stream {s.stream} captures {', '.join(subjects) or 'nothing'}, not "
             f"{INPUT_FILTER}: the partitions would not reach it"
         )
+    return info.config.retention == api.RetentionPolicy.WORK_QUEUE
 
 
 async def check_mapping(nc: Any, p_count: int, worker_id: str) -> None:

@@ -282,3 +282,123 @@ def test_resharding_moves_checkpoints_with_their_partitions(
     # Windows came with the partitions: nothing warms up again, everything is scored.
     assert sum(total(w, "iotad_readings_warming_total") for w in three) == 0
     assert sum(total(w, "iotad_readings_scored_total") for w in three) == len(more)
+
+
+def connected_port(w: WorkerProcess) -> int:
+    """The NATS port the worker connected to first (from its log)."""
+    for line in w.log().splitlines():
+        if "connected to NATS 127.0.0.1:" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise AssertionError("no connection line in the log:\n" + w.log()[-2000:])
+
+
+def test_a_nats_node_dies_and_nothing_is_lost(
+    nats_cluster: NatsCluster, tiny_artifact: Path, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    ws = [start_worker(nats_cluster, tiny_artifact, tmp_path, i, 2, workers) for i in range(2)]
+    # The node worker 0 is on dies; the devices publish to another one.
+    victim = next(n for n in nats_cluster.nodes if n.port == connected_port(ws[0]))
+    mqtt_port = next(n for n in nats_cluster.nodes if n is not victim).mqtt_port
+    scores = NatsCollector(
+        ",".join(n.url for n in nats_cluster.nodes if n is not victim), ["scores.>"]
+    )
+    try:
+        warm = readings(0, 20)
+        publish_mqtt(mqtt_port, warm)
+        wait_until(
+            lambda: sum(total(w, "iotad_readings_accepted_total") for w in ws) >= len(warm),
+            "warm-up processed",
+        )
+        stream = readings(20, 45)
+        before = sum(total(w, "iotad_readings_accepted_total") for w in ws)
+        feeder = threading.Thread(target=publish_mqtt, args=(mqtt_port, stream, 0.004))
+        feeder.start()
+        wait_until(
+            lambda: sum(total(w, "iotad_readings_accepted_total") for w in ws) >= before + 60,
+            "phase 2 flowing",
+        )
+        victim.proc.kill()  # type: ignore[union-attr]
+        victim.proc.wait()  # type: ignore[union-attr]
+        feeder.join(SAFETY_S)
+        assert not feeder.is_alive()
+        keys = {key_of(m) for m in stream}
+        wait_until(
+            lambda: keys <= set(scored_by(scores.snapshot("scores."))),
+            "every reading scored after the node died",
+        )
+        assert total(ws[0], "iotad_nats_reconnects_total") >= 1
+        by_key = scored_by(scores.snapshot("scores."))
+        twice = [k for k in keys if len(by_key[k]) > 1]
+        assert len(twice) <= sum(total(w, "iotad_nats_redelivered_total") for w in ws)
+        assert all(w.proc is not None and w.proc.poll() is None for w in ws)
+    finally:
+        scores.close()
+
+
+async def _consumers(url: str) -> tuple[int, int]:
+    """(num_pending, num_ack_pending) summed over the partition consumers."""
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    pending = ack_pending = 0
+    for p in range(PARTITIONS):
+        info = await js.consumer_info("SENSORS", f"iotad-p{p:02d}")
+        pending += info.num_pending or 0
+        ack_pending += info.num_ack_pending or 0
+    await nc.close()
+    return pending, ack_pending
+
+
+async def _publish_nats(url: str, messages: list[Message]) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    for topic, payload in messages:
+        await nc.publish(topic.replace("/", "."), payload)
+    await nc.flush()
+    await nc.close()
+
+
+def test_a_worker_that_falls_behind_leaves_the_backlog_in_the_stream(
+    nats_server: NatsCluster, tiny_artifact: Path, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    import asyncio
+
+    w = WorkerProcess(
+        nats_server,  # type: ignore[arg-type]
+        tiny_artifact,
+        tmp_path,
+        "w-slow",
+        env={
+            "IOTAD_SOURCE": "nats",
+            "IOTAD_NATS__URLS": nats_server.urls,
+            "IOTAD_NATS__PARTITIONS": str(PARTITIONS),
+            "IOTAD_QUEUE_SIZE": "40",  # each partition asks for 40 / 8 = 5 at a time
+        },
+    )
+    workers.append(w)
+    w.start()
+    w.wait_ready(timeout_s=SAFETY_S)
+    url = nats_server.nodes[0].url
+    backlog = readings(0, 84)  # 2,016 readings
+    w.signal(signal.SIGSTOP)  # fallen behind: it takes nothing while the backlog arrives
+    try:
+        asyncio.run(_publish_nats(url, backlog))
+
+        def stored() -> bool:
+            pending, ack_pending = asyncio.run(_consumers(url))
+            return pending + ack_pending >= len(backlog)
+
+        wait_until(stored, "the backlog in the stream")
+        pending, ack_pending = asyncio.run(_consumers(url))
+        # At most one open request of 5 per partition was delivered; the rest is on disk.
+        assert ack_pending <= PARTITIONS * 5
+        assert pending >= len(backlog) - PARTITIONS * 5
+    finally:
+        w.signal(signal.SIGCONT)
+    wait_until(
+        lambda: total(w, "iotad_readings_accepted_total") >= len(backlog), "the backlog drained"
+    )
+    assert total(w, "iotad_readings_total") == len(backlog)
+    assert asyncio.run(_consumers(url)) == (0, 0)
