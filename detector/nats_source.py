@@ -124,6 +124,7 @@ class NatsSource:
         self._stopping = False
         self._paused = False  # set while disconnected, until `_after_reconnect` ran
         self.rewinds = 0
+        self._last_error: str | None = None
         self._work_queue = True
         self._ever_connected = False
         self.outbox = Outbox({WORKER_HEADER: worker_id})
@@ -152,31 +153,31 @@ class NatsSource:
     def start(self, stop: threading.Event | None = None) -> None:
         """Connect, check the stream and the mapping, bind the consumers, start fetching.
 
-        Raises `SourceError`; returns early when `stop` is set while connecting.
+        nats-py retries the servers by itself; after ``connect_timeout_s`` without success
+        this raises `SourceError` naming the last problem (refused, authorization, TLS).
+        Returns early, unconnected, when `stop` is set meanwhile.
         """
         self._thread.start()
         stop = stop or threading.Event()
+        future = asyncio.run_coroutine_threadsafe(self._connect(), self._loop)
         deadline = time.monotonic() + self.settings.connect_timeout_s
-        delay = 1.0
-        while not stop.is_set():
-            try:
-                self.run(self._connect(), timeout_s=self.settings.connect_timeout_s + 10)
-                break
-            except SourceError:
-                raise
-            except Exception as exc:
-                problem = describe_error(exc)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SourceError(
-                        f"cannot connect to {self.url}: {problem} "
-                        f"(gave up after {self.settings.connect_timeout_s:g} s)"
-                    ) from None
-                log.warning("cannot connect to %s: %s; retrying", self.url, problem)
-                stop.wait(min(delay, remaining))
-                delay = min(delay * 2, 30.0)
-        if stop.is_set():
-            return
+        while not future.done():
+            if stop.is_set() or time.monotonic() > deadline:
+                future.cancel()
+                if stop.is_set():
+                    return
+                problem = self._last_error or "no server answered"
+                raise SourceError(
+                    f"cannot connect to {self.url}: {problem} "
+                    f"(gave up after {self.settings.connect_timeout_s:g} s)"
+                )
+            stop.wait(0.1)
+        try:
+            future.result()
+        except SourceError:
+            raise
+        except Exception as exc:
+            raise SourceError(f"cannot connect to {self.url}: {describe_error(exc)}") from None
         self.run(self._setup(), timeout_s=60)
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -347,6 +348,8 @@ class NatsSource:
                 await asyncio.sleep(1.0)
                 continue
             self.rewinds += 1
+            # Delivered again by a new consumer: its own count says 1, this one does not.
+            self.metrics.redelivered.inc(info.num_ack_pending)
             log.info(
                 "partition %s: %d delivered, unacked messages sent again (from seq %d)",
                 partition_name(p),
@@ -494,6 +497,7 @@ class NatsSource:
     # -- nats-py callbacks -------------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = describe_error(exc)
         if not self._stopping:
             log.warning("NATS: %s", describe_error(exc))
 
