@@ -6,8 +6,10 @@ published as NATS ``sensors.{device}.{metric}`` and partitioned by the server):
 
 1. a bare nats-py consumer in this process: one durable pull consumer per partition,
    fetching 1,000 at a time and acking every message, nothing else (readings/s, CPU us);
+   and a bare consumer that pulls the way the worker does (one open request per partition,
+   each message acked in the inbox callback as it comes);
 2. one ``iotad run`` (IOTAD_SOURCE=nats, shard 0/1) over the backlog: readings/s and the
-   ratio to 1 (target >= 0.8);
+   ratios to both bare consumers (target >= 0.8);
 3. 2 and 3 workers (shards i/2, i/3) started together over the backlog: aggregate
    readings/s and worker CPU seconds per reading (on 2 cores the workers share the cores,
    so the aggregate cannot grow much: absolute scaling needs more cores than this machine);
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -91,12 +94,19 @@ async def publish_backlog(url: str, messages: list[tuple[str, bytes]]) -> float:
     return elapsed
 
 
-async def create_stream(url: str, partitions: int) -> None:
+async def fresh_stream(url: str) -> None:
+    """Delete the stream (its consumers with it) and the checkpoints, create the stream
+    again: every run starts from the same empty state, whatever the previous one left."""
     import nats
     from nats.js import api
 
     nc = await nats.connect(url)
-    await nc.jetstream().add_stream(
+    js = nc.jetstream()
+    with contextlib.suppress(Exception):
+        await js.delete_stream(STREAM)
+    with contextlib.suppress(Exception):
+        await js.delete_key_value("iotad-checkpoints")
+    await js.add_stream(
         api.StreamConfig(
             name=STREAM,
             subjects=["part.*.sensors.>"],
@@ -152,6 +162,74 @@ async def bare_drain(url: str, partitions: int, expected: int) -> tuple[float, f
     await nc.flush()
     for p in range(partitions):
         await js.delete_consumer(STREAM, f"bare-p{p:02d}")
+    await nc.close()
+    return expected / (last - first), cpu / expected * 1e6
+
+
+async def bare_pull(url: str, partitions: int, expected: int) -> tuple[float, float]:
+    """A consumer that only acks, pulling the way the worker does (`NatsSource._pull`): one
+    open request of 1,000 per partition, messages acked in the inbox callback as they come,
+    the next request once one is filled or expired."""
+    import nats
+    from nats.js import api
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    count = 0
+    first = last = 0.0
+    done = asyncio.Event()
+
+    async def one(p: int) -> None:
+        nonlocal count, first, last
+        durable = f"barepull-p{p:02d}"
+        await js.add_consumer(
+            STREAM,
+            api.ConsumerConfig(
+                durable_name=durable,
+                filter_subject=f"part.{p}.sensors.>",
+                ack_policy=api.AckPolicy.EXPLICIT,
+                max_ack_pending=20_000,
+            ),
+        )
+        got = asyncio.Event()
+        state = {"n": 0}
+
+        async def on_msg(msg: Any) -> None:
+            nonlocal count, first, last
+            if msg.headers and "Status" in msg.headers:
+                got.set()
+                return
+            await nc.publish(msg.reply, b"+ACK")
+            if count == 0:
+                first = time.perf_counter()
+            count += 1
+            state["n"] += 1
+            if state["n"] >= 1000:
+                got.set()
+            if count >= expected:
+                last = time.perf_counter()
+                done.set()
+
+        inbox = nc.new_inbox()
+        await nc.subscribe(inbox, cb=on_msg)
+        while not done.is_set():
+            got.clear()
+            state["n"] = 0
+            await nc.publish(
+                f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}",
+                b'{"batch":1000,"expires":5000000000}',
+                reply=inbox,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(got.wait(), 6)
+
+    cpu0 = cpu_s()
+    tasks = [asyncio.ensure_future(one(p)) for p in range(partitions)]
+    await asyncio.wait_for(done.wait(), 600)
+    cpu = cpu_s() - cpu0
+    for t in tasks:
+        t.cancel()
+    await nc.flush()
     await nc.close()
     return expected / (last - first), cpu / expected * 1e6
 
@@ -266,23 +344,25 @@ def main() -> int:
     url = cluster.nodes[0].url
     n = args.readings
     try:
-        asyncio.run(create_stream(url, args.partitions))
         t0 = time.time() - 86_400
         messages = backlog(n, args.series, t0)
+        asyncio.run(fresh_stream(url))
         pub_s = asyncio.run(publish_backlog(url, messages))
-        del messages
         bare_rate, bare_cpu_us = asyncio.run(bare_drain(url, args.partitions, n))
+        asyncio.run(fresh_stream(url))
+        asyncio.run(publish_backlog(url, messages))
+        pull_rate, pull_cpu_us = asyncio.run(bare_pull(url, args.partitions, n))
         rows = []
         for count in (1, 2, 3):
             # Ready and frozen while the backlog goes in, then resumed together: every
             # worker drains the same backlog from the same moment, start-up not counted.
+            asyncio.run(fresh_stream(url))
             workers = start_workers(cluster, model, work, count, args.partitions, f"n{count}")
             try:
                 for w in workers:
                     w.wait_ready(60)
                     w.signal(signal.SIGSTOP)
-                t0 += n // args.series + 10  # each run its own stream time
-                asyncio.run(publish_backlog(url, backlog(n, args.series, t0)))
+                asyncio.run(publish_backlog(url, messages))
                 for w in workers:
                     w.signal(signal.SIGCONT)
                 rate, cpu = drain(workers, n)
@@ -292,6 +372,7 @@ def main() -> int:
                 stop(workers)
             rows.append((count, rate, cpu))
         one_rate = rows[0][1]
+        asyncio.run(fresh_stream(url))
         workers = start_workers(cluster, model, work, 1, args.partitions, "lag")
         try:
             for w in workers:
@@ -318,7 +399,12 @@ def main() -> int:
         f"{bare_cpu_us:.1f} us CPU per message"
     )
     print(
-        f"1 worker: {one_rate:,.0f} readings/s = {one_rate / bare_rate:.2f} x bare (target >= 0.8)"
+        f"bare nats-py consumer pulling like the worker (open request of 1000, ack in the "
+        f"callback): {pull_rate:,.0f} readings/s, {pull_cpu_us:.1f} us CPU per message"
+    )
+    print(
+        f"1 worker: {one_rate:,.0f} readings/s = {one_rate / bare_rate:.2f} x the fetching "
+        f"bare consumer, {one_rate / pull_rate:.2f} x the pulling one (target >= 0.8)"
     )
     for count, rate, cpu in rows:
         print(

@@ -51,6 +51,7 @@ STATUS_HEADER = "Status"
 PENDING_REFRESH_S = 5.0
 QUIESCE_S = 10.0
 REWIND_TIMEOUT_S = 60.0
+SETUP_TIMEOUT_S = 120.0
 STATUS_EVERY_S = 30.0
 
 
@@ -126,7 +127,6 @@ class NatsSource:
         self.rewinds = 0
         self._last_error: str | None = None
         self._work_queue = True
-        self._ever_connected = False
         self.outbox = Outbox({WORKER_HEADER: worker_id})
         self.probes_acked = 0
 
@@ -178,7 +178,12 @@ class NatsSource:
             raise
         except Exception as exc:
             raise SourceError(f"cannot connect to {self.url}: {describe_error(exc)}") from None
-        self.run(self._setup(), timeout_s=60)
+        try:
+            self.run(self._setup(), timeout_s=SETUP_TIMEOUT_S)
+        except SourceError:
+            raise
+        except Exception as exc:  # JetStream off, no permission, cluster without quorum...
+            raise SourceError(f"cannot set up the partitions: {describe_error(exc)}") from None
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Send the acks and publishes still boxed, publish offline, close the connection."""
@@ -249,10 +254,9 @@ class NatsSource:
     async def _connect(self) -> None:
         import nats
 
-        # One attempt over the servers; the start-up deadline and backoff are `start`'s.
+        # nats-py tries the servers in turn until one answers; `start` bounds the time.
         self._nc = await nats.connect(**self._options())
         self.js = self._nc.jetstream()
-        self._ever_connected = True
         self.metrics.connected.set(1)
         log.info("connected to NATS %s", self._nc.connected_url.netloc)
 
@@ -452,7 +456,7 @@ class NatsSource:
             for p in self.partitions:
                 name = partition_name(p)
                 try:
-                    info = await self.js.consumer_info(s.stream, f"{s.durable_prefix}-p{name}")
+                    info = await self.js.consumer_info(s.stream, self._durable(p))
                 except Exception:
                     continue
                 self.metrics.pending.labels(name).set(info.num_pending or 0)
