@@ -1,4 +1,4 @@
-"""`iotad run`: the streaming worker. MQTT in; alerts, dead letters and metrics out.
+"""`iotad run`: the streaming worker. MQTT or NATS in; alerts, dead letters and metrics out.
 
 Cheap to import (the CLI imports every subcommand to build its help): pydantic, paho, numpy
 and LiteRT are imported when the command runs.
@@ -52,8 +52,11 @@ IOTAD_MQTT__TLS__CERT_FILE, IOTAD_MQTT__TLS__KEY_FILE, IOTAD_MQTT__SESSION_EXPIR
 IOTAD_MODEL__PATH, IOTAD_METRICS__PORT, IOTAD_DETECTION__THRESHOLD, IOTAD_OUTPUT__SCORES,
 IOTAD_OUTPUT__DEADLETTER_TOPIC, IOTAD_PAYLOAD__MAX_BYTES, IOTAD_CHECKPOINT__PATH (detection
 state saved there every IOTAD_CHECKPOINT__INTERVAL_S and on shutdown, restored at start).
+IOTAD_SOURCE=nats reads NATS JetStream partitions instead, shared by several workers:
+IOTAD_SHARD=i/N (or ordinal/N in a StatefulSet), IOTAD_NATS__URLS, IOTAD_NATS__PARTITIONS,
+credentials and TLS in IOTAD_NATS__* (see docs/scale-out.md).
 Flags win over the environment.
-Exit codes: 0 after SIGTERM/SIGINT, 1 when the model or the broker cannot be used,
+Exit codes: 0 after SIGTERM/SIGINT, 1 when the model, the broker or NATS cannot be used,
 2 for invalid settings."""
 
 

@@ -383,3 +383,25 @@ def test_eviction_sweeps_follow_the_idle_time() -> None:
     assert evict_interval(86_400) == EVICT_EVERY_S  # the default day: once a minute
     assert evict_interval(60) == 15  # a minute: within a quarter of it
     assert evict_interval(0.1) == 0.25  # never a busy loop
+
+
+def test_tokens_are_opaque_to_the_worker(broker: FakeBroker, registry: CollectorRegistry) -> None:
+    """Any source's tokens come back to it as they were (NATS: reply subjects); messages
+    without one (MQTT QoS 0) are not acked."""
+
+    class Source:
+        def __init__(self) -> None:
+            self.acked: list[object] = []
+
+        def ack_many(self, tokens: list[object]) -> int:
+            self.acked.extend(tokens)
+            return len(tokens)
+
+    source = Source()
+    w = make_worker(broker, registry, acker=source)
+    w.intake.message(b"sensors/d/m", b"1", "$JS.ACK.S.c.1.1.1.1.0")
+    w.intake.message(b"sensors/d/m", b"oops", ("any", "thing"))
+    w.intake.message(b"sensors/d/m", b"2", None)
+    w.process(w.queue.drain(100, 0.0))
+    assert source.acked == ["$JS.ACK.S.c.1.1.1.1.0", ("any", "thing")]
+    assert registry.get_sample_value("iotad_readings_total") == 3
