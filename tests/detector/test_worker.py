@@ -118,8 +118,13 @@ def make_worker(
         intake,
         sinks=[MqttAlertSink(broker, model_version="m1", worker_id="w1")],
         deadletter=DeadLetterPublisher(broker, worker_id="w1"),
-        acker=broker,
-        **{"max_batch": sizes["max_batch"], "linger_s": 0.0, "linger_above": 1e9, **kwargs},
+        **{
+            "acker": broker,
+            "max_batch": sizes["max_batch"],
+            "linger_s": 0.0,
+            "linger_above": 1e9,
+            **kwargs,
+        },
     )
 
 
