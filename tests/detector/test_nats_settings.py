@@ -108,3 +108,16 @@ def test_nats_source_keeps_no_checkpoint_file(
 def test_password_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     text = errors(monkeypatch, IOTAD_NATS__PASSWORD="hunter2")
     assert "hunter2" not in text
+
+
+def test_nats_variables_are_known_settings() -> None:
+    from detector.settings import unknown_env_vars
+
+    env = {
+        "IOTAD_SOURCE": "nats",
+        "IOTAD_SHARD": "0/2",
+        "IOTAD_NATS__URLS": "nats://a:4222",
+        "IOTAD_NATS__CHECKPOINT_BUCKET": "b",
+        "IOTAD_NATS__PARTITION": "8",  # misspelt
+    }
+    assert unknown_env_vars(env) == ["IOTAD_NATS__PARTITION"]
