@@ -187,6 +187,17 @@ class Intake:
         item = Inbound(token, topic, decoded.readings, decoded.rejections)
         return self.queue.put(item, wait)
 
+    def decoded(
+        self,
+        topic: bytes,
+        token: AckToken,
+        readings: list[Reading],
+        rejections: list[Rejection],
+        wait: bool = True,
+    ) -> bool:
+        """Enqueue a message the source decoded (and checked) itself."""
+        return self.queue.put(Inbound(token, topic, readings, rejections), wait)
+
     def skipped(self, topic: bytes, payload: bytes, token: AckToken, reason: str) -> bool:
         """A message that is not input at all (`detector.readings` reasons: retained, the
         worker's own output, a stale subscription): counted and acked, never decoded."""

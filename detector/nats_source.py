@@ -39,18 +39,20 @@ from detector.nats_stream import (
     describe_error,
     ensure_stream,
 )
-from detector.partitions import Shard, partition_name
+from detector.partitions import Shard, partition_name, partition_of
+from detector.readings import Reading, Rejection
 
 log = logging.getLogger("iotad.nats")
 
 T = TypeVar("T")
 
 WORKER_HEADER = "Iotad-Worker"
+WRONG_PARTITION = "wrong_partition"
 PULL_EXPIRES_S = 5.0
 STATUS_HEADER = "Status"
 PENDING_REFRESH_S = 5.0
 QUIESCE_S = 10.0
-REWIND_TIMEOUT_S = 60.0
+REWIND_TIMEOUT_S = 30.0
 SETUP_TIMEOUT_S = 120.0
 STATUS_EVERY_S = 30.0
 
@@ -123,7 +125,9 @@ class NatsSource:
         self.js: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._paused = False  # set while disconnected, until `_after_reconnect` ran
+        # Partitions not pulled: all while disconnected, each until `_after_reconnect`
+        # rewound it.
+        self._paused: set[int] = set()
         self.rewinds = 0
         self._last_error: str | None = None
         self._work_queue = True
@@ -363,8 +367,9 @@ class NatsSource:
             return
 
     async def _after_reconnect(self) -> None:
-        """Pulls stay paused until what came before the outage is processed and acked, then
-        every owned partition with unacked deliveries is rewound (`_rewind`)."""
+        """Pulls stay paused until what came before the outage is processed and acked; then
+        each owned partition with unacked deliveries is rewound (`_rewind`) and resumes,
+        all partitions at once (a cluster electing leaders answers some before others)."""
         deadline = time.monotonic() + QUIESCE_S
         queue = self.intake.queue
         while (len(queue) or self.outbox.busy) and time.monotonic() < deadline:
@@ -372,12 +377,15 @@ class NatsSource:
         await asyncio.sleep(0.2)  # the batch on the detection thread: acked, or a duplicate
         with contextlib.suppress(Exception):
             await self._nc.flush(5)
-        for p in self.partitions:
-            try:
-                await self._rewind(p)
-            except Exception as exc:  # the cluster still electing: ack_wait will do it
-                log.warning("partition %s not rewound: %r", partition_name(p), exc)
-        self._paused = False
+        await asyncio.gather(*(self._rewind_and_resume(p) for p in self.partitions))
+
+    async def _rewind_and_resume(self, p: int) -> None:
+        try:
+            await self._rewind(p)
+        except Exception as exc:  # still no leader: ack_wait redelivers instead
+            log.warning("partition %s not rewound: %r", partition_name(p), exc)
+        finally:
+            self._paused.discard(p)
 
     async def _pull(self, p: int, durable: str) -> None:
         """Keep one pull request open on partition `p`'s consumer while the intake has room.
@@ -401,7 +409,7 @@ class NatsSource:
                     pull.refused = True
                 pull.done.set()  # the request is over: expired, or refused
                 return
-            self._hand_over(msg)
+            self._hand_over(msg, p)
             pull.received += 1
             if pull.received >= pull.requested:
                 pull.done.set()
@@ -415,7 +423,7 @@ class NatsSource:
                 # Each partition asks for its share of the room: the rest of the stream
                 # stays on the server's disk (backpressure), and the queue never overfills.
                 batch = min(self.settings.fetch_batch, (queue.maxsize - len(queue)) // owned)
-                if self._paused or batch < 1 or not queue.has_room(batch):
+                if p in self._paused or batch < 1 or not queue.has_room(batch):
                     await asyncio.sleep(0.002)
                     continue
                 pull.start(batch)
@@ -438,7 +446,8 @@ class NatsSource:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    def _hand_over(self, msg: Any) -> None:
+    def _hand_over(self, msg: Any, p: int) -> None:
+        """One message of partition `p` to the intake (a probe is acked, never decoded)."""
         reply = msg.reply
         headers = msg.headers
         if headers and PROBE_HEADER in headers:
@@ -447,8 +456,42 @@ class NatsSource:
             return
         if _delivered_more_than_once(reply):
             self.metrics.redelivered.inc()
+        subject = msg.subject
+        topic = topic_of(subject)
+        decoded = self.intake.decoder.decode(topic, msg.data)
+        readings, rejections = decoded.readings, decoded.rejections
+        # The server placed the message by its topic's device; a payload may name others (a
+        # gateway's batch on sensors/gw1). Their series belong to other partitions, maybe
+        # other workers: scoring them here would split a series between two workers.
+        topic_device = (*subject.split(".", 4), "")[3]  # part.<p>.sensors.<device>...
+        if any(r.device != topic_device for r in readings):
+            readings, moved = self._own_partition(p, readings, topic, msg.data)
+            rejections = rejections + moved
         # Never waits: `_pull` asked for no more than the queue has room for.
-        self.intake.message(topic_of(msg.subject), msg.data, reply, wait=False)
+        self.intake.decoded(topic, reply, readings, rejections, wait=False)
+
+    def _own_partition(
+        self, p: int, readings: list[Reading], topic: bytes, payload: bytes
+    ) -> tuple[list[Reading], list[Rejection]]:
+        """The readings of partition `p`, and a ``wrong_partition`` rejection per other."""
+        partitions = self.settings.partitions
+        keep: list[Reading] = []
+        moved: list[Rejection] = []
+        for r in readings:
+            q = partition_of(r.device, partitions)
+            if q == p:
+                keep.append(r)
+            else:
+                moved.append(
+                    Rejection(
+                        WRONG_PARTITION,
+                        f"device {r.device} belongs to partition {q}, the message came on "
+                        f"{p}: publish it on sensors/{r.device}/... (or sensors/{r.device})",
+                        topic.decode("utf-8", errors="replace"),
+                        payload,
+                    )
+                )
+        return keep, moved
 
     async def _refresh_pending(self) -> None:
         s = self.settings
@@ -506,7 +549,7 @@ class NatsSource:
             log.warning("NATS: %s", describe_error(exc))
 
     async def _on_disconnected(self) -> None:
-        self._paused = True  # see `_after_reconnect`
+        self._paused.update(self.partitions)  # see `_after_reconnect`
         self.metrics.connected.set(0)
         if not self._stopping:
             log.warning("disconnected from NATS; reconnecting")
