@@ -128,6 +128,8 @@ class NatsSource:
         # Partitions not pulled: all while disconnected, each until `_after_reconnect`
         # rewound it.
         self._paused: set[int] = set()
+        self._epoch = 0  # connections lost so far
+        self._pulls: dict[int, _PullState] = {}
         self.rewinds = 0
         self._last_error: str | None = None
         self._work_queue = True
@@ -400,22 +402,35 @@ class NatsSource:
         owned = max(1, len(self.partitions))
         pull = _PullState()
 
-        async def on_msg(msg: Any) -> None:
-            headers = msg.headers
-            if headers and STATUS_HEADER in headers:
-                if headers[STATUS_HEADER] not in ("404", "408"):
-                    # Refused (no consumer, leader moving, no responders): not at once again.
-                    log.debug("partition %d: %s %s", p, headers[STATUS_HEADER], headers)
-                    pull.refused = True
-                pull.done.set()  # the request is over: expired, or refused
-                return
-            self._hand_over(msg, p)
-            pull.received += 1
-            if pull.received >= pull.requested:
-                pull.done.set()
+        self._pulls[p] = pull
 
-        inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox, cb=on_msg)
+        async def subscribe() -> tuple[Any, str, int]:
+            epoch = self._epoch
+
+            async def on_msg(msg: Any) -> None:
+                if epoch != self._epoch:
+                    # A request of the connection before the outage, still served by the
+                    # consumer's leader: the messages it lost in transit are older than
+                    # these, which would overtake them. Not acked: `_rewind` sends them
+                    # again, in order.
+                    return
+                headers = msg.headers
+                if headers and STATUS_HEADER in headers:
+                    if headers[STATUS_HEADER] not in ("404", "408"):
+                        # Refused (no consumer, leader moving, no responders): wait a bit.
+                        log.debug("partition %d: %s %s", p, headers[STATUS_HEADER], headers)
+                        pull.refused = True
+                    pull.done.set()  # the request is over: expired, or refused
+                    return
+                self._hand_over(msg, p)
+                pull.received += 1
+                if pull.received >= pull.requested:
+                    pull.done.set()
+
+            inbox = self._nc.new_inbox()
+            return await self._nc.subscribe(inbox, cb=on_msg), inbox, epoch
+
+        sub, inbox, epoch = await subscribe()
         request_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.settings.stream}.{durable}"
         expires_ns = int(PULL_EXPIRES_S * 1e9)
         try:
@@ -426,6 +441,10 @@ class NatsSource:
                 if p in self._paused or batch < 1 or not queue.has_room(batch):
                     await asyncio.sleep(0.002)
                     continue
+                if epoch != self._epoch:  # reconnected: a new inbox for the new requests
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                    sub, inbox, epoch = await subscribe()
                 pull.start(batch)
                 request = b'{"batch":%d,"expires":%d}' % (batch, expires_ns)
                 try:
@@ -550,6 +569,9 @@ class NatsSource:
 
     async def _on_disconnected(self) -> None:
         self._paused.update(self.partitions)  # see `_after_reconnect`
+        self._epoch += 1  # what arrives for the old requests is dropped (see `_pull`)
+        for pull in self._pulls.values():
+            pull.done.set()
         self.metrics.connected.set(0)
         if not self._stopping:
             log.warning("disconnected from NATS; reconnecting")
