@@ -295,6 +295,11 @@ class AlertmanagerSink:
             self._queue.append(posting)
             self._cond.notify()
 
+    def take_deliveries(self) -> list[Any]:
+        """None to wait for: this sink retries from its own thread, and holding the broker's
+        acks on Alertmanager being up would stall detection whenever it is down."""
+        return []
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self, timeout_s: float = 5.0) -> bool:

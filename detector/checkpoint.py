@@ -24,6 +24,7 @@ once more after the detection thread has stopped.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -61,14 +62,7 @@ def save_state(path: str | Path, state: dict[str, np.ndarray]) -> int:
     other object array is refused, so nothing is ever pickled.
     """
     path = Path(path)
-    arrays: dict[str, np.ndarray] = {}
-    for name, array in state.items():
-        a = np.asarray(array)
-        if a.dtype == object:
-            if not all(isinstance(x, str) for x in a.ravel().tolist()):
-                raise CheckpointError(f"array {name!r} holds objects that are not strings")
-            a = np.array(a.tolist(), dtype=np.str_) if a.size else np.zeros(a.shape, "<U1")
-        arrays[name] = a
+    arrays = plain_arrays(state)
     # mkstemp: O_EXCL with a random name, mode 0600. A predictable name (it was the pid)
     # could be pre-created, or linked elsewhere, by anyone who can write to the directory.
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -85,6 +79,38 @@ def save_state(path: str | Path, state: dict[str, np.ndarray]) -> int:
         raise
     _fsync_dir(path.parent)
     return path.stat().st_size
+
+
+def plain_arrays(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`state` with object arrays (series keys) as fixed-width unicode; any other object
+    array is refused, so nothing is ever pickled."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, array in state.items():
+        a = np.asarray(array)
+        if a.dtype == object:
+            if not all(isinstance(x, str) for x in a.ravel().tolist()):
+                raise CheckpointError(f"array {name!r} holds objects that are not strings")
+            a = np.array(a.tolist(), dtype=np.str_) if a.size else np.zeros(a.shape, "<U1")
+        arrays[name] = a
+    return arrays
+
+
+def state_bytes(state: dict[str, np.ndarray]) -> bytes:
+    """`state` as the bytes of an ``.npz`` file (what `save_state` writes)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **plain_arrays(state))
+    return buffer.getvalue()
+
+
+def state_from_bytes(data: bytes) -> dict[str, np.ndarray]:
+    """The inverse of `state_bytes`, without unpickling anything; raises `CheckpointError`."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except ValueError as exc:
+        raise CheckpointError(f"not a plain-array checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:
+        raise CheckpointError(f"unreadable ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -184,29 +210,14 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-class Checkpointer:
-    """Saves and restores a `DetectionCore`'s state at `path`, every `interval_s`.
+class CheckpointMetrics:
+    """``iotad_checkpoint_seconds``, ``iotad_checkpoint_series``,
+    ``iotad_checkpoint_failures_total{op}`` and ``iotad_series_restored`` on `registry` (the
+    file checkpoints and the NATS partition checkpoints report the same)."""
 
-    Metrics (on `registry`): ``iotad_checkpoint_seconds`` (time to snapshot and write),
-    ``iotad_checkpoint_series`` (series in the last checkpoint written),
-    ``iotad_checkpoint_failures_total{op="save"|"restore"}`` and ``iotad_series_restored``.
-
-    Not thread-safe: call it from the thread that owns the core.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        interval_s: float = 60.0,
-        registry: CollectorRegistry | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        self.path = Path(path)
-        self.interval_s = interval_s
-        self.clock = clock
-        self.next_due = clock() + interval_s
         r = registry if registry is not None else CollectorRegistry()
         self.seconds = Histogram(
             "iotad_checkpoint_seconds",
@@ -227,6 +238,36 @@ class Checkpointer:
             self.failures.labels(op)  # present at 0, for rate() queries
         self.restored = Gauge(
             "iotad_series_restored", "Series restored from the checkpoint at start", registry=r
+        )
+
+
+class Checkpointer:
+    """Saves and restores a `DetectionCore`'s state at `path`, every `interval_s`.
+
+    Metrics (on `registry`): ``iotad_checkpoint_seconds`` (time to snapshot and write),
+    ``iotad_checkpoint_series`` (series in the last checkpoint written),
+    ``iotad_checkpoint_failures_total{op="save"|"restore"}`` and ``iotad_series_restored``.
+
+    Not thread-safe: call it from the thread that owns the core.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        interval_s: float = 60.0,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = Path(path)
+        self.interval_s = interval_s
+        self.clock = clock
+        self.next_due = clock() + interval_s
+        m = CheckpointMetrics(registry)
+        self.seconds, self.series, self.failures, self.restored = (
+            m.seconds,
+            m.series,
+            m.failures,
+            m.restored,
         )
 
     def restore(self, core: DetectionCore) -> int:

@@ -76,10 +76,15 @@ class BatchResult:
 
 
 class AlertSink(Protocol):
-    """Where alert events go (MQTT topic, Alertmanager, a list in a test).
+    """Where alert events go (MQTT topic, NATS subject, Alertmanager, a list in a test).
 
     `send` must not block the detection loop for long: a sink that talks to a slow service
-    queues the event and delivers it from its own thread.
+    queues the event and delivers it from its own thread. `take_deliveries` hands back what
+    the worker should see confirmed before it acknowledges the input that raised the events
+    sent since the last call (`detector.alerts.Delivery`); a sink that retries on its own
+    (Alertmanager) returns none.
     """
 
     def send(self, event: AlertEvent) -> None: ...
+
+    def take_deliveries(self) -> list[Any]: ...

@@ -1,7 +1,8 @@
-"""The hand-over from paho's network thread to the detection thread.
+"""The hand-over from a source's network thread to the detection thread.
 
-`Inbound` is one decoded MQTT message with what is needed to acknowledge it later;
-`IngestQueue` is the bounded queue between the two threads.
+`Inbound` is one decoded message with the source's opaque token to acknowledge it later;
+`IngestQueue` is the bounded queue between the two threads; `Intake` is what a source calls
+for each message it receives (decode, enqueue, nothing else).
 """
 
 from __future__ import annotations
@@ -9,27 +10,30 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Any
 
-from detector.readings import Reading, Rejection
+from detector.payloads import PayloadDecoder
+from detector.readings import NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED, Reading, Rejection
+
+AckToken = Any
+"""What a source needs to acknowledge one message (MQTT: ``(mid, qos, generation)``; NATS:
+the JetStream reply subject). None: nothing to acknowledge (MQTT QoS 0). Only the source
+that made a token reads it."""
 
 
 class Inbound:
-    """One MQTT message after decoding, waiting for the detection thread."""
+    """One message after decoding, waiting for the detection thread."""
 
-    __slots__ = ("generation", "mid", "qos", "readings", "rejections", "topic")
+    __slots__ = ("readings", "rejections", "token", "topic")
 
     def __init__(
         self,
-        mid: int,
-        qos: int,
-        generation: int,
+        token: AckToken,
         topic: bytes,
         readings: list[Reading],
         rejections: list[Rejection],
     ) -> None:
-        self.mid = mid
-        self.qos = qos
-        self.generation = generation
+        self.token = token
         self.topic = topic
         self.readings = readings
         self.rejections = rejections
@@ -80,11 +84,24 @@ class IngestQueue:
         """Readings (and rejections) waiting in the queue."""
         return self._put_readings - self._taken_readings
 
+    def has_room(self, messages: int = 1) -> bool:
+        """Whether `messages` more fit without `put` waiting (a source that must not block
+        its event loop checks this before it fetches more)."""
+        return (
+            len(self._items) + messages <= self.maxsize
+            and self.readings + messages <= self.max_readings
+        )
+
     def _full(self) -> bool:
         return len(self._items) >= self.maxsize or self.readings >= self.max_readings
 
-    def put(self, item: Inbound) -> bool:
-        if self._closed or self._full():
+    def put(self, item: Inbound, wait: bool = True) -> bool:
+        """Append `item`; waits while full unless `wait` is False (a source that bounds what
+        it fetches by `has_room` and must not block its event loop). False once closed."""
+        if not wait:
+            if self._closed:
+                return False
+        elif self._closed or self._full():
             with self._lock:
                 while self._full() and not self._closed:
                     self._not_full.wait(0.5)
@@ -139,3 +156,68 @@ class IngestQueue:
             self._closed = True
             self._not_full.notify_all()
             self._not_empty.notify_all()
+
+
+_SKIPPED = {
+    RETAINED: "retained message sent on subscribe: an old reading replayed, not a new one",
+    OWN_OUTPUT: "the worker's own output topic: never input (not dead-lettered: a loop)",
+    NOT_SUBSCRIBED: "matches no configured filter: a subscription left by an earlier run",
+}
+
+
+class Intake:
+    """What a source hands each received message to: decode (bounded, never raises) and
+    enqueue for the detection thread. Runs on the source's network thread; `Worker` drains
+    `queue`.
+
+    Args:
+        decoder: topic and payload to readings and rejections.
+        queue_size, max_batch: bounds of the queue, in messages and (4 x `max_batch`)
+            readings. No defaults here: `detector.settings.WorkerSettings` states them.
+    """
+
+    def __init__(self, decoder: PayloadDecoder, *, queue_size: int, max_batch: int) -> None:
+        self.decoder = decoder
+        self.queue = IngestQueue(queue_size, max_readings=4 * max_batch)
+
+    def message(self, topic: bytes, payload: bytes, token: AckToken, wait: bool = True) -> bool:
+        """Decode and enqueue one message (``sensors/...`` topic); False when the queue was
+        closed (the message is then not acknowledged, and the source redelivers it)."""
+        decoded = self.decoder.decode(topic, payload)
+        item = Inbound(token, topic, decoded.readings, decoded.rejections)
+        return self.queue.put(item, wait)
+
+    def decoded(
+        self,
+        topic: bytes,
+        token: AckToken,
+        readings: list[Reading],
+        rejections: list[Rejection],
+        wait: bool = True,
+    ) -> bool:
+        """Enqueue a message the source decoded (and checked) itself."""
+        return self.queue.put(Inbound(token, topic, readings, rejections), wait)
+
+    def skipped(self, topic: bytes, payload: bytes, token: AckToken, reason: str) -> bool:
+        """A message that is not input at all (`detector.readings` reasons: retained, the
+        worker's own output, a stale subscription): counted and acked, never decoded."""
+        text = topic.decode("utf-8", errors="replace")
+        rejection = Rejection(reason, _SKIPPED.get(reason, reason), text, payload)
+        return self.queue.put(Inbound(token, topic, [], [rejection]))
+
+    def mqtt_message(
+        self,
+        topic: bytes,
+        payload: bytes,
+        mid: int,
+        qos: int,
+        generation: int,
+        skip: str | None = None,
+    ) -> None:
+        """paho's on_message (`detector.mqtt_client.MessageHandler`): the ack token is
+        ``(mid, qos, generation)``, none for QoS 0."""
+        token = (mid, qos, generation) if qos else None
+        if skip is not None:
+            self.skipped(topic, payload, token, skip)
+        else:
+            self.message(topic, payload, token)

@@ -176,6 +176,15 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.shard_info = Gauge(
+            "iotad_shard_info",
+            "This worker's shard (i/N) and source (mqtt, nats)",
+            ["shard", "source"],
+            registry=r,
+        )
+        self.partitions_owned = Gauge(
+            "iotad_partitions_owned", "NATS partitions this worker consumes", registry=r
+        )
         self.series_devices = frozenset(series_devices)
         self.series_value = self.series_expected = self.series_score = None
         if self.series_devices:
@@ -203,6 +212,12 @@ class WorkerMetrics:
         self.model_info.clear()
         self.model_info.labels(version, cell, str(window)).set(1)
 
+    def set_shard(self, shard: str, source: str, partitions_owned: int) -> None:
+        """``iotad_shard_info{shard, source} 1`` and ``iotad_partitions_owned``."""
+        self.shard_info.clear()
+        self.shard_info.labels(shard, source).set(1)
+        self.partitions_owned.set(partitions_owned)
+
     def set_series(
         self, device: str, metric: str, value: float, expected: float, score: float
     ) -> None:
@@ -212,3 +227,32 @@ class WorkerMetrics:
         self.series_value.labels(device, metric).set(value)
         self.series_expected.labels(device, metric).set(expected)  # type: ignore[union-attr]
         self.series_score.labels(device, metric).set(score)  # type: ignore[union-attr]
+
+
+class NatsMetrics:
+    """The NATS source's gauges and counters (`detector.nats_source`; names are a contract
+    with deploy/)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.pending = Gauge(
+            "iotad_nats_pending_messages",
+            "Messages in the stream not yet delivered to the partition's consumer",
+            ["partition"],
+            registry=r,
+        )
+        self.ack_pending = Gauge(
+            "iotad_nats_ack_pending",
+            "Messages delivered to the partition's consumer and not acked yet",
+            ["partition"],
+            registry=r,
+        )
+        self.redelivered = Counter(
+            "iotad_nats_redelivered_total",
+            "Messages the server delivered more than once (unacked before a crash or ack_wait)",
+            registry=r,
+        )
+        self.connected = Gauge("iotad_nats_connected", "1 while connected to NATS", registry=r)
+        self.reconnects = Counter(
+            "iotad_nats_reconnects_total", "Reconnections to NATS after the first", registry=r
+        )

@@ -1,4 +1,4 @@
-"""`iotad run`: the streaming worker. MQTT in; alerts, dead letters and metrics out.
+"""`iotad run`: the streaming worker. MQTT or NATS in; alerts, dead letters and metrics out.
 
 Cheap to import (the CLI imports every subcommand to build its help): pydantic, paho, numpy
 and LiteRT are imported when the command runs.
@@ -52,8 +52,11 @@ IOTAD_MQTT__TLS__CERT_FILE, IOTAD_MQTT__TLS__KEY_FILE, IOTAD_MQTT__SESSION_EXPIR
 IOTAD_MODEL__PATH, IOTAD_METRICS__PORT, IOTAD_DETECTION__THRESHOLD, IOTAD_OUTPUT__SCORES,
 IOTAD_OUTPUT__DEADLETTER_TOPIC, IOTAD_PAYLOAD__MAX_BYTES, IOTAD_CHECKPOINT__PATH (detection
 state saved there every IOTAD_CHECKPOINT__INTERVAL_S and on shutdown, restored at start).
+IOTAD_SOURCE=nats reads NATS JetStream partitions instead, shared by several workers:
+IOTAD_SHARD=i/N (or ordinal/N in a StatefulSet), IOTAD_NATS__URLS, IOTAD_NATS__PARTITIONS,
+credentials and TLS in IOTAD_NATS__* (see docs/scale-out.md).
 Flags win over the environment.
-Exit codes: 0 after SIGTERM/SIGINT, 1 when the model or the broker cannot be used,
+Exit codes: 0 after SIGTERM/SIGINT, 1 when the model, the broker or NATS cannot be used,
 2 for invalid settings."""
 
 
@@ -220,10 +223,9 @@ class Service:
         from detector.core import DetectionCore
         from detector.forecaster import LiteRTForecaster
         from detector.health import HealthServer
-        from detector.mqtt_client import ConnectError, MqttConnection
+        from detector.ingest import Intake
         from detector.payloads import PayloadDecoder
         from detector.ratelimit import RateLimitedLog
-        from detector.settings import output_filters
         from detector.worker import Worker, evict_interval, make_outputs
 
         log = logging.getLogger("iotad.run")
@@ -244,56 +246,27 @@ class Service:
             return EXIT_FAILED
         self.model_version = artifact.version
         self.core = core
-        detection_core: Any = core
-        if s.checkpoint.path is not None:
-            from detector.checkpoint import Checkpointer, CheckpointingCore
-
-            # Restored before anything is consumed, so the first reading is scored at once.
-            self.checkpointer = Checkpointer(
-                s.checkpoint.path, s.checkpoint.interval_s, self.registry
-            )
-            self.checkpointer.restore(core)
-            # Saved on the detection thread between batches, never while acks wait for alert
-            # confirmations (a redelivered reading would be dropped as a duplicate).
-            detection_core = CheckpointingCore(
-                core, self.checkpointer, busy=lambda: worker.acks_held
-            )
         self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
-        decoder = PayloadDecoder(s.mqtt.topic_patterns, s.payload)
-        reject_log = RateLimitedLog(
-            logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
-        )
-        worker = Worker(
-            detection_core,
-            self.metrics,
-            decoder,
+        intake = Intake(
+            PayloadDecoder(s.mqtt.topic_patterns, s.payload),
             queue_size=s.queue_size,
             max_batch=s.max_batch,
-            linger_s=s.linger_s,
-            linger_above=s.linger_above,
-            evict_every_s=evict_interval(s.detection.idle_evict_s),
-            reject_log=reject_log,
         )
-        status_extra = {
-            "worker": s.worker_id,
-            "model": artifact.version,
-            "pid": os.getpid(),
-        }
-        try:
-            conn = MqttConnection(
-                s.mqtt,
-                s.client_id,
-                status_topic=f"{s.output.status_prefix}/{s.worker_id}",
-                on_message=worker.on_message,
-                metrics=self.metrics,
-                status_extra=status_extra,
-                output_filters=output_filters(s),
-            )
-        except ConnectError as exc:
-            log.error("%s", exc)
-            return EXIT_FAILED
+        status_extra = {"worker": s.worker_id, "model": artifact.version, "pid": os.getpid()}
+        # The source is also the publisher of the outputs and the acker of the worker: it is
+        # built first, around the intake it feeds, so everything below is wired once.
+        if s.source == "nats":
+            code = self._start_nats(intake, status_extra, stop)
+        else:
+            code = self._build_mqtt(intake, status_extra)
+        if code != EXIT_OK or stop.is_set():
+            return code
+        source = self.connection
+        if self.checkpointer is not None:
+            # Restored before anything is processed, so the first reading is scored at once.
+            self.checkpointer.restore(core)
         sink, dead, stream = make_outputs(
-            conn,
+            source,
             worker_id=s.worker_id,
             model_version=artifact.version,
             alerts_prefix=s.output.alerts_prefix,
@@ -302,39 +275,126 @@ class Service:
             scores=s.output.scores,
             scores_prefix=s.output.scores_prefix,
         )
-        worker.sinks, worker.deadletter, worker.scores = [sink], dead, stream
         self.alertmanager = AlertmanagerSink.from_settings(
             s.alertmanager, metrics_port=s.metrics.port, registry=self.registry
         )
-        if self.alertmanager is not None:
-            worker.sinks.append(self.alertmanager)
-        worker.attach(conn)
+        sinks: list[Any] = [sink] if self.alertmanager is None else [sink, self.alertmanager]
+        worker = Worker(
+            core,
+            self.metrics,
+            intake,
+            acker=source,
+            sinks=sinks,
+            deadletter=dead,
+            scores=stream,
+            max_batch=s.max_batch,
+            linger_s=s.linger_s,
+            linger_above=s.linger_above,
+            checkpoints=self.checkpointer,
+            evict_every_s=evict_interval(s.detection.idle_evict_s),
+            reject_log=RateLimitedLog(
+                logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
+            ),
+        )
         # Everything built so far (modules, model, settings: ~50,000 objects) lives as long
         # as the process: out of the cyclic collector's sight, a full collection no longer
         # walks it while holding the GIL (measured: 30 ms stalls of both threads).
         gc.freeze()
-        # The detection thread runs before we connect: a persistent session may deliver a
+        # The detection thread runs before MQTT connects: a persistent session may deliver a
         # backlog during the handshake, and the bounded queue must be drained meanwhile.
         worker.start()
         self.worker = worker
-        self.connection = conn
-        try:
-            conn.start(stop=stop)
-        except ConnectError as exc:
-            log.error("%s", exc)
-            return EXIT_FAILED
+        if s.source == "mqtt":
+            from detector.mqtt_client import ConnectError
+
+            try:
+                source.start(stop=stop)
+            except ConnectError as exc:
+                log.error("%s", exc)
+                return EXIT_FAILED
         if stop.is_set():
             return EXIT_OK
         self.ready_after_s = time.monotonic() - self.started_s
         self.metrics.ready.set(1)
         log.info(
-            "worker %s ready in %.2f s: model %s (%s, window %d)",
+            "worker %s (shard %s, %s) ready in %.2f s: model %s (%s, window %d)",
             s.worker_id,
+            s.shard,
+            s.source,
             self.ready_after_s,
             artifact.version,
             artifact.cell,
             artifact.window_len,
         )
+        return EXIT_OK
+
+    def _build_mqtt(self, intake: Any, status_extra: dict[str, Any]) -> int:
+        """The MQTT connection (connected later, once the detection thread runs) and the
+        file checkpoints when configured."""
+        import logging
+
+        from detector.mqtt_client import ConnectError, MqttConnection
+        from detector.settings import output_filters
+
+        s = self.settings
+        try:
+            self.connection = MqttConnection(
+                s.mqtt,
+                s.client_id,
+                status_topic=f"{s.output.status_prefix}/{s.worker_id}",
+                on_message=intake.mqtt_message,
+                metrics=self.metrics,
+                status_extra=status_extra,
+                output_filters=output_filters(s),
+            )
+        except ConnectError as exc:
+            logging.getLogger("iotad.run").error("%s", exc)
+            return EXIT_FAILED
+        if s.checkpoint.path is not None:
+            from detector.checkpoint import Checkpointer
+
+            self.checkpointer = Checkpointer(
+                s.checkpoint.path, s.checkpoint.interval_s, self.registry
+            )
+        self.metrics.set_shard(s.shard, "mqtt", 0)
+        return EXIT_OK
+
+    def _start_nats(self, intake: Any, status_extra: dict[str, Any], stop: Any) -> int:
+        """Connect to NATS (checks the stream and the partition mapping, binds the owned
+        partitions' consumers) and set up the partition checkpoints in the KV bucket."""
+        import logging
+
+        from detector.metrics import NatsMetrics
+        from detector.nats_checkpoint import PartitionCheckpointer
+        from detector.nats_source import NatsSource, SourceError
+
+        s = self.settings
+        shard = s.shard_spec
+        source = NatsSource(
+            s.nats,
+            shard,
+            intake,
+            worker_id=s.worker_id,
+            metrics=NatsMetrics(self.registry),
+            status_subject=f"{s.output.status_prefix}/{s.worker_id}",
+            status_extra=status_extra,
+        )
+        self.connection = source
+        try:
+            source.start(stop=stop)
+        except SourceError as exc:
+            logging.getLogger("iotad.run").error("%s", exc)
+            return EXIT_FAILED
+        self.checkpointer = PartitionCheckpointer(
+            source,
+            bucket=s.nats.checkpoint_bucket,
+            replicas=s.nats.replicas,
+            partitions=s.nats.partitions,
+            owned=source.partitions,
+            interval_s=s.checkpoint.interval_s,
+            registry=self.registry,
+        )
+        self.metrics.set_shard(s.shard, "nats", len(source.partitions))
         return EXIT_OK
 
     def wait(self, stop: threading.Event) -> int:
@@ -368,9 +428,9 @@ class Service:
 
     def _final_checkpoint(self, log: Any) -> None:
         """Save the state once more, now that the detection thread (its owner) has ended."""
-        if self.checkpointer is None or self.core is None:
-            return
-        if self.worker is not None and (self.worker.alive or self.worker.failed is not None):
+        if self.checkpointer is None or self.core is None or self.worker is None:
+            return  # nothing processed since the restore: the stored state stands
+        if self.worker.alive or self.worker.failed is not None:
             log.warning("detection thread did not stop cleanly: no final checkpoint")
             return
         if self.checkpointer.save(self.core):

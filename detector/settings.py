@@ -52,6 +52,8 @@ from pydantic_settings.sources import NestedSecretsSettingsSource
 
 from detector.alertmanager import AlertmanagerSettings
 from detector.core import DetectionConfig
+from detector.nats_settings import NatsSettings
+from detector.partitions import Shard, parse_shard
 from detector.payloads import PayloadLimits
 from detector.readings import valid_name
 from detector.topics import DEFAULT_PATTERNS, TopicPattern, filters_overlap
@@ -368,6 +370,12 @@ class WorkerSettings(BaseSettings):
     )
 
     worker_id: str = Field(default_factory=default_worker_id)
+    source: Literal["mqtt", "nats"] = "mqtt"
+    """Where readings come from: one MQTT broker (one worker), or NATS JetStream partitions
+    shared by several workers (`IOTAD_NATS__*`, `IOTAD_SHARD`)."""
+    shard: str = "0/1"
+    """This worker's share: `i/N` (owns partitions p with p % N == i), or `ordinal/N` with
+    i from the host name's trailing `-<n>` (a StatefulSet pod, `iotad-2`)."""
     queue_size: int = Field(20_000, ge=1, le=10_000_000)
     """Messages the network thread may hand over before it waits for the detection thread
     (it also waits at 4 x `max_batch` readings queued: gateway messages carry many)."""
@@ -388,6 +396,38 @@ class WorkerSettings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     """Alert events also go to Alertmanager when ``IOTAD_ALERTMANAGER__URL`` is set."""
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str) -> str:
+        # Resolved here (ordinal -> index), so the rest of the worker sees plain i/N.
+        hostname = os.environ.get("HOSTNAME") or socket.gethostname()
+        return str(parse_shard(value, hostname))
+
+    @model_validator(mode="after")
+    def _shard_fits(self) -> WorkerSettings:
+        shard = self.shard_spec
+        if self.source == "mqtt" and shard.count > 1:
+            raise ValueError(
+                f"shard {shard}: an MQTT broker cannot split series between workers; "
+                "set IOTAD_SOURCE=nats to share them"
+            )
+        if shard.count > self.nats.partitions:
+            raise ValueError(
+                f"shard {shard}: N is above the {self.nats.partitions} partitions "
+                "(IOTAD_NATS__PARTITIONS); a worker would own none"
+            )
+        if self.source == "nats" and self.checkpoint.path is not None:
+            raise ValueError(
+                "IOTAD_CHECKPOINT__PATH is the MQTT worker's file; with IOTAD_SOURCE=nats the "
+                "state is checkpointed per partition in IOTAD_NATS__CHECKPOINT_BUCKET"
+            )
+        return self
+
+    @property
+    def shard_spec(self) -> Shard:
+        return parse_shard(self.shard)
 
     @field_validator("worker_id")
     @classmethod

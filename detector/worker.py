@@ -1,11 +1,12 @@
-"""The worker loop: MQTT messages -> ingest queue -> detection core -> sinks, metrics, acks.
+"""The worker loop: source messages -> ingest queue -> detection core -> sinks, metrics, acks.
 
-Two threads do the work. paho's network thread decodes each message (`PayloadDecoder`,
-bounded, never raises) and puts it on the bounded `IngestQueue`. The detection thread blocks
-for the first message, takes everything that has accumulated since (up to ``max_batch``
-readings), runs `DetectionCore.process` once, publishes alert events, dead letters and
-(opt-in) scores, updates the metrics and only then acknowledges the batch's messages. A
-worker killed at any point loses nothing: unacknowledged messages are redelivered.
+Two threads do the work. The source's network thread (paho's, or the NATS source's event
+loop) decodes each message through the `Intake` (bounded, never raises) and puts it on the
+bounded queue with an opaque ack token. The detection thread blocks for the first message,
+takes everything that has accumulated since (up to ``max_batch`` readings), runs
+`DetectionCore.process` once, publishes alert events, dead letters and (opt-in) scores,
+updates the metrics and only then hands the batch's tokens back to the source to acknowledge.
+A worker killed at any point loses nothing: unacknowledged messages are redelivered.
 """
 
 from __future__ import annotations
@@ -22,19 +23,11 @@ import numpy as np
 from detector.alerts import Delivery, MqttAlertSink, Publisher, ScoreStream
 from detector.deadletter import DeadLetterPublisher
 from detector.events import AlertSink, BatchResult, Dropped
-from detector.ingest import Inbound, IngestQueue
+from detector.ingest import AckToken, Inbound, Intake
 from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
-from detector.payloads import PayloadDecoder
 from detector.ratelimit import RateLimitedLog
-from detector.readings import (
-    NOT_DEAD_LETTERED,
-    NOT_SUBSCRIBED,
-    OWN_OUTPUT,
-    RETAINED,
-    Reading,
-    Rejection,
-)
+from detector.readings import NOT_DEAD_LETTERED, Reading, Rejection
 
 log = logging.getLogger("iotad.worker")
 
@@ -48,12 +41,6 @@ def evict_interval(idle_evict_s: float) -> float:
     """Sweep often enough that a series is evicted within ~25 % of its idle time."""
     return min(EVICT_EVERY_S, max(0.25, idle_evict_s / 4))
 
-
-_SKIPPED = {
-    RETAINED: "retained message sent on subscribe: an old reading replayed, not a new one",
-    OWN_OUTPUT: "the worker's own output topic: never input (not dead-lettered: a loop)",
-    NOT_SUBSCRIBED: "matches no configured filter: a subscription left by an earlier run",
-}
 
 CONFIRM_TIMEOUT_S = 10.0
 """How long acks of a batch wait for the broker to confirm the alerts it raised."""
@@ -86,11 +73,20 @@ class Core(Protocol):
 
 
 class Acker(Protocol):
-    """Acknowledges processed messages (the MQTT connection)."""
+    """Acknowledges processed messages: the source they came from."""
 
-    def ack_many(self, acks: Sequence[tuple[int, int, int]]) -> int:
-        """Acknowledge ``(mid, qos, generation)`` triples; returns how many were sent."""
+    def ack_many(self, tokens: Sequence[AckToken]) -> int:
+        """Acknowledge the messages of these tokens; returns how many acks were sent."""
         ...
+
+
+class Checkpoints(Protocol):
+    """Saves the core's state now and then (`detector.checkpoint.Checkpointer` to a file,
+    `detector.nats_checkpoint.PartitionCheckpointer` to a NATS bucket)."""
+
+    def due(self) -> bool: ...
+
+    def save(self, core: Any) -> bool: ...
 
 
 class Worker:
@@ -99,16 +95,14 @@ class Worker:
     Args:
         core: the detection core (model loaded).
         metrics: where to count.
-        decoder: turns messages into readings (runs on the network thread).
-        publisher: where dead letters, scores and (via `sinks`) alerts go.
-        acker: acknowledges messages once processed; set later with `attach` when the
-            connection needs the worker's `on_message` first.
-        sinks: alert sinks; each gets every event.
+        intake: where the source puts decoded messages (the worker drains its queue).
+        acker: the source; acknowledges messages once processed.
+        sinks: alert sinks; each gets every event, and the worker waits for the deliveries
+            each hands back (`AlertSink.take_deliveries`) before acking what raised them.
         deadletter: the dead-letter publisher.
         scores: the opt-in stream of scored readings (None: off).
-        queue_size, max_batch: bounds of the hand-over (messages) and of one drain (readings).
-            No defaults here: `detector.settings.WorkerSettings` states them (and their
-            bounds) once.
+        max_batch: readings of one drain at most. No default here:
+            `detector.settings.WorkerSettings` states it (and its bounds) once.
         linger_s, linger_above: under load (more than `linger_above` messages/s over the
             last second), wait `linger_s` when fewer than 64 messages are waiting so that
             more make the batch. Measured (2 cores, QoS 1 backlog): waking per message ran
@@ -119,6 +113,10 @@ class Worker:
             lingered, and ran batches of 12-17 at half the throughput (6.4k against 12.6k
             readings/s). Below the rate, batches are taken at once (no added latency when
             it is not needed); 0 disables lingering.
+        checkpoints: saves the core's state when due, on the detection thread between
+            batches and never while acks wait for alert confirmations: a checkpoint then
+            holds no reading the source would redeliver (the restored core would drop it as
+            a duplicate). None: no checkpoints.
         evict_every_s: how often idle series are swept out (see `evict_interval`).
         reject_log: the rate-limited log for rejected input.
         clock: wall clock (epoch seconds), for lag and eviction.
@@ -128,28 +126,29 @@ class Worker:
         self,
         core: Core,
         metrics: WorkerMetrics,
-        decoder: PayloadDecoder,
+        intake: Intake,
         *,
+        acker: Acker,
         sinks: Sequence[AlertSink] = (),
         deadletter: DeadLetterPublisher | None = None,
         scores: ScoreStream | None = None,
-        acker: Acker | None = None,
-        queue_size: int,
         max_batch: int,
         linger_s: float,
         linger_above: float,
+        checkpoints: Checkpoints | None = None,
         evict_every_s: float = EVICT_EVERY_S,
         reject_log: RateLimitedLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.core = core
         self.metrics = metrics
-        self.decoder = decoder
+        self.intake = intake
+        self.queue = intake.queue
         self.sinks = list(sinks)
         self.deadletter = deadletter
         self.scores = scores
         self.acker = acker
-        self.queue = IngestQueue(queue_size, max_readings=4 * max_batch)
+        self.checkpoints = checkpoints
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.linger_above = linger_above
@@ -168,33 +167,6 @@ class Worker:
         self._trimmed_at = 0
         self.failed: BaseException | None = None
         self.batches = 0
-
-    def attach(self, acker: Acker) -> None:
-        self.acker = acker
-
-    # -- network thread ------------------------------------------------------------------
-
-    def on_message(
-        self,
-        topic: bytes,
-        payload: bytes,
-        mid: int,
-        qos: int,
-        generation: int,
-        skip: str | None = None,
-    ) -> None:
-        """paho's on_message: decode and enqueue, nothing else (keep-alives depend on it).
-
-        `skip` is the MQTT adapter's reason why the message is not input at all (retained,
-        the worker's own output, a stale subscription): it is counted and acked, not decoded.
-        """
-        if skip is not None:
-            text = topic.decode("utf-8", errors="replace")
-            rejection = Rejection(skip, _SKIPPED.get(skip, skip), text, payload)
-            self.queue.put(Inbound(mid, qos, generation, topic, [], [rejection]))
-            return
-        decoded = self.decoder.decode(topic, payload)
-        self.queue.put(Inbound(mid, qos, generation, topic, decoded.readings, decoded.rejections))
 
     # -- detection thread ----------------------------------------------------------------
 
@@ -224,6 +196,8 @@ class Worker:
                     self.process(items)
                 if self._held:
                     self.release_held()
+                if self.checkpoints is not None and not self._held and self.checkpoints.due():
+                    self.checkpoints.save(self.core)
                 self._housekeeping()
             # Give the last batch's alerts a moment to be confirmed, then ack what we can.
             deadline = time.monotonic() + 2.0
@@ -317,11 +291,9 @@ class Worker:
         m.lag.observe_many(np.maximum(now - ts, 0.0))
 
     def _ack(self, items: list[Inbound]) -> None:
-        if self.acker is None:
-            return
-        acks = [(item.mid, item.qos, item.generation) for item in items if item.qos]
-        if acks:
-            self.acker.ack_many(acks)
+        tokens = [item.token for item in items if item.token is not None]
+        if tokens:
+            self.acker.ack_many(tokens)
 
     @property
     def acks_held(self) -> bool:
@@ -341,7 +313,7 @@ class Worker:
             self._ack(held.items)
 
     def _alert(self, result: BatchResult) -> list[Delivery]:
-        """Send the batch's events to every sink; returns the MQTT publishes to confirm."""
+        """Send the batch's events to every sink; returns the publishes to confirm."""
         m = self.metrics
         for event in result.events:
             m.alert_events.labels(event.state).inc()
@@ -363,9 +335,7 @@ class Worker:
                     )
         deliveries: list[Delivery] = []
         for sink in self.sinks:
-            take = getattr(sink, "take_deliveries", None)
-            if take is not None:
-                deliveries.extend(take())
+            deliveries.extend(sink.take_deliveries())
         return deliveries
 
     def _reject(self, rejections: list[Rejection]) -> None:
@@ -445,7 +415,8 @@ def make_outputs(
     scores: bool,
     scores_prefix: str,
 ) -> tuple[MqttAlertSink, DeadLetterPublisher, ScoreStream | None]:
-    """The worker's MQTT outputs: alert sink, dead-letter publisher, optional score stream."""
+    """The worker's outputs through `publisher` (the MQTT connection, or the NATS one, which
+    turns topics into subjects): alert sink, dead-letter publisher, optional score stream."""
     sink = MqttAlertSink(
         publisher, prefix=alerts_prefix, model_version=model_version, worker_id=worker_id
     )

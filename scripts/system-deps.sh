@@ -13,6 +13,8 @@ command -v alertmanager >/dev/null 2>&1 || command -v prometheus-alertmanager >/
   || need+=(prometheus-alertmanager)
 # The model init container's script (deploy/k8s/components/model-from-image) runs on busybox.
 command -v busybox >/dev/null 2>&1 || need+=(busybox)
+# NATS JetStream scale-out tests (tests/integration/test_nats_*.py): a real nats-server.
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else

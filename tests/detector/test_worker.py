@@ -13,7 +13,7 @@ from detector.alerts import MqttAlertSink, ScoreStream
 from detector.core import DetectionConfig, DetectionCore
 from detector.deadletter import DeadLetterPublisher
 from detector.events import AlertEvent, BatchResult, Scored
-from detector.ingest import Inbound, IngestQueue
+from detector.ingest import Inbound, IngestQueue, Intake
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
 from detector.worker import EVICT_EVERY_S, Worker, evict_interval
@@ -49,7 +49,7 @@ class FakeBroker:
         self.deliveries.append(d)
         return d
 
-    def ack_many(self, acks: list[tuple[int, int, int]]) -> int:
+    def ack_many(self, acks: list[tuple[int, int, int]]) -> int:  # the MQTT source's tokens
         current = [mid for mid, _, generation in acks if generation == self.generation]
         self.acked.extend(current)
         return len(current)
@@ -109,21 +109,29 @@ def make_worker(
         if real_core
         else ScriptedCore()
     )
+    sizes = {"queue_size": 1000, "max_batch": 1000}
+    sizes.update({k: kwargs.pop(k) for k in list(kwargs) if k in sizes})
+    intake = Intake(PayloadDecoder(clock=lambda: T0 + 10_000), **sizes)
     return Worker(
         core,
         WorkerMetrics(registry),
-        PayloadDecoder(clock=lambda: T0 + 10_000),
+        intake,
         sinks=[MqttAlertSink(broker, model_version="m1", worker_id="w1")],
         deadletter=DeadLetterPublisher(broker, worker_id="w1"),
-        acker=broker,
-        **{"queue_size": 1000, "max_batch": 1000, "linger_s": 0.0, "linger_above": 1e9, **kwargs},
+        **{
+            "acker": broker,
+            "max_batch": sizes["max_batch"],
+            "linger_s": 0.0,
+            "linger_above": 1e9,
+            **kwargs,
+        },
     )
 
 
 def feed(worker: Worker, messages: list[tuple[str, bytes]], first_mid: int = 1) -> None:
     """Decode and process `messages` as one batch, like the two threads would."""
     for mid, (topic, payload) in enumerate(messages, start=first_mid):
-        worker.on_message(topic.encode(), payload, mid, 1, 1)
+        worker.intake.mqtt_message(topic.encode(), payload, mid, 1, 1)
     worker.process(worker.queue.drain(10_000, 0.0))
 
 
@@ -213,7 +221,7 @@ def test_acks_of_an_old_connection_are_not_sent(
     broker: FakeBroker, registry: CollectorRegistry
 ) -> None:
     w = make_worker(broker, registry)
-    w.on_message(b"sensors/d/m", b"1", 1, 1, 1)
+    w.intake.mqtt_message(b"sensors/d/m", b"1", 1, 1, 1)
     broker.generation = 2  # reconnected meanwhile: the broker will redeliver message 1
     w.process(w.queue.drain(100, 0.0))
     assert broker.acked == []
@@ -221,7 +229,7 @@ def test_acks_of_an_old_connection_are_not_sent(
 
 def test_qos0_messages_are_not_acked(broker: FakeBroker, registry: CollectorRegistry) -> None:
     w = make_worker(broker, registry)
-    w.on_message(b"sensors/d/m", b"1", 0, 0, 1)
+    w.intake.mqtt_message(b"sensors/d/m", b"1", 0, 0, 1)
     w.process(w.queue.drain(100, 0.0))
     assert broker.acked == []
     assert registry.get_sample_value("iotad_readings_accepted_total") == 1
@@ -251,7 +259,7 @@ def test_detection_thread_runs_and_stops(broker: FakeBroker, registry: Collector
     w.start()
     try:
         for i in range(20):
-            w.on_message(b"sensors/d/m", str(i).encode(), i + 1, 1, 1)
+            w.intake.mqtt_message(b"sensors/d/m", str(i).encode(), i + 1, 1, 1)
         deadline = time.monotonic() + 5
         while len(broker.acked) < 20 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -265,7 +273,7 @@ def test_detection_thread_runs_and_stops(broker: FakeBroker, registry: Collector
 
 
 def item(mid: int, n: int = 1) -> Inbound:
-    return Inbound(mid, 1, 0, b"t", [None] * n, [])  # type: ignore[list-item]
+    return Inbound(mid, b"t", [None] * n, [])  # type: ignore[list-item]
 
 
 def test_drain_takes_everything_up_to_max_readings() -> None:
@@ -273,7 +281,7 @@ def test_drain_takes_everything_up_to_max_readings() -> None:
     for mid in range(10):
         q.put(item(mid, n=3))
     first = q.drain(max_readings=7, timeout_s=0)
-    assert [i.mid for i in first] == [0, 1, 2]  # stops once 7 readings are reached
+    assert [i.token for i in first] == [0, 1, 2]  # stops once 7 readings are reached
     assert len(q.drain(1000, 0)) == 7
     assert q.drain(1000, 0) == []
 
@@ -283,7 +291,7 @@ def test_drain_blocks_for_the_first_item_only() -> None:
     threading.Timer(0.05, lambda: q.put(item(1))).start()
     started = time.monotonic()
     got = q.drain(100, timeout_s=5)
-    assert [i.mid for i in got] == [1]
+    assert [i.token for i in got] == [1]
     assert time.monotonic() - started < 2
 
 
@@ -305,7 +313,7 @@ def test_a_short_queue_lingers_for_more_even_when_not_empty() -> None:
     q.put(item(1))
     threading.Timer(0.01, lambda: q.put(item(2))).start()
     got = q.drain(1000, timeout_s=0, linger_s=0.5, linger_below=64)
-    assert [i.mid for i in got] == [1, 2]
+    assert [i.token for i in got] == [1, 2]
 
 
 def test_a_long_queue_does_not_linger() -> None:
@@ -316,7 +324,7 @@ def test_a_long_queue_does_not_linger() -> None:
     late.start()
     got = q.drain(1000, timeout_s=0, linger_s=1.0, linger_below=3)
     late.join()
-    assert [i.mid for i in got] == [0, 1, 2]
+    assert [i.token for i in got] == [0, 1, 2]
 
 
 def test_queue_is_full_at_its_reading_bound_too() -> None:
@@ -328,7 +336,7 @@ def test_queue_is_full_at_its_reading_bound_too() -> None:
     done = threading.Event()
     threading.Thread(target=lambda: (q.put(item(3)), done.set()), daemon=True).start()
     assert not done.wait(0.1)
-    assert [i.mid for i in q.drain(100, 0)] == [1]  # max_readings of the drain: one message
+    assert [i.token for i in q.drain(100, 0)] == [1]  # max_readings of the drain: one message
     assert done.wait(2)
     assert q.readings == 601
     q.drain(10_000, 0)
@@ -355,7 +363,7 @@ def test_many_items_through_a_small_queue() -> None:
     t.start()
     got: list[int] = []
     while len(got) < n:
-        got.extend(i.mid for i in q.drain(5, 1.0))
+        got.extend(i.token for i in q.drain(5, 1.0))
     t.join()
     assert got == list(range(n))
 
@@ -380,3 +388,25 @@ def test_eviction_sweeps_follow_the_idle_time() -> None:
     assert evict_interval(86_400) == EVICT_EVERY_S  # the default day: once a minute
     assert evict_interval(60) == 15  # a minute: within a quarter of it
     assert evict_interval(0.1) == 0.25  # never a busy loop
+
+
+def test_tokens_are_opaque_to_the_worker(broker: FakeBroker, registry: CollectorRegistry) -> None:
+    """Any source's tokens come back to it as they were (NATS: reply subjects); messages
+    without one (MQTT QoS 0) are not acked."""
+
+    class Source:
+        def __init__(self) -> None:
+            self.acked: list[object] = []
+
+        def ack_many(self, tokens: list[object]) -> int:
+            self.acked.extend(tokens)
+            return len(tokens)
+
+    source = Source()
+    w = make_worker(broker, registry, acker=source)
+    w.intake.message(b"sensors/d/m", b"1", "$JS.ACK.S.c.1.1.1.1.0")
+    w.intake.message(b"sensors/d/m", b"oops", ("any", "thing"))
+    w.intake.message(b"sensors/d/m", b"2", None)
+    w.process(w.queue.drain(100, 0.0))
+    assert source.acked == ["$JS.ACK.S.c.1.1.1.1.0", ("any", "thing")]
+    assert registry.get_sample_value("iotad_readings_total") == 3
