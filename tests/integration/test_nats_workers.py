@@ -325,10 +325,9 @@ def connected_port(w: WorkerProcess) -> int:
     raise AssertionError("no connection line in the log:\n" + w.log()[-2000:])
 
 
-@pytest.mark.xfail(
-    reason="flaky, under investigation: in about 1 run in 3 some readings are not scored "
-    "within the safety timeout after the node dies (no out_of_order or error in the logs)",
-    strict=False,
+@pytest.mark.skip(
+    reason="known problem (docs/scale-out.md, issue 12): in about 1 run in 3 some readings "
+    "are never scored after the node dies; kept to reproduce it, not run until fixed"
 )
 def test_a_nats_node_dies_and_nothing_is_lost(
     nats_cluster: NatsCluster, tiny_artifact: Path, tmp_path: Path, workers: list[WorkerProcess]
