@@ -14,6 +14,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+PUBLISH_FAILED_KINDS = ("alert_unconfirmed", "deadletter", "scores")
+"""The `kind` label values of `iotad_publish_failed_total`."""
+
 # Reading ts -> decision, 1 ms to 60 s: a live stream sits in the low buckets, a backlog or a
 # lagging worker shows up in the top ones.
 LAG_BUCKETS_S = (
@@ -176,6 +179,10 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        # Exported at 0 from the start: a rule's increase() cannot see a series' first
+        # failure when the series appears with it.
+        for kind in PUBLISH_FAILED_KINDS:
+            self.publish_failed.labels(kind)
         self.shard_info = Gauge(
             "iotad_shard_info",
             "This worker's shard (i/N) and source (mqtt, nats)",

@@ -209,6 +209,9 @@ class Service:
     def ready(self) -> tuple[bool, str]:
         if self.worker is None:
             return False, "model not loaded"
+        if self.ready_after_s is None:
+            # The connection may be up before start() has finished (and logged) its work.
+            return False, "starting"
         if not self.worker.alive:
             return False, "detection thread not running"
         if self.connection is None or not self.connection.connected:
@@ -314,18 +317,19 @@ class Service:
                 return EXIT_FAILED
         if stop.is_set():
             return EXIT_OK
-        self.ready_after_s = time.monotonic() - self.started_s
-        self.metrics.ready.set(1)
+        ready_after_s = time.monotonic() - self.started_s
         log.info(
             "worker %s (shard %s, %s) ready in %.2f s: model %s (%s, window %d)",
             s.worker_id,
             s.shard,
             s.source,
-            self.ready_after_s,
+            ready_after_s,
             artifact.version,
             artifact.cell,
             artifact.window_len,
         )
+        self.ready_after_s = ready_after_s
+        self.metrics.ready.set(1)
         return EXIT_OK
 
     def _build_mqtt(self, intake: Any, status_extra: dict[str, Any]) -> int:
