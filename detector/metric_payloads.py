@@ -182,14 +182,15 @@ class MetricDecoder:
                 raise Reject(NOT_AN_OBJECT, "'fields' must map field names to numbers")
             if not fields:
                 raise Reject(MISSING_FIELD, "'fields' is empty")
-            if len(fields) > self.limits.max_readings:
-                raise Reject(
-                    TOO_MANY_READINGS, f"{len(fields)} fields exceed {self.limits.max_readings}"
-                )
         except Reject as rej:
             body = payload if payload is not None else encode(obj)
             rejections.extend([Rejection(rej.reason, prefix + rej.detail, topic, body)] * n)
             return
+        if len(fields) > self.limits.max_readings:
+            # The whole message, as for JSON's "values": n rejections would exceed the bound.
+            raise Reject(
+                TOO_MANY_READINGS, f"{len(fields)} fields exceed {self.limits.max_readings}"
+            )
         for field, raw in fields.items():
             try:
                 value = finite(raw, f"field {short(field)!r}")
