@@ -27,7 +27,7 @@ from detector.payload_checks import (
     NOT_A_NUMBER,
     NOT_AN_OBJECT,
     TOO_MANY_READINGS,
-    UNIT_SECONDS,
+    UNITS_PER_S,
     PayloadLimits,
     Reject,
     check_ts,
@@ -51,8 +51,8 @@ class MetricDecoder:
         self.limits = limits
         self._parse_json = parse_json
         unit = limits.telegraf_ts_unit
-        self._telegraf_unit_s = None if unit == "auto" else UNIT_SECONDS[unit]
-        self._influx_unit_s = UNIT_SECONDS[limits.influx_precision]
+        self._telegraf_per_s = None if unit == "auto" else UNITS_PER_S[unit]
+        self._influx_per_s = UNITS_PER_S[limits.influx_precision]
         # (measurement, field) -> metric name, or the Reject detail of a name that is not one
         self._names: dict[tuple[str, str], str | Reject] = {}
         self._devices: dict[str, str | Reject] = {}
@@ -175,7 +175,7 @@ class MetricDecoder:
                 if isinstance(raw, str):  # json_timestamp_format set: RFC 3339
                     ts = check_ts(iso_ts(raw), arrival, self.limits)
                 else:
-                    ts = check_ts(epoch_number(raw, self._telegraf_unit_s), arrival, self.limits)
+                    ts = check_ts(epoch_number(raw, self._telegraf_per_s), arrival, self.limits)
             else:
                 ts = arrival
             if not isinstance(fields, dict):
@@ -222,7 +222,7 @@ class MetricDecoder:
         limit = self.limits.max_readings
         if len(lines) > limit:
             raise Reject(TOO_MANY_READINGS, f"{len(lines)} lines exceed {limit}")
-        unit_s = self._influx_unit_s
+        per_s = self._influx_per_s
         several = len(lines) > 1
         for number, line in enumerate(lines, 1):
             if len(readings) + len(rejections) > limit:
@@ -246,7 +246,7 @@ class MetricDecoder:
                 if parsed.ts is None:
                     ts = arrival
                 else:
-                    ts = check_ts(epoch_number(parsed.ts, unit_s), arrival, self.limits)
+                    ts = check_ts(epoch_number(parsed.ts, per_s), arrival, self.limits)
             except Reject as rej:
                 rejections.extend(
                     [Rejection(rej.reason, where + rej.detail, topic, body)] * len(fields)

@@ -56,7 +56,7 @@ DECODER_REASONS = (
 PayloadFormat = Literal["json", "telegraf", "influx"]
 FORMATS: tuple[str, ...] = ("json", "telegraf", "influx")
 TimeUnit = Literal["s", "ms", "us", "ns"]
-UNIT_SECONDS: dict[str, float] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+UNITS_PER_S: dict[str, float] = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 # Keys of a JSON reading object that name something else than its time or value.
 _RESERVED_KEYS = frozenset({"device", "metric", "values"})
 
@@ -115,9 +115,9 @@ class PayloadLimits:
                 raise ValueError(f"formats: {topic_filter!r} is not a valid MQTT topic filter")
             if fmt not in FORMATS:
                 raise ValueError(f"formats: {fmt!r} is none of {', '.join(FORMATS)}")
-        if self.telegraf_ts_unit != "auto" and self.telegraf_ts_unit not in UNIT_SECONDS:
+        if self.telegraf_ts_unit != "auto" and self.telegraf_ts_unit not in UNITS_PER_S:
             raise ValueError(f"telegraf_ts_unit {self.telegraf_ts_unit!r} is no time unit")
-        if self.influx_precision not in UNIT_SECONDS:
+        if self.influx_precision not in UNITS_PER_S:
             raise ValueError(f"influx_precision {self.influx_precision!r} is no time unit")
 
 
@@ -145,8 +145,8 @@ def check_ts(ts: float, arrival: float, limits: PayloadLimits) -> float:
     return ts
 
 
-def epoch_number(raw: Any, unit_s: float | None) -> float:
-    """Epoch seconds of a JSON number in unit `unit_s` (seconds per unit), or, when None, in
+def epoch_number(raw: Any, per_s: float | None) -> float:
+    """Epoch seconds of a JSON number in a unit of which `per_s` make a second, or, when None, in
     the unit its magnitude says: below 1e11 s, 1e14 ms, 1e17 us, else ns (each range holds
     the years 2001 to 5138 and no other unit's present)."""
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
@@ -157,8 +157,8 @@ def epoch_number(raw: Any, unit_s: float | None) -> float:
         raise Reject(BAD_TS, "ts is out of range") from None
     if not math.isfinite(ts) or ts < 0:
         raise Reject(BAD_TS, f"ts {ts:.6g} is not a non-negative epoch time")
-    if unit_s is not None:
-        return ts * unit_s
+    if per_s is not None:
+        return ts / per_s  # a division: 1e18 ns * 1e-9 is 1e9 + 1e-7
     if ts < 1e11:
         return ts
     if ts < 1e14:
