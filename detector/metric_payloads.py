@@ -17,6 +17,7 @@ network thread: fast, and never raises anything but `Reject` for the whole messa
 from __future__ import annotations
 
 from collections.abc import Callable
+from math import isfinite
 from typing import Any
 
 from detector.lineprotocol import LineError, parse_line
@@ -193,7 +194,10 @@ class MetricDecoder:
             )
         for field, raw in fields.items():
             try:
-                value = finite(raw, f"field {short(field)!r}")
+                if type(raw) is float and isfinite(raw):
+                    value = raw  # the usual case, without building `finite`'s message
+                else:
+                    value = finite(raw, f"field {short(field)!r}")
                 readings.append(Reading(device, self._metric(name, field), ts, value))
             except Reject as rej:
                 body = payload if payload is not None else encode(obj)
@@ -227,6 +231,7 @@ class MetricDecoder:
         for number, line in enumerate(lines, 1):
             if len(readings) + len(rejections) > limit:
                 break
+            # What a rejection shows: the line (of several), or the whole message.
             where = f"line {number}: " if several else ""
             body = line.encode() if several else payload
             stripped = line.rstrip("\r")
@@ -255,12 +260,16 @@ class MetricDecoder:
             measurement = parsed.measurement
             for field, raw in fields:
                 try:
-                    if isinstance(raw, (bool, str)):
-                        kind = "boolean" if isinstance(raw, bool) else "string"
+                    kind = type(raw)
+                    if kind is float and isfinite(raw):
+                        value = raw  # the usual case, without building `finite`'s message
+                    elif kind is bool or kind is str:
+                        what = "boolean" if kind is bool else "string"
                         raise Reject(
-                            NOT_A_NUMBER, f"field {short(field)!r} is a {kind}, not a number"
+                            NOT_A_NUMBER, f"field {short(field)!r} is a {what}, not a number"
                         )
-                    value = finite(raw, f"field {short(field)!r}")
+                    else:
+                        value = finite(raw, f"field {short(field)!r}")
                     readings.append(Reading(device, self._metric(measurement, field), ts, value))
                 except Reject as rej:
                     rejections.append(Rejection(rej.reason, where + rej.detail, topic, body))

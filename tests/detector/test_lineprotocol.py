@@ -107,6 +107,10 @@ def test_field_types() -> None:
         "m a=18446744073709551616u",  # past uint64
         "m a=1,",
         "m a=1_000",
+        "m a=1.2.3",
+        "m a=1e",
+        "m a=\t1",
+        "m a=0x10",
         "m a=١",  # a digit, but not an ASCII one
         "m a=1 ١٢",
         "m\\ ",
