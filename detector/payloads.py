@@ -6,10 +6,13 @@ snake_case reason. Accepted forms (the README's "Input contract" has examples):
 
 - topic ``sensors/{device}/{metric}``, payload a bare number (``23.4``): ts = arrival time;
 - same topic, JSON ``{"ts": ..., "value": 23.4}`` (the time may also be called ``timestamp``
-  or ``time``: one of the three, never two);
+  or ``time``: one of the three, never two; a time given but unreadable is ``bad_ts``);
 - topic ``sensors/{device}``, JSON ``{"ts": ..., "values": {"temperature": 23.4, ...}}``;
-- a JSON array of such objects, each with optional ``device`` / ``metric`` fields.
+- a JSON array of such objects, each with optional ``device`` / ``metric`` fields;
+- on topics `PayloadLimits.formats` maps to them, Telegraf JSON and InfluxDB line protocol
+  (`detector.metric_payloads`).
 
+The time and value keys are `PayloadLimits.time_keys` and `value_keys` (defaults above).
 ``ts`` is epoch seconds, epoch milliseconds (> 1e11) or an ISO 8601 string (naive = UTC),
 not before `PayloadLimits.min_ts` (a device whose clock was never set says 1970); an object
 without a time takes the arrival time.

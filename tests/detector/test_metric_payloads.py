@@ -283,3 +283,32 @@ def test_configured_time_and_value_keys() -> None:
     assert reasons(decode("sensors/d/m", {"value": 1}, **limits)) == ["missing_field"]
     # a given time that cannot be read is a rejection, never the arrival time
     assert reasons(decode("sensors/d/m", {"when": "soon", "v": 1}, **limits)) == ["bad_ts"]
+
+
+def test_the_readme_examples_give_the_readings_it_says() -> None:
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**Telegraf and InfluxDB line protocol.**", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    words = shlex.split(block, comments=True)
+    env = dict(w.removeprefix("export ").split("=", 1) for w in words if w.startswith("IOTAD_"))
+    formats = json.loads(env["IOTAD_PAYLOAD__FORMATS"])
+    dec = PayloadDecoder(limits=PayloadLimits(formats=formats), clock=lambda: 1_764_320_500.0)
+    found = []
+    for i, word in enumerate(words):
+        if word == "mosquitto_pub":
+            topic, payload = words[i + 2], words[i + 4]
+            assert (words[i + 1], words[i + 3]) == ("-t", "-m")
+            out = dec.decode(topic, payload.encode())
+            assert out.rejections == []
+            found.append([tuple(r) for r in out.readings])
+    at = 1_764_320_400.0  # 2025-11-28 09:00 UTC, as the README says
+    press01 = [
+        ("press01", "modbus_temperature", at, 23.4),
+        ("press01", "modbus_current", at, 4.0),
+    ]
+    assert found[0] == press01
+    assert found[1][:2] == press01 and [r[0] for r in found[1][2:]] == ["press02", "press02"]
+    assert "2025-11-28 09:00 UTC" in section
