@@ -184,7 +184,10 @@ class PayloadDecoder:
         size = len(payload)
         if size > self.limits.max_bytes:
             raise Reject(OVERSIZE, f"payload of {size} bytes exceeds {self.limits.max_bytes}")
-        fmt, device, metric, _, _ = self._topic(topic)
+        cached = self._topics.get(topic)  # the cache hit inlined: a call is ~4 % of a message
+        if cached is None or cached[3] is not None:
+            cached = self._topic(topic)
+        fmt, device, metric = cached[0], cached[1], cached[2]
         if size == 0:
             raise Reject(EMPTY_PAYLOAD, "empty payload")
         if fmt != "json":
@@ -331,10 +334,11 @@ class PayloadDecoder:
             if device is None:
                 raise Reject(MISSING_FIELD, "no device in topic or payload")
             ts = self._object_ts(obj, arrival)
-            if self._value_key in obj and len(self._value_keys) == 1:
-                value_keys: Sequence[str] = self._value_keys  # the common case, no list built
+            value_keys: Sequence[str] = self._value_keys
+            if len(value_keys) == 1:  # the common case, without building a list
+                value_keys = value_keys if value_keys[0] in obj else ()
             else:
-                value_keys = [key for key in self._value_keys if key in obj]
+                value_keys = [key for key in value_keys if key in obj]
             if len(value_keys) > 1:
                 raise Reject(
                     MISSING_FIELD, f"object has more than one value ({', '.join(value_keys)})"
