@@ -132,7 +132,11 @@ def settings_from_dataclass(config: type, bounds: dict[str, dict[str, float]]) -
             info = Field(f.default, **bounds.get(f.name, {}))
         else:
             info = Field(default_factory=f.default_factory, **bounds.get(f.name, {}))  # type: ignore[arg-type]
-        fields[f.name] = (hints[f.name], info)
+        hint = hints[f.name]
+        if hint == tuple[str, ...]:
+            # Names from the environment: comma-separated or JSON, as for the other lists.
+            hint = Annotated[hint, NoDecode, BeforeValidator(lambda v: _split_list(v))]
+        fields[f.name] = (hint, info)
     unknown = set(bounds) - set(fields)
     if unknown:
         raise RuntimeError(f"bounds for unknown fields of {config.__name__}: {sorted(unknown)}")

@@ -97,7 +97,7 @@ def _nested(annotation: Any) -> type | None:
 def _show(default: Any) -> str:
     if default is None:
         return "—"
-    if isinstance(default, list):
+    if isinstance(default, (list, tuple)):
         return ",".join(str(d) for d in default) or "(empty)"
     if isinstance(default, bool):
         return str(default).lower()

@@ -182,6 +182,7 @@ def test_rejections(
 def test_every_decoder_reason_is_exercised() -> None:
     covered = {reason for *_, rs in REJECTIONS if rs for reason in rs}
     covered |= {"oversize", "too_many_readings", "decoder_error"}  # tested separately below
+    covered |= {"malformed_line"}  # line protocol: tests/detector/test_metric_payloads.py
     assert covered == set(DECODER_REASONS)
 
 

@@ -391,3 +391,38 @@ def test_output_filters_follow_the_output_settings(monkeypatch: pytest.MonkeyPat
     assert "'scores/#'" in err.value.lines[0]
     monkeypatch.setenv("IOTAD_OUTPUT__SCORES_PREFIX", "out/scores")
     assert load().output.scores_prefix == "out/scores"
+
+
+def test_payload_formats_and_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTAD_PAYLOAD__TIME_KEYS", "t, when")
+    monkeypatch.setenv("IOTAD_PAYLOAD__VALUE_KEYS", '["v"]')
+    monkeypatch.setenv("IOTAD_PAYLOAD__FORMATS", '{"telegraf/#": "telegraf", "lp/+": "influx"}')
+    monkeypatch.setenv("IOTAD_PAYLOAD__DEVICE_TAGS", "slave_id")
+    monkeypatch.setenv("IOTAD_PAYLOAD__TELEGRAF_TS_UNIT", "ms")
+    monkeypatch.setenv("IOTAD_PAYLOAD__INFLUX_PRECISION", "s")
+    monkeypatch.setenv("IOTAD_PAYLOAD__MEASUREMENT_PREFIX", "false")
+    p = load().payload
+    assert type(p) is PayloadLimits
+    assert (p.time_keys, p.value_keys, p.device_tags) == (("t", "when"), ("v",), ("slave_id",))
+    assert p.formats == {"telegraf/#": "telegraf", "lp/+": "influx"}
+    assert (p.telegraf_ts_unit, p.influx_precision, p.measurement_prefix) == ("ms", "s", False)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("FORMATS", '{"telegraf/#": "xml"}', "'json', 'telegraf' or 'influx'"),
+        ("FORMATS", '{"a/#/b": "influx"}', "not a valid MQTT topic filter"),
+        ("TIME_KEYS", "ts,value", "both a time and a value"),
+        ("DEVICE_TAGS", "", "one or more"),
+        ("INFLUX_PRECISION", "h", "'s', 'ms', 'us' or 'ns'"),
+    ],
+)
+def test_bad_payload_formats_and_keys_are_one_line_each(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(f"IOTAD_PAYLOAD__{name}", value)
+    with pytest.raises(SettingsError) as err:
+        load()
+    assert len(err.value.lines) == 1
+    assert err.value.lines[0].startswith("setting IOTAD_PAYLOAD") and says in err.value.lines[0]
