@@ -184,6 +184,12 @@ def ensure_model(
     found = cached_model(plant, cache_dir)
     if found is not None:
         return found, True
+    from training.extras import train_extra_problem
+
+    # Checked here: the training child would fail with a long ModuleNotFoundError in its log.
+    problem = train_extra_problem("iotad demo")
+    if problem is not None:
+        raise ModelError(problem)
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / plant.cache_name()
     staging = cache_dir / f".{target.name}.{os.getpid()}"

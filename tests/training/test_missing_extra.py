@@ -126,3 +126,17 @@ def test_the_check_imports_nothing_heavy(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_demo_without_tensorflow_says_which_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from detector.demo_model import DemoPlant, ModelError, ensure_model
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # what an uninstalled package is
+    with pytest.raises(ModelError) as info:
+        ensure_model(DemoPlant(), tmp_path / "cache", threading.Event(), lambda _: None)
+    assert str(info.value) == f"iotad demo: TensorFlow is not installed; {INSTALL}"
+    assert not (tmp_path / "cache").exists()  # nothing started, nothing half-written
