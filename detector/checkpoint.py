@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from detector.durable_files import fsync_dir
 from detector.readings import valid_name
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def save_state(path: str | Path, state: dict[str, np.ndarray]) -> int:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path.stat().st_size
 
 
@@ -111,20 +112,6 @@ def state_from_bytes(data: bytes) -> dict[str, np.ndarray]:
         raise CheckpointError(f"not a plain-array checkpoint ({_first_line(exc)})") from None
     except Exception as exc:
         raise CheckpointError(f"unreadable ({type(exc).__name__}: {_first_line(exc)})") from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (best effort: not every file system allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_state(path: str | Path) -> dict[str, np.ndarray]:

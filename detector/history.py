@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from detector.durable_files import fsync_dir
 from detector.readings import Reading
 
 Format = Literal["csv", "parquet"]
@@ -61,20 +62,6 @@ class WriterStats:
 def _format_row(reading: Reading) -> str:
     # repr: the shortest text that reads back as the same float (CSV and Parquet agree).
     return f"{reading.ts!r},{reading.device},{reading.metric},{reading.value!r}\n"
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def require_pyarrow() -> None:
@@ -336,7 +323,7 @@ class HistoryWriter:
                 journal.unlink()
         except OSError as exc:
             raise HistoryError(f"cannot finish {journal}: {exc.strerror or exc}") from None
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return final
 
 

@@ -36,7 +36,6 @@ The status topic is the worker's own: when someone else publishes there (a retai
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import struct
 import threading
@@ -52,6 +51,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from detector.connect_errors import describe_error
 from detector.metrics import WorkerMetrics
 from detector.readings import NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED
 from detector.settings import MqttSettings
@@ -76,23 +76,6 @@ _PUBACK_HEADER = PacketTypes.PUBACK << 4
 
 class ConnectError(Exception):
     """The broker could not be reached or refused us; the message is one line, no secrets."""
-
-
-def describe_error(exc: BaseException) -> str:
-    """A short, secret-free description of a connection failure."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {exc.verify_message or exc.reason}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is the broker running and listening on that port?)"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host ({exc.strerror})"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return f"{type(exc).__name__}: {exc}"
 
 
 class InfoDelivery:

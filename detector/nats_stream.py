@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from typing import Any
 
+from detector import connect_errors
 from detector.nats_settings import NatsSettings
 from detector.partitions import partition_of
 
@@ -103,12 +103,5 @@ async def check_mapping(nc: Any, p_count: int, worker_id: str) -> None:
 
 
 def describe_error(exc: BaseException) -> str:
-    """A short, secret-free description of a connection problem."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {exc.verify_message or exc.reason}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is NATS running and listening on that port?)"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    """A short, secret-free description of a connection problem with NATS."""
+    return connect_errors.describe_error(exc, server="NATS")

@@ -107,17 +107,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for dest, (dotted, _flag) in FLAGS.items():
-        value = getattr(args, dest, None)
-        if value is None:
-            continue
-        node = out
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
+    """Nested settings from the flags that were given (None means not given)."""
+    from detector.settings import overrides_from_flags
+
+    return overrides_from_flags(args, FLAGS)
 
 
 def load_record_settings(args: argparse.Namespace) -> WorkerSettings:

@@ -93,17 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Nested settings from the flags that were given (None means not given)."""
-    out: dict[str, Any] = {}
-    for dest, (dotted, _flag) in FLAGS.items():
-        value = getattr(args, dest, None)
-        if value is None:
-            continue
-        node = out
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
+    from detector.settings import overrides_from_flags
+
+    return overrides_from_flags(args, FLAGS)
 
 
 def main(args: argparse.Namespace) -> int:

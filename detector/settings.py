@@ -603,3 +603,19 @@ def _known_path(model: Any, path: list[str]) -> bool:
     if len(path) == 1:
         return True
     return isinstance(annotation, type) and _known_path(annotation, path[1:])
+
+
+def overrides_from_flags(args: Any, flags: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """Nested settings from the command-line flags that were given (None: not given);
+    `flags` maps an argparse dest to ``(dotted setting, flag)``."""
+    out: dict[str, Any] = {}
+    for dest, (dotted, _flag) in flags.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
