@@ -17,6 +17,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from detector.mqtt_flags import (
+    LOG_FLAGS,
+    MQTT_FLAGS,
+    add_log_and_env_arguments,
+    add_mqtt_arguments,
+)
+
 if TYPE_CHECKING:
     from detector.recorder import Recorder
     from detector.settings import WorkerSettings
@@ -24,15 +31,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # flag dest -> (dotted setting, flag as shown in errors); the MQTT flags of `iotad run`
-FLAGS: dict[str, tuple[str, str]] = {
-    "host": ("mqtt.host", "--host"),
-    "port": ("mqtt.port", "--port"),
-    "topic": ("mqtt.topics", "--topic"),
-    "mqtt_version": ("mqtt.version", "--mqtt-version"),
-    "username": ("mqtt.username", "--username"),
-    "ca_file": ("mqtt.tls.ca_file", "--ca-file"),
-    "log_level": ("log.level", "--log-level"),
-}
+FLAGS: dict[str, tuple[str, str]] = {**MQTT_FLAGS, **LOG_FLAGS}
 
 EPILOG = """\
 The broker, topics, topic patterns, TLS and credentials are the worker's settings
@@ -91,19 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start a new file after N rows (1000000; 0: no limit)",
     )
     add("--client-id", help="MQTT client id (default <worker id>-record; keep it stable)")
-    add("--host", help="MQTT broker host (IOTAD_MQTT__HOST, default localhost)")
-    add("--port", type=int, help="MQTT broker port (IOTAD_MQTT__PORT, default 1883)")
-    add(
-        "--topic",
-        action="append",
-        metavar="FILTER",
-        help="topic filter to subscribe to; repeatable (IOTAD_MQTT__TOPICS, default sensors/#)",
-    )
-    add("--mqtt-version", choices=["5", "3.1.1"], help="MQTT protocol (default 5)")
-    add("--username", help="MQTT user name; the password comes from IOTAD_MQTT__PASSWORD")
-    add("--ca-file", metavar="PEM", help="CA bundle for TLS (IOTAD_MQTT__TLS__CA_FILE)")
-    add("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
-    add("--env-file", default=".env", metavar="PATH", help="dotenv file to read (default .env)")
+    add_mqtt_arguments(parser)
+    add_log_and_env_arguments(parser)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

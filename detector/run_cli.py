@@ -18,6 +18,13 @@ from typing import TYPE_CHECKING, Any
 # (4k-44k windows/s for the same work) and the worker's second core belongs to paho.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from detector.mqtt_flags import (
+    LOG_FLAGS,
+    MQTT_FLAGS,
+    add_log_and_env_arguments,
+    add_mqtt_arguments,
+)
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -27,19 +34,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # flag dest -> (dotted setting, flag as shown in errors)
 FLAGS: dict[str, tuple[str, str]] = {
-    "host": ("mqtt.host", "--host"),
-    "port": ("mqtt.port", "--port"),
-    "topic": ("mqtt.topics", "--topic"),
-    "mqtt_version": ("mqtt.version", "--mqtt-version"),
-    "username": ("mqtt.username", "--username"),
-    "ca_file": ("mqtt.tls.ca_file", "--ca-file"),
+    **MQTT_FLAGS,
     "model": ("model.path", "--model"),
     "metrics_host": ("metrics.host", "--metrics-host"),
     "metrics_port": ("metrics.port", "--metrics-port"),
     "worker_id": ("worker_id", "--worker-id"),
     "threshold": ("detection.threshold", "--threshold"),
     "scores": ("output.scores", "--scores"),
-    "log_level": ("log.level", "--log-level"),
+    **LOG_FLAGS,
 }
 
 EPILOG = """\
@@ -66,17 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add = parser.add_argument
     add("--model", metavar="DIR", help="model artifact directory (IOTAD_MODEL__PATH)")
-    add("--host", help="MQTT broker host (IOTAD_MQTT__HOST, default localhost)")
-    add("--port", type=int, help="MQTT broker port (IOTAD_MQTT__PORT, default 1883)")
-    add(
-        "--topic",
-        action="append",
-        metavar="FILTER",
-        help="topic filter to subscribe to; repeatable (IOTAD_MQTT__TOPICS, default sensors/#)",
-    )
-    add("--mqtt-version", choices=["5", "3.1.1"], help="MQTT protocol (default 5)")
-    add("--username", help="MQTT user name; the password comes from IOTAD_MQTT__PASSWORD")
-    add("--ca-file", metavar="PEM", help="CA bundle for TLS (IOTAD_MQTT__TLS__CA_FILE)")
+    add_mqtt_arguments(parser)
     add("--worker-id", help="stable worker id: MQTT client id and status topic (IOTAD_WORKER_ID)")
     add("--metrics-host", help="bind address for /metrics /healthz /readyz (default 0.0.0.0)")
     add("--metrics-port", type=int, help="port for /metrics /healthz /readyz (default 9108)")
@@ -87,8 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="publish every scored reading on scores/{device}/{metric} (IOTAD_OUTPUT__SCORES)",
     )
-    add("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
-    add("--env-file", default=".env", metavar="PATH", help="dotenv file to read (default .env)")
+    add_log_and_env_arguments(parser)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
