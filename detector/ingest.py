@@ -158,6 +158,8 @@ class IngestQueue:
             self._not_empty.notify_all()
 
 
+SKIP_REASONS = frozenset({RETAINED, OWN_OUTPUT, NOT_SUBSCRIBED})
+"""Reasons of messages that are not input at all (`Intake.skipped`), not bad input."""
 _SKIPPED = {
     RETAINED: "retained message sent on subscribe: an old reading replayed, not a new one",
     OWN_OUTPUT: "the worker's own output topic: never input (not dead-lettered: a loop)",
@@ -213,11 +215,11 @@ class Intake:
         qos: int,
         generation: int,
         skip: str | None = None,
-    ) -> None:
+    ) -> bool:
         """paho's on_message (`detector.mqtt_client.MessageHandler`): the ack token is
-        ``(mid, qos, generation)``, none for QoS 0."""
+        ``(mid, qos, generation)``, none for QoS 0. False when the queue was closed (the
+        message is not acknowledged, and the broker sends it again)."""
         token = (mid, qos, generation) if qos else None
         if skip is not None:
-            self.skipped(topic, payload, token, skip)
-        else:
-            self.message(topic, payload, token)
+            return self.skipped(topic, payload, token, skip)
+        return self.message(topic, payload, token)

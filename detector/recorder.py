@@ -13,9 +13,10 @@ connection dropped (its ack lost with it) is sent again and written twice. Train
 repeated timestamp of a series (``duplicate_ts``), so a reading with its own ``ts`` counts
 once there; a bare number takes its arrival time and is not recognised as a repeat.
 
-Memory is bounded: the queue by `queue_size` messages and 4 x `max_batch` readings, a commit
-by `max_batch` readings. Finishing a Parquet file (a streamed conversion of its journal) runs
-between two commits and delays their acks meanwhile (about 1 s per 200,000 rows here).
+Memory is bounded: the queue (the worker's `detector.ingest.Intake`) by `queue_size`
+messages and 4 x `max_batch` readings, a commit by `max_batch` readings. Finishing a Parquet
+file (a streamed conversion of its journal) runs between two commits and delays their acks
+meanwhile (about 1 s per 200,000 rows here).
 Measured without a broker (decode, queue, write, fsync, ack): about 110,000 single-reading
 messages/s to CSV and 73,000 to Parquet on this 2-core machine, above what one paho client
 drains.
@@ -28,14 +29,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from detector.history import HistoryWriter
+from detector.ingest import SKIP_REASONS, Inbound, Intake
 from detector.payloads import PayloadDecoder
 from detector.ratelimit import RateLimitedLog
-from detector.readings import Reading, Rejection
 
 log = logging.getLogger("iotad.record")
 
@@ -53,67 +54,6 @@ class RecordStats:
     skipped: Counter[str] = field(default_factory=Counter)
     dropped_at_stop: int = 0
     """Messages that arrived after the stop began: not written, not acked (redelivered)."""
-
-
-class _Item:
-    __slots__ = ("ack", "readings", "rejections", "size", "skip")
-
-    def __init__(
-        self, ack: Ack, readings: list[Reading], rejections: list[Rejection], skip: str | None
-    ) -> None:
-        self.ack = ack
-        self.readings = readings
-        self.rejections = rejections
-        self.skip = skip
-        # what the message weighs in the queue: a gateway message may carry 1,000 readings
-        self.size = max(1, len(readings) + len(rejections))
-
-
-class _BoundedQueue:
-    """Messages from the network thread, bounded in messages and in readings (a bound in
-    messages alone let gateway batches hold millions of decoded readings in the worker)."""
-
-    def __init__(self, max_messages: int, max_readings: int) -> None:
-        self.max_messages = max_messages
-        self.max_readings = max_readings
-        self._items: deque[_Item] = deque()
-        self._readings = 0
-        self._cond = threading.Condition()
-
-    def _full(self) -> bool:
-        return len(self._items) >= self.max_messages or self._readings >= self.max_readings
-
-    def put(self, item: _Item, closed: threading.Event) -> bool:
-        """Append, waiting while full; False (not appended) once `closed` is set."""
-        with self._cond:
-            while self._full() and not closed.is_set():
-                self._cond.wait(0.2)
-            if closed.is_set():
-                return False
-            self._items.append(item)
-            self._readings += item.size
-            self._cond.notify_all()
-            return True
-
-    def take(self, wait_s: float, max_readings: int) -> list[_Item]:
-        """What has accumulated (at least one message when any, about `max_readings` at
-        most), waiting up to `wait_s` for the first."""
-        with self._cond:
-            if not self._items and wait_s > 0:
-                self._cond.wait(wait_s)
-            out: list[_Item] = []
-            n = 0
-            while self._items and (not out or n < max_readings):
-                item = self._items.popleft()
-                out.append(item)
-                n += item.size
-            self._readings -= n
-            if out:
-                self._cond.notify_all()
-            return out
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class Recorder:
@@ -143,11 +83,11 @@ class Recorder:
         self.writer = writer
         self.decoder = decoder
         self._ack = ack
-        self._queue = _BoundedQueue(queue_size, 4 * max_batch)
+        self.intake = Intake(decoder, queue_size=queue_size, max_batch=max_batch)
+        self._queue = self.intake.queue
         self.max_batch = max_batch
         self.reject_log = reject_log
         self.stats = RecordStats()
-        self._closed = threading.Event()
 
     # -- network thread ------------------------------------------------------------------
 
@@ -161,12 +101,7 @@ class Recorder:
         skip: str | None = None,
     ) -> None:
         """paho's on_message: decode and enqueue (waits while the queue is full)."""
-        if skip is not None:
-            item = _Item((mid, qos, generation), [], [], skip)
-        else:
-            decoded = self.decoder.decode(topic, payload)
-            item = _Item((mid, qos, generation), decoded.readings, decoded.rejections, None)
-        if not self._queue.put(item, self._closed):
+        if not self.intake.mqtt_message(topic, payload, mid, qos, generation, skip):
             self.stats.dropped_at_stop += 1  # not acked: the broker sends it again next time
 
     # -- recording thread ----------------------------------------------------------------
@@ -180,11 +115,11 @@ class Recorder:
                 self._step(idle_s)
                 if self.reject_log is not None:
                     self.reject_log.flush()
-            self._closed.set()
+            self._queue.close()
             while len(self._queue):
                 self._step(0)
         except BaseException:
-            self._closed.set()
+            self._queue.close()
             try:
                 self.writer.close()  # what was committed becomes a finished file
             except Exception as exc:  # the first error is the one to report
@@ -193,7 +128,7 @@ class Recorder:
         self.writer.close()
 
     def _step(self, wait_s: float) -> None:
-        batch = self._queue.take(wait_s, self.max_batch)
+        batch = self._queue.drain(self.max_batch, wait_s)
         if not batch:
             self.writer.rotate_if_due()
             return
@@ -202,14 +137,14 @@ class Recorder:
             if item.readings:
                 self.writer.add(item.readings)
         self.stats.readings += self.writer.commit()
-        self._ack([item.ack for item in batch])
+        self._ack([item.token for item in batch if item.token is not None])
 
-    def _account(self, item: _Item) -> None:
+    def _account(self, item: Inbound) -> None:
         self.stats.messages += 1
-        if item.skip is not None:
-            self.stats.skipped[item.skip] += 1
-            return
         for rejection in item.rejections:
+            if rejection.reason in SKIP_REASONS:
+                self.stats.skipped[rejection.reason] += 1
+                continue
             self.stats.rejected[rejection.reason] += 1
             if self.reject_log is not None:
                 self.reject_log.warning(
