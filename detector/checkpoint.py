@@ -15,10 +15,11 @@ save does not destroy what someone may want to inspect or roll back to. Series w
 state is not finite (written before values were bounded) are left out of a restore and warm
 up again; the others are restored.
 
-Checkpoints are taken on the detection thread, which owns the core: `CheckpointingCore`
-wraps the core the worker drives and saves at the start of a batch once the interval has
-passed (the previous batch is then processed and acknowledged), and the worker's owner saves
-once more after the detection thread has stopped.
+Checkpoints are taken on the detection thread, which owns the core: the `Worker` saves
+between batches once the interval has passed and no acks wait for alert confirmations (so a
+checkpoint never holds a reading the broker would redeliver), and the worker's owner saves
+once more after the detection thread has stopped. `CheckpointingCore` is the earlier form of
+the same rule as a wrapper of the core; the worker no longer uses it.
 """
 
 from __future__ import annotations
