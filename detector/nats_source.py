@@ -132,6 +132,7 @@ class NatsSource:
         self._pulls: dict[int, _PullState] = {}
         self.rewinds = 0
         self._last_error: str | None = None
+        self._refused = False  # the last error came from the server, not the socket
         self._work_queue = True
         self.outbox = Outbox({WORKER_HEADER: worker_id})
         self.probes_acked = 0
@@ -563,7 +564,11 @@ class NatsSource:
     # -- nats-py callbacks -------------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
-        self._last_error = describe_error(exc)
+        # A server that refuses us (authorization) then closes the socket: the broken pipe
+        # that follows must not hide why.
+        if not (isinstance(exc, OSError) and self._refused):
+            self._last_error = describe_error(exc)
+        self._refused = not isinstance(exc, OSError)
         if not self._stopping:
             log.warning("NATS: %s", describe_error(exc))
 
