@@ -50,7 +50,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources import NestedSecretsSettingsSource
 
-from detector.alertmanager import AlertmanagerSettings
+from detector.alertmanager_settings import AlertmanagerSettings
 from detector.core import DetectionConfig
 from detector.nats_settings import NatsSettings
 from detector.partitions import Shard, parse_shard
@@ -487,11 +487,22 @@ def format_errors(exc: ValidationError, flags: dict[str, str] | None = None) -> 
             msg = "required but not set"
         elif err.get("type") == "extra_forbidden":
             msg = "unknown setting (misspelt?)"
-        elif "password" not in dotted and "input" in err and not isinstance(err["input"], dict):
+        elif not _secret(dotted, err) and "input" in err and not isinstance(err["input"], dict):
             shown = repr(err["input"])
             msg += f" (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
         lines.append(f"setting {name}{flag}: {msg}")
     return lines or [f"settings: {exc}"]
+
+
+_URL_WITH_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]*@")
+
+
+def _secret(dotted: str, err: Any) -> bool:
+    """Whether an invalid value must not be echoed: a password or token, or a URL that
+    carries credentials."""
+    if "password" in dotted or "token" in dotted:
+        return True
+    return bool(_URL_WITH_PASSWORD.search(repr(err.get("input", ""))))
 
 
 def secrets_dir_from_env(environ: dict[str, str] | None = None) -> Path | None:

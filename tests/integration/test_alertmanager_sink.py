@@ -168,7 +168,8 @@ def test_firing_payload_shape(am: FakeAlertmanager, registry: CollectorRegistry)
         }
     ]
     assert sample(registry, "iotad_alertmanager_sent_total") == 1
-    assert sample(registry, "iotad_alertmanager_errors_total") == 0
+    # Exported at 0 from the start, labelled with the URL as configured minus the last '/'.
+    assert registry.get_sample_value("iotad_alertmanager_errors_total", {"url": am.url}) == 0
 
 
 def test_resolved_keeps_labels_and_episode_start(
@@ -205,7 +206,7 @@ def test_retries_after_500(registry: CollectorRegistry) -> None:
         assert sink.close()
         assert len(server.requests) == 3
         assert server.requests[0][2] == server.requests[2][2]
-        assert sample(registry, "iotad_alertmanager_errors_total") == 2
+        assert sample(registry, "iotad_alertmanager_errors_total", url=server.url) == 2
         assert sample(registry, "iotad_alertmanager_sent_total") == 1
     finally:
         server.stop()
@@ -213,8 +214,9 @@ def test_retries_after_500(registry: CollectorRegistry) -> None:
 
 def test_retries_while_alertmanager_is_down(registry: CollectorRegistry) -> None:
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     sink = AlertmanagerSink(
-        f"http://127.0.0.1:{port}",
+        url,
         "http://w/",
         registry=registry,
         backoff_initial_s=0.01,
@@ -222,7 +224,7 @@ def test_retries_while_alertmanager_is_down(registry: CollectorRegistry) -> None
         timeout_s=1,
     )
     sink.send(event())
-    wait_for(lambda: sample(registry, "iotad_alertmanager_errors_total") >= 2)
+    wait_for(lambda: sample(registry, "iotad_alertmanager_errors_total", url=url) >= 2)
     server = FakeAlertmanager(port=port)  # Alertmanager comes up
     try:
         wait_for(lambda: len(server.requests) == 1)
@@ -246,21 +248,16 @@ def test_rejected_alerts_are_not_retried(registry: CollectorRegistry) -> None:
 
 
 def test_full_queue_drops_oldest_and_counts(registry: CollectorRegistry) -> None:
-    sink = AlertmanagerSink(
-        f"http://127.0.0.1:{free_port()}",
-        "http://w/",
-        registry=registry,
-        queue_size=2,
-        backoff_initial_s=30,
-    )
+    url = f"http://127.0.0.1:{free_port()}"
+    sink = AlertmanagerSink(url, "http://w/", registry=registry, queue_size=2, backoff_initial_s=30)
     sink.send(event(device="d0"))
     # d0 is now in the delivery thread's batch, waiting to retry; the queue holds two.
-    wait_for(lambda: sample(registry, "iotad_alertmanager_errors_total") >= 1)
+    wait_for(lambda: sample(registry, "iotad_alertmanager_errors_total", url=url) >= 1)
     for i in (1, 2, 3):
         sink.send(event(device=f"d{i}"))
     # The sends went by while the only delivery attempt sits in its 30 s backoff: none of
     # them touched the network (no second attempt, no second error).
-    assert sample(registry, "iotad_alertmanager_errors_total") == 1
+    assert sample(registry, "iotad_alertmanager_errors_total", url=url) == 1
     assert sample(registry, "iotad_alertmanager_dropped_total", reason="queue_full") == 1
     assert [p.event.device for p in sink._queue] == ["d2", "d3"]
     assert not sink.close(timeout_s=0.2)  # nothing can be delivered: counted as shutdown
