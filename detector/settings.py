@@ -500,7 +500,7 @@ _URL_WITH_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]*@")
 def _secret(dotted: str, err: Any) -> bool:
     """Whether an invalid value must not be echoed: a password or token, or a URL that
     carries credentials."""
-    if "password" in dotted or "token" in dotted:
+    if dotted.rsplit(".", 1)[-1] in ("password", "token"):
         return True
     return bool(_URL_WITH_PASSWORD.search(repr(err.get("input", ""))))
 

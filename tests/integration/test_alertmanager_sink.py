@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +35,8 @@ class FakeAlertmanager:
     def __init__(self, port: int = 0, statuses: list[int] | None = None) -> None:
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         self.statuses = list(statuses or [])
+        self.location: str | None = None  # sent with a 3xx status
+        self.gets: list[tuple[str, dict[str, str]]] = []
         self.hold = threading.Event()
         self.hold.set()
         self.arrived = threading.Event()  # a request reached the server (held or not)
@@ -47,6 +50,14 @@ class FakeAlertmanager:
                 status = outer.statuses.pop(0) if outer.statuses else 200
                 outer.requests.append((self.path, dict(self.headers), json.loads(body)))
                 self.send_response(status)
+                if outer.location and 300 <= status < 400:
+                    self.send_header("Location", outer.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                outer.gets.append((self.path, dict(self.headers)))
+                self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -319,3 +330,38 @@ def test_from_settings(am: FakeAlertmanager, registry: CollectorRegistry) -> Non
     sink.send(event())
     assert sink.close()
     assert am.alerts[0]["labels"]["severity"] == "page"
+
+
+def test_from_settings_sends_the_token_and_the_static_labels(
+    am: FakeAlertmanager, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("tok-123\n")
+    settings = AlertmanagerSettings(url=am.url, token_file=token, labels="plant=north")
+    sink = AlertmanagerSink.from_settings(settings, registry=registry)
+    assert sink is not None
+    sink.send(event())
+    assert sink.close()
+    (_, headers, body), *_ = am.requests
+    assert headers["Authorization"] == "Bearer tok-123"
+    assert body[0]["labels"]["plant"] == "north"
+
+
+def test_a_redirect_is_not_followed(registry: CollectorRegistry) -> None:
+    # Following it would hand the credentials to wherever it points (urllib follows a 302
+    # of a POST as a GET, without the alerts).
+    elsewhere = FakeAlertmanager()
+    server = FakeAlertmanager(statuses=[302])
+    server.location = elsewhere.url + "/api/v2/alerts"
+    try:
+        sink = AlertmanagerSink(
+            server.url, "http://w/", registry=registry, headers={"Authorization": "Bearer x"}
+        )
+        sink.send(event())
+        assert sink.close()
+        assert len(server.requests) == 1
+        assert elsewhere.requests == [] and elsewhere.gets == []
+        assert sample(registry, "iotad_alertmanager_dropped_total", reason="rejected") == 1
+    finally:
+        server.stop()
+        elsewhere.stop()
