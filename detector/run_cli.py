@@ -190,6 +190,8 @@ class Service:
         self.ready_after_s: float | None = None
 
     def ready(self) -> tuple[bool, str]:
+        """/readyz and ``iotad_ready``: the worker can do its work (a full ingest queue does
+        not count against it: see `detector.health`)."""
         if self.worker is None:
             return False, "model not loaded"
         if self.ready_after_s is None:
