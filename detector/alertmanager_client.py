@@ -177,10 +177,13 @@ class AlertmanagerClient:
             headers["Authorization"] = auth
         if self._pool is None:
             return [self._post_one(self.urls[0], body, headers, timeout_s)]
-        rest = [
-            self._pool.submit(self._post_one, url, body, headers, timeout_s)
-            for url in self.urls[1:]
-        ]
+        try:
+            rest = [
+                self._pool.submit(self._post_one, url, body, headers, timeout_s)
+                for url in self.urls[1:]
+            ]
+        except RuntimeError:  # closed meanwhile (a sink thread that outlived its close)
+            return [Answer(url, False, True, "client closed") for url in self.urls]
         first = self._post_one(self.urls[0], body, headers, timeout_s)
         return [first, *(f.result() for f in rest)]
 
