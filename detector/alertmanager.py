@@ -125,7 +125,7 @@ def alert_payload(
 
 
 _DEFAULTS = AlertmanagerSettings()
-"""The sink's defaults are the settings' (stated once, above)."""
+"""The sink's defaults are the settings' (stated once, in `detector.alertmanager_settings`)."""
 
 
 class AlertmanagerSink:
