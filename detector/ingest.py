@@ -10,10 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detector.payloads import PayloadDecoder
 from detector.readings import NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED, Reading, Rejection
+
+if TYPE_CHECKING:
+    from detector.sparkplug import Ended
 
 AckToken = Any
 """What a source needs to acknowledge one message (MQTT: ``(mid, qos, generation)``; NATS:
@@ -24,7 +27,7 @@ that made a token reads it."""
 class Inbound:
     """One message after decoding, waiting for the detection thread."""
 
-    __slots__ = ("readings", "rejections", "token", "topic")
+    __slots__ = ("ended", "readings", "rejections", "token", "topic")
 
     def __init__(
         self,
@@ -32,11 +35,14 @@ class Inbound:
         topic: bytes,
         readings: list[Reading],
         rejections: list[Rejection],
+        ended: list[Ended] | None = None,
     ) -> None:
         self.token = token
         self.topic = topic
         self.readings = readings
         self.rejections = rejections
+        self.ended = ended
+        """Devices whose series this message ended (a Sparkplug DEATH), or None."""
 
 
 def _size(item: Inbound) -> int:
@@ -186,7 +192,7 @@ class Intake:
         """Decode and enqueue one message (``sensors/...`` topic); False when the queue was
         closed (the message is then not acknowledged, and the source redelivers it)."""
         decoded = self.decoder.decode(topic, payload)
-        item = Inbound(token, topic, decoded.readings, decoded.rejections)
+        item = Inbound(token, topic, decoded.readings, decoded.rejections, decoded.ended)
         return self.queue.put(item, wait)
 
     def decoded(

@@ -10,7 +10,7 @@ snake_case reason. Accepted forms (the README's "Input contract" has examples):
 - topic ``sensors/{device}``, JSON ``{"ts": ..., "values": {"temperature": 23.4, ...}}``;
 - a JSON array of such objects, each with optional ``device`` / ``metric`` fields;
 - on topics `PayloadLimits.formats` maps to them, Telegraf JSON and InfluxDB line protocol
-  (`detector.metric_payloads`).
+  (`detector.metric_payloads`) and Sparkplug B (`detector.sparkplug`, imported only then).
 
 The time and value keys are `PayloadLimits.time_keys` and `value_keys` (defaults above).
 ``ts`` is epoch seconds, epoch milliseconds (> 1e11) or an ISO 8601 string (naive = UTC),
@@ -29,7 +29,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -63,6 +63,9 @@ from detector.payload_checks import (
 from detector.readings import Reading, Rejection, valid_name
 from detector.topics import DEFAULT_PATTERNS, TopicPattern, topic_matches
 
+if TYPE_CHECKING:
+    from detector.sparkplug import Ended, SparkplugDecoder
+
 __all__ = ["DECODER_REASONS", "Decoded", "PayloadDecoder", "PayloadLimits"]
 
 # Above this a numeric ts is epoch milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
@@ -78,14 +81,16 @@ _TopicEntry = tuple[str, str | None, str | None, str | None, str]
 
 
 class Decoded:
-    """What one message yielded: accepted readings and rejections (each one reading)."""
+    """What one message yielded: accepted readings and rejections (each one reading), and
+    the devices whose series it ended (a Sparkplug DEATH; None for any other message)."""
 
-    __slots__ = ("readings", "rejections")
+    __slots__ = ("ended", "readings", "rejections")
 
     def __init__(self) -> None:
         # A plain class: a dataclass with default factories costs twice as much per message.
         self.readings: list[Reading] = []
         self.rejections: list[Rejection] = []
+        self.ended: list[Ended] | None = None
 
     @property
     def n_readings(self) -> int:
@@ -116,6 +121,12 @@ class PayloadDecoder:
         self._value_key = self._value_keys[0]
         self._formats = list(self.limits.formats.items())
         self._metrics = MetricDecoder(self.limits, self._parse_json)
+        self.sparkplug: SparkplugDecoder | None = None
+        if "sparkplug" in self.limits.formats.values():
+            # protobuf is imported only by workers that read Sparkplug.
+            from detector.sparkplug import SparkplugDecoder
+
+            self.sparkplug = SparkplugDecoder(self.limits)
         # topic -> (format, device, metric, rejection reason, detail); reason None: accepted
         self._topics: dict[str, _TopicEntry] = {}
         self._last_arrival = -math.inf
@@ -188,6 +199,10 @@ class PayloadDecoder:
         if cached is None or cached[3] is not None:
             cached = self._topic(topic)
         fmt, device, metric = cached[0], cached[1], cached[2]
+        if fmt == "sparkplug" and self.sparkplug is not None:
+            # Before the empty check: a DEATH may come without a payload.
+            out.ended = self.sparkplug.decode(topic, payload, arrival, out.readings, out.rejections)
+            return
         if size == 0:
             raise Reject(EMPTY_PAYLOAD, "empty payload")
         if fmt != "json":

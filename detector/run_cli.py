@@ -233,11 +233,12 @@ class Service:
         self.model_version = artifact.version
         self.core = core
         self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
-        intake = Intake(
-            PayloadDecoder(s.mqtt.topic_patterns, s.payload),
-            queue_size=s.queue_size,
-            max_batch=s.max_batch,
-        )
+        decoder = PayloadDecoder(s.mqtt.topic_patterns, s.payload)
+        if decoder.sparkplug is not None:
+            from detector.sparkplug import SparkplugCollector
+
+            self.registry.register(SparkplugCollector(decoder.sparkplug))  # type: ignore[arg-type]
+        intake = Intake(decoder, queue_size=s.queue_size, max_batch=s.max_batch)
         status_extra = {"worker": s.worker_id, "model": artifact.version, "pid": os.getpid()}
         # The source is also the publisher of the outputs and the acker of the worker: it is
         # built first, around the intake it feeds, so everything below is wired once.

@@ -113,6 +113,9 @@ PAYLOAD_BOUNDS: dict[str, dict[str, float]] = {
     "max_readings": {"ge": 1, "le": 1_000_000},
     "max_future_s": {"ge": 0, "le": 7 * 86_400},
     "min_ts": {"ge": 0, "le": 4_102_444_800},  # 2100-01-01
+    # ~150 bytes an entry: the defaults' worst case (every node full) is about 1.5 GB.
+    "sparkplug_max_aliases": {"ge": 1, "le": 1_000_000},
+    "sparkplug_max_nodes": {"ge": 1, "le": 1_000_000},
 }
 """Bounds of the `PayloadLimits` fields as settings."""
 

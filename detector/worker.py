@@ -15,14 +15,14 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from detector.alerts import Delivery, MqttAlertSink, Publisher, ScoreStream
 from detector.deadletter import DeadLetterPublisher
-from detector.events import AlertSink, BatchResult, Dropped
+from detector.events import AlertEvent, AlertSink, BatchResult, Dropped
 from detector.ingest import AckToken, Inbound, Intake
 from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
@@ -70,6 +70,8 @@ class Core(Protocol):
     def warming_series(self) -> int: ...
 
     def evict_idle(self, now: float) -> int: ...
+
+    def end_devices(self, ended: Mapping[str, float]) -> list[AlertEvent]: ...
 
 
 class Acker(Protocol):
@@ -218,7 +220,10 @@ class Worker:
                 readings.extend(item.readings)
             if item.rejections:
                 rejections.extend(item.rejections)
-        result = self._detect(readings) if readings else BatchResult([], [], [])
+        if any(item.ended for item in items):
+            result = self._detect_around_ends(items)
+        else:
+            result = self._detect(readings) if readings else BatchResult([], [], [])
         now = self.clock()
         m.messages.inc(len(items))
         m.readings.inc(len(readings) + len(rejections))
@@ -244,7 +249,9 @@ class Worker:
             held: list[Inbound] = []
             now_ok: list[Inbound] = []
             for i in items:
-                raised = any((r.device, r.metric, r.ts) in causes for r in i.readings)
+                raised = bool(i.ended) or any(
+                    (r.device, r.metric, r.ts) in causes for r in i.readings
+                )
                 (held if raised else now_ok).append(i)
             self._ack(now_ok)
             if held:
@@ -271,6 +278,35 @@ class Worker:
                 exc,
             )
             return BatchResult([], [], [Dropped(r, "core_error") for r in readings])
+
+    def _detect_around_ends(self, items: list[Inbound]) -> BatchResult:
+        """`_detect`, with the series of the devices a message ended (a Sparkplug DEATH)
+        ended in the core between the readings that came before it and those after."""
+        result = BatchResult([], [], [])
+        pending: list[Reading] = []
+        for item in items:
+            pending.extend(item.readings)
+            if not item.ended:
+                continue
+            if pending:
+                _merge(result, self._detect(pending))
+                pending = []
+            ended = {e.device: e.ts for e in item.ended}
+            try:
+                result.events.extend(self.core.end_devices(ended))
+            except Exception as exc:  # as for `_detect`: never kill the detection thread
+                self.reject_log.log(logging.ERROR, "core_error", "ending series failed: %r", exc)
+                continue
+            self.reject_log.log(
+                logging.INFO,
+                "series_ended",
+                "series of %s ended (%s)",
+                ", ".join(sorted(ended)[:5]) + (" ..." if len(ended) > 5 else ""),
+                item.topic.decode("utf-8", errors="replace"),
+            )
+        if pending:
+            _merge(result, self._detect(pending))
+        return result
 
     def _record(self, readings: list[Reading], result: BatchResult, now: float) -> None:
         m = self.metrics
@@ -402,6 +438,15 @@ class Worker:
             # copies (and a burst's decoded messages) back rather than keep them.
             self._trimmed_at = active
             release_free_memory()
+
+
+def _merge(into: BatchResult, part: BatchResult) -> None:
+    into.scored.extend(part.scored)
+    into.events.extend(part.events)
+    into.dropped.extend(part.dropped)
+    into.warming += part.warming
+    into.model_batch += part.model_batch
+    into.inference_s += part.inference_s
 
 
 def make_outputs(
