@@ -17,6 +17,7 @@ from detector.readings import NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED, Reading, Rej
 
 if TYPE_CHECKING:
     from detector.sparkplug import Ended
+    from detector.topics import Labels
 
 AckToken = Any
 """What a source needs to acknowledge one message (MQTT: ``(mid, qos, generation)``; NATS:
@@ -27,7 +28,7 @@ that made a token reads it."""
 class Inbound:
     """One message after decoding, waiting for the detection thread."""
 
-    __slots__ = ("ended", "readings", "rejections", "token", "topic")
+    __slots__ = ("ended", "labels", "readings", "rejections", "token", "topic")
 
     def __init__(
         self,
@@ -36,6 +37,7 @@ class Inbound:
         readings: list[Reading],
         rejections: list[Rejection],
         ended: list[Ended] | None = None,
+        labels: Labels | None = None,
     ) -> None:
         self.token = token
         self.topic = topic
@@ -43,6 +45,8 @@ class Inbound:
         self.rejections = rejections
         self.ended = ended
         """Devices whose series this message ended (a Sparkplug DEATH), or None."""
+        self.labels = labels
+        """The labels of the message's topic (site, line, ...), or None."""
 
 
 def _size(item: Inbound) -> int:
@@ -192,7 +196,9 @@ class Intake:
         """Decode and enqueue one message (``sensors/...`` topic); False when the queue was
         closed (the message is then not acknowledged, and the source redelivers it)."""
         decoded = self.decoder.decode(topic, payload)
-        item = Inbound(token, topic, decoded.readings, decoded.rejections, decoded.ended)
+        item = Inbound(
+            token, topic, decoded.readings, decoded.rejections, decoded.ended, decoded.labels
+        )
         return self.queue.put(item, wait)
 
     def decoded(
@@ -202,9 +208,10 @@ class Intake:
         readings: list[Reading],
         rejections: list[Rejection],
         wait: bool = True,
+        labels: Labels | None = None,
     ) -> bool:
         """Enqueue a message the source decoded (and checked) itself."""
-        return self.queue.put(Inbound(token, topic, readings, rejections), wait)
+        return self.queue.put(Inbound(token, topic, readings, rejections, None, labels), wait)
 
     def skipped(self, topic: bytes, payload: bytes, token: AckToken, reason: str) -> bool:
         """A message that is not input at all (`detector.readings` reasons: retained, the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -142,12 +143,14 @@ class PayloadLimits:
 
 
 class Reject(Exception):
-    """One reading (or the whole message) is rejected for `reason`."""
+    """One reading (or the whole message) is rejected for `reason`; `labels`: the topic's
+    labels, for a topic that is rejected as a whole (a bad name in it)."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, labels: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.labels = labels
 
 
 def check_ts(ts: float, arrival: float, limits: PayloadLimits) -> float:

@@ -61,7 +61,7 @@ from detector.payload_checks import (
     short_bytes,
 )
 from detector.readings import Reading, Rejection, valid_name
-from detector.topics import DEFAULT_PATTERNS, TopicPattern, topic_matches
+from detector.topics import DEFAULT_PATTERNS, Labels, TopicPattern, topic_matches
 
 if TYPE_CHECKING:
     from detector.sparkplug import Ended, SparkplugDecoder
@@ -75,22 +75,24 @@ _NUMBER_START = frozenset(b"-0123456789")
 _NON_FINITE_TOKEN = re.compile(rb"(?i)(?:^|[\s:,\[])[-+]?(?:nan|inf(?:inity)?)\s*(?:$|[,}\]])")
 _TOPIC_CACHE_MAX = 100_000
 # A topic's format, its device and metric (None where its pattern names none, or for a
-# Telegraf or line-protocol topic no pattern matched), and its rejection reason and detail
-# (reason None: the topic is fine).
-_TopicEntry = tuple[str, str | None, str | None, str | None, str]
+# Telegraf or line-protocol topic no pattern matched), its rejection reason and detail
+# (reason None: the topic is fine), and its labels (None: its pattern names none).
+_TopicEntry = tuple[str, str | None, str | None, str | None, str, Labels | None]
 
 
 class Decoded:
     """What one message yielded: accepted readings and rejections (each one reading), and
     the devices whose series it ended (a Sparkplug DEATH; None for any other message)."""
 
-    __slots__ = ("ended", "readings", "rejections")
+    __slots__ = ("ended", "labels", "readings", "rejections")
 
     def __init__(self) -> None:
         # A plain class: a dataclass with default factories costs twice as much per message.
         self.readings: list[Reading] = []
         self.rejections: list[Rejection] = []
         self.ended: list[Ended] | None = None
+        self.labels: Labels | None = None
+        """The labels of every reading and rejection of the message (its topic's), or None."""
 
     @property
     def n_readings(self) -> int:
@@ -148,6 +150,8 @@ class PayloadDecoder:
         except Reject as rej:
             out.readings.clear()
             out.rejections[:] = [Rejection(rej.reason, rej.detail, topic_text, payload)]
+            if rej.labels is not None:
+                out.labels = rej.labels
         except UnicodeDecodeError:
             out.readings.clear()
             out.rejections[:] = [Rejection(BAD_TOPIC, "topic is not UTF-8", "", payload)]
@@ -169,7 +173,7 @@ class PayloadDecoder:
             self._topics[topic] = cached
         if cached[3] is not None:
             # A fresh exception each time: re-raising one cached instance grows its traceback.
-            raise Reject(cached[3], cached[4])
+            raise Reject(cached[3], cached[4], cached[5])
         return cached
 
     def _parse_topic(self, topic: str) -> _TopicEntry:
@@ -179,15 +183,18 @@ class PayloadDecoder:
             found = pattern.match(parts)
             if found is None:
                 continue
-            for kind, name in zip(("device", "metric"), found, strict=True):
+            device, metric, labels = found
+            named = [("device", device), ("metric", metric), *labels.items()]
+            for kind, name in named:
                 if name is not None and not valid_name(name):
                     detail = f"{kind} {short(name)!r} in topic is not a valid name"
-                    return (fmt, None, None, BAD_NAME, detail)
-            return (fmt, found[0], found[1], None, "")
+                    return (fmt, None, None, BAD_NAME, detail, labels or None)
+            return (fmt, device, metric, None, "", labels or None)
         if fmt != "json":
-            return (fmt, None, None, None, "")  # Telegraf and line protocol name it in tags
+            # Telegraf and line protocol name the device in tags, Sparkplug in its own topics
+            return (fmt, None, None, None, "", None)
         shown = " or ".join(p.pattern for p in self.patterns)
-        return (fmt, None, None, BAD_TOPIC, f"topic matches none of {shown}")
+        return (fmt, None, None, BAD_TOPIC, f"topic matches none of {shown}", None)
 
     # -- payload -------------------------------------------------------------------------
 
@@ -199,9 +206,11 @@ class PayloadDecoder:
         if cached is None or cached[3] is not None:
             cached = self._topic(topic)
         fmt, device, metric = cached[0], cached[1], cached[2]
+        if cached[5] is not None:
+            out.labels = cached[5]
         if fmt == "sparkplug" and self.sparkplug is not None:
             # Before the empty check: a DEATH may come without a payload.
-            out.ended = self.sparkplug.decode(topic, payload, arrival, out.readings, out.rejections)
+            self.sparkplug.decode(topic, payload, arrival, out)
             return
         if size == 0:
             raise Reject(EMPTY_PAYLOAD, "empty payload")

@@ -282,6 +282,7 @@ class Service:
             reject_log=RateLimitedLog(
                 logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
             ),
+            max_labelled_series=s.detection.max_series,
         )
         # Everything built so far (modules, model, settings: ~50,000 objects) lives as long
         # as the process: out of the cyclic collector's sight, a full collection no longer

@@ -221,6 +221,9 @@ class MqttSettings(BaseModel):
     password: SecretStr | None = None
     topics: StrList = Field(default_factory=lambda: ["sensors/#"])
     topic_patterns: StrList = Field(default_factory=lambda: list(DEFAULT_PATTERNS))
+    """Topic templates, first match wins: literals, ``+``, ``{device}`` (required),
+    ``{metric}`` (else the payload names it), ``{label}`` (e.g.
+    ``plant/{site}/{line}/{device}/{metric}``: labels go into alerts and dead letters)."""
     qos: Literal[0, 1] = 1
     keepalive_s: int = Field(30, ge=5, le=65535)
     session_expiry_s: int = Field(3600, ge=0, le=4_294_967_295)

@@ -41,9 +41,10 @@ born longest ago forgotten first (counted in `SparkplugDecoder.evicted_nodes`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from detector.payload_checks import (
     ALIAS_TABLE_FULL,
@@ -64,6 +65,9 @@ from detector.payload_checks import (
 from detector.readings import Reading, Rejection
 from detector.sparkplug_schema import DataType, Payload
 
+if TYPE_CHECKING:
+    from detector.payloads import Decoded
+
 log = logging.getLogger("iotad.sparkplug")
 
 NAMESPACE = "spBv1.0"
@@ -82,6 +86,13 @@ _UNSIGNED = frozenset(map(int, (DataType.UInt8, DataType.UInt16, DataType.UInt32
 _INTEGER_FIELDS = frozenset({"int_value", "long_value"})
 _FLOAT_FIELDS = frozenset({"float_value", "double_value"})
 _FLOATS = frozenset({int(DataType.Float), int(DataType.Double)})
+
+
+GROUP_LABEL = "sparkplug_group"
+NODE_LABEL = "edge_node"
+"""The labels every Sparkplug series carries into its alerts and dead letters."""
+# message type, group, edge node, device (None: the node itself), labels
+_Topic = tuple[str, str, str, str | None, dict[str, str] | None]
 
 
 class Ended(NamedTuple):
@@ -143,7 +154,7 @@ class SparkplugDecoder:
         self._booleans = limits.sparkplug_booleans == "number"
         self._nodes: dict[tuple[str, str], _Node] = {}
         # topic -> (message type, group, edge node, device or None); or the Reject
-        self._topics: dict[str, tuple[str, str, str, str | None] | Reject] = {}
+        self._topics: dict[str, _Topic | Reject] = {}
         self.evicted_nodes = 0
         self._logged_at = -_LOG_EVERY_S
 
@@ -160,7 +171,7 @@ class SparkplugDecoder:
 
     # -- topic -----------------------------------------------------------------------------
 
-    def _topic(self, topic: str) -> tuple[str, str, str, str | None]:
+    def _topic(self, topic: str) -> _Topic:
         parsed = self._topics.get(topic)
         if parsed is None:
             parsed = self._parse_topic(topic)
@@ -172,17 +183,22 @@ class SparkplugDecoder:
         return parsed
 
     @staticmethod
-    def _parse_topic(topic: str) -> tuple[str, str, str, str | None] | Reject:
+    def _parse_topic(topic: str) -> _Topic | Reject:
         parts = topic.split("/")
         if parts[0] != NAMESPACE:
             return Reject(BAD_TOPIC, f"Sparkplug B topics start with {NAMESPACE}/")
         if len(parts) >= 2 and parts[1] == "STATE":
-            return ("STATE", "", "", None)
+            return ("STATE", "", "", None, None)
         kind = parts[2] if len(parts) > 2 else ""
-        if len(parts) == 4 and (kind in _NODE_TYPES or kind == "NCMD"):
-            return (kind, parts[1], parts[3], None)
-        if len(parts) == 5 and (kind in _DEVICE_TYPES or kind == "DCMD"):
-            return (kind, parts[1], parts[3], parts[4])
+        if (len(parts) == 4 and (kind in _NODE_TYPES or kind == "NCMD")) or (
+            len(parts) == 5 and (kind in _DEVICE_TYPES or kind == "DCMD")
+        ):
+            group, node = parts[1], parts[3]
+            labels = {}
+            for label, raw in ((GROUP_LABEL, group), (NODE_LABEL, node)):
+                with contextlib.suppress(Reject):  # an unsafe id: the device says why
+                    labels[label] = sanitise_name(raw, label)
+            return (kind, group, node, parts[4] if len(parts) == 5 else None, labels)
         return Reject(
             BAD_TOPIC,
             f"not {NAMESPACE}/{{group}}/{{N|D}}{{BIRTH|DATA|DEATH}}/{{edge node}}[/{{device}}]",
@@ -190,19 +206,27 @@ class SparkplugDecoder:
 
     # -- messages --------------------------------------------------------------------------
 
-    def decode(
+    def decode(self, topic: str, payload: bytes, arrival: float, out: Decoded) -> None:
+        """Readings and rejections of one message into `out`, with its labels (the group
+        and edge node) and the devices a DEATH ended. `Reject` for the whole message."""
+        kind, group, node_id, device_id, labels = self._topic(topic)
+        if kind == "STATE" or kind in _NOT_INPUT:
+            return
+        out.labels = labels
+        out.ended = self._decode(kind, group, node_id, device_id, topic, payload, arrival, out)
+
+    def _decode(
         self,
+        kind: str,
+        group: str,
+        node_id: str,
+        device_id: str | None,
         topic: str,
         payload: bytes,
         arrival: float,
-        readings: list[Reading],
-        rejections: list[Rejection],
+        out: Decoded,
     ) -> list[Ended] | None:
-        """Readings and rejections of one message into the lists; returns the devices a
-        DEATH ended (None for other messages). `Reject` for the whole message."""
-        kind, group, node_id, device_id = self._topic(topic)
-        if kind == "STATE" or kind in _NOT_INPUT:
-            return None
+        readings, rejections = out.readings, out.rejections
         try:
             msg = Payload.FromString(payload)
         except Exception as exc:  # protobuf's DecodeError, or a recursion limit

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,6 +29,7 @@ from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
 from detector.ratelimit import RateLimitedLog
 from detector.readings import NOT_DEAD_LETTERED, Reading, Rejection
+from detector.topics import Labels
 
 log = logging.getLogger("iotad.worker")
 
@@ -122,6 +124,9 @@ class Worker:
         evict_every_s: how often idle series are swept out (see `evict_interval`).
         reject_log: the rate-limited log for rejected input.
         clock: wall clock (epoch seconds), for lag and eviction.
+        max_labelled_series: series whose topic labels (site, line, ...) are remembered for
+            their alerts; past it the series labelled longest ago is forgotten (its alerts
+            then carry no labels until its next message).
     """
 
     def __init__(
@@ -141,6 +146,7 @@ class Worker:
         evict_every_s: float = EVICT_EVERY_S,
         reject_log: RateLimitedLog | None = None,
         clock: Callable[[], float] = time.time,
+        max_labelled_series: int = 100_000,
     ) -> None:
         self.core = core
         self.metrics = metrics
@@ -169,6 +175,9 @@ class Worker:
         self._trimmed_at = 0
         self.failed: BaseException | None = None
         self.batches = 0
+        # series key -> the labels of its latest message's topic (`detector.topics`)
+        self.series_labels: dict[str, Labels] = {}
+        self.max_labelled_series = max_labelled_series
 
     # -- detection thread ----------------------------------------------------------------
 
@@ -229,8 +238,11 @@ class Worker:
         m.readings.inc(len(readings) + len(rejections))
         m.accepted.inc(len(readings) - len(result.dropped))
         m.batch_size.observe(len(readings) + len(rejections))
+        labelled = [item for item in items if item.labels]
+        if labelled:
+            self._learn_labels(labelled)
         if rejections:
-            self._reject(rejections)
+            self._reject(rejections, labelled)
         if result.dropped:
             self._dropped(items, result)
         if readings:
@@ -351,6 +363,8 @@ class Worker:
     def _alert(self, result: BatchResult) -> list[Delivery]:
         """Send the batch's events to every sink; returns the publishes to confirm."""
         m = self.metrics
+        if self.series_labels:
+            result.events[:] = [self._labelled(e) for e in result.events]
         for event in result.events:
             m.alert_events.labels(event.state).inc()
             log.info(
@@ -374,18 +388,39 @@ class Worker:
             deliveries.extend(sink.take_deliveries())
         return deliveries
 
-    def _reject(self, rejections: list[Rejection]) -> None:
+    def _learn_labels(self, items: list[Inbound]) -> None:
+        """Remember the labels of the series of labelled messages, for their alerts."""
+        known = self.series_labels
+        for item in items:
+            labels = item.labels
+            for r in item.readings:
+                key = f"{r.device}/{r.metric}"
+                if known.get(key) is labels:
+                    continue  # the usual case: one labels object per topic (decoder cache)
+                known.pop(key, None)  # re-inserted last: the bound forgets the oldest
+                if len(known) >= self.max_labelled_series:
+                    del known[next(iter(known))]
+                known[key] = labels  # type: ignore[assignment]
+
+    def _labelled(self, event: AlertEvent) -> AlertEvent:
+        labels = self.series_labels.get(f"{event.device}/{event.metric}")
+        return replace(event, labels=dict(labels)) if labels else event
+
+    def _reject(self, rejections: list[Rejection], labelled: list[Inbound]) -> None:
         for reason, count in Counter(r.reason for r in rejections).items():
             self._rejected(reason).inc(count)
+        labels_of = {id(r): item.labels for item in labelled for r in item.rejections}
         for rej in rejections:
             self.reject_log.warning(
                 rej.reason, "rejected (%s) on %r: %s", rej.reason, rej.topic, rej.detail
             )
             if rej.reason not in NOT_DEAD_LETTERED:
-                self._send_dead(rej.reason, rej.detail, rej.topic, rej.payload)
+                labels = labels_of.get(id(rej)) if labels_of else None
+                self._send_dead(rej.reason, rej.detail, rej.topic, rej.payload, labels)
 
     def _dropped(self, items: list[Inbound], result: BatchResult) -> None:
         topic_of = {id(r): item.topic for item in items for r in item.readings}
+        labels_of = {id(r): item.labels for item in items if item.labels for r in item.readings}
         for reason, count in Counter(d.reason for d in result.dropped).items():
             self._rejected(reason).inc(count)
         for d in result.dropped:
@@ -395,11 +430,13 @@ class Worker:
                 d.reason, "dropped (%s) %s/%s at ts %s", d.reason, r.device, r.metric, r.ts
             )
             if self.deadletter is not None:
-                self._count_dead(self.deadletter.send_dropped(d, topic))
+                self._count_dead(self.deadletter.send_dropped(d, topic, labels_of.get(id(r))))
 
-    def _send_dead(self, reason: str, detail: str, topic: str, payload: bytes) -> None:
+    def _send_dead(
+        self, reason: str, detail: str, topic: str, payload: bytes, labels: Labels | None = None
+    ) -> None:
         if self.deadletter is not None:
-            self._count_dead(self.deadletter.send(reason, detail, topic, payload))
+            self._count_dead(self.deadletter.send(reason, detail, topic, payload, labels))
 
     def _count_dead(self, sent: bool) -> None:
         if sent:

@@ -59,6 +59,7 @@ def test_birth_data_death_and_rebirth(mosquitto: Mosquitto, start_worker, collec
     assert letter["reason"] == "unknown_alias"
     assert letter["topic"] == DEVICE.format("DDATA")
     assert letter["payload_encoding"] == "base64"  # protobuf, as it came
+    assert letter["labels"] == {"sparkplug_group": "plant", "edge_node": "gw1"}
 
     # The node dies: its series and its device's end; DATA before the rebirth is unknown.
     late = data([(1, 41.0)], DataType.Double, ts_ms=T0_MS + 40_000)
