@@ -110,6 +110,11 @@ class PayloadLimits:
     sparkplug_max_aliases: int = 10_000
     """Sparkplug B: names and aliases (and devices) remembered per edge node; BIRTH metrics
     beyond are rejected (``alias_table_full``)."""
+    sparkplug_rebirth: bool = False
+    """Sparkplug B: on DATA with unknown aliases, ask the edge node to publish its BIRTH again
+    (NCMD ``Node Control/Rebirth`` on ``spBv1.0/{group}/NCMD/{edge node}``, at most every 30 s
+    per node). Off: the worker publishes nothing to the plant. The broker must let the worker
+    publish there."""
     sparkplug_max_nodes: int = 1_000
     """Sparkplug B: edge nodes remembered; past it the one born longest ago is forgotten
     (its DATA is ``unknown_alias`` until its next BIRTH)."""

@@ -249,6 +249,12 @@ class Service:
         if code != EXIT_OK or stop.is_set():
             return code
         source = self.connection
+        if decoder.sparkplug is not None and s.payload.sparkplug_rebirth:
+            if s.source == "mqtt":
+                # QoS 0, not retained: what Sparkplug asks of a host application's commands.
+                decoder.sparkplug.commands = lambda topic, body: source.publish(topic, body, 0)
+            else:
+                log.warning("IOTAD_PAYLOAD__SPARKPLUG_REBIRTH needs IOTAD_SOURCE=mqtt; ignored")
         if self.checkpointer is not None:
             # Restored before anything is processed, so the first reading is scored at once.
             self.checkpointer.restore(core)

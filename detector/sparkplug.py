@@ -11,9 +11,10 @@ node (on the network thread, like the rest of the decoder):
   records its ``bdSeq``.
 - **NDATA / DDATA**: each metric, by alias or by name, is one reading. A metric no BIRTH
   defined (the worker started after the BIRTH, or the node never sent one) is rejected as
-  ``unknown_alias``: its name and datatype cannot be known. (A Sparkplug host application
-  would then ask the node to publish its BIRTH again with an NCMD ``Node Control/Rebirth``;
-  the worker does not publish commands to the plant.)
+  ``unknown_alias``: its name and datatype cannot be known. With
+  `PayloadLimits.sparkplug_rebirth` on, the worker then asks the node to publish its BIRTH
+  again (NCMD ``Node Control/Rebirth``, as a Sparkplug host application does; at most once
+  per `REBIRTH_INTERVAL_S` per node); off by default: it is a command to the plant.
 - **NDEATH / DDEATH**: the device's series (for NDEATH the node's and all its devices') have
   ended: `Decoded.ended` names the devices, and the worker ends their series in the core
   (`detector.core.DetectionCore.end_devices`). An NDEATH whose ``bdSeq`` is not the one of
@@ -44,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from detector.payload_checks import (
@@ -95,6 +97,19 @@ NODE_LABEL = "edge_node"
 _Topic = tuple[str, str, str, str | None, dict[str, str] | None]
 
 
+REBIRTH_INTERVAL_S = 30.0
+"""At most one rebirth request per edge node in this time (a node answers with its BIRTHs,
+usually within a second; one that does not is not flooded with commands)."""
+REBIRTH_METRIC = "Node Control/Rebirth"
+
+
+def rebirth_request(now_s: float) -> bytes:
+    """The NCMD payload asking an edge node to publish its BIRTH messages again."""
+    msg = Payload(timestamp=int(now_s * 1000))
+    msg.metrics.add(name=REBIRTH_METRIC, datatype=DataType.Boolean, boolean_value=True)
+    return msg.SerializeToString()
+
+
 class Ended(NamedTuple):
     """A device whose series ended (a DEATH), and when (epoch s)."""
 
@@ -129,12 +144,13 @@ class _Device:
 
 
 class _Node:
-    __slots__ = ("bdseq", "devices", "size")
+    __slots__ = ("asked_at", "bdseq", "devices", "size")
 
     def __init__(self) -> None:
         self.bdseq: int | None = None
         self.devices: dict[str | None, _Device] = {}
         self.size = 0  # its devices (the node itself included) and their names and aliases
+        self.asked_at = -REBIRTH_INTERVAL_S  # monotonic time of the last rebirth request
 
 
 def _device_name(node: str, device: str | None) -> str | Reject:
@@ -157,6 +173,11 @@ class SparkplugDecoder:
         self._topics: dict[str, _Topic | Reject] = {}
         self.evicted_nodes = 0
         self._logged_at = -_LOG_EVERY_S
+        self.commands: Callable[[str, bytes], object] | None = None
+        """Publishes a command to the plant (topic, payload): set by the worker when
+        `PayloadLimits.sparkplug_rebirth` is on, and then used for rebirth requests only."""
+        self.rebirths_requested = 0
+        self._rebirth_logged_at = -_LOG_EVERY_S
 
     # -- state, for metrics and tests ---------------------------------------------------
 
@@ -255,8 +276,33 @@ class SparkplugDecoder:
             skip = self._birth(node, device, metrics, kind == "NBIRTH", topic, payload, rejections)
         else:
             device = node.devices.get(device_id) or self._new_device(node, node_id, device_id)
+        before = len(rejections)
         self._readings(device, metrics, ts, arrival, topic, payload, readings, rejections, skip)
+        if self.commands is not None and any(
+            r.reason == UNKNOWN_ALIAS for r in rejections[before:]
+        ):
+            self._request_rebirth(node, group, node_id)
         return None
+
+    def _request_rebirth(self, node: _Node, group: str, node_id: str) -> None:
+        """Ask the edge node to publish its BIRTH messages again (NCMD ``Node
+        Control/Rebirth``, QoS 0, not retained, as Sparkplug 3.0.0 says a host application
+        does), at most once per `REBIRTH_INTERVAL_S` per node."""
+        now = time.monotonic()
+        if now - node.asked_at < REBIRTH_INTERVAL_S or self.commands is None:
+            return
+        node.asked_at = now
+        self.rebirths_requested += 1
+        self.commands(f"{NAMESPACE}/{group}/NCMD/{node_id}", rebirth_request(time.time()))
+        if now - self._rebirth_logged_at >= _LOG_EVERY_S:
+            self._rebirth_logged_at = now
+            log.info(
+                "asked Sparkplug edge node %s/%s to rebirth: DATA with unknown aliases "
+                "(%d requests so far)",
+                group,
+                node_id,
+                self.rebirths_requested,
+            )
 
     def _new_device(self, node: _Node, node_id: str, device_id: str | None) -> _Device:
         """A fresh, empty table for the node (device None) or one of its devices, replacing
@@ -477,4 +523,9 @@ class SparkplugCollector:
             "iotad_sparkplug_nodes_evicted",
             "Sparkplug edge nodes forgotten past IOTAD_PAYLOAD__SPARKPLUG_MAX_NODES",
             d.evicted_nodes,
+        )
+        yield CounterMetricFamily(
+            "iotad_sparkplug_rebirth_requests",
+            "NCMD Node Control/Rebirth requests published (IOTAD_PAYLOAD__SPARKPLUG_REBIRTH)",
+            d.rebirths_requested,
         )

@@ -259,3 +259,35 @@ def test_time_checks_apply_as_for_every_format() -> None:
     dec = decoder()
     out = dec.decode("spBv1.0/g/NBIRTH/n", birth([("a", 1, DataType.Double, 1.0)], ts_ms=1000))
     assert reasons(out) == ["bad_ts"]  # 1970: a clock never set
+
+
+def test_unknown_aliases_ask_the_node_to_rebirth_at_most_once_per_interval() -> None:
+    from detector.sparkplug import REBIRTH_METRIC
+    from detector.sparkplug_schema import Payload
+
+    dec = decoder()
+    assert dec.sparkplug is not None
+    sent: list[tuple[str, bytes]] = []
+    dec.sparkplug.commands = lambda topic, body: sent.append((topic, body))
+    for _ in range(3):  # a burst of DATA from a node whose BIRTH the worker never saw
+        dec.decode("spBv1.0/g/DDATA/gw1/a", data([(1, 2.0)], DataType.Double, ts_ms=T0_MS))
+    assert [t for t, _ in sent] == ["spBv1.0/g/NCMD/gw1"]
+    (metric,) = Payload.FromString(sent[0][1]).metrics
+    assert (metric.name, metric.datatype, metric.boolean_value) == (
+        REBIRTH_METRIC,
+        DataType.Boolean,
+        True,
+    )
+    # another node is asked on its own; a node whose aliases are known is not asked
+    dec.decode("spBv1.0/g/NDATA/gw2", data([(1, 2.0)], DataType.Double, ts_ms=T0_MS))
+    dec.decode("spBv1.0/g/NBIRTH/gw3", birth([("t", 1, DataType.Double, 1.0)], bdseq=0))
+    dec.decode("spBv1.0/g/NDATA/gw3", data([(1, 2.0)], DataType.Double, ts_ms=T0_MS))
+    assert [t for t, _ in sent] == ["spBv1.0/g/NCMD/gw1", "spBv1.0/g/NCMD/gw2"]
+    assert dec.sparkplug.rebirths_requested == 2
+
+
+def test_no_rebirth_request_unless_asked() -> None:
+    dec = decoder()
+    out = dec.decode("spBv1.0/g/NDATA/gw1", data([(1, 2.0)], DataType.Double, ts_ms=T0_MS))
+    assert reasons(out) == ["unknown_alias"]
+    assert dec.sparkplug is not None and dec.sparkplug.rebirths_requested == 0

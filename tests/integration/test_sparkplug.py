@@ -81,3 +81,30 @@ def test_birth_data_death_and_rebirth(mosquitto: Mosquitto, start_worker, collec
     worker.settle(mosquitto.port)
     reasons = sorted(json.loads(m.payload)["reason"] for m in letters.snapshot())
     assert reasons == ["bad_topic"] * 2 + ["unknown_alias"] * 2
+
+
+def test_rebirth_is_requested_when_asked(mosquitto: Mosquitto, start_worker, collect) -> None:
+    from detector.sparkplug_schema import Payload
+
+    commands = collect("spBv1.0/+/NCMD/#")
+    worker = start_worker(env={**ENV, "IOTAD_PAYLOAD__SPARKPLUG_REBIRTH": "true"})
+    # the worker started after the node's BIRTH: its DATA cannot be read
+    unknown = data([(1, 41.0)], DataType.Double, ts_ms=T0_MS)
+    publish_all(mosquitto.port, [(DEVICE.format("DDATA"), unknown)] * 3)
+    worker.wait_metric("iotad_readings_rejected_total", lambda v: v >= 3, reason="unknown_alias")
+    (cmd,) = commands.wait_for(lambda ms: len(ms) >= 1)
+    assert cmd.topic == "spBv1.0/plant/NCMD/gw1" and not cmd.retain
+    (metric,) = Payload.FromString(cmd.payload).metrics
+    assert (metric.name, metric.boolean_value) == ("Node Control/Rebirth", True)
+    assert worker.sample("iotad_sparkplug_rebirth_requests_total") == 1
+    # the node answers with its BIRTHs; its DATA is read again
+    publish_all(
+        mosquitto.port,
+        [
+            (NODE.format("NBIRTH"), birth([], bdseq=4, ts_ms=T0_MS + 1000)),
+            (DEVICE.format("DBIRTH"), birth([("t", 1, DataType.Double, 40.5)], ts_ms=T0_MS + 1000)),
+            (DEVICE.format("DDATA"), data([(1, 41.0)], DataType.Double, ts_ms=T0_MS + 2000)),
+        ],
+    )
+    worker.wait_metric("iotad_readings_accepted_total", lambda v: v >= 2)
+    assert len(commands.snapshot()) == 1
