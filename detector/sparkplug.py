@@ -257,7 +257,14 @@ class SparkplugDecoder:
             raise Reject(
                 TOO_MANY_READINGS, f"{len(metrics)} metrics exceed {self.limits.max_readings}"
             )
-        ts = self._ts(msg.timestamp, arrival) if msg.HasField("timestamp") else arrival
+        # A payload time that fails the checks rejects the metrics that take it, one each;
+        # a BIRTH is still learnt and a DEATH still ends its series (at the arrival time).
+        ts, bad_ts = arrival, None
+        if msg.HasField("timestamp"):
+            try:
+                ts = self._ts(msg.timestamp, arrival)
+            except Reject as rej:
+                bad_ts = rej
         key = (group, node_id)
         if kind == "NDEATH":
             return self._node_death(key, node_id, metrics, ts)
@@ -277,7 +284,9 @@ class SparkplugDecoder:
         else:
             device = node.devices.get(device_id) or self._new_device(node, node_id, device_id)
         before = len(rejections)
-        self._readings(device, metrics, ts, arrival, topic, payload, readings, rejections, skip)
+        self._readings(
+            device, metrics, ts, bad_ts, arrival, topic, payload, readings, rejections, skip
+        )
         if self.commands is not None and any(
             r.reason == UNKNOWN_ALIAS for r in rejections[before:]
         ):
@@ -415,6 +424,7 @@ class SparkplugDecoder:
         device: _Device,
         metrics: Any,
         ts: float,
+        bad_ts: Reject | None,
         arrival: float,
         topic: str,
         payload: bytes,
@@ -461,6 +471,8 @@ class SparkplugDecoder:
                     at = m.timestamp / 1000.0
                     if not limits.min_ts <= at <= latest:
                         at = check_ts(at, arrival, limits)
+                elif bad_ts is not None:
+                    raise Reject(bad_ts.reason, bad_ts.detail)
                 else:
                     at = ts
                 readings.append(Reading(device_name, name, at, value))

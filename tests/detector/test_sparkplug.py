@@ -291,3 +291,17 @@ def test_no_rebirth_request_unless_asked() -> None:
     out = dec.decode("spBv1.0/g/NDATA/gw1", data([(1, 2.0)], DataType.Double, ts_ms=T0_MS))
     assert reasons(out) == ["unknown_alias"]
     assert dec.sparkplug is not None and dec.sparkplug.rebirths_requested == 0
+
+
+def test_a_bad_payload_time_rejects_its_metrics_but_the_birth_is_learnt() -> None:
+    dec = decoder()
+    specs = [("a", 1, DataType.Double, 1.0), ("b", 2, DataType.Double, 2.0, T0_MS)]
+    out = dec.decode("spBv1.0/g/NBIRTH/n", birth(specs, bdseq=0, ts_ms=1000))
+    # a takes the payload's 1970 (bad_ts), b has a time of its own; bdSeq is no measurement
+    assert reasons(out) == ["bad_ts", "not_a_measurement"]
+    assert [(r.metric, r.ts) for r in out.readings] == [("b", T0)]
+    out = dec.decode("spBv1.0/g/NDATA/n", data([(1, 5.0)], DataType.Double, ts_ms=T0_MS))
+    assert [(r.metric, r.value) for r in out.readings] == [("a", 5.0)]
+    # a DEATH with a bad time still ends its series, at the arrival time
+    out = dec.decode("spBv1.0/g/DDEATH/n/d", payload([], ts_ms=1000))
+    assert out.ended is not None and out.ended[0].ts == pytest.approx(ARRIVAL)
