@@ -87,7 +87,7 @@ def alert_payload(
     """
     ev = event
     start = min(starts_at, now)
-    all_labels = {**(labels or {}), "alertname": ALERTNAME, "device": ev.device}
+    all_labels = {**(labels or {}), **ev.labels, "alertname": ALERTNAME, "device": ev.device}
     all_labels.update(metric=ev.metric, severity=severity)
     if ev.state == "firing" and ev.signal == "silence":
         summary = f"{ev.device}/{ev.metric} stopped reporting (last value {_num(ev.value)})"

@@ -113,6 +113,9 @@ PAYLOAD_BOUNDS: dict[str, dict[str, float]] = {
     "max_readings": {"ge": 1, "le": 1_000_000},
     "max_future_s": {"ge": 0, "le": 7 * 86_400},
     "min_ts": {"ge": 0, "le": 4_102_444_800},  # 2100-01-01
+    # ~150 bytes an entry: the defaults' worst case (every node full) is about 1.5 GB.
+    "sparkplug_max_aliases": {"ge": 1, "le": 1_000_000},
+    "sparkplug_max_nodes": {"ge": 1, "le": 1_000_000},
 }
 """Bounds of the `PayloadLimits` fields as settings."""
 
@@ -218,6 +221,9 @@ class MqttSettings(BaseModel):
     password: SecretStr | None = None
     topics: StrList = Field(default_factory=lambda: ["sensors/#"])
     topic_patterns: StrList = Field(default_factory=lambda: list(DEFAULT_PATTERNS))
+    """Topic templates, first match wins: literals, ``+``, ``{device}`` (required),
+    ``{metric}`` (else the payload names it), ``{label}`` (e.g.
+    ``plant/{site}/{line}/{device}/{metric}``: labels go into alerts and dead letters)."""
     qos: Literal[0, 1] = 1
     keepalive_s: int = Field(30, ge=5, le=65535)
     session_expiry_s: int = Field(3600, ge=0, le=4_294_967_295)
