@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,8 +83,9 @@ def alert_payload(
     """
     ev = event
     start = min(starts_at, now)
-    all_labels = {**(labels or {}), "alertname": ALERTNAME, "device": ev.device}
-    all_labels.update(metric=ev.metric, severity=severity)
+    # The rules' labels and severity for the series win over the sink's static ones.
+    all_labels = {**(labels or {}), **ev.labels, "alertname": ALERTNAME, "device": ev.device}
+    all_labels.update(metric=ev.metric, severity=ev.severity or severity)
     if ev.state == "firing" and ev.signal == "silence":
         summary = f"{ev.device}/{ev.metric} stopped reporting (last value {_num(ev.value)})"
         ends = now + ttl_s
@@ -284,6 +285,12 @@ class AlertmanagerSink:
                 self._active[key] = posting
             else:
                 prev = self._active.pop(key, None)
+                if prev is not None and (
+                    prev.event.labels != event.labels or prev.event.severity != event.severity
+                ):
+                    # Alertmanager knows an alert by its labels: the end must carry those it
+                    # fired with, even when the rules changed them in between.
+                    event = replace(event, labels=prev.event.labels, severity=prev.event.severity)
                 posting = _Posting(event, prev.starts_at if prev else event.ts)
             self.active_gauge.set(len(self._active))
             if self._closing:

@@ -51,6 +51,10 @@ class AlertMessage(msgspec.Struct, frozen=True):
     signal: str = "forecast"
     """What fired the episode (`detector.events.AlertEvent.signal`); absent from alerts of
     workers before it, read as ``forecast``."""
+    severity: str | None = None
+    """The series' severity from the rules file (`detector.rules`); null: none set."""
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    """The series' extra labels from the rules file."""
 
 
 class ScoreMessage(msgspec.Struct, frozen=True):

@@ -16,6 +16,8 @@ from prometheus_client.registry import Collector
 
 PUBLISH_FAILED_KINDS = ("alert_unconfirmed", "deadletter", "scores")
 """The `kind` label values of `iotad_publish_failed_total`."""
+SUPPRESS_REASONS = ("mute", "maintenance")
+"""The `reason` label values of `iotad_alerts_suppressed_total` (`detector.rule_policy`)."""
 
 # Reading ts -> decision, 1 ms to 60 s: a live stream sits in the low buckets, a backlog or a
 # lagging worker shows up in the top ones.
@@ -134,6 +136,25 @@ class WorkerMetrics:
         )
         for state in ("firing", "resolved"):
             self.alert_events.labels(state)  # present at 0 from the start, for rate() queries
+        self.alerts_suppressed = Counter(
+            "iotad_alerts_suppressed_total",
+            "Alerts the rules file kept back (muted series, maintenance windows), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in SUPPRESS_REASONS:
+            self.alerts_suppressed.labels(reason)
+        self.rules_loaded = Gauge(
+            "iotad_rules", "Rules in force from the rules file (0: none)", registry=r
+        )
+        self.rules_reloads = Counter(
+            "iotad_rules_reloads_total", "Rules file reloads that took effect", registry=r
+        )
+        self.rules_reload_failures = Counter(
+            "iotad_rules_reload_failures_total",
+            "Rules file reloads refused (unreadable or invalid: the previous rules stay)",
+            registry=r,
+        )
         self.series_active = Gauge("iotad_series_active", "Series with state", registry=r)
         self.series_warming = Gauge(
             "iotad_series_warming", "Series whose window is not full yet", registry=r
