@@ -72,6 +72,7 @@ class RulesReloader:
             load_rules(self.path)  # raises, saying why it cannot be read
         rules = parse_rules(data or b"", str(self.path))
         self._accept(rules, data, signature)
+        self._next_check = self.clock() + self.check_interval_s
         return rules
 
     def request(self) -> None:
