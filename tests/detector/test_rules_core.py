@@ -183,7 +183,7 @@ def test_silence_in_a_maintenance_window_is_kept_back_with_its_end() -> None:
     assert stream(plain)[0] == [
         ("firing", "rpm", 900.0, "silence"),
         ("resolved", "rpm", 1500.0, "silence"),
-    ]  # noqa: E501
+    ]
     stop = Rule(metric="rpm", maintenance=(OneOffWindow(600.0, 1200.0, "stop"),))
     ruled = DetectionCore(art, LastValueForecaster(), cfg, RuleSet([stop]))
     assert stream(ruled) == ([], [("maintenance", 900.0)])

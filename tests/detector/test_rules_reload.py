@@ -113,7 +113,7 @@ def test_a_deleted_file_keeps_the_rules(setup) -> None:  # type: ignore[no-untyp
 
 
 def test_request_reloads_before_the_interval(setup) -> None:  # type: ignore[no-untyped-def]
-    path, reloader, applied, clock, registry = setup
+    path, reloader, applied, _clock, _registry = setup
     reloader.load()
     write(path, MUTE_B, 2_000_000_000)
     reloader.request()
