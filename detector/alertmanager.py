@@ -2,7 +2,9 @@
 
 Alertmanager identifies an alert by its label set, so a series' firing and resolved events
 carry the same labels (``alertname``, ``device``, ``metric``, ``severity`` plus any static
-labels) and differ only in their time range:
+labels and the labels the rules file gives the series, which win over the static ones; a
+resolved event keeps those its firing had, even when the rules changed in between) and differ
+only in their time range:
 
 - firing: ``startsAt`` is the start of the episode and ``endsAt`` a few resend intervals
   ahead. Alertmanager treats an alert whose ``endsAt`` has passed as resolved, so the sink

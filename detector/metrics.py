@@ -150,6 +150,11 @@ class WorkerMetrics:
         self.rules_reloads = Counter(
             "iotad_rules_reloads_total", "Rules file reloads that took effect", registry=r
         )
+        self.rules_stale = Gauge(
+            "iotad_rules_stale",
+            "1 while the rules file on disk was refused and older rules stay in force",
+            registry=r,
+        )
         self.rules_reload_failures = Counter(
             "iotad_rules_reload_failures_total",
             "Rules file reloads refused (unreadable or invalid: the previous rules stay)",

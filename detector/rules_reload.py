@@ -120,6 +120,7 @@ class RulesReloader:
         self._failed_digest = None
         if self.metrics is not None:
             self.metrics.rules_loaded.set(len(rules))
+            self.metrics.rules_stale.set(0)
 
     def _fail(self, digest: bytes | None, lines: list[str], forced: bool) -> bool:
         if digest is None and self._failed_digest == b"" and not forced:
@@ -131,6 +132,7 @@ class RulesReloader:
         log.error("rules reload failed: keeping the %d rules in force", len(self.rules))
         if self.metrics is not None:
             self.metrics.rules_reload_failures.inc()
+            self.metrics.rules_stale.set(1)
         return False
 
     def _stat(self) -> _Signature | None:

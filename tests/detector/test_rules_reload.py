@@ -83,6 +83,7 @@ def test_a_bad_file_keeps_the_rules_counts_once_and_logs_each_problem(
     assert not reloader.poll()
     assert applied == [] and muted(reloader.rules, "a")
     assert registry.get_sample_value("iotad_rules_reload_failures_total") == 1
+    assert registry.get_sample_value("iotad_rules_stale") == 1
     assert any("threshold: must be a number in (0, 1]" in r.message for r in caplog.records)
     # Still bad at the next checks: not counted again, not logged again.
     caplog.clear()
@@ -98,6 +99,7 @@ def test_a_bad_file_keeps_the_rules_counts_once_and_logs_each_problem(
     write(path, MUTE_B, 3_000_000_000)
     clock.now = 30.0
     assert reloader.poll() and muted(applied[-1], "b") and not muted(applied[-1], "a")
+    assert registry.get_sample_value("iotad_rules_stale") == 0
 
 
 def test_a_deleted_file_keeps_the_rules(setup) -> None:  # type: ignore[no-untyped-def]
