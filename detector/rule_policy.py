@@ -35,6 +35,7 @@ class SeriesRules:
         self._sets: list[WindowSet] = []
         self._set_of: dict[tuple[object, ...], int] = {}
         self._any_windows = False
+        self._any_muted = False
 
     def ensure_capacity(self, capacity: int) -> None:
         self.threshold = grown(self.threshold, capacity, self.default_threshold)
@@ -52,6 +53,7 @@ class SeriesRules:
             self.default_threshold if policy.threshold is None else policy.threshold
         )
         self.muted[slot] = policy.mute
+        self._any_muted = self._any_muted or policy.mute
         if policy.windows:
             windows = tuple(w for _, w in policy.windows)
             index = self._set_of.get(windows)
@@ -66,7 +68,8 @@ class SeriesRules:
     def replace(self, rules: RuleSet, slots: Iterable[tuple[int, str]]) -> None:
         """New rules for every active ``(slot, key)``: from their next reading on."""
         self.rules = rules
-        self._sets, self._set_of, self._any_windows = [], {}, False
+        self._sets, self._set_of = [], {}
+        self._any_windows = self._any_muted = False
         self.threshold[:] = self.default_threshold
         self.muted[:] = False
         self.window_set[:] = -1
@@ -77,6 +80,8 @@ class SeriesRules:
     def suppression(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
         """Per reading (slot, ts): `NOT_SUPPRESSED`, `MUTED` or `MAINTENANCE`; None when no
         reading of the round is suppressed (the common case, without allocating)."""
+        if not self._any_muted and not self._any_windows:
+            return None  # no rule mutes or has windows: one attribute read per round
         muted = self.muted[slots]
         has_window = self.window_set[slots] >= 0 if self._any_windows else None
         if not muted.any() and (has_window is None or not has_window.any()):
