@@ -26,7 +26,9 @@ import numpy as np
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_DAYS = frozenset(range(7))
-_TS_MIN, _TS_MAX = 0.0, 253_402_214_400.0  # 1970 to 9999-12-31: what datetime can hold
+_TS_MIN, _TS_MAX = 0.0, 253_370_764_800.0  # 1970 to 9999-01-01: a year inside what datetime holds
+_SPAN_S = 7 * 86_400.0
+"""A batch spanning more than this is asked day by day (see `WindowSet.contains`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +122,23 @@ class WindowSet:
         if not finite.any():
             return out
         lo, hi = float(ts[finite].min()), float(ts[finite].max())
+        if hi - lo <= _SPAN_S:
+            return self._contains(ts, lo, hi) & finite
+        # A batch spread over years (a device replaying old readings): occurrences of the
+        # days that hold readings only, not of every day in between.
+        days = np.floor(np.where(finite, ts, 0.0) / 86_400.0)
+        for day in np.unique(days[finite]).tolist():
+            chosen = finite & (days == day)
+            sub = ts[chosen]
+            out[chosen] = self._contains(sub, float(sub.min()), float(sub.max()))
+        return out
+
+    def _contains(self, ts: np.ndarray, lo: float, hi: float) -> np.ndarray:
         starts, ends = self.intervals(lo, hi)
         if starts.size == 0:
-            return out
+            return np.zeros(ts.shape, dtype=bool)
         i = np.searchsorted(starts, ts, side="right") - 1
-        inside = (i >= 0) & (ts < ends[np.maximum(i, 0)])
-        return inside & finite
+        return (i >= 0) & (ts < ends[np.maximum(i, 0)])
 
     def active_at(self, ts: float) -> list[MaintenanceWindow]:
         """The windows that contain `ts` (for `iotad rules explain`)."""

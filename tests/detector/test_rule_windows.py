@@ -116,3 +116,22 @@ def test_a_batch_spanning_weeks_and_overlapping_windows() -> None:
     inside = hours[ws.contains(hours)]
     sundays = [utc(2026, 12, 6), utc(2026, 12, 13)]
     assert inside.tolist() == [d + h * 3600.0 for d in sundays for h in range(6, 12)]
+
+
+def test_a_batch_spread_over_years_is_judged_day_by_day() -> None:
+    ws = WindowSet([RecurringWindow(SUNDAY, time(6), time(10), "UTC")])
+    ts = np.array(
+        [utc(2001, 1, 7, 7), utc(2001, 1, 8, 7), utc(2026, 12, 6, 7), utc(2026, 12, 6, 11)]
+    )
+    assert ws.contains(ts).tolist() == [True, False, True, False]  # 7 Jan 2001 was a Sunday
+
+
+def test_timestamps_beyond_what_a_datetime_holds_are_outside() -> None:
+    ws = WindowSet([RecurringWindow(ALL_DAYS, time(0), time(23, 59), "Europe/Berlin")])
+    assert ws.contains(np.array([1e15, -1e12])).tolist() == [False, False]
+
+
+def test_the_last_representable_days_do_not_overflow() -> None:
+    ws = WindowSet([RecurringWindow(ALL_DAYS, time(22), time(2), "Pacific/Kiritimati")])
+    near_end = datetime(9999, 12, 31, 12, tzinfo=UTC).timestamp()
+    assert ws.contains(np.array([near_end, near_end + 3600])).tolist() == [False, False]
