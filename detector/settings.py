@@ -365,6 +365,24 @@ class CheckpointSettings(BaseModel):
         return value
 
 
+class RulesSettings(BaseModel):
+    """The per-device rules file (see docs/rules.md and `detector.rules`)."""
+
+    model_config = STRICT
+
+    path: FilePath | None = None
+    """TOML file of per-device rules: threshold overrides, mute, maintenance windows,
+    Alertmanager severity and labels (e.g. /etc/iotad/rules.toml); unset: no rules. Checked
+    at start (a bad file: exit 2), reloaded when it changes and on SIGHUP."""
+    check_interval_s: float = Field(5.0, ge=0.1, le=3600)
+    """Seconds between looks at the rules file for changes (between batches)."""
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
 class WorkerSettings(BaseSettings):
     """Everything `iotad run` can be told."""
 
@@ -403,6 +421,7 @@ class WorkerSettings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     detection: DetectionSettings = Field(default_factory=DetectionConfig)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     """Alert events also go to Alertmanager when ``IOTAD_ALERTMANAGER__URL`` is set."""
@@ -526,11 +545,13 @@ def load_settings(
     env_file: str | Path | None = ".env",
     secrets_dir: str | Path | None = None,
     flags: dict[str, str] | None = None,
+    require_model: bool = True,
 ) -> WorkerSettings:
     """Build the settings; raise `SettingsError` with one line per invalid setting.
 
     `overrides` is a nested dict of values from flags (``{"mqtt": {"port": 1884}}``); they
-    win over the environment, the ``.env`` file and the secrets directory.
+    win over the environment, the ``.env`` file and the secrets directory. `require_model`:
+    refuse settings without a model path (every command that runs the worker).
     """
     if secrets_dir is None:
         secrets_dir = secrets_dir_from_env()
@@ -547,7 +568,7 @@ def load_settings(
     loops = loop_errors(settings, flags)
     if loops:
         raise SettingsError(loops)
-    if settings.model.path is None:
+    if require_model and settings.model.path is None:
         raise SettingsError(
             [
                 f"setting {env_name(('model', 'path'))}: required but not set "
