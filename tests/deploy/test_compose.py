@@ -186,8 +186,24 @@ def test_acl_gives_each_user_only_what_it_needs() -> None:
             ("write", "iotad/#"),
             # Its own status topic: the previous run's filters, and a spoofed status answered.
             ("read", "iotad/status/#"),
+            # Sparkplug B: every message in, and out only the rebirth command to a node.
+            ("read", "spBv1.0/#"),
+            ("write", "spBv1.0/+/NCMD/+"),
         ],
-        "simulator": [("write", "sensors/#")],
+        "simulator": [
+            ("write", "sensors/#"),
+            # Sparkplug B edge nodes: their own messages out, commands and hosts' STATE in.
+            ("write", "spBv1.0/+/NBIRTH/+"),
+            ("write", "spBv1.0/+/NDATA/+"),
+            ("write", "spBv1.0/+/NDEATH/+"),
+            ("write", "spBv1.0/+/DBIRTH/+/+"),
+            ("write", "spBv1.0/+/DDATA/+/+"),
+            ("write", "spBv1.0/+/DDEATH/+/+"),
+            ("read", "spBv1.0/+/NCMD/+"),
+            ("read", "spBv1.0/+/DCMD/+/+"),
+            ("read", "spBv1.0/STATE/+"),
+            ("read", "STATE/+"),
+        ],
         "reader": [("read", "alerts/#"), ("read", "scores/#"), ("read", "iotad/#")],
     }
     make_passwd = (DEPLOY / "mosquitto" / "make-passwd.sh").read_text()
