@@ -47,6 +47,7 @@ from tests.deploy.services import (
     service_secrets,
     wait_for,
 )
+from tests.deploy.test_compose import rules_source
 
 pytestmark = [
     pytest.mark.integration,
@@ -96,6 +97,8 @@ def stack(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         # The checkpoint's directory is the container's state volume: here a temp directory.
         (tmp / "state").mkdir()
         env["IOTAD_CHECKPOINT__PATH"] = str(tmp / "state" / "state.npz")
+        # The rules file the compose stack mounts: the one shipped in deploy/rules.
+        env["IOTAD_RULES__PATH"] = str(rules_source(compose["services"]["worker"]))
         worker = WorkerProcess(broker, tiny_artifact, tmp / "worker", "iotad-stack-test", env)  # type: ignore[arg-type]
         started.append(worker)
         worker.start()
