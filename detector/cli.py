@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith(prefix):
             names = [a.split("=", 1)[0] for a in message[len(prefix) :].split() if a[:1] == "-"]
             shown = " ".join(names) if names else "(values not shown)"
-            message = f"{prefix}{shown} (passwords are read from the environment or secrets dir)"
+            message = f"{prefix}{shown} (a password comes from --password-file or the environment)"
         super().error(message)
 
 

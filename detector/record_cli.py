@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from detector.mqtt_flags import (
+from detector.cli_flags import (
     LOG_FLAGS,
-    MQTT_FLAGS,
-    add_log_and_env_arguments,
-    add_mqtt_arguments,
+    add_log_arguments,
+    add_settings_file_arguments,
+    log_level_flag,
 )
+from detector.mqtt_flags import MQTT_FLAGS, SUBSCRIBE_FLAGS, add_mqtt_arguments
 
 if TYPE_CHECKING:
     from detector.recorder import Recorder
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # flag dest -> (dotted setting, flag as shown in errors); the MQTT flags of `iotad run`
-FLAGS: dict[str, tuple[str, str]] = {**MQTT_FLAGS, **LOG_FLAGS}
+FLAGS: dict[str, tuple[str, str]] = {**MQTT_FLAGS, **SUBSCRIBE_FLAGS, **LOG_FLAGS}
 
 EPILOG = """\
 The broker, topics, topic patterns, TLS and credentials are the worker's settings
@@ -89,16 +90,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="start a new file after N rows (1000000; 0: no limit)",
     )
-    add("--client-id", help="MQTT client id (default <worker id>-record; keep it stable)")
-    add_mqtt_arguments(parser)
-    add_log_and_env_arguments(parser)
+    add_mqtt_arguments(
+        parser,
+        subscribe=True,
+        client_id_help="MQTT client id (default <worker id>-record; keep it stable)",
+    )
+    add_log_arguments(
+        parser, quiet_help="log warnings and errors only (and the summary)", default_level="INFO"
+    )
+    add_settings_file_arguments(parser)
+
+
+def _given(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with ``--quiet`` folded into the log level it stands for."""
+    return argparse.Namespace(**{**vars(args), "log_level": log_level_flag(args)})
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Nested settings from the flags that were given (None means not given)."""
+    """Nested settings from the flags that were given (None means not given), with the
+    password from ``--password-file``."""
+    from detector.mqtt_flags import add_password_file
     from detector.settings import overrides_from_flags
 
-    return overrides_from_flags(args, FLAGS)
+    return add_password_file(args, overrides_from_flags(_given(args), FLAGS))
 
 
 def load_record_settings(args: argparse.Namespace) -> WorkerSettings:
@@ -106,6 +120,7 @@ def load_record_settings(args: argparse.Namespace) -> WorkerSettings:
     `SettingsError` with one line per problem."""
     from pydantic import ValidationError
 
+    from detector.mqtt_flags import PasswordFileError
     from detector.readings import valid_name
     from detector.settings import (
         SettingsError,
@@ -115,7 +130,8 @@ def load_record_settings(args: argparse.Namespace) -> WorkerSettings:
         secrets_dir_from_env,
     )
 
-    flags = {d: f for dest, (d, f) in FLAGS.items() if getattr(args, dest, None) is not None}
+    given = _given(args)
+    flags = {d: f for dest, (d, f) in FLAGS.items() if getattr(given, dest, None) is not None}
     try:
         settings = WorkerSettings(
             _env_file=args.env_file or None,  # type: ignore[call-arg]
@@ -124,6 +140,8 @@ def load_record_settings(args: argparse.Namespace) -> WorkerSettings:
         )
     except ValidationError as exc:
         raise SettingsError(format_errors(exc, flags)) from None
+    except PasswordFileError as exc:
+        raise SettingsError([str(exc)]) from None
     except (ValueError, OSError) as exc:
         raise SettingsError([f"settings: {str(exc).splitlines()[0]}"]) from None
     problems = loop_errors(settings, flags)

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 # (4k-44k windows/s for the same work) and the worker's second core belongs to paho.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from detector.mqtt_flags import (
+from detector.cli_flags import (
     LOG_FLAGS,
-    MQTT_FLAGS,
-    add_log_and_env_arguments,
-    add_mqtt_arguments,
+    add_log_arguments,
+    add_settings_file_arguments,
+    log_level_flag,
 )
+from detector.mqtt_flags import MQTT_FLAGS, SUBSCRIBE_FLAGS, add_mqtt_arguments
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -35,6 +36,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # flag dest -> (dotted setting, flag as shown in errors)
 FLAGS: dict[str, tuple[str, str]] = {
     **MQTT_FLAGS,
+    **SUBSCRIBE_FLAGS,
+    "client_id": ("mqtt.client_id", "--client-id"),
     "model": ("model.path", "--model"),
     "metrics_host": ("metrics.host", "--metrics-host"),
     "metrics_port": ("metrics.port", "--metrics-port"),
@@ -48,8 +51,8 @@ EPILOG = """\
 Every setting can also be given as an environment variable (IOTAD_ prefix, `__` between
 levels), in a .env file, or as a file in the secrets directory named like the variable
 (IOTAD_SECRETS_DIR, default /run/secrets): e.g. IOTAD_MQTT__HOST, IOTAD_MQTT__PORT,
-IOTAD_MQTT__TOPICS (comma-separated), IOTAD_MQTT__USERNAME, IOTAD_MQTT__PASSWORD (environment or
-secrets file only: there is no password flag), IOTAD_MQTT__TLS__CA_FILE,
+IOTAD_MQTT__TOPICS (comma-separated), IOTAD_MQTT__USERNAME, IOTAD_MQTT__PASSWORD (environment,
+secrets file or --password-file: never a password on the command line), IOTAD_MQTT__TLS__CA_FILE,
 IOTAD_MQTT__TLS__CERT_FILE, IOTAD_MQTT__TLS__KEY_FILE, IOTAD_MQTT__SESSION_EXPIRY_S,
 IOTAD_MODEL__PATH, IOTAD_METRICS__PORT, IOTAD_DETECTION__THRESHOLD, IOTAD_OUTPUT__SCORES,
 IOTAD_OUTPUT__DEADLETTER_TOPIC, IOTAD_PAYLOAD__MAX_BYTES, IOTAD_CHECKPOINT__PATH (detection
@@ -68,7 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add = parser.add_argument
     add("--model", metavar="DIR", help="model artifact directory (IOTAD_MODEL__PATH)")
-    add_mqtt_arguments(parser)
+    add_mqtt_arguments(
+        parser,
+        subscribe=True,
+        client_id_help="MQTT client id (IOTAD_MQTT__CLIENT_ID; default the worker id)",
+    )
     add("--worker-id", help="stable worker id: MQTT client id and status topic (IOTAD_WORKER_ID)")
     add("--metrics-host", help="bind address for /metrics /healthz /readyz (default 0.0.0.0)")
     add("--metrics-port", type=int, help="port for /metrics /healthz /readyz (default 9108)")
@@ -79,29 +86,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="publish every scored reading on scores/{device}/{metric} (IOTAD_OUTPUT__SCORES)",
     )
-    add_log_and_env_arguments(parser)
+    add_log_arguments(parser, quiet_help="log warnings and errors only", default_level="INFO")
+    add_settings_file_arguments(parser)
+
+
+def flag_values(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with ``--quiet`` folded into the log level it stands for."""
+    return argparse.Namespace(**{**vars(args), "log_level": log_level_flag(args)})
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Nested settings from the flags that were given (None means not given)."""
+    """Nested settings from the flags that were given (None means not given), with the
+    password from ``--password-file``."""
+    from detector.mqtt_flags import add_password_file
     from detector.settings import overrides_from_flags
 
-    return overrides_from_flags(args, FLAGS)
+    return add_password_file(args, overrides_from_flags(flag_values(args), FLAGS))
 
 
 def main(args: argparse.Namespace) -> int:
+    from detector.mqtt_flags import PasswordFileError
     from detector.settings import SettingsError, load_settings
 
+    given = flag_values(args)
     try:
         settings = load_settings(
             overrides_from_args(args),
             env_file=args.env_file or None,
             # Name a flag in an error only when it was the flag that set the bad value.
-            flags={d: f for dest, (d, f) in FLAGS.items() if getattr(args, dest, None) is not None},
+            flags={
+                d: f for dest, (d, f) in FLAGS.items() if getattr(given, dest, None) is not None
+            },
         )
     except SettingsError as exc:
         for line in exc.lines:
             print(f"iotad run: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except PasswordFileError as exc:
+        print(f"iotad run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(settings.log.level)
     from prometheus_client import disable_created_metrics
