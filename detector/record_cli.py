@@ -216,16 +216,17 @@ def record(
     """
     import logging
 
+    from detector.env_warnings import unknown_env_warnings
     from detector.history import HistoryError, HistoryWriter
     from detector.mqtt_client import ConnectError, MqttConnection
     from detector.payloads import PayloadDecoder
     from detector.ratelimit import RateLimitedLog
     from detector.recorder import Recorder
-    from detector.settings import output_filters, unknown_env_vars
+    from detector.settings import output_filters
 
     log = logging.getLogger("iotad.record")
-    for name in unknown_env_vars():
-        log.warning("environment variable %s names no setting; ignored", name)
+    for line in unknown_env_warnings():
+        log.warning("%s", line)
     s = settings
     started_s = time.monotonic()
     try:

@@ -173,11 +173,11 @@ def serve(
     """
     import logging
 
-    from detector.settings import unknown_env_vars
+    from detector.env_warnings import unknown_env_warnings
 
     log = logging.getLogger("iotad.run")
-    for name in unknown_env_vars():
-        log.warning("environment variable %s names no setting; ignored", name)
+    for line in unknown_env_warnings():
+        log.warning("%s", line)
     service = Service(settings, registry)
     try:
         code = service.start(stop)
