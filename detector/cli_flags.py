@@ -82,8 +82,14 @@ def level_without_settings(
 
 
 def add_settings_file_arguments(parser: argparse.ArgumentParser | Any) -> None:
-    """``--env-file`` (a dotenv file)."""
+    """``--config`` (a TOML settings file) and ``--env-file`` (a dotenv file)."""
     add = parser.add_argument
+    add(
+        "--config",
+        metavar="FILE",
+        help="TOML settings file (else IOTAD_CONFIG); below flags, environment, .env and "
+        "secrets directory, above the defaults",
+    )
     add("--env-file", default=".env", metavar="FILE", help="dotenv file to read (default .env)")
 
 

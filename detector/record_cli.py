@@ -118,39 +118,27 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def load_record_settings(args: argparse.Namespace) -> WorkerSettings:
     """The worker's settings without the model (`iotad record` needs none); raises
     `SettingsError` with one line per problem."""
-    from pydantic import ValidationError
-
+    from detector.config_file import config_path
     from detector.mqtt_flags import PasswordFileError
     from detector.readings import valid_name
-    from detector.settings import (
-        SettingsError,
-        WorkerSettings,
-        format_errors,
-        loop_errors,
-        secrets_dir_from_env,
-    )
+    from detector.settings import SettingsError, load_settings
 
     given = _given(args)
     flags = {d: f for dest, (d, f) in FLAGS.items() if getattr(given, dest, None) is not None}
     try:
-        settings = WorkerSettings(
-            _env_file=args.env_file or None,  # type: ignore[call-arg]
-            _secrets_dir=secrets_dir_from_env(),  # type: ignore[call-arg]
-            **_overrides(args),
+        settings = load_settings(
+            _overrides(args),
+            env_file=args.env_file or None,
+            config_file=config_path(args.config),
+            flags=flags,
+            require_model=False,
         )
-    except ValidationError as exc:
-        raise SettingsError(format_errors(exc, flags)) from None
     except PasswordFileError as exc:
         raise SettingsError([str(exc)]) from None
-    except (ValueError, OSError) as exc:
-        raise SettingsError([f"settings: {str(exc).splitlines()[0]}"]) from None
-    problems = loop_errors(settings, flags)
     if args.client_id is not None and not valid_name(args.client_id):
-        problems.append(
-            f"--client-id {args.client_id!r}: must be 1-64 of [A-Za-z0-9_.-] (a topic segment)"
+        raise SettingsError(
+            [f"--client-id {args.client_id!r}: must be 1-64 of [A-Za-z0-9_.-] (a topic segment)"]
         )
-    if problems:
-        raise SettingsError(problems)
     return settings
 
 

@@ -105,6 +105,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from detector.config_file import config_path
     from detector.mqtt_flags import PasswordFileError
     from detector.settings import SettingsError, load_settings
 
@@ -113,6 +114,7 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings(
             overrides_from_args(args),
             env_file=args.env_file or None,
+            config_file=config_path(args.config),
             # Name a flag in an error only when it was the flag that set the bad value.
             flags={
                 d: f for dest, (d, f) in FLAGS.items() if getattr(given, dest, None) is not None

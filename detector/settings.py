@@ -1,7 +1,9 @@
-"""Settings of `iotad run`: environment (``IOTAD_*``), ``.env``, a secrets directory, flags.
+"""Settings of `iotad run`: flags, environment (``IOTAD_*``), ``.env``, a secrets directory,
+a TOML file.
 
 Precedence, highest first: command-line flags, environment variables, the ``.env`` file,
-files in the secrets directory, defaults. Nested settings use ``__``::
+files in the secrets directory, the TOML settings file (``--config`` or ``IOTAD_CONFIG``;
+`detector.config_file`), defaults. Nested settings use ``__``::
 
     IOTAD_MQTT__HOST=broker IOTAD_MQTT__PORT=8883 IOTAD_MQTT__TLS__CA_FILE=/etc/ca.pem
     IOTAD_MODEL__PATH=/models/current IOTAD_DETECTION__THRESHOLD=0.6
@@ -25,6 +27,7 @@ import os
 import re
 import socket
 import typing
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -47,10 +50,12 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    TomlConfigSettingsSource,
 )
 from pydantic_settings.sources import NestedSecretsSettingsSource
 
 from detector.alertmanager import AlertmanagerSettings
+from detector.config_file import has_key, key_of, read_config
 from detector.core import DetectionConfig
 from detector.nats_settings import NatsSettings
 from detector.partitions import Shard, parse_shard
@@ -61,6 +66,9 @@ from detector.topics import DEFAULT_PATTERNS, TopicPattern, filters_overlap
 ENV_PREFIX = "IOTAD_"
 NESTED = "__"
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
+_TOML_FILE: ContextVar[Path | None] = ContextVar("iotad_toml_file", default=None)
+"""The TOML file of the settings being built (`load_settings` sets it around the build:
+`settings_customise_sources` is a class method and sees no arguments)."""
 
 
 class SettingsError(Exception):
@@ -454,12 +462,16 @@ class WorkerSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The stock secrets source only sees top-level fields; the password is nested.
-        return (
+        sources: list[PydanticBaseSettingsSource] = [
             init_settings,
             env_settings,
             dotenv_settings,
             NestedSecretsSettingsSource(file_secret_settings),
-        )
+        ]
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
 
 
 def env_name(loc: tuple[int | str, ...]) -> str:
@@ -469,19 +481,27 @@ def env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + NESTED.join(n.upper() for n in names) + index
 
 
-def format_errors(exc: ValidationError, flags: dict[str, str] | None = None) -> list[str]:
+def format_errors(
+    exc: ValidationError,
+    flags: dict[str, str] | None = None,
+    toml: tuple[Path, dict[str, Any]] | None = None,
+) -> list[str]:
     """One line per problem: ``setting IOTAD_MQTT__PORT (--port): <what is wrong>``.
 
-    `flags` maps dotted setting paths ("mqtt.port") to the flag that sets them. Values are
-    echoed except for secrets.
+    `flags` maps dotted setting paths ("mqtt.port") to the flag that sets them; `toml` is the
+    settings file and its content, named when the bad value can only have come from there.
+    Values are echoed except for secrets.
     """
     flags = flags or {}
     lines = []
     for err in exc.errors(include_url=False):
         loc = tuple(err.get("loc", ()))
-        dotted = ".".join(str(p) for p in loc if isinstance(p, str))
+        dotted = key_of(loc)
         name = env_name(loc) if loc else "IOTAD_*"
         flag = f" ({flags[dotted]})" if dotted in flags else ""
+        from_toml = toml is not None and has_key(toml[1], dotted)
+        if from_toml and not flag and not any(k.upper() == env_name(loc) for k in os.environ):
+            flag = f" ({dotted} in {toml[0]})"  # type: ignore[index]
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "missing":
             msg = "required but not set"
@@ -509,14 +529,26 @@ def load_settings(
     env_file: str | Path | None = ".env",
     secrets_dir: str | Path | None = None,
     flags: dict[str, str] | None = None,
+    config_file: str | Path | None = None,
+    require_model: bool = True,
 ) -> WorkerSettings:
     """Build the settings; raise `SettingsError` with one line per invalid setting.
 
     `overrides` is a nested dict of values from flags (``{"mqtt": {"port": 1884}}``); they
-    win over the environment, the ``.env`` file and the secrets directory.
+    win over the environment, the ``.env`` file, the secrets directory and `config_file`
+    (TOML, `detector.config_file`), which wins over the defaults only. `require_model`:
+    the model path must be set (`iotad run`; `iotad record` and `iotad config` need none).
     """
     if secrets_dir is None:
         secrets_dir = secrets_dir_from_env()
+    toml: tuple[Path, dict[str, Any]] | None = None
+    if config_file is not None:
+        path = Path(config_file)
+        data, problems = read_config(path, WorkerSettings)
+        if problems:
+            raise SettingsError(problems)
+        toml = (path, data)
+    token = _TOML_FILE.set(toml[0] if toml else None)
     try:
         settings = WorkerSettings(
             _env_file=env_file,
@@ -524,13 +556,15 @@ def load_settings(
             **(overrides or {}),
         )
     except ValidationError as exc:
-        raise SettingsError(format_errors(exc, flags)) from None
+        raise SettingsError(format_errors(exc, flags, toml)) from None
     except (ValueError, OSError) as exc:  # e.g. an env list that is neither JSON nor CSV
         raise SettingsError([f"settings: {str(exc).splitlines()[0]}"]) from None
+    finally:
+        _TOML_FILE.reset(token)
     loops = loop_errors(settings, flags)
     if loops:
         raise SettingsError(loops)
-    if settings.model.path is None:
+    if require_model and settings.model.path is None:
         raise SettingsError(
             [
                 f"setting {env_name(('model', 'path'))}: required but not set "
@@ -576,7 +610,7 @@ def loop_errors(settings: WorkerSettings, flags: dict[str, str] | None = None) -
 def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
     """``IOTAD_*`` variables that name no setting (typos are otherwise silently ignored)."""
     environ = os.environ if environ is None else environ
-    known_top = set(WorkerSettings.model_fields) | {"secrets_dir", "env_file"}
+    known_top = set(WorkerSettings.model_fields) | {"secrets_dir", "env_file", "config"}
     unknown = []
     for key in environ:
         if not key.upper().startswith(ENV_PREFIX):
@@ -598,7 +632,7 @@ def _known_path(model: Any, path: list[str]) -> bool:
     if not path:
         return True
     if path[0] not in fields:
-        return path[0] in {"secrets_dir", "env_file"}
+        return path[0] in {"secrets_dir", "env_file", "config"}
     annotation = fields[path[0]].annotation
     if len(path) == 1:
         return True
