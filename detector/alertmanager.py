@@ -126,13 +126,14 @@ class AlertmanagerSettings(BaseModel):
     The sink is off while `url` is unset.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
 
     url: str | None = None
     """Alertmanager base URL, e.g. ``http://alertmanager:9093``."""
     external_url: str | None = None
     """The worker as a human reaches it (``generatorURL``); default ``http://<hostname>:<port>/``."""
     severity: str = "warning"
+    """Value of the ``severity`` label of the worker's alerts (Alertmanager routes on it)."""
     resend_interval_s: float = Field(60.0, gt=0, le=86_400)
     """Keep below Alertmanager's resolve_timeout (5m by default)."""
     queue_size: int = Field(10_000, ge=1, le=10_000_000)

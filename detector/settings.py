@@ -55,6 +55,7 @@ from pydantic_settings import (
 from pydantic_settings.sources import NestedSecretsSettingsSource
 
 from detector.alertmanager import AlertmanagerSettings
+from detector.attribute_docs import attribute_docs
 from detector.config_file import has_key, key_of, read_config
 from detector.core import DetectionConfig
 from detector.nats_settings import NatsSettings
@@ -85,8 +86,10 @@ def default_worker_id() -> str:
     return f"iotad-{host}"[:64]
 
 
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
-"""Every settings model: unknown keys are errors (typos), ``nan``/``inf`` are refused."""
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
+"""Every settings model: unknown keys are errors (typos), ``nan``/``inf`` are refused, and
+the docstring under a field is its description (the README's settings table, `iotad
+config`)."""
 
 COUNT_MAX = 2**30
 """Upper bound of settings counted in readings: per-series counters are int32 and saturate
@@ -134,12 +137,14 @@ def settings_from_dataclass(config: type, bounds: dict[str, dict[str, float]]) -
     `bounds`: a test asks for every numeric field).
     """
     hints = typing.get_type_hints(config)
+    docs = attribute_docs(config)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(config):
+        described = {**bounds.get(f.name, {}), "description": docs.get(f.name)}
         if f.default is not dataclasses.MISSING:
-            info = Field(f.default, **bounds.get(f.name, {}))
+            info = Field(f.default, **described)  # type: ignore[arg-type]
         else:
-            info = Field(default_factory=f.default_factory, **bounds.get(f.name, {}))  # type: ignore[arg-type]
+            info = Field(default_factory=f.default_factory, **described)  # type: ignore[arg-type]
         hint = hints[f.name]
         if hint == tuple[str, ...]:
             # Names from the environment: comma-separated or JSON, as for the other lists.
@@ -154,7 +159,6 @@ def settings_from_dataclass(config: type, bounds: dict[str, dict[str, float]]) -
         __doc__=config.__doc__,
         **fields,
     )
-    model.config_class = config  # scripts/settings_table.py reads the field docs there
     return Annotated[
         model,
         # A `config` instance (the default, or one passed in) is checked like any other input.
@@ -196,10 +200,17 @@ class TLSSettings(BaseModel):
     model_config = STRICT
 
     enabled: bool = False
+    """TLS to the broker, verified against the system's CAs (or `ca_file`); on anyway when a
+    file below is given."""
     ca_file: FilePath | None = None
+    """CA bundle (PEM) that verifies the broker's certificate."""
     cert_file: FilePath | None = None
+    """Client certificate (PEM) for mutual TLS."""
     key_file: FilePath | None = None
+    """Private key of the client certificate (needs `cert_file`)."""
     insecure: bool = False
+    """Skip the host name check of the broker's certificate (test brokers only; the chain is
+    still verified)."""
 
     @property
     def active(self) -> bool:
@@ -218,23 +229,39 @@ class MqttSettings(BaseModel):
     model_config = STRICT
 
     host: str = "localhost"
+    """Host name or address of the MQTT broker."""
     port: int = Field(1883, ge=1, le=65535)
+    """Port of the MQTT broker (8883 is the usual one for TLS)."""
     version: Literal["5", "3.1.1"] = "5"
+    """MQTT protocol version; 3.1.1 for brokers without MQTT 5 (NATS' MQTT listener)."""
     client_id: str | None = None
     """Defaults to the worker id: stable, so the broker keeps the session across restarts."""
     username: str | None = None
+    """User name at the broker; unset: connect without credentials."""
     password: SecretStr | None = None
+    """Password of `username`: from the environment, `.env`, the secrets directory
+    (`iotad_mqtt__password`) or `--password-file`; never logged or printed."""
     topics: StrList = Field(default_factory=lambda: ["sensors/#"])
+    """Topic filters to subscribe to, comma-separated or JSON; none may match the worker's
+    own output topics."""
     topic_patterns: StrList = Field(default_factory=lambda: list(DEFAULT_PATTERNS))
+    """How a topic names the series: patterns with `{device}` and `{metric}` segments, first
+    match wins (a topic matching none is rejected as ``bad_topic``)."""
     qos: Literal[0, 1] = 1
+    """QoS of the subscription: 1 (at least once, acknowledged after processing) or 0 (at
+    most once: a restart loses what was in flight)."""
     keepalive_s: int = Field(30, ge=5, le=65535)
+    """Seconds between MQTT pings while idle; after 1.5 x this of silence the broker takes
+    the worker for gone (and publishes its offline status)."""
     session_expiry_s: int = Field(3600, ge=0, le=4_294_967_295)
     """MQTT v5: how long the broker keeps the session (and queues) while the worker is away."""
     receive_maximum: int = Field(4096, ge=1, le=65535)
     """MQTT v5: unacknowledged messages the broker may send ahead (v3.1.1: the broker's
     max_inflight_messages decides)."""
     reconnect_min_s: int = Field(1, ge=1, le=3600)
+    """First wait before reconnecting after the connection is lost (doubling from here)."""
     reconnect_max_s: int = Field(60, ge=1, le=3600)
+    """Longest wait between reconnect attempts."""
     connect_timeout_s: float = Field(30.0, gt=0, le=86_400)
     """At start-up, give up (exit 1) when no connection succeeded within this time."""
     max_queued_publishes: int = Field(10_000, ge=1, le=10_000_000)
@@ -285,13 +312,18 @@ class OutputSettings(BaseModel):
     model_config = STRICT
 
     alerts_prefix: str = "alerts"
+    """Alerts are published on ``<alerts_prefix>/{device}/{metric}`` (QoS 1)."""
     scores: bool = False
     """Publish every scored reading on ``<scores_prefix>/{device}/{metric}`` (QoS 0)."""
     scores_prefix: str = "scores"
+    """Prefix of the score topics when `scores` is on."""
     deadletter_topic: str = "iotad/deadletter"
+    """Rejected input is republished here with the reason (JSON)."""
     deadletter_payload_bytes: int = Field(1024, ge=0, le=268_435_455)
     """Dead letters carry at most this much of the rejected payload."""
     status_prefix: str = "iotad/status"
+    """The worker's retained status (``online``, ``offline`` as the last will) is on
+    ``<status_prefix>/<worker id>``."""
 
     @field_validator("alerts_prefix", "scores_prefix", "deadletter_topic", "status_prefix")
     @classmethod
@@ -305,6 +337,7 @@ class MetricsSettings(BaseModel):
     model_config = STRICT
 
     host: str = "0.0.0.0"
+    """Address /metrics, /healthz and /readyz listen on (127.0.0.1: this machine only)."""
     port: int = Field(9108, ge=0, le=65535)
     """0 picks a free port (tests)."""
     series_devices: StrList = Field(default_factory=list)
@@ -330,8 +363,12 @@ class LogSettings(BaseModel):
     model_config = STRICT
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Least severe log lines written (``--log-level``; ``--quiet`` is WARNING)."""
     reject_lines: int = Field(5, ge=0, le=100_000)
+    """Log lines per rejection reason per `reject_interval_s`; the rest are counted and the
+    count logged (every rejection is also a metric and a dead letter)."""
     reject_interval_s: float = Field(60.0, gt=0, le=86_400)
+    """The window of `reject_lines`, in seconds."""
 
     @field_validator("level", mode="before")
     @classmethod
@@ -379,9 +416,12 @@ class WorkerSettings(BaseSettings):
         allow_inf_nan=False,
         case_sensitive=False,
         secrets_dir_missing="ok",
+        use_attribute_docstrings=True,
     )
 
     worker_id: str = Field(default_factory=default_worker_id)
+    """This worker's name: its MQTT client id (unless `mqtt.client_id`), status topic and
+    ``worker`` in alerts; keep it stable across restarts. Default ``iotad-<host name>``."""
     source: Literal["mqtt", "nats"] = "mqtt"
     """Where readings come from: one MQTT broker (one worker), or NATS JetStream partitions
     shared by several workers (`IOTAD_NATS__*`, `IOTAD_SHARD`)."""
