@@ -22,6 +22,7 @@ REMOVED_IN = "the next release"
 
 LOG_FLAGS: dict[str, tuple[str, str]] = {
     "log_level": ("log.level", "--log-level"),
+    "log_format": ("log.format", "--log-format"),
 }
 """flag dest -> (dotted setting, flag as shown in errors), for commands with settings."""
 
@@ -46,10 +47,10 @@ def parse_duration(text: str) -> float:
 def add_log_arguments(
     parser: argparse.ArgumentParser | Any, *, quiet_help: str, default_level: str | None = None
 ) -> None:
-    """``--log-level`` and ``--quiet`` (long-running commands).
+    """``--log-level``, ``--log-format`` and ``--quiet`` (long-running commands).
 
-    `default_level` is said in the help; the flag's own default is None (not given), so a
-    command with settings lets ``IOTAD_LOG__LEVEL`` decide.
+    `default_level` is said in the help; the flags' own defaults are None (not given), so a
+    command with settings lets ``IOTAD_LOG__LEVEL`` / ``IOTAD_LOG__FORMAT`` decide.
     """
     add = parser.add_argument
     level_default = f"; default {default_level}" if default_level else ""
@@ -58,6 +59,13 @@ def add_log_arguments(
         choices=LOG_LEVELS,
         type=str.upper,
         help=f"least severe log lines shown (IOTAD_LOG__LEVEL{level_default})",
+    )
+    add(
+        "--log-format",
+        choices=("text", "json"),
+        type=str.lower,
+        help="text (default), or json: one object per line with ts, level, logger, message "
+        "and exc (IOTAD_LOG__FORMAT)",
     )
     add("--quiet", action="store_true", help=quiet_help)
 
@@ -79,6 +87,16 @@ def level_without_settings(
     environ = os.environ if environ is None else environ
     level = log_level_flag(args) or environ.get("IOTAD_LOG__LEVEL", "").strip().upper()
     return level if level in LOG_LEVELS else default
+
+
+def format_without_settings(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> str:
+    """The log format of a command that loads no settings: ``--log-format``, else
+    ``IOTAD_LOG__FORMAT``, else text."""
+    environ = os.environ if environ is None else environ
+    fmt = getattr(args, "log_format", None) or environ.get("IOTAD_LOG__FORMAT", "").strip().lower()
+    return fmt if fmt in ("text", "json") else "text"
 
 
 def add_settings_file_arguments(parser: argparse.ArgumentParser | Any) -> None:

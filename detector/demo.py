@@ -31,7 +31,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from detector.cli_flags import add_log_arguments, level_without_settings, parse_duration
+from detector.cli_flags import (
+    add_log_arguments,
+    format_without_settings,
+    level_without_settings,
+    parse_duration,
+)
 from detector.demo_broker import BROKER_CHOICES
 from detector.demo_console import Console
 from detector.demo_model import DemoPlant, default_cache_dir
@@ -139,9 +144,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"iotad demo: {problem}", file=sys.stderr)
         return 2
     from detector.demo_run import DemoRun, DemoSettings
+    from detector.log_setup import configure_logging
 
     # WARNING: the console shows what matters, the worker's INFO lines would repeat it.
-    _configure_logging(level_without_settings(args, "WARNING"))
+    configure_logging(level_without_settings(args, "WARNING"), format_without_settings(args))
     stop = threading.Event()
     console = Console(quiet=args.quiet)
 
@@ -170,13 +176,3 @@ def main(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _configure_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )

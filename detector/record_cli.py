@@ -157,13 +157,9 @@ def main(args: argparse.Namespace) -> int:
         for line in exc.lines:
             print(f"iotad record: {line}", file=sys.stderr)
         return EXIT_USAGE
-    import logging
+    from detector.log_setup import configure_logging
 
-    logging.basicConfig(
-        level=getattr(logging, settings.log.level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log.level, settings.log.format)
     stop = threading.Event()
     _install_signal_handlers(stop)
     return record(
@@ -206,6 +202,7 @@ def record(
 
     from detector.env_warnings import unknown_env_warnings
     from detector.history import HistoryError, HistoryWriter
+    from detector.log_setup import stderr_line
     from detector.mqtt_client import ConnectError, MqttConnection
     from detector.payloads import PayloadDecoder
     from detector.ratelimit import RateLimitedLog
@@ -220,7 +217,7 @@ def record(
     try:
         writer = HistoryWriter(out, fmt, rotate_s=rotate_s, max_rows=max_rows)  # type: ignore[arg-type]
     except HistoryError as exc:
-        print(f"iotad record: {exc}", file=sys.stderr)
+        stderr_line("iotad record", str(exc))
         return EXIT_FAILED
     for path in writer.stats.recovered:
         log.info("finished %s, left by an earlier run", path)
@@ -248,7 +245,7 @@ def record(
             output_filters=[*output_filters(s), status_topic],
         )
     except ConnectError as exc:
-        print(f"iotad record: {exc}", file=sys.stderr)
+        stderr_line("iotad record", str(exc))
         return EXIT_FAILED
     box["conn"] = conn
     failure: list[BaseException] = []
@@ -267,7 +264,7 @@ def record(
         while not stop.wait(0.2) and thread.is_alive():
             pass
     except ConnectError as exc:
-        print(f"iotad record: {exc}", file=sys.stderr)
+        stderr_line("iotad record", str(exc))
         code = EXIT_FAILED
     finally:
         stop.set()
@@ -277,7 +274,7 @@ def record(
         except Exception as exc:  # shutting down anyway
             log.warning("disconnect: %s", exc)
     if failure:
-        print(f"iotad record: failed: {failure[0]}", file=sys.stderr)
+        stderr_line("iotad record", f"failed: {failure[0]}")
         code = EXIT_FAILED
     print(recorder.summary(time.monotonic() - started_s), flush=True)
     return code

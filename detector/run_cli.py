@@ -127,7 +127,9 @@ def main(args: argparse.Namespace) -> int:
     except PasswordFileError as exc:
         print(f"iotad run: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(settings.log.level)
+    from detector.log_setup import configure_logging
+
+    configure_logging(settings.log.level, settings.log.format)
     from prometheus_client import disable_created_metrics
 
     from detector.memory import tune_allocator
@@ -139,16 +141,6 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _install_signal_handlers(stop)
     return serve(settings, stop=stop)
-
-
-def _configure_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
@@ -234,6 +226,7 @@ class Service:
         from detector.forecaster import LiteRTForecaster
         from detector.health import HealthServer
         from detector.ingest import Intake
+        from detector.log_setup import native_stderr_logged
         from detector.payloads import PayloadDecoder
         from detector.ratelimit import RateLimitedLog
         from detector.worker import Worker, evict_interval, make_outputs
@@ -248,9 +241,10 @@ class Service:
             self.http = None
             return EXIT_FAILED
         try:
-            artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
-            forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
-            core = DetectionCore(artifact, forecaster, s.detection)
+            with native_stderr_logged("litert"):
+                artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
+                forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
+                core = DetectionCore(artifact, forecaster, s.detection)
         except ArtifactError as exc:
             log.error("cannot load the model: %s", exc)
             return EXIT_FAILED

@@ -364,6 +364,9 @@ class LogSettings(BaseModel):
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Least severe log lines written (``--log-level``; ``--quiet`` is WARNING)."""
+    format: Literal["text", "json"] = "text"
+    """Log lines as text, or json: one object per line with ``ts``, ``level``, ``logger``,
+    ``message`` and ``exc`` (``--log-format``)."""
     reject_lines: int = Field(5, ge=0, le=100_000)
     """Log lines per rejection reason per `reject_interval_s`; the rest are counted and the
     count logged (every rejection is also a metric and a dead letter)."""
@@ -374,6 +377,11 @@ class LogSettings(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
 
 class CheckpointSettings(BaseModel):

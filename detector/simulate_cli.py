@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import signal
 import sys
@@ -23,9 +24,11 @@ from detector.cli_flags import (
     add_alias,
     add_log_arguments,
     deprecated_env,
+    format_without_settings,
     level_without_settings,
     parse_duration,
 )
+from detector.log_setup import configure_logging, json_logging, stderr_line
 from detector.mqtt_flags import (
     PASSWORD_ENV,
     PasswordFileError,
@@ -310,7 +313,7 @@ def _password(args: argparse.Namespace) -> str | None:
 
 def _main_publish(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     if args.rate is not None and args.speed is not None:
-        print("iotad simulate: give --rate or --speed, not both", file=sys.stderr)
+        stderr_line("iotad simulate", "give --rate or --speed, not both")
         return 2
     n_devices = SHAPES[args.shape].n_devices if args.shape else args.devices
     n_series = n_devices * len(args.metrics)
@@ -348,11 +351,9 @@ def _main_publish(args: argparse.Namespace, say: Callable[[str], None]) -> int:
 
     def progress(s: PublishStats) -> None:
         if not args.quiet:
-            print(
+            _note(
                 f"sent {s.readings} readings in {s.messages} messages ({s.readings_per_s:.0f}/s), "
-                f"confirmed {s.acked}, pending {s.pending}, faults {len(s.faults)}",
-                file=sys.stderr,
-                flush=True,
+                f"confirmed {s.acked}, pending {s.pending}, faults {len(s.faults)}"
             )
 
     def on_fault(fault: Fault) -> None:
@@ -362,7 +363,7 @@ def _main_publish(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     try:
         stats = run_publisher(settings, stop, on_fault=on_fault, on_progress=progress)
     except PublishError as exc:
-        print(f"iotad simulate: {exc}", file=sys.stderr)
+        stderr_line("iotad simulate", str(exc))
         return 1
     finally:
         for sig, handler in previous.items():
@@ -376,23 +377,29 @@ def _main_publish(args: argparse.Namespace, say: Callable[[str], None]) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Run `iotad simulate`: publish to a broker, or write a CSV history with ``--csv``."""
-    import logging
-
-    logging.basicConfig(
-        level=getattr(logging, level_without_settings(args, "INFO")),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(level_without_settings(args, "INFO"), format_without_settings(args))
 
     def say(line: str) -> None:
         # Fault lines go to stdout, unless the CSV itself does.
-        if not args.quiet:
-            print(line, file=sys.stderr if args.csv == "-" else sys.stdout, flush=True)
+        if args.quiet:
+            return
+        if args.csv == "-":
+            _note(line)
+        else:
+            print(line, flush=True)
 
     try:
         if args.csv:
             return _main_csv(args, say)
         return _main_publish(args, say)
     except (ValueError, OSError, PasswordFileError) as exc:
-        print(f"iotad simulate: {exc}", file=sys.stderr)
+        stderr_line("iotad simulate", str(exc))
         return 2
+
+
+def _note(line: str) -> None:
+    """A progress line on stderr: as it is, or an INFO record when logging is JSON."""
+    if json_logging():
+        logging.getLogger("iotad.simulate").info("%s", line)
+    else:
+        print(line, file=sys.stderr, flush=True)
