@@ -100,7 +100,10 @@ def read_password_file(path: str) -> str:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise PasswordFileError(f"--password-file {path}: {exc.strerror or exc}") from None
+        # The path is not shown: it may be a password given there by mistake.
+        raise PasswordFileError(
+            f"--password-file: cannot read the file ({exc.strerror or type(exc).__name__})"
+        ) from None
     return text.rstrip("\r\n")
 
 

@@ -82,10 +82,21 @@ def test_log_level_wins_over_quiet() -> None:
 def test_a_password_file_that_cannot_be_read_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = parse("run", "--model", "/m", "--password-file", str(tmp_path / "missing"))
+    args = parse("run", "--model", "/m", "--password-file", str(tmp_path / "hunter2"))
     assert run_main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("iotad run: --password-file ")
+    assert err == ["iotad run: --password-file: cannot read the file (No such file or directory)"]
+
+
+@pytest.mark.parametrize("command", [["run"], ["record", "--out", "h"], ["simulate"]])
+def test_a_password_flag_is_never_an_abbreviation_of_password_file(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse(*command, "--password", "hunter2")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --password" in err and "hunter2" not in err
 
 
 def test_record_and_simulate_share_the_names(tmp_path: Path) -> None:
