@@ -60,7 +60,10 @@ state saved there every IOTAD_CHECKPOINT__INTERVAL_S and on shutdown, restored a
 IOTAD_SOURCE=nats reads NATS JetStream partitions instead, shared by several workers:
 IOTAD_SHARD=i/N (or ordinal/N in a StatefulSet), IOTAD_NATS__URLS, IOTAD_NATS__PARTITIONS,
 credentials and TLS in IOTAD_NATS__* (see docs/scale-out.md).
-Flags win over the environment.
+A TOML settings file (--config FILE, or IOTAD_CONFIG) holds the same settings as tables
+([mqtt] host = "broker"; example: deploy/iotad.example.toml). Precedence, highest first:
+flags, environment, .env, secrets directory, the TOML file, defaults. `iotad config` prints
+the settings in effect. The flags are the same as other subcommands': docs/cli.md.
 Exit codes: 0 after SIGTERM/SIGINT, 1 when the model, the broker or NATS cannot be used,
 2 for invalid settings."""
 
