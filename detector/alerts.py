@@ -51,6 +51,8 @@ class AlertMessage(msgspec.Struct, frozen=True):
     signal: str = "forecast"
     """What fired the episode (`detector.events.AlertEvent.signal`); absent from alerts of
     workers before it, read as ``forecast``."""
+    labels: dict[str, str] = {}
+    """The series' extra labels from its topic (site, line, ...): empty when it has none."""
 
 
 class ScoreMessage(msgspec.Struct, frozen=True):

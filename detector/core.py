@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -258,11 +258,67 @@ class DetectionCore:
         """Free the slots of series idle for longer than `idle_evict_s`; returns how many."""
         stale = self.store.idle(now - self.config.idle_evict_s)
         for key in stale:
-            slot = self.store.release(key)
-            if slot is not None:
-                self._set_period(slot, None)  # its ring is freed, not kept until reuse
-                self._detach_device(key, slot)
+            self._release(key)
         return len(stale)
+
+    def _release(self, key: str) -> None:
+        slot = self.store.release(key)
+        if slot is not None:
+            self._set_period(slot, None)  # its ring is freed, not kept until reuse
+            self._detach_device(key, slot)
+
+    def end_devices(self, ended: Mapping[str, float]) -> list[AlertEvent]:
+        """End every series of the devices `ended` names (device -> time it ended): their
+        source said they are gone (a Sparkplug DEATH).
+
+        They leave the core as idle series do (`evict_idle`): no silence alert can fire for
+        them, and the first reading after they come back starts a new segment (a fresh
+        window that warms up, seeded from the artifact like any new series) rather than
+        being judged against the readings before the gap. An open episode (or silence) of
+        an ended series is resolved, stamped with the time it ended: nothing else would
+        ever resolve it. Returns those events.
+        """
+        if not ended:
+            return []
+        events: list[AlertEvent] = []
+        keys = self.store.keys()  # a copy: releasing changes the store
+        for key in keys:
+            device, _, metric = key.partition("/")
+            at = ended.get(device)
+            if at is None:
+                continue
+            slot = self.store.slot(key)
+            if slot is not None:
+                events.extend(self._close(slot, device, metric, at))
+            self._release(key)
+        return events
+
+    def _close(self, slot: int, device: str, metric: str, at: float) -> list[AlertEvent]:
+        """Resolved events of the open episode and silence of a series that ends at `at`."""
+        events = []
+        value = float(self.store.last_value[slot])
+        if self.silent[slot]:
+            onset = float(self.store.order_ts[slot])
+            events.append(self._silence_event("resolved", device, metric, at, value, onset))
+        if self.episodes.active[slot]:
+            base = event_id(f"{device}/{metric}", float(self.episodes.onset_ts[slot]))
+            events.append(
+                AlertEvent(
+                    id=f"{base}-resolved",
+                    state="resolved",
+                    device=device,
+                    metric=metric,
+                    ts=max(at, float(self.episodes.onset_ts[slot])),
+                    value=value,
+                    expected=value,
+                    lower=value,
+                    upper=value,
+                    score=0.0,
+                    threshold=self.config.threshold,
+                    signal=SIGNALS[int(self.episode_signal[slot])],
+                )
+            )
+        return events
 
     def _detach_device(self, key: str, slot: int) -> None:
         if self.dev_row[slot] >= 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
 from detector.readings import Reading
@@ -50,6 +50,9 @@ class AlertEvent:
     """What fired the episode: ``forecast``, ``level``, ``relation`` (the device's other
     sensors disagree), ``seasonal``, ``repeat``, ``range``, ``flatline`` (see
     `detector.scoring.SIGNALS`), or ``silence`` (the series stopped reporting)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """The series' extra labels from its topic (site, line, ...; `detector.topics`), set by
+    the worker; empty when its topic names none."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

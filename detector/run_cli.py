@@ -209,6 +209,8 @@ class Service:
         self.ready_after_s: float | None = None
 
     def ready(self) -> tuple[bool, str]:
+        """/readyz and ``iotad_ready``: the worker can do its work (a full ingest queue does
+        not count against it: see `detector.health`)."""
         if self.worker is None:
             return False, "model not loaded"
         if self.ready_after_s is None:
@@ -254,11 +256,12 @@ class Service:
         self.model_version = artifact.version
         self.core = core
         self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
-        intake = Intake(
-            PayloadDecoder(s.mqtt.topic_patterns, s.payload),
-            queue_size=s.queue_size,
-            max_batch=s.max_batch,
-        )
+        decoder = PayloadDecoder(s.mqtt.topic_patterns, s.payload)
+        if decoder.sparkplug is not None:
+            from detector.sparkplug import SparkplugCollector
+
+            self.registry.register(SparkplugCollector(decoder.sparkplug))  # type: ignore[arg-type]
+        intake = Intake(decoder, queue_size=s.queue_size, max_batch=s.max_batch)
         status_extra = {"worker": s.worker_id, "model": artifact.version, "pid": os.getpid()}
         # The source is also the publisher of the outputs and the acker of the worker: it is
         # built first, around the intake it feeds, so everything below is wired once.
@@ -269,6 +272,12 @@ class Service:
         if code != EXIT_OK or stop.is_set():
             return code
         source = self.connection
+        if decoder.sparkplug is not None and s.payload.sparkplug_rebirth:
+            if s.source == "mqtt":
+                # QoS 0, not retained: what Sparkplug asks of a host application's commands.
+                decoder.sparkplug.commands = lambda topic, body: source.publish(topic, body, 0)
+            else:
+                log.warning("IOTAD_PAYLOAD__SPARKPLUG_REBIRTH needs IOTAD_SOURCE=mqtt; ignored")
         if self.checkpointer is not None:
             # Restored before anything is processed, so the first reading is scored at once.
             self.checkpointer.restore(core)
@@ -302,6 +311,7 @@ class Service:
             reject_log=RateLimitedLog(
                 logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
             ),
+            max_labelled_series=s.detection.max_series,
         )
         # Everything built so far (modules, model, settings: ~50,000 objects) lives as long
         # as the process: out of the cyclic collector's sight, a full collection no longer

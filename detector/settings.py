@@ -54,7 +54,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources import NestedSecretsSettingsSource
 
-from detector.alertmanager import AlertmanagerSettings
+from detector.alertmanager_settings import AlertmanagerSettings
 from detector.attribute_docs import attribute_docs
 from detector.config_file import has_key, key_of, read_config
 from detector.core import DetectionConfig
@@ -124,6 +124,9 @@ PAYLOAD_BOUNDS: dict[str, dict[str, float]] = {
     "max_readings": {"ge": 1, "le": 1_000_000},
     "max_future_s": {"ge": 0, "le": 7 * 86_400},
     "min_ts": {"ge": 0, "le": 4_102_444_800},  # 2100-01-01
+    # ~150 bytes an entry: the defaults' worst case (every node full) is about 1.5 GB.
+    "sparkplug_max_aliases": {"ge": 1, "le": 1_000_000},
+    "sparkplug_max_nodes": {"ge": 1, "le": 1_000_000},
 }
 """Bounds of the `PayloadLimits` fields as settings."""
 
@@ -245,8 +248,9 @@ class MqttSettings(BaseModel):
     """Topic filters to subscribe to, comma-separated or JSON; none may match the worker's
     own output topics."""
     topic_patterns: StrList = Field(default_factory=lambda: list(DEFAULT_PATTERNS))
-    """How a topic names the series: patterns with `{device}` and `{metric}` segments, first
-    match wins (a topic matching none is rejected as ``bad_topic``)."""
+    """Topic templates, first match wins: literals, ``+``, ``{device}`` (required),
+    ``{metric}`` (else the payload names it), ``{label}`` (e.g.
+    ``plant/{site}/{line}/{device}/{metric}``: labels go into alerts and dead letters)."""
     qos: Literal[0, 1] = 1
     """QoS of the subscription: 1 (at least once, acknowledged after processing) or 0 (at
     most once: a restart loses what was in flight)."""
@@ -555,11 +559,22 @@ def format_errors(
             msg = "required but not set"
         elif err.get("type") == "extra_forbidden":
             msg = "unknown setting (misspelt?)"
-        elif "password" not in dotted and "input" in err and not isinstance(err["input"], dict):
+        elif not _secret(dotted, err) and "input" in err and not isinstance(err["input"], dict):
             shown = repr(err["input"])
             msg += f" (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
         lines.append(f"setting {name}{flag}: {msg}")
     return lines or [f"settings: {exc}"]
+
+
+_URL_WITH_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]*@")
+
+
+def _secret(dotted: str, err: Any) -> bool:
+    """Whether an invalid value must not be echoed: a password or token, or a URL that
+    carries credentials."""
+    if dotted.rsplit(".", 1)[-1] in ("password", "token"):
+        return True
+    return bool(_URL_WITH_PASSWORD.search(repr(err.get("input", ""))))
 
 
 def secrets_dir_from_env(environ: dict[str, str] | None = None) -> Path | None:

@@ -23,7 +23,8 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _is_secret(name: str, annotation: Any) -> bool:
-    if any(word in name.lower() for word in SECRET_WORDS):
+    # `password_file`, `token_file`: where a secret is, not the secret
+    if any(word in name.lower() for word in SECRET_WORDS) and not name.endswith("_file"):
         return True
     return annotation is SecretStr or SecretStr in typing.get_args(annotation)
 

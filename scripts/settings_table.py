@@ -81,6 +81,8 @@ def _show(default: Any) -> str:
         return "—"
     if isinstance(default, (list, tuple)):
         return ",".join(str(d) for d in default) or "(empty)"
+    if isinstance(default, dict):
+        return ",".join(f"{k}={v}" for k, v in default.items()) or "(empty)"
     if isinstance(default, bool):
         return str(default).lower()
     text = str(default)

@@ -239,7 +239,7 @@ def test_worker_environment_names_real_settings(
     assert settings.mqtt.password.get_secret_value().strip() == "s3cret"
     assert settings.mqtt.host == "mosquitto"
     assert str(settings.model.path) == "/models/current"
-    assert settings.alertmanager.url == "http://alertmanager:9093"
+    assert settings.alertmanager.url == ["http://alertmanager:9093"]
 
 
 def test_prometheus_and_grafana_wiring(compose: dict[str, Any]) -> None:

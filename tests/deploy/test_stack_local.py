@@ -167,7 +167,7 @@ def test_anomaly_reaches_alertmanager(stack: Stack) -> None:
     (alert,) = wait_for(shifted, 20, "SensorAnomaly for line2/temperature")
     assert alert["labels"]["alertname"] == "SensorAnomaly"
     assert alert["status"]["state"] == "active"
-    assert alert["receivers"] == [{"name": "blackhole"}]
+    assert alert["receivers"] == [{"name": "plant-maintenance"}]
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     env = compose["services"]["worker"]["environment"]
     assert alert["generatorURL"] == env["IOTAD_ALERTMANAGER__EXTERNAL_URL"]

@@ -16,9 +16,10 @@ from detector.settings_dump import MASK
 SECRETS = {
     "IOTAD_MQTT__PASSWORD": "mqtt-Pa55-word",
     "IOTAD_NATS__PASSWORD": "nats-Pa55-word",
-    "IOTAD_ALERTMANAGER__URL": "https://ops:am-Pa55-word@alertmanager:9093",
+    "IOTAD_ALERTMANAGER__PASSWORD": "am-Pa55-word",
 }
-TOKEN = {"IOTAD_NATS__TOKEN": "nats-t0ken-value"}  # NATS takes a password or a token
+# NATS and Alertmanager take a password or a token
+TOKEN = {"IOTAD_NATS__TOKEN": "nats-t0ken-value", "IOTAD_ALERTMANAGER__TOKEN": "am-t0ken"}
 
 
 @pytest.fixture(autouse=True)
@@ -43,16 +44,34 @@ def test_a_secret_set_anywhere_never_appears(
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("IOTAD_NATS__USER", "iotad")
+    monkeypatch.setenv("IOTAD_ALERTMANAGER__USERNAME", "ops")
     out = config(capsys, "--format", fmt)
     assert "Pa55" not in out
     if fmt == "json":
         data = json.loads(out)
         assert data["mqtt"]["password"] == MASK and data["nats"]["password"] == MASK
-        assert data["alertmanager"]["url"] == f"https://ops:{MASK}@alertmanager:9093"
+        assert data["alertmanager"]["password"] == MASK
+        assert data["alertmanager"]["username"] == "ops"
     else:
-        assert out.count("# password = ...  (secret: set, not shown)") == 2
-        assert '# url = "https://ops:**********@alertmanager:9093"  (a password' in out
+        assert out.count("# password = ...  (secret: set, not shown)") == 3
         tomllib.loads(out)
+
+
+def test_a_password_in_a_url_is_masked_and_left_out_of_the_toml() -> None:
+    from pydantic import BaseModel
+
+    from detector.settings_dump import masked, to_toml
+
+    class Example(BaseModel):
+        url: str = "https://ops:am-Pa55-word@alertmanager:9093"
+        urls: list[str] = ["nats://u:n-Pa55@a:4222", "nats://b:4222"]
+
+    assert masked(Example()) == {
+        "url": f"https://ops:{MASK}@alertmanager:9093",
+        "urls": [f"nats://u:{MASK}@a:4222", "nats://b:4222"],
+    }
+    text = to_toml(Example())
+    assert "Pa55" not in text and tomllib.loads(text) == {}
 
 
 @pytest.mark.parametrize("fmt", ["toml", "json"])
@@ -67,6 +86,8 @@ def test_a_token_and_a_secrets_file_never_appear(
     if fmt == "json":
         data = json.loads(out)
         assert data["mqtt"]["password"] == MASK and data["nats"]["token"] == MASK
+        assert data["alertmanager"]["token"] == MASK
+        assert data["alertmanager"]["token"] == MASK
 
 
 def test_the_output_shows_every_source_and_reads_as_json(
