@@ -2,7 +2,9 @@
 
 Alertmanager identifies an alert by its label set, so a series' firing and resolved events
 carry the same labels (``alertname``, ``device``, ``metric``, ``severity`` plus any static
-labels) and differ only in their time range:
+labels and the labels the rules file gives the series, which win over the static ones; a
+resolved event keeps those its firing had, even when the rules changed in between) and differ
+only in their time range:
 
 - firing: ``startsAt`` is the start of the episode and ``endsAt`` a few resend intervals
   ahead. Alertmanager treats an alert whose ``endsAt`` has passed as resolved, so the sink
@@ -28,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -87,8 +89,9 @@ def alert_payload(
     """
     ev = event
     start = min(starts_at, now)
+    # The rules' labels and severity for the series win over the sink's static ones.
     all_labels = {**(labels or {}), **ev.labels, "alertname": ALERTNAME, "device": ev.device}
-    all_labels.update(metric=ev.metric, severity=severity)
+    all_labels.update(metric=ev.metric, severity=ev.severity or severity)
     if ev.state == "firing" and ev.signal == "silence":
         summary = f"{ev.device}/{ev.metric} stopped reporting (last value {_num(ev.value)})"
         ends = now + ttl_s
@@ -267,6 +270,12 @@ class AlertmanagerSink:
                 self._active[key] = posting
             else:
                 prev = self._active.pop(key, None)
+                if prev is not None and (
+                    prev.event.labels != event.labels or prev.event.severity != event.severity
+                ):
+                    # Alertmanager knows an alert by its labels: the end must carry those it
+                    # fired with, even when the rules changed them in between.
+                    event = replace(event, labels=prev.event.labels, severity=prev.event.severity)
                 posting = _Posting(event, prev.starts_at if prev else event.ts)
             self.active_gauge.set(len(self._active))
             if self._closing:

@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("training.eval_cli", "detection quality (NAB, simulated factory) with the core"),
     "simulate": ("detector.simulate_cli", "publish a simulated factory to a broker"),
     "demo": ("detector.demo", "broker, simulated sensors, worker, metrics and alerts in one go"),
+    "rules": ("detector.rules_cli", "check a rules file, explain the effective rule of a series"),
     "config": ("detector.config_cli", "print the worker's settings in effect (secrets masked)"),
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 from prometheus_client import (
@@ -24,13 +25,20 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 import detector
 
 PUBLISH_FAILED_KINDS = ("alert_unconfirmed", "deadletter", "scores")
 """The `kind` label values of `iotad_publish_failed_total`."""
+SUPPRESS_REASONS = ("mute", "maintenance")
+"""The `reason` label values of `iotad_alerts_suppressed_total` (`detector.rule_policy`)."""
 
 # Reading ts -> decision, 1 ms to 60 s: a live stream sits in the low buckets, a backlog or a
 # lagging worker shows up in the top ones.
@@ -172,6 +180,30 @@ class WorkerMetrics:
         )
         for state in ("firing", "resolved"):
             self.alert_events.labels(state)  # present at 0 from the start, for rate() queries
+        self.alerts_suppressed = Counter(
+            "iotad_alerts_suppressed_total",
+            "Alerts the rules file kept back (muted series, maintenance windows), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in SUPPRESS_REASONS:
+            self.alerts_suppressed.labels(reason)
+        self.rules_loaded = Gauge(
+            "iotad_rules", "Rules in force from the rules file (0: none)", registry=r
+        )
+        self.rules_reloads = Counter(
+            "iotad_rules_reloads_total", "Rules file reloads that took effect", registry=r
+        )
+        self.rules_stale = Gauge(
+            "iotad_rules_stale",
+            "1 while the rules file on disk was refused and older rules stay in force",
+            registry=r,
+        )
+        self.rules_reload_failures = Counter(
+            "iotad_rules_reload_failures_total",
+            "Rules file reloads refused (unreadable or invalid: the previous rules stay)",
+            registry=r,
+        )
         self.series_active = Gauge("iotad_series_active", "Series with state", registry=r)
         self.series_warming = Gauge(
             "iotad_series_warming", "Series whose window is not full yet", registry=r
@@ -381,4 +413,47 @@ class CheckpointMetrics:
             self.failures.labels(op)  # present at 0, for rate() queries
         self.restored = Gauge(
             "iotad_series_restored", "Series restored from the checkpoint at start", registry=r
+        )
+
+
+class SparkplugState(Protocol):
+    """What the Sparkplug decoder (`detector.sparkplug`) knows, read at scrape time."""
+
+    @property
+    def nodes(self) -> int: ...
+    @property
+    def aliases(self) -> int: ...
+
+    evicted_nodes: int
+    rebirths_requested: int
+
+
+class SparkplugCollector(Collector):
+    """Prometheus metrics of a decoder's Sparkplug state (read at scrape time)."""
+
+    def __init__(self, decoder: SparkplugState) -> None:
+        self.decoder = decoder
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: metrics are only produced at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.decoder
+        yield GaugeMetricFamily(
+            "iotad_sparkplug_nodes", "Sparkplug edge nodes whose BIRTH is known", d.nodes
+        )
+        yield GaugeMetricFamily(
+            "iotad_sparkplug_aliases",
+            "Sparkplug devices, metric names and aliases remembered, all nodes",
+            d.aliases,
+        )
+        yield CounterMetricFamily(
+            "iotad_sparkplug_nodes_evicted",
+            "Sparkplug edge nodes forgotten past IOTAD_PAYLOAD__SPARKPLUG_MAX_NODES",
+            d.evicted_nodes,
+        )
+        yield CounterMetricFamily(
+            "iotad_sparkplug_rebirth_requests",
+            "NCMD Node Control/Rebirth requests published (IOTAD_PAYLOAD__SPARKPLUG_REBIRTH)",
+            d.rebirths_requested,
         )

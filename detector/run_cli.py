@@ -56,7 +56,9 @@ secrets file or --password-file: never a password on the command line), IOTAD_MQ
 IOTAD_MQTT__TLS__CERT_FILE, IOTAD_MQTT__TLS__KEY_FILE, IOTAD_MQTT__SESSION_EXPIRY_S,
 IOTAD_MODEL__PATH, IOTAD_METRICS__PORT, IOTAD_DETECTION__THRESHOLD, IOTAD_OUTPUT__SCORES,
 IOTAD_OUTPUT__DEADLETTER_TOPIC, IOTAD_PAYLOAD__MAX_BYTES, IOTAD_CHECKPOINT__PATH (detection
-state saved there every IOTAD_CHECKPOINT__INTERVAL_S and on shutdown, restored at start).
+state saved there every IOTAD_CHECKPOINT__INTERVAL_S and on shutdown, restored at start),
+IOTAD_RULES__PATH (per-device rules; reloaded when it changes and on SIGHUP, see
+`iotad rules --help`).
 IOTAD_SOURCE=nats reads NATS JetStream partitions instead, shared by several workers:
 IOTAD_SHARD=i/N (or ordinal/N in a StatefulSet), IOTAD_NATS__URLS, IOTAD_NATS__PARTITIONS,
 credentials and TLS in IOTAD_NATS__* (see docs/scale-out.md).
@@ -65,7 +67,7 @@ A TOML settings file (--config FILE, or IOTAD_CONFIG) holds the same settings as
 flags, environment, .env, secrets directory, the TOML file, defaults. `iotad config` prints
 the settings in effect. The flags are the same as other subcommands': docs/cli.md.
 Exit codes: 0 after SIGTERM/SIGINT, 1 when the model, the broker or NATS cannot be used,
-2 for invalid settings."""
+2 for invalid settings or an invalid rules file."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,7 +145,7 @@ def main(args: argparse.Namespace) -> int:
     disable_created_metrics()
     stop = threading.Event()
     _install_signal_handlers(stop)
-    return serve(settings, stop=stop)
+    return serve(settings, stop=stop, built=_install_rules_reload_signal)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
@@ -156,17 +158,33 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+# -- SIGHUP: reload the rules file ------------------------------------------------------------
+
+
+def _install_rules_reload_signal(service: Service) -> None:
+    """SIGHUP asks the service to reload its rules file (between batches, on the detection
+    thread). Installed before the service starts: SIGHUP's default would end the process."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        service.reload_rules()
+
+    signal.signal(signal.SIGHUP, handler)
+
+
 def serve(
     settings: WorkerSettings,
     *,
     stop: threading.Event,
     registry: CollectorRegistry | None = None,
     started: Any = None,
+    built: Any = None,
 ) -> int:
     """Run the worker until `stop` is set; returns the exit code.
 
     `registry` defaults to a fresh one; `started`, if given, is called with the running
-    `Service` once the worker is connected (tests read ports and state from it).
+    `Service` once the worker is connected (tests read ports and state from it); `built`,
+    with the `Service` as soon as it exists (signal handlers that talk to it).
     """
     import logging
 
@@ -176,6 +194,8 @@ def serve(
     for line in unknown_env_warnings():
         log.warning("%s", line)
     service = Service(settings, registry)
+    if built is not None:
+        built(service)
     try:
         code = service.start(stop)
         if code != EXIT_OK:
@@ -204,9 +224,28 @@ class Service:
         self.connection: Any = None
         self.http: Any = None
         self.alertmanager: Any = None
+        self.rules: Any = None  # the RulesReloader, when a rules file is set
         self.model_version = ""
         self.started_s = time.monotonic()
         self.ready_after_s: float | None = None
+
+    def reload_rules(self) -> None:
+        """Reload the rules file at the detection thread's next pause between batches
+        (SIGHUP). Safe from a signal handler; a no-op without a rules file."""
+        if self.rules is not None:
+            self.rules.request()
+
+    def _load_rules(self) -> Any:
+        """The rules file's rules (None without one); raises RulesError when it is bad."""
+        from detector.rules_reload import RulesReloader
+
+        s = self.settings
+        if s.rules.path is None:
+            return None
+        self.rules = RulesReloader(
+            s.rules.path, metrics=self.metrics, check_interval_s=s.rules.check_interval_s
+        )
+        return self.rules.load()
 
     def ready(self) -> tuple[bool, str]:
         """/readyz and ``iotad_ready``: the worker can do its work (a full ingest queue does
@@ -234,6 +273,7 @@ class Service:
         from detector.log_setup import native_stderr_logged
         from detector.payloads import PayloadDecoder
         from detector.ratelimit import RateLimitedLog
+        from detector.rules_file import RulesError
         from detector.worker import Worker, evict_interval, make_outputs
 
         log = logging.getLogger("iotad.run")
@@ -246,21 +286,31 @@ class Service:
             self.http = None
             return EXIT_FAILED
         try:
+            rules = self._load_rules()
+        except RulesError as exc:
+            for line in exc.lines:
+                log.error("rules: %s", line)
+            log.error("the rules file is invalid: not starting (check it: iotad rules check)")
+            return EXIT_USAGE
+        try:
             with native_stderr_logged("litert"):
                 artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
                 forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
-                core = DetectionCore(artifact, forecaster, s.detection)
+                core = DetectionCore(artifact, forecaster, s.detection, rules)
         except ArtifactError as exc:
             log.error("cannot load the model: %s", exc)
             return EXIT_FAILED
+        if self.rules is not None:
+            self.rules.apply = core.set_rules
+            log.info("rules: %d from %s", len(self.rules.rules), s.rules.path)
         self.model_version = artifact.version
         self.core = core
         self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
         decoder = PayloadDecoder(s.mqtt.topic_patterns, s.payload)
         if decoder.sparkplug is not None:
-            from detector.sparkplug import SparkplugCollector
+            from detector.metrics import SparkplugCollector
 
-            self.registry.register(SparkplugCollector(decoder.sparkplug))  # type: ignore[arg-type]
+            self.registry.register(SparkplugCollector(decoder.sparkplug))
         intake = Intake(decoder, queue_size=s.queue_size, max_batch=s.max_batch)
         status_extra = {"worker": s.worker_id, "model": artifact.version, "pid": os.getpid()}
         # The source is also the publisher of the outputs and the acker of the worker: it is
@@ -308,6 +358,7 @@ class Service:
             linger_above=s.linger_above,
             checkpoints=self.checkpointer,
             evict_every_s=evict_interval(s.detection.idle_evict_s),
+            rules=self.rules,
             reject_log=RateLimitedLog(
                 logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
             ),

@@ -416,6 +416,24 @@ class CheckpointSettings(BaseModel):
         return value
 
 
+class RulesSettings(BaseModel):
+    """The per-device rules file (see docs/rules.md and `detector.rules`)."""
+
+    model_config = STRICT
+
+    path: FilePath | None = None
+    """TOML file of per-device rules: threshold overrides, mute, maintenance windows,
+    Alertmanager severity and labels (e.g. /etc/iotad/rules.toml); unset: no rules. Checked
+    at start (a bad file: exit 2), reloaded when it changes and on SIGHUP."""
+    check_interval_s: float = Field(5.0, ge=0.1, le=3600)
+    """Seconds between looks at the rules file for changes (between batches)."""
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
 class WorkerSettings(BaseSettings):
     """Everything `iotad run` can be told."""
 
@@ -457,6 +475,7 @@ class WorkerSettings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     detection: DetectionSettings = Field(default_factory=DetectionConfig)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     """Alert events also go to Alertmanager when ``IOTAD_ALERTMANAGER__URL`` is set."""

@@ -508,36 +508,3 @@ class SparkplugDecoder:
 
     def _ts(self, ms: int, arrival: float) -> float:
         return check_ts(ms / 1000.0, arrival, self.limits)
-
-
-class SparkplugCollector:
-    """Prometheus metrics of a decoder's Sparkplug state (read at scrape time)."""
-
-    def __init__(self, decoder: SparkplugDecoder) -> None:
-        self.decoder = decoder
-
-    def describe(self) -> list[Any]:
-        return []  # unchecked collector: metrics are only produced at scrape time
-
-    def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        d = self.decoder
-        yield GaugeMetricFamily(
-            "iotad_sparkplug_nodes", "Sparkplug edge nodes whose BIRTH is known", d.nodes
-        )
-        yield GaugeMetricFamily(
-            "iotad_sparkplug_aliases",
-            "Sparkplug devices, metric names and aliases remembered, all nodes",
-            d.aliases,
-        )
-        yield CounterMetricFamily(
-            "iotad_sparkplug_nodes_evicted",
-            "Sparkplug edge nodes forgotten past IOTAD_PAYLOAD__SPARKPLUG_MAX_NODES",
-            d.evicted_nodes,
-        )
-        yield CounterMetricFamily(
-            "iotad_sparkplug_rebirth_requests",
-            "NCMD Node Control/Rebirth requests published (IOTAD_PAYLOAD__SPARKPLUG_REBIRTH)",
-            d.rebirths_requested,
-        )

@@ -84,6 +84,13 @@ class Acker(Protocol):
         ...
 
 
+class RulesPoll(Protocol):
+    """Reloads the rules file when it changed or a reload was asked for
+    (`detector.rules_reload.RulesReloader`), on the detection thread between batches."""
+
+    def poll(self) -> bool: ...
+
+
 class Checkpoints(Protocol):
     """Saves the core's state now and then (`detector.checkpoint.Checkpointer` to a file,
     `detector.nats_checkpoint.PartitionCheckpointer` to a NATS bucket)."""
@@ -122,6 +129,7 @@ class Worker:
             holds no reading the source would redeliver (the restored core would drop it as
             a duplicate). None: no checkpoints.
         evict_every_s: how often idle series are swept out (see `evict_interval`).
+        rules: reloads the rules file between batches (None: no rules file).
         reject_log: the rate-limited log for rejected input.
         clock: wall clock (epoch seconds), for lag and eviction.
         max_labelled_series: series whose topic labels (site, line, ...) are remembered for
@@ -144,6 +152,7 @@ class Worker:
         linger_above: float,
         checkpoints: Checkpoints | None = None,
         evict_every_s: float = EVICT_EVERY_S,
+        rules: RulesPoll | None = None,
         reject_log: RateLimitedLog | None = None,
         clock: Callable[[], float] = time.time,
         max_labelled_series: int = 100_000,
@@ -157,6 +166,7 @@ class Worker:
         self.scores = scores
         self.acker = acker
         self.checkpoints = checkpoints
+        self.rules = rules
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.linger_above = linger_above
@@ -207,6 +217,8 @@ class Worker:
                     self.process(items)
                 if self._held:
                     self.release_held()
+                if self.rules is not None:
+                    self._poll_rules()
                 if self.checkpoints is not None and not self._held and self.checkpoints.due():
                     self.checkpoints.save(self.core)
                 self._housekeeping()
@@ -248,6 +260,8 @@ class Worker:
         if readings:
             self._record(readings, result, now)
         deliveries = self._alert(result) if result.events else []
+        if result.suppressed:
+            self._suppressed(result)
         if self.scores is not None and result.scored:
             failed = self.scores.send_many(result.scored)
             if failed:
@@ -404,7 +418,30 @@ class Worker:
 
     def _labelled(self, event: AlertEvent) -> AlertEvent:
         labels = self.series_labels.get(f"{event.device}/{event.metric}")
-        return replace(event, labels=dict(labels)) if labels else event
+        return replace(event, labels={**labels, **event.labels}) if labels else event
+
+    def _suppressed(self, result: BatchResult) -> None:
+        """Alerts the rules kept back: counted by reason, logged (rate-limited)."""
+        for reason, count in Counter(s.reason for s in result.suppressed).items():
+            self.metrics.alerts_suppressed.labels(reason).inc(count)
+        for s in result.suppressed:
+            e = s.event
+            self.reject_log.info(
+                f"suppressed {s.reason}",
+                "alert suppressed (%s) %s/%s at ts %s, score %.2f",
+                s.reason,
+                e.device,
+                e.metric,
+                e.ts,
+                e.score,
+            )
+
+    def _poll_rules(self) -> None:
+        """A reload must not end detection: a failure keeps the rules in force."""
+        try:
+            self.rules.poll()  # type: ignore[union-attr]
+        except Exception:
+            log.exception("rules reload failed; keeping the rules in force")
 
     def _reject(self, rejections: list[Rejection], labelled: list[Inbound]) -> None:
         for reason, count in Counter(r.reason for r in rejections).items():

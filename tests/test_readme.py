@@ -30,7 +30,7 @@ def test_settings_table_matches_the_settings_code() -> None:
 
 
 def test_every_subcommand_in_the_readme_has_help() -> None:
-    for command in ("run", "record", "train", "simulate", "demo", "eval", "config"):
+    for command in ("run", "record", "train", "simulate", "demo", "eval", "rules", "config"):
         assert f"iotad {command}" in README
         out = subprocess.run(
             [sys.executable, "-m", "detector", command, "--help"],

@@ -93,6 +93,12 @@ def add_arguments(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="set a DetectionConfig field of the core (repeatable)",
     )
+    fac.add_argument(
+        "--rules",
+        type=Path,
+        metavar="FILE",
+        help="apply a rules file (docs/rules.md) in the core, as the worker does",
+    )
     fac.set_defaults(_eval=main_factory)
 
 
@@ -114,6 +120,14 @@ def factory_config(args: argparse.Namespace) -> Any:
     for name in ("history_days", "stream_days", "faults_per_kind", "prime_days", "grace"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    if getattr(args, "rules", None) is not None:
+        from detector.rules_file import RulesError, load_rules
+
+        try:
+            load_rules(args.rules)  # checked here: one line per problem before any run
+        except RulesError as exc:
+            raise ValueError("\n".join(exc.lines)) from None
+        changes["rules"] = args.rules
     cfg = replace(base, **changes)
     cfg.validate()
     return cfg
@@ -188,6 +202,7 @@ def main_factory(args: argparse.Namespace) -> int:
         "interval_s": cfg.interval_s,
         "train_overrides": cfg.train_overrides,
         "detection": {f.name: getattr(cfg.detection, f.name) for f in fields(cfg.detection)},
+        "rules": None if cfg.rules is None else str(cfg.rules),
         "elapsed_s": round(elapsed, 1),
     }
     write_outputs(out, summary, results)

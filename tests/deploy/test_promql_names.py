@@ -113,6 +113,8 @@ def test_deploy_names_are_the_contract() -> None:
         # prometheus_client's standard process collector, on the worker's registry
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
+        # per-device rules (detector/metrics.py, docs/rules.md)
+        "iotad_rules_stale",
         # issue 12: workers sharing the fleet through NATS (docs/scale-out.md)
         *SCALE_OUT_CONTRACT,
     }

@@ -56,3 +56,31 @@ def test_series_labels_join_the_alertmanager_labels_but_never_replace_ours() -> 
         "metric": "rpm",
         "severity": "warning",
     }
+
+
+def test_the_rules_severity_and_labels_win_over_the_sinks() -> None:
+    from dataclasses import replace
+
+    ruled = replace(_event("firing", "forecast"), severity="critical", labels={"team": "a"})
+    body = alert_payload(
+        ruled,
+        starts_at=100.0,
+        now=200.0,
+        ttl_s=60.0,
+        worker_url="http://w/",
+        severity="warning",
+        labels={"team": "plant", "site": "north"},
+    )
+    assert body["labels"] == {
+        "team": "a",
+        "site": "north",
+        "alertname": "SensorAnomaly",
+        "device": "press-7",
+        "metric": "rpm",
+        "severity": "critical",
+    }
+    plain = alert_payload(
+        _event("firing", "forecast"), starts_at=100.0, now=200.0, ttl_s=60.0,
+        worker_url="http://w/", severity="warning",
+    )  # fmt: skip
+    assert plain["labels"]["severity"] == "warning"

@@ -200,6 +200,20 @@ def test_resolved_keeps_labels_and_episode_start(
     assert sample(registry, "iotad_alertmanager_active_alerts") == 0
 
 
+def test_resolved_keeps_the_labels_it_fired_with_when_the_rules_changed(
+    am: FakeAlertmanager, registry: CollectorRegistry
+) -> None:
+    sink = AlertmanagerSink(am.url, "http://w:9108/", registry=registry, clock=lambda: T0 + 60)
+    sink.send(event("firing", ts=T0, severity="critical", labels={"team": "a"}))
+    # The rules were reloaded in between: the series now has other labels.
+    sink.send(event("resolved", ts=T0 + 30, severity="info", labels={"team": "b"}))
+    assert sink.close()
+
+    firing, resolved = am.alerts
+    assert firing["labels"]["severity"] == "critical" and firing["labels"]["team"] == "a"
+    assert resolved["labels"] == firing["labels"]  # Alertmanager's identity of the alert
+
+
 def test_timestamps_ahead_of_the_clock_are_clamped() -> None:
     # A sensor clock 10 s ahead must not produce startsAt > endsAt (the API answers 400).
     ahead = event("resolved", ts=T0 + 10)
