@@ -11,6 +11,7 @@ Cheap to import: the CLI imports every subcommand to build its help.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -168,10 +169,13 @@ def deprecated_env(
         return value
     value = environ.get(old)
     if value:
-        print(
-            f"{prog}: environment variable {old} is deprecated, use {new} "
+        from detector.log_setup import stderr_line  # a JSON record when logging is JSON
+
+        stderr_line(
+            prog,
+            f"environment variable {old} is deprecated, use {new} "
             f"(the old name goes in {REMOVED_IN})",
-            file=sys.stderr,
+            level=logging.WARNING,
         )
         return value
     return None
