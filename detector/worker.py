@@ -351,7 +351,9 @@ class Worker:
             if len(active):  # only series with an open episode are followed
                 for s in result.scored:
                     r = s.reading
-                    active.update(r.device, r.metric, r.value, s.expected, s.lower, s.upper, s.score)
+                    active.update(
+                        r.device, r.metric, r.value, s.expected, s.lower, s.upper, s.score
+                    )
         if result.warming:
             m.warming.inc(result.warming)
         if result.model_batch:

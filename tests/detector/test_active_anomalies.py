@@ -142,11 +142,18 @@ class EpisodeCore(ScriptedCore):
                 self.open.discard(r.key)
                 state = "resolved"
             if state:
+                band = {"expected": 1.0, "lower": 0.0, "upper": 2.0, "score": 0.9}
                 result.events.append(
                     AlertEvent(
-                        f"{r.key}@{r.ts}", state, r.device, r.metric, r.ts, r.value, 1.0, 0.0,
-                        2.0, 0.9, 0.5,
-                    )  # fmt: skip
+                        f"{r.key}@{r.ts}",
+                        state,
+                        r.device,
+                        r.metric,
+                        r.ts,
+                        r.value,
+                        **band,
+                        threshold=0.5,
+                    )
                 )
         return result
 
