@@ -782,8 +782,9 @@ def anomalies() -> dict[str, Any]:
                 "Alert firings (time range)",
                 targets(
                     (
-                        "sum(increase(iotad_alert_events_total"
-                        f'{{state="firing", {INST}}}[$__range]))',
+                        # increase() extrapolates to the range's edges: counts are whole
+                        "round(sum(increase(iotad_alert_events_total"
+                        f'{{state="firing", {INST}}}[$__range])))',
                         "",
                     )
                 ),
@@ -799,7 +800,11 @@ def anomalies() -> dict[str, Any]:
             stat(
                 "Episodes not in the table (time range)",
                 targets(
-                    (f"sum(increase(iotad_anomaly_active_overflow_total{{{INST}}}[$__range]))", "")
+                    (
+                        "round(sum(increase("
+                        f"iotad_anomaly_active_overflow_total{{{INST}}}[$__range])))",
+                        "",
+                    )
                 ),
                 thresholds=[(None, "green"), (1, "orange")],
                 instant=True,
