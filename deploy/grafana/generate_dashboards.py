@@ -532,8 +532,8 @@ def fleet_overview() -> dict[str, Any]:
 
 SERIES_GAUGES = "iotad_series_value/expected/lower/upper/score"
 SERIES_EMPTY = (
-    "No per-reading data for $device/$metric: only devices named in "
-    "IOTAD_METRICS__SERIES_DEVICES have it"
+    "No per-reading data for this series: only devices named in "
+    "IOTAD_METRICS__SERIES_DEVICES have it (see the panel below for open anomalies)"
 )
 
 
@@ -644,7 +644,7 @@ def series_detail() -> dict[str, Any]:
                     (f"iotad_anomaly_active_upper{{{sel}}}", "upper"),
                 ),
                 overrides=band_overrides(),
-                no_value="No open anomalous episode of $device/$metric in this time range",
+                no_value="No open anomalous episode of this series in this time range",
                 description="From the open-episode gauges, which every device has while it "
                 "fires (at most IOTAD_METRICS__MAX_ACTIVE_ANOMALIES episodes): the latest "
                 "reading's value and band from the firing until the episode resolves.",

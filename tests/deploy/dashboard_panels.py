@@ -210,9 +210,9 @@ def render(
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in laid)
     fig = plt.figure(figsize=(18, 0.45 * height + 1.2), dpi=70)
     fig.suptitle(
-        f"{dashboard['title']} — {note}\nA matplotlib rendering of the panels' Prometheus "
-        "queries (the provisioned JSON, run against a real Prometheus); not a Grafana "
-        "screenshot.",
+        f"{title(dashboard['title'])} — {title(note)}\nA matplotlib rendering of the panels' "
+        "Prometheus queries (the provisioned JSON, run against a real Prometheus); not a "
+        "Grafana screenshot.",
         fontsize=11,
         x=0.01,
         ha="left",
