@@ -147,18 +147,23 @@ class WorkerMetrics:
     `series_devices` is the opt-in allow-list of devices that get per-series gauges
     (value, expected, lower, upper, score: one series per sensor and gauge). The only other
     metrics with a device label are those of the open anomalous episodes (`ActiveAnomalies`),
-    at most `max_active_anomalies` of them.
+    at most `max_active_anomalies` of them (None: the default of
+    ``IOTAD_METRICS__MAX_ACTIVE_ANOMALIES``).
     """
 
     def __init__(
         self,
         registry: CollectorRegistry,
         series_devices: Iterable[str] = (),
-        max_active_anomalies: int = 500,
+        max_active_anomalies: int | None = None,
     ) -> None:
         self.registry = registry
         r = registry
         register_runtime_collectors(r)
+        if max_active_anomalies is None:  # the setting's default, stated there only
+            from detector.settings import MetricsSettings
+
+            max_active_anomalies = MetricsSettings().max_active_anomalies
         self.active_anomalies = ActiveAnomalies(max_active_anomalies)
         r.register(self.active_anomalies)
         self.build_info = Gauge(

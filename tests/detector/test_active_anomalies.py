@@ -204,3 +204,4 @@ def test_per_series_gauges_carry_the_band(registry: CollectorRegistry) -> None:
     assert registry.get_sample_value("iotad_series_lower", series) == 20.0
     assert registry.get_sample_value("iotad_series_upper", series) == 22.0
     assert m.active_anomalies.max_exported == 3
+    assert WorkerMetrics(CollectorRegistry()).active_anomalies.max_exported == 500  # README
