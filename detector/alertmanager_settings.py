@@ -96,7 +96,7 @@ class AlertmanagerSettings(BaseModel):
     The sink is off while `url` is empty.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
 
     url: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Alertmanager base URL, e.g. `http://alertmanager:9093`; for an HA cluster several,

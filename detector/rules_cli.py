@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from detector.cli_flags import add_settings_file_arguments
+
 if TYPE_CHECKING:
     from detector.rules import RuleSet, SeriesPolicy
 
@@ -47,9 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "--file", type=Path, help="the rules file (default: IOTAD_RULES__PATH, or .env)"
     )
-    explain.add_argument(
-        "--env-file", default=".env", help="read IOTAD_* settings from this file too (.env)"
-    )
+    add_settings_file_arguments(explain)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -73,6 +73,7 @@ def check(path: Path, out: TextIO, err: TextIO) -> int:
 
 
 def explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from detector.config_file import config_path
     from detector.readings import valid_name
     from detector.rules_file import RulesError, load_rules
     from detector.settings import SettingsError, load_settings
@@ -92,7 +93,11 @@ def explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             moment = moment.replace(tzinfo=UTC)
         at = moment.timestamp()
     try:
-        settings = load_settings(env_file=args.env_file or None, require_model=False)
+        settings = load_settings(
+            env_file=args.env_file or None,
+            config_file=config_path(args.config),
+            require_model=False,
+        )
     except SettingsError as exc:
         for line in exc.lines:
             print(f"iotad rules explain: {line}", file=err)

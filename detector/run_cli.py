@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 # (4k-44k windows/s for the same work) and the worker's second core belongs to paho.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from detector.mqtt_flags import (
+from detector.cli_flags import (
     LOG_FLAGS,
-    MQTT_FLAGS,
-    add_log_and_env_arguments,
-    add_mqtt_arguments,
+    add_log_arguments,
+    add_settings_file_arguments,
+    log_level_flag,
 )
+from detector.mqtt_flags import MQTT_FLAGS, SUBSCRIBE_FLAGS, add_mqtt_arguments
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -35,6 +36,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # flag dest -> (dotted setting, flag as shown in errors)
 FLAGS: dict[str, tuple[str, str]] = {
     **MQTT_FLAGS,
+    **SUBSCRIBE_FLAGS,
+    "client_id": ("mqtt.client_id", "--client-id"),
     "model": ("model.path", "--model"),
     "metrics_host": ("metrics.host", "--metrics-host"),
     "metrics_port": ("metrics.port", "--metrics-port"),
@@ -48,8 +51,8 @@ EPILOG = """\
 Every setting can also be given as an environment variable (IOTAD_ prefix, `__` between
 levels), in a .env file, or as a file in the secrets directory named like the variable
 (IOTAD_SECRETS_DIR, default /run/secrets): e.g. IOTAD_MQTT__HOST, IOTAD_MQTT__PORT,
-IOTAD_MQTT__TOPICS (comma-separated), IOTAD_MQTT__USERNAME, IOTAD_MQTT__PASSWORD (environment or
-secrets file only: there is no password flag), IOTAD_MQTT__TLS__CA_FILE,
+IOTAD_MQTT__TOPICS (comma-separated), IOTAD_MQTT__USERNAME, IOTAD_MQTT__PASSWORD (environment,
+secrets file or --password-file: never a password on the command line), IOTAD_MQTT__TLS__CA_FILE,
 IOTAD_MQTT__TLS__CERT_FILE, IOTAD_MQTT__TLS__KEY_FILE, IOTAD_MQTT__SESSION_EXPIRY_S,
 IOTAD_MODEL__PATH, IOTAD_METRICS__PORT, IOTAD_DETECTION__THRESHOLD, IOTAD_OUTPUT__SCORES,
 IOTAD_OUTPUT__DEADLETTER_TOPIC, IOTAD_PAYLOAD__MAX_BYTES, IOTAD_CHECKPOINT__PATH (detection
@@ -59,7 +62,10 @@ IOTAD_RULES__PATH (per-device rules; reloaded when it changes and on SIGHUP, see
 IOTAD_SOURCE=nats reads NATS JetStream partitions instead, shared by several workers:
 IOTAD_SHARD=i/N (or ordinal/N in a StatefulSet), IOTAD_NATS__URLS, IOTAD_NATS__PARTITIONS,
 credentials and TLS in IOTAD_NATS__* (see docs/scale-out.md).
-Flags win over the environment.
+A TOML settings file (--config FILE, or IOTAD_CONFIG) holds the same settings as tables
+([mqtt] host = "broker"; example: deploy/iotad.example.toml). Precedence, highest first:
+flags, environment, .env, secrets directory, the TOML file, defaults. `iotad config` prints
+the settings in effect. The flags are the same as other subcommands': docs/cli.md.
 Exit codes: 0 after SIGTERM/SIGINT, 1 when the model, the broker or NATS cannot be used,
 2 for invalid settings or an invalid rules file."""
 
@@ -70,7 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add = parser.add_argument
     add("--model", metavar="DIR", help="model artifact directory (IOTAD_MODEL__PATH)")
-    add_mqtt_arguments(parser)
+    add_mqtt_arguments(
+        parser,
+        subscribe=True,
+        client_id_help="MQTT client id (IOTAD_MQTT__CLIENT_ID; default the worker id)",
+    )
     add("--worker-id", help="stable worker id: MQTT client id and status topic (IOTAD_WORKER_ID)")
     add("--metrics-host", help="bind address for /metrics /healthz /readyz (default 0.0.0.0)")
     add("--metrics-port", type=int, help="port for /metrics /healthz /readyz (default 9108)")
@@ -81,31 +91,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="publish every scored reading on scores/{device}/{metric} (IOTAD_OUTPUT__SCORES)",
     )
-    add_log_and_env_arguments(parser)
+    add_log_arguments(parser, quiet_help="log warnings and errors only", default_level="INFO")
+    add_settings_file_arguments(parser)
+
+
+def flag_values(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with ``--quiet`` folded into the log level it stands for."""
+    return argparse.Namespace(**{**vars(args), "log_level": log_level_flag(args)})
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Nested settings from the flags that were given (None means not given)."""
+    """Nested settings from the flags that were given (None means not given), with the
+    password from ``--password-file``."""
+    from detector.mqtt_flags import add_password_file
     from detector.settings import overrides_from_flags
 
-    return overrides_from_flags(args, FLAGS)
+    return add_password_file(args, overrides_from_flags(flag_values(args), FLAGS))
 
 
 def main(args: argparse.Namespace) -> int:
+    from detector.config_file import config_path
+    from detector.mqtt_flags import PasswordFileError
     from detector.settings import SettingsError, load_settings
 
+    given = flag_values(args)
     try:
         settings = load_settings(
             overrides_from_args(args),
             env_file=args.env_file or None,
+            config_file=config_path(args.config),
             # Name a flag in an error only when it was the flag that set the bad value.
-            flags={d: f for dest, (d, f) in FLAGS.items() if getattr(args, dest, None) is not None},
+            flags={
+                d: f for dest, (d, f) in FLAGS.items() if getattr(given, dest, None) is not None
+            },
         )
     except SettingsError as exc:
         for line in exc.lines:
             print(f"iotad run: {line}", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(settings.log.level)
+    except PasswordFileError as exc:
+        print(f"iotad run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from detector.log_setup import configure_logging
+
+    configure_logging(settings.log.level, settings.log.format)
     from prometheus_client import disable_created_metrics
 
     from detector.memory import tune_allocator
@@ -117,16 +146,6 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _install_signal_handlers(stop)
     return serve(settings, stop=stop, built=_install_rules_reload_signal)
-
-
-def _configure_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
@@ -169,11 +188,11 @@ def serve(
     """
     import logging
 
-    from detector.settings import unknown_env_vars
+    from detector.env_warnings import unknown_env_warnings
 
     log = logging.getLogger("iotad.run")
-    for name in unknown_env_vars():
-        log.warning("environment variable %s names no setting; ignored", name)
+    for line in unknown_env_warnings():
+        log.warning("%s", line)
     service = Service(settings, registry)
     if built is not None:
         built(service)
@@ -255,6 +274,7 @@ class Service:
         from detector.forecaster import LiteRTForecaster
         from detector.health import HealthServer
         from detector.ingest import Intake
+        from detector.log_setup import native_stderr_logged
         from detector.payloads import PayloadDecoder
         from detector.ratelimit import RateLimitedLog
         from detector.rules_file import RulesError
@@ -277,9 +297,10 @@ class Service:
             log.error("the rules file is invalid: not starting (check it: iotad rules check)")
             return EXIT_USAGE
         try:
-            artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
-            forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
-            core = DetectionCore(artifact, forecaster, s.detection, rules)
+            with native_stderr_logged("litert"):
+                artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
+                forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
+                core = DetectionCore(artifact, forecaster, s.detection, rules)
         except ArtifactError as exc:
             log.error("cannot load the model: %s", exc)
             return EXIT_FAILED

@@ -593,7 +593,7 @@ def series_detail() -> dict[str, Any]:
         "About this dashboard",
         "Value, forecast and expected band of **one series** (pick Device and Metric above). "
         f"The per-reading gauges ({SERIES_GAUGES}) exist only for devices named in "
-        "`IOTAD_METRICS__SERIES_DEVICES` (compose: `IOTAD_SERIES_DEVICES`): one time series "
+        "`IOTAD_METRICS__SERIES_DEVICES`: one time series "
         "per sensor and gauge, so the list stays short (bounded cardinality). Any other "
         "device shows here only while it has an open anomalous episode (lower panel, from "
         "`iotad_anomaly_active_*`). Red regions: anomalous episodes. Empty Device list: no "

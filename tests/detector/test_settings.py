@@ -112,9 +112,11 @@ def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_there_is_no_password_flag() -> None:
+    """A password is never a flag's value: only a file holding it is."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert not any("pass" in opt for a in parser._actions for opt in a.option_strings)
+    options = [opt for a in parser._actions for opt in a.option_strings if "pass" in opt]
+    assert options == ["--password-file"]
 
 
 def test_dotenv_file(tmp_path: Path) -> None:
