@@ -90,6 +90,8 @@ def test_every_alert_is_unit_tested() -> None:
         "IotadAlertmanagerPeerFailing",
         "IotadPublishFailed",
         "IotadCheckpointFailing",
+        # the anomaly table's cap (IOTAD_METRICS__MAX_ACTIVE_ANOMALIES)
+        "IotadAnomalyTableFull",
         # the NATS workers' shards and partitions (iotad-shards.rules.yml)
         "IotadShardMissing",
         "IotadShardDuplicated",

@@ -221,8 +221,9 @@ GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
     "$__range": "5m",
     "$instance": ".*",
-    "$device": ".*",
-    "$metric": ".*",
+    # the series dashboard takes one series; line2/temperature fires (SHIFT_AT)
+    "$device": "line2",
+    "$metric": "temperature",
 }
 
 
