@@ -126,7 +126,8 @@ class DeprecatedAlias(argparse.Action):
             nargs=target.nargs,
             const=target.const,
             default=argparse.SUPPRESS,  # the target's default stands
-            type=target.type,
+            # typeshed: Action.type may hold a registered type name, which __init__ omits.
+            type=target.type,  # type: ignore[arg-type]
             choices=target.choices,
             help=argparse.SUPPRESS,
             metavar=target.metavar,

@@ -943,6 +943,6 @@ class DetectionCore:
         for prefix, relations in zip(_RELATION_PREFIXES, self.relations, strict=True):
             names = [f"{prefix}_{k}" for k in ("pos", "mean", "cov", "seen")]
             if all(n in state for n in names):  # older checkpoints: devices learn afresh
-                rows = {n.split("_", 1)[1]: state[n][: len(slots)] for n in names}
-                relations.restore_slots(self.dev_row[rows_], self.dev_pos[rows_], rows)
+                per_series = {n.split("_", 1)[1]: state[n][: len(slots)] for n in names}
+                relations.restore_slots(self.dev_row[rows_], self.dev_pos[rows_], per_series)
         return len(slots)

@@ -41,7 +41,7 @@ class AlertFeed:
         )
         self.client.on_connect = lambda c, *_: c.subscribe("alerts/#", qos=1)
         self.client.on_subscribe = lambda *_: self._ready.set()
-        self.client.on_message = lambda _c, _u, msg: on_alert(msg.payload)
+        self.client.on_message = lambda _c, _u, msg: on_alert(bytes(msg.payload))
         self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
         if not self._ready.wait(10):

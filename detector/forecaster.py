@@ -42,7 +42,8 @@ class _Runner:
     def run(self, x: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self.input_index, x)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_index).reshape(self.batch, -1)[:, 0]
+        out: np.ndarray = self.interpreter.get_tensor(self.output_index)
+        return out.reshape(self.batch, -1)[:, 0]
 
 
 class LiteRTForecaster:

@@ -260,10 +260,9 @@ class MetricDecoder:
             measurement = parsed.measurement
             for field, raw in fields:
                 try:
-                    kind = type(raw)
-                    if kind is float and isfinite(raw):
+                    if type(raw) is float and isfinite(raw):
                         value = raw  # the usual case, without building `finite`'s message
-                    elif kind is bool or kind is str:
+                    elif (kind := type(raw)) is bool or kind is str:
                         what = "boolean" if kind is bool else "string"
                         raise Reject(
                             NOT_A_NUMBER, f"field {short(field)!r} is a {what}, not a number"

@@ -368,7 +368,8 @@ class MqttConnection:
                 + [(self.status_topic, SubscribeOptions(qos=0))]
             )
         else:
-            client.subscribe([(t, qos) for t in self.settings.topics] + [(self.status_topic, 0)])
+            filters: list[tuple[str, int]] = [(t, qos) for t in self.settings.topics]
+            client.subscribe([*filters, (self.status_topic, 0)])
         client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         log.info(
             "connected to %s as %r (session present: %s), subscribed to %s",
@@ -416,7 +417,9 @@ class MqttConnection:
         # Delivered with the retain flag: sent because we subscribed (a live publish arrives
         # without it, in MQTT 3.1.1 and in 5 without Retain As Published).
         skip = RETAINED if message.retain else self._topic_kind_of(topic)
-        self._handler(topic, message.payload, message.mid, message.qos, self.generation, skip)
+        # paho types payload bytes | bytearray; a received one is bytes (struct.unpack).
+        payload: bytes = message.payload  # type: ignore[assignment]
+        self._handler(topic, payload, message.mid, message.qos, self.generation, skip)
 
     def _topic_kind_of(self, topic: bytes) -> str | None:
         """None for an input topic, else why not (cached per topic: this runs per message)."""
@@ -517,7 +520,7 @@ def _literal_prefix(topic_filter: str) -> str:
     return "/".join(levels)
 
 
-def _status_doc(payload: bytes) -> dict[str, Any] | None:
+def _status_doc(payload: bytes | bytearray) -> dict[str, Any] | None:
     """A status message as a dict, or None when it is not one of ours in shape."""
     if len(payload) > _STATUS_MAX_BYTES:
         return None

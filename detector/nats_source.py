@@ -23,7 +23,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -152,9 +152,9 @@ class NatsSource:
         """The server's largest message (1 MB unless configured otherwise)."""
         return int(self._nc.max_payload) if self._nc is not None else 1024 * 1024
 
-    def run(self, coro: Awaitable[T], timeout_s: float | None = None) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         """Run `coro` on the source's loop from another thread and wait for its result."""
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout_s)
 
     def start(self, stop: threading.Event | None = None) -> None:

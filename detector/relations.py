@@ -253,7 +253,7 @@ class DeviceRelations:
         rows = np.where(devs >= 0, self.row_of[np.maximum(devs, 0)], -1)
         related = (rows >= 0) & (pos >= 0)
         r, q = rows[related], pos[related]
-        out = {
+        out: dict[str, np.ndarray] = {
             "pos": np.where(related, pos, -1).astype(np.int32),
             "mean": np.zeros(n),
             "cov": np.zeros((n, MAX_POSITIONS)),

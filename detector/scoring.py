@@ -110,11 +110,13 @@ class ErrorTracker:
         self.var[slot] = max(stats.std, MIN_STD) ** 2
 
     def std(self, slots: np.ndarray) -> np.ndarray:
-        return np.maximum(np.sqrt(self.var[slots]), MIN_STD)
+        std: np.ndarray = np.maximum(np.sqrt(self.var[slots]), MIN_STD)
+        return std
 
     def score(self, slots: np.ndarray, residuals: np.ndarray) -> np.ndarray:
         """Normalised error |r - mean| / std of each residual against its slot's statistics."""
-        return np.abs(residuals - self.mean[slots]) / self.std(slots)
+        score: np.ndarray = np.abs(residuals - self.mean[slots]) / self.std(slots)
+        return score
 
     def update(self, slots: np.ndarray, residuals: np.ndarray) -> None:
         """Fold one residual per slot (slots distinct) into the statistics.
@@ -170,7 +172,8 @@ class RecentMean:
         count = self.count[slots] + 1
         count = np.where(count >= 2 * self.length, count - self.length, count)
         self.count[slots] = count
-        return self.total[slots] / np.minimum(count, self.length)
+        mean: np.ndarray = self.total[slots] / np.minimum(count, self.length)
+        return mean
 
 
 class LongRun:
@@ -186,7 +189,8 @@ class LongRun:
         self.var = grown(self.var, capacity, 1.0)
 
     def z(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean[slots]) / np.maximum(np.sqrt(self.var[slots]), MIN_STD)
+        z: np.ndarray = (x - self.mean[slots]) / np.maximum(np.sqrt(self.var[slots]), MIN_STD)
+        return z
 
     def update(self, slots: np.ndarray, x: np.ndarray, seen: np.ndarray | None = None) -> None:
         """Fold `x` in; slots that have `seen` few observations learn as a running mean."""
@@ -347,9 +351,9 @@ class AnomalyScorer:
         # How often the series repeats its previous value exactly (a long-run rate).
         self.repeat_rate = np.zeros(capacity, dtype=np.float64)
         self._repeat_alpha = 1.0 - 0.5 ** (1.0 / max(config.level_halflife, 1.0))
-        self.last_z = np.zeros(0)
-        self.last_flag = np.zeros(0, dtype=bool)
-        self.last_signal = np.zeros(0, dtype=np.int8)
+        self.last_z: np.ndarray = np.zeros(0)
+        self.last_flag: np.ndarray = np.zeros(0, dtype=bool)
+        self.last_signal: np.ndarray = np.zeros(0, dtype=np.int8)
 
     def ensure_capacity(self, capacity: int) -> None:
         parts = (
@@ -515,7 +519,8 @@ class AnomalyScorer:
         minimum = self.config.flatline_min
         if minimum <= 0:
             return np.zeros(slots.shape, dtype=bool)
-        return repeated & (longest != NO_RUN_YET) & (run > longest) & (run >= minimum)
+        stuck: np.ndarray = repeated & (longest != NO_RUN_YET) & (run > longest) & (run >= minimum)
+        return stuck
 
     def _lasting_relation(
         self, slots: np.ndarray, related: np.ndarray, resid: np.ndarray

@@ -27,9 +27,10 @@ import os
 import re
 import socket
 import typing
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -63,6 +64,9 @@ from detector.partitions import Shard, parse_shard
 from detector.payloads import PayloadLimits
 from detector.readings import valid_name
 from detector.topics import DEFAULT_PATTERNS, TopicPattern, filters_overlap
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 ENV_PREFIX = "IOTAD_"
 NESTED = "__"
@@ -131,7 +135,9 @@ PAYLOAD_BOUNDS: dict[str, dict[str, float]] = {
 """Bounds of the `PayloadLimits` fields as settings."""
 
 
-def settings_from_dataclass(config: type, bounds: dict[str, dict[str, float]]) -> Any:
+def settings_from_dataclass(
+    config: type[DataclassInstance], bounds: dict[str, dict[str, float]]
+) -> Any:
     """The settings type of dataclass `config`: its fields, its defaults, `bounds` added.
 
     The dataclass stays the one place that states the defaults and documents the fields; the
@@ -143,11 +149,13 @@ def settings_from_dataclass(config: type, bounds: dict[str, dict[str, float]]) -
     docs = attribute_docs(config)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(config):
-        described = {**bounds.get(f.name, {}), "description": docs.get(f.name)}
+        described: dict[str, Any] = {**bounds.get(f.name, {}), "description": docs.get(f.name)}
         if f.default is not dataclasses.MISSING:
-            info = Field(f.default, **described)  # type: ignore[arg-type]
+            info = Field(f.default, **described)
+        elif f.default_factory is not dataclasses.MISSING:
+            info = Field(default_factory=f.default_factory, **described)
         else:
-            info = Field(default_factory=f.default_factory, **described)  # type: ignore[arg-type]
+            info = Field(**described)  # a field without a default is a required setting
         hint = hints[f.name]
         if hint == tuple[str, ...]:
             # Names from the environment: comma-separated or JSON, as for the other lists.
@@ -156,7 +164,7 @@ def settings_from_dataclass(config: type, bounds: dict[str, dict[str, float]]) -
     unknown = set(bounds) - set(fields)
     if unknown:
         raise RuntimeError(f"bounds for unknown fields of {config.__name__}: {sorted(unknown)}")
-    model = create_model(  # type: ignore[call-overload]
+    model = create_model(
         config.__name__.removesuffix("Config").removesuffix("Limits") + "Settings",
         __config__=STRICT,
         __doc__=config.__doc__,
@@ -171,8 +179,13 @@ def settings_from_dataclass(config: type, bounds: dict[str, dict[str, float]]) -
     ]
 
 
-DetectionSettings = settings_from_dataclass(DetectionConfig, DETECTION_BOUNDS)
-PayloadSettings = settings_from_dataclass(PayloadLimits, PAYLOAD_BOUNDS)
+if TYPE_CHECKING:
+    # What validation returns: the dataclass itself (the model is built at import time).
+    DetectionSettings = DetectionConfig
+    PayloadSettings = PayloadLimits
+else:
+    DetectionSettings = settings_from_dataclass(DetectionConfig, DETECTION_BOUNDS)
+    PayloadSettings = settings_from_dataclass(PayloadLimits, PAYLOAD_BOUNDS)
 
 
 def _split_list(value: Any) -> Any:
@@ -599,10 +612,10 @@ def _secret(dotted: str, err: Any) -> bool:
     return bool(_URL_WITH_PASSWORD.search(repr(err.get("input", ""))))
 
 
-def secrets_dir_from_env(environ: dict[str, str] | None = None) -> Path | None:
+def secrets_dir_from_env(environ: Mapping[str, str] | None = None) -> Path | None:
     """``IOTAD_SECRETS_DIR`` if set, else ``/run/secrets`` when it exists, else None."""
-    environ = os.environ if environ is None else environ
-    configured = environ.get(f"{ENV_PREFIX}SECRETS_DIR")
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    configured = env.get(f"{ENV_PREFIX}SECRETS_DIR")
     if configured:
         return Path(configured)
     return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
@@ -692,12 +705,12 @@ def loop_errors(settings: WorkerSettings, flags: dict[str, str] | None = None) -
     return lines
 
 
-def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
+def unknown_env_vars(environ: Mapping[str, str] | None = None) -> list[str]:
     """``IOTAD_*`` variables that name no setting (typos are otherwise silently ignored)."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     known_top = set(WorkerSettings.model_fields) | {"secrets_dir", "env_file", "config"}
     unknown = []
-    for key in environ:
+    for key in env:
         if not key.upper().startswith(ENV_PREFIX):
             continue
         path = key[len(ENV_PREFIX) :].lower().split(NESTED)

@@ -241,10 +241,11 @@ class FactorySimulator:
         def decay(tau_s: float | np.ndarray) -> np.ndarray | float:
             return np.exp(-dt / tau_s)
 
-        def ou(x: np.ndarray | float, tau_s: float, sigma: float) -> np.ndarray | float:
+        def ou(x: np.ndarray, tau_s: float, sigma: float) -> np.ndarray:
             # Exact Ornstein-Uhlenbeck step: the same statistics whatever the step size.
             a = math.exp(-dt / tau_s)
-            return x * a + sigma * math.sqrt(1 - a * a) * rng.standard_normal(np.shape(x))
+            step: np.ndarray = x * a + sigma * math.sqrt(1 - a * a) * rng.standard_normal(x.shape)
+            return step
 
         self._prev_motor, self._prev_load = self._motor, self._load
         was_running = self.running
@@ -262,7 +263,7 @@ class FactorySimulator:
             step = dt / self._ramp_s
             self._motor = self._motor + np.clip(self.running - self._motor, -step, step)
         self._fluct = ou(self._fluct, 600.0, 1.0)
-        self._ambient_walk = float(ou(self._ambient_walk, 6 * HOUR_S, 0.7))
+        self._ambient_walk = float(ou(np.asarray(self._ambient_walk), 6 * HOUR_S, 0.7))
         self._pressure = self._pressure_target() + (
             self._pressure - self._pressure_target()
         ) * decay(120.0)
@@ -285,7 +286,7 @@ class FactorySimulator:
         for j, metric in enumerate(self.metrics):
             # Noise is drawn for every metric so a metric subset keeps the same random stream.
             k = METRICS.index(metric)
-            sigma = NOISE[metric]
+            sigma: float | np.ndarray = NOISE[metric]
             if metric != "temperature":
                 # Electrical and mechanical noise is mostly there while the motor turns.
                 sigma = sigma * (0.3 + 0.7 * self._motor)

@@ -452,9 +452,9 @@ class SparkplugDecoder:
                         + ("" if device.born else " (none seen since the worker started)"),
                     )
                 name = entry.metric
-                if type(name) is not str:
+                if not isinstance(name, str):
                     raise Reject(name.reason, name.detail)
-                if type(device_name) is not str:
+                if not isinstance(device_name, str):
                     raise Reject(device_name.reason, device_name.detail)
                 value = None
                 if entry.is_float:  # the usual case, inlined: a float or double that is set
@@ -483,7 +483,7 @@ class SparkplugDecoder:
         if m.is_null:
             raise Reject(NOT_A_MEASUREMENT, f"metric {name!r} is null")
         field = m.WhichOneof("value")
-        bits = _SIGNED_BITS.get(datatype)  # type: ignore[call-overload]
+        bits = _SIGNED_BITS.get(datatype)
         if bits is not None or datatype in _UNSIGNED:
             if field not in _INTEGER_FIELDS:
                 raise Reject(NOT_A_NUMBER, f"metric {name!r}: an integer datatype with {field}")

@@ -150,7 +150,8 @@ class WindowStore:
 
     def ready(self, slots: np.ndarray) -> np.ndarray:
         """Mask of `slots` whose window is full."""
-        return self.count[slots] >= self.window_len
+        full: np.ndarray = self.count[slots] >= self.window_len
+        return full
 
     def windows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Windows of `slots`, oldest first: values ``(n, W)`` and timestamps (None unless
@@ -199,7 +200,8 @@ class WindowStore:
     def _filled(self, slot: int, n: int) -> np.ndarray:
         """The `n` timestamps a slot that is not full yet holds (the rest of its row is 0)."""
         positions = (int(self.pos[slot]) - n + np.arange(n)) % self.window_len
-        return self.ts[slot, positions]
+        filled: np.ndarray = self.ts[slot, positions]
+        return filled
 
     # -- checkpoints -------------------------------------------------------------------------
 

@@ -179,12 +179,12 @@ def detection_config(overrides: dict[str, Any]) -> Any:
 def parse_overrides(pairs: list[str], cls: type | None = None) -> dict[str, Any]:
     """``["threshold=0.6", "units=[32]"]`` -> values decoded as JSON where they parse."""
     out: dict[str, Any] = {}
-    known = {f.name for f in fields(cls)} if cls is not None else None
+    known = {f.name for f in fields(cls)} if cls is not None else set()
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"iotad eval: expected KEY=VALUE, got {pair!r}")
-        if known is not None and key not in known:
+        if cls is not None and key not in known:
             raise SystemExit(f"iotad eval: {cls.__name__} has no field {key!r}")
         try:
             out[key] = json.loads(text)

@@ -336,10 +336,10 @@ def write_outputs(out: Path, summary: dict[str, Any], results: Sequence[RunResul
         )
         for r in results:
             contexts = r.alert_contexts or [""] * len(r.alerts)
-            for a, m, where in zip(r.alerts, r.matched, contexts, strict=True):
+            for a, m, context in zip(r.alerts, r.matched, contexts, strict=True):
                 kind = r.faults[m].kind if m is not None else ""
                 row = [r.shape, r.seed, r.model, a.device, a.metric, a.ts, a.score, a.signal]
-                row += [kind, where]
+                row += [kind, context]
                 w.writerow(row)
     with open(out / "kinds.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)

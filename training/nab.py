@@ -117,8 +117,8 @@ def load_corpus(nab_root: Path) -> Corpus:
     windows = {}
     for name in names:
         pairs = sorted(raw_windows[name])
-        starts = _epoch_s([p[0] for p in pairs]) if pairs else []
-        ends = _epoch_s([p[1] for p in pairs]) if pairs else []
+        starts = _epoch_s([p[0] for p in pairs]) if pairs else np.empty(0)
+        ends = _epoch_s([p[1] for p in pairs]) if pairs else np.empty(0)
         windows[name] = [(float(s), float(e)) for s, e in zip(starts, ends, strict=True)]
     labels = {n: [float(t) for t in _epoch_s(raw_labels.get(n, []))] for n in names}
     profiles = {

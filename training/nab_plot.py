@@ -51,8 +51,8 @@ def plot_file(
     for start, end in corpus.windows.get(name, []):
         for ax in (top, bottom):
             ax.axvspan(_dt(start), _dt(end), color="tab:red", alpha=0.12, lw=0)
-    for label in corpus.labels.get(name, []):
-        top.axvline(_dt(label), color="tab:red", ls="--", lw=0.8)
+    for label_ts in corpus.labels.get(name, []):
+        top.axvline(_dt(label_ts), color="tab:red", ls="--", lw=0.8)
     bottom.plot(t, d["anomaly_score"], color="tab:purple", lw=0.6)
     colours = iter(("tab:green", "tab:orange", "tab:brown", "tab:olive"))
     for label, value in thresholds.items():

@@ -347,5 +347,11 @@ def replay_fitted(
             trace["core_score"], trace["is_anomaly"], trace["onset"], cfg.detection.threshold
         ),
         replay_s=time.perf_counter() - started,
-        **trace,
+        core_score=trace["core_score"],
+        expected=trace["expected"],
+        lower=trace["lower"],
+        upper=trace["upper"],
+        is_anomaly=trace["is_anomaly"],
+        onset=trace["onset"],
+        status=trace["status"],
     )

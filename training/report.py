@@ -62,7 +62,7 @@ def metrics(
     seasonal-naive (one season ago) baselines, the export check."""
     val_rmse, naive_rmse = rmse(residual), rmse(naive_error)
     seasonal = None if seasonal_error is None else np.isfinite(seasonal_error)
-    seasonal_rmse = None if seasonal is None else _rmse_finite(seasonal_error)
+    seasonal_rmse = None if seasonal_error is None else _rmse_finite(seasonal_error)
     model_on_seasonal = None if seasonal is None else _rmse_finite(residual[seasonal])
     return {
         "val_loss": val_rmse**2,
