@@ -7,8 +7,8 @@
 change does not reinstall the dependencies); it needs the standard library only.
 
 `write` pins every distribution the image installs (the base dependencies, the extras given,
-and everything they require, recursively) to the version installed in the running
-environment: `pip freeze`, restricted to the image's closure. Run it with the interpreter of
+and everything they require, recursively), and the checkers in `PINNED_TOOLS`, to the version
+installed in the running environment: `pip freeze`, restricted to the image's closure. Run it with the interpreter of
 the environment the test suite passed in (`make constraints` uses .venv), on Linux and the
 image's Python (3.11): markers are evaluated for the running interpreter.
 """
@@ -16,6 +16,7 @@ image's Python (3.11): markers are evaluated for the running interpreter.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tomllib
 from collections.abc import Iterable
@@ -27,6 +28,9 @@ PYPROJECT = next(p for p in (HERE / "pyproject.toml", HERE.parent / "pyproject.t
 CONSTRAINTS = HERE / "constraints.txt"
 IMAGE_EXTRAS = ("train",)
 """The extras some image installs (deploy/Dockerfile's `train` target)."""
+PINNED_TOOLS = ("mypy",)
+"""Dev tools pinned too (`make` installs with these constraints): a new mypy release reports
+new errors, so `make lint` and CI check with the version the code last passed."""
 
 
 def requirements(pyproject: Path = PYPROJECT, extras: Iterable[str] = ()) -> list[str]:
@@ -38,6 +42,19 @@ def requirements(pyproject: Path = PYPROJECT, extras: Iterable[str] = ()) -> lis
         if extra not in optional:
             raise SystemExit(f"pyproject.toml has no extra {extra!r}")
         out += optional[extra]
+    return out
+
+
+def tool_requirements(
+    pyproject: Path = PYPROJECT, tools: Iterable[str] = PINNED_TOOLS
+) -> list[str]:
+    """The `dev` extra's requirements of `tools`, as written in pyproject."""
+    dev = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]["dev"]
+    wanted = {t.lower() for t in tools}
+    out = [r for r in dev if re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() in wanted]
+    missing = wanted - {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in out}
+    if missing:
+        raise SystemExit(f"pyproject.toml's dev extra does not name {sorted(missing)}")
     return out
 
 
@@ -84,7 +101,9 @@ def render(pins: dict[str, str], extras: Iterable[str]) -> str:
     head = [
         "# Pins for the images (pip's -c): the base dependencies"
         + (f" and the extras {', '.join(extras)}" if extras else "")
-        + ", recursively.",
+        + ", recursively; and "
+        + ", ".join(PINNED_TOOLS)
+        + " (make lint).",
         f"# Generated from the test environment by `make constraints` ({command});",
         "# do not edit by hand. Python "
         f"{sys.version_info.major}.{sys.version_info.minor} on {sys.platform}.",
@@ -116,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(requirements(extras=args.extra)))
         return 0
     extras = IMAGE_EXTRAS if args.extra is None else args.extra
-    args.out.write_text(render(closure(requirements(extras=extras)), extras))
+    roots = requirements(extras=extras) + tool_requirements()
+    args.out.write_text(render(closure(roots), extras))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -40,6 +40,24 @@ def test_every_runtime_dependency_is_pinned_within_its_range(extra: str) -> None
         )
 
 
+def test_the_pinned_tools_are_pinned_within_their_range() -> None:
+    wanted = constraints.tool_requirements()
+    assert [Requirement(line).name for line in wanted] == list(constraints.PINNED_TOOLS)
+    for line in wanted:
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        assert name in PINS, f"{name} ({line}) is not pinned in deploy/constraints.txt"
+        assert req.specifier.contains(PINS[name]), f"{name}=={PINS[name]} is outside {line}"
+
+
+def test_tool_requirements_names_a_missing_tool(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project.optional-dependencies]\ndev = ["mypyc>=1", "ruff>=0.1"]\n')
+    assert constraints.tool_requirements(pyproject, ["ruff"]) == ["ruff>=0.1"]
+    with pytest.raises(SystemExit, match="mypy"):
+        constraints.tool_requirements(pyproject, ["mypy"])
+
+
 def test_the_image_extras_are_the_dockerfiles() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     extras = {w for line in text.splitlines() for w in line.split("--extra ")[1:]}
@@ -49,6 +67,7 @@ def test_the_image_extras_are_the_dockerfiles() -> None:
 def test_everything_the_images_install_is_pinned() -> None:
     """The dependencies' own dependencies too, as installed here (the suite's environment)."""
     roots = constraints.requirements(extras=constraints.IMAGE_EXTRAS)
+    roots += constraints.tool_requirements()
     try:
         installed = constraints.closure(roots)
     except SystemExit as exc:

@@ -1,0 +1,53 @@
+"""The type checker runs in CI: mypy over `detector` and `training`, configured in pyproject.
+
+`make lint` runs the same check; this test is how CI (`make test`) sees it. mypy keeps its
+cache under .mypy_cache, so a run after a small change takes a second or two.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MYPY = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+
+
+def test_mypy_reports_no_errors() -> None:
+    assert importlib.util.find_spec("mypy") is not None, (
+        "mypy is not installed: it is in the dev extra (`make test` installs it)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-color-output", "--no-error-summary"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, f"mypy found errors:\n{done.stdout}{done.stderr}"
+
+
+def test_every_module_named_in_the_mypy_overrides_exists() -> None:
+    """A renamed module would otherwise silently lose its strict checking."""
+    first_party = [
+        module
+        for override in MYPY["overrides"]
+        for module in override["module"]
+        if module.split(".")[0] in ("detector", "training")
+    ]
+    assert "detector.core" in first_party
+    missing = [m for m in first_party if not (ROOT / (m.replace(".", "/") + ".py")).is_file()]
+    assert missing == []
+
+
+def test_the_pure_core_is_checked_strictly() -> None:
+    strict = [o for o in MYPY["overrides"] if o.get("disallow_untyped_defs")]
+    assert len(strict) == 1
+    flags = ("disallow_any_generics", "warn_return_any", "disallow_untyped_calls")
+    assert all(strict[0].get(flag) for flag in flags)
+    assert {"detector.windows", "detector.scoring", "detector.decision"} <= set(
+        strict[0]["module"]
+    )
