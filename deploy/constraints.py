@@ -8,9 +8,9 @@ change does not reinstall the dependencies); it needs the standard library only.
 
 `write` pins every distribution the image installs (the base dependencies, the extras given,
 and everything they require, recursively), and the checkers in `PINNED_TOOLS`, to the version
-installed in the running environment: `pip freeze`, restricted to the image's closure. Run it with the interpreter of
-the environment the test suite passed in (`make constraints` uses .venv), on Linux and the
-image's Python (3.11): markers are evaluated for the running interpreter.
+installed in the running environment: `pip freeze`, restricted to that closure. Run it with
+the interpreter of the environment the test suite passed in (`make constraints` uses .venv),
+on Linux and the image's Python (3.11): markers are evaluated for the running interpreter.
 """
 
 from __future__ import annotations
