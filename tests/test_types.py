@@ -48,6 +48,4 @@ def test_the_pure_core_is_checked_strictly() -> None:
     assert len(strict) == 1
     flags = ("disallow_any_generics", "warn_return_any", "disallow_untyped_calls")
     assert all(strict[0].get(flag) for flag in flags)
-    assert {"detector.windows", "detector.scoring", "detector.decision"} <= set(
-        strict[0]["module"]
-    )
+    assert {"detector.windows", "detector.scoring", "detector.decision"} <= set(strict[0]["module"])
