@@ -44,7 +44,8 @@ def shift_running(
         on = weekday & (tod >= 6 * HOUR_S) & (tod < end_h * HOUR_S)
     into_shift = np.mod(tod - 6 * HOUR_S, 8 * HOUR_S)
     pause = (into_shift >= break_at_s) & (into_shift < break_at_s + break_s)
-    return on & ~pause
+    running: np.ndarray = on & ~pause
+    return running
 
 
 def fleet_running(

@@ -123,7 +123,8 @@ class WindowSet:
             return out
         lo, hi = float(ts[finite].min()), float(ts[finite].max())
         if hi - lo <= _SPAN_S:
-            return self._contains(ts, lo, hi) & finite
+            inside: np.ndarray = self._contains(ts, lo, hi) & finite
+            return inside
         # A batch spread over years (a device replaying old readings): occurrences of the
         # days that hold readings only, not of every day in between.
         days = np.floor(np.where(finite, ts, 0.0) / 86_400.0)

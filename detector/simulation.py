@@ -215,10 +215,12 @@ class FactorySimulator:
         )
         self._in_maintenance = self.maintenance.active(ts)
         self._idle = self.idling.active(ts)
-        return scheduled & ~self._in_maintenance
+        running: np.ndarray = scheduled & ~self._in_maintenance
+        return running
 
     def _load_target(self) -> np.ndarray:
-        return np.where(self._idle, IDLE_LOAD, self._setpoint)
+        load: np.ndarray = np.where(self._idle, IDLE_LOAD, self._setpoint)
+        return load
 
     def _ambient(self, ts: float) -> float:
         # Warmest mid-afternoon, coolest before dawn, plus slow weather.
@@ -230,10 +232,13 @@ class FactorySimulator:
 
     def _temp_target(self, ts: float) -> np.ndarray:
         heat = self._motor * self._rise * (0.5 + 0.5 * self._load)
-        return self._ambient(ts) + self._ambient_offset + heat
+        target: np.ndarray = self._ambient(ts) + self._ambient_offset + heat
+        return target
 
     def _pressure_target(self) -> np.ndarray:
-        return 1.0 + self._motor * self._bar * (0.7 + 0.3 * self._load + 0.05 * self._fluct)
+        swing = 0.7 + 0.3 * self._load + 0.05 * self._fluct
+        target: np.ndarray = 1.0 + self._motor * self._bar * swing
+        return target
 
     def _advance(self, ts: float, dt: float) -> None:
         rng, n = self._rng, len(self.devices)

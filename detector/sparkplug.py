@@ -53,7 +53,6 @@ from detector.payload_checks import (
     BAD_TOPIC,
     MALFORMED_PROTOBUF,
     MISSING_FIELD,
-    NOT_A_MEASUREMENT,
     NOT_A_NUMBER,
     TOO_MANY_READINGS,
     UNKNOWN_ALIAS,
@@ -64,7 +63,7 @@ from detector.payload_checks import (
     sanitise_name,
     short,
 )
-from detector.readings import Reading, Rejection
+from detector.readings import NOT_A_MEASUREMENT, Reading, Rejection
 from detector.sparkplug_schema import DataType, Payload
 
 if TYPE_CHECKING:
@@ -107,7 +106,8 @@ def rebirth_request(now_s: float) -> bytes:
     """The NCMD payload asking an edge node to publish its BIRTH messages again."""
     msg = Payload(timestamp=int(now_s * 1000))
     msg.metrics.add(name=REBIRTH_METRIC, datatype=DataType.Boolean, boolean_value=True)
-    return msg.SerializeToString()
+    data: bytes = msg.SerializeToString()
+    return data
 
 
 class Ended(NamedTuple):
