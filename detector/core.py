@@ -18,6 +18,7 @@ from detector.decision import EpisodeTracker, event_id
 from detector.events import AlertEvent, BatchResult, Dropped, Scored
 from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
+from detector.model_carry import CarryReport, ErrorRule, carry_over
 from detector.readings import Reading
 from detector.relations import RELATION_HALFLIFE, DeviceRelations
 from detector.scoring import SIGNALS, AnomalyScorer, ErrorTracker, ScoringConfig, SeasonalErrors
@@ -47,6 +48,7 @@ _OPTIONAL_STATE = frozenset(
         "relation_run_mean",
         "relation_run_var",
         "relation_seen",
+        "seasonal_period",
     }
 )
 _RELATION_PREFIXES = ("rel", "rres")
@@ -188,6 +190,10 @@ class DetectionCore:
         self.clock = -np.inf
         self._clock_points = np.empty(0)
         self._silence_checked = -np.inf  # the clock at the last silence sweep
+        self.carry_errors: ErrorRule = "calibration"
+        """How `restore` treats the error statistics of a snapshot of another model."""
+        self.last_carry: CarryReport | None = None
+        """What the last `restore` of another model's snapshot carried over (None: none)."""
         self.trace: list[tuple[np.ndarray, ...]] | None = None
         """When a list, each scored round appends (slots, ts, z, flag, signal): the input of
         alert calibration (`training.alerting`)."""
@@ -728,24 +734,30 @@ class DetectionCore:
         width = max((r.size for r in rings if r is not None), default=0)
         state["seasonal_ring"] = np.zeros((len(rings), width))
         state["seasonal_count"] = np.zeros(len(rings), dtype=np.int64)
+        # The period each ring was kept for: a model with another period starts it afresh.
+        state["seasonal_period"] = np.zeros(len(rings), dtype=np.int64)
         for i, (slot, ring) in enumerate(zip(slots.tolist(), rings, strict=True)):
             if ring is not None:
                 state["seasonal_ring"][i, : ring.size] = ring
                 state["seasonal_count"][i] = self.seasonal.count[slot]
+                state["seasonal_period"][i] = ring.size
         return state
 
     def restore(self, state: dict[str, np.ndarray]) -> int:
-        """Load a `snapshot`; raises ValueError when it does not fit this model and config."""
+        """Load a `snapshot`; raises ValueError when it does not fit this core's config.
+
+        A snapshot of another model version is carried over first (`detector.model_carry`,
+        with `carry_errors` as the error rule); `last_carry` then says what that did.
+        """
         if int(state["format"]) != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {int(state['format'])} is not supported")
-        if int(state["window_len"]) != self.window_len:
-            raise ValueError("checkpoint window length differs from the model's")
         if int(state["short_window"]) != self.config.short_window:
             raise ValueError("checkpoint short_window differs from the configured one")
+        self.last_carry = None
         if str(state["model_version"]) != self.artifact.version:
-            raise ValueError(
-                f"checkpoint is for model {state['model_version']}, not {self.artifact.version}"
-            )
+            state, self.last_carry = carry_over(state, self.artifact, self.carry_errors)
+        if int(state["window_len"]) != self.window_len:
+            raise ValueError("checkpoint window length differs from the model's")
         missing = [
             name
             for name in [

@@ -170,6 +170,17 @@ class WorkerMetrics:
             ["version", "cell", "window"],
             registry=r,
         )
+        self._model_labels: tuple[str, str, str] | None = None
+        self.model_reloads = Counter(
+            "iotad_model_reloads_total",
+            "Models swapped in while running (SIGHUP or a new artifact at the model path)",
+            registry=r,
+        )
+        self.model_reload_failures = Counter(
+            "iotad_model_reload_failures_total",
+            "New artifacts refused while running (the old model kept working)",
+            registry=r,
+        )
         self.deadletter = Counter(
             "iotad_deadletter_total", "Messages published to the dead-letter topic", registry=r
         )
@@ -216,8 +227,12 @@ class WorkerMetrics:
 
     def set_model(self, version: str, cell: str, window: int) -> None:
         """Publish the loaded artifact as ``iotad_model_info{version,cell,window} 1``."""
-        self.model_info.clear()
-        self.model_info.labels(version, cell, str(window)).set(1)
+        labels = (version, cell, str(window))
+        # The new series first, then the old one goes: a scrape in between never finds none.
+        self.model_info.labels(*labels).set(1)
+        if self._model_labels is not None and self._model_labels != labels:
+            self.model_info.remove(*self._model_labels)
+        self._model_labels = labels
 
     def set_shard(self, shard: str, source: str, partitions_owned: int) -> None:
         """``iotad_shard_info{shard, source} 1`` and ``iotad_partitions_owned``."""

@@ -36,6 +36,7 @@ from detector.checkpoint import (
     CheckpointMetrics,
     check_state,
     finite_rows,
+    log_carry,
     select_rows,
     state_bytes,
     state_from_bytes,
@@ -192,7 +193,7 @@ class PartitionCheckpointer:
         for p, data in sorted(found.items()):
             try:
                 state = state_from_bytes(data)
-                check_state(state, core.window_len)
+                check_state(state, core.window_len, core.artifact.version)
                 keep = finite_rows(state) & (partition_rows(state["keys"], self.partitions) == p)
                 if not keep.all():
                     log.warning(
@@ -219,6 +220,7 @@ class PartitionCheckpointer:
             return 0
         self.metrics.restored.set(n)
         log.info("restored %d series of %d partitions from %s", n, len(states), self.path)
+        log_carry(core)
         return n
 
     def _owned_text(self) -> str:

@@ -114,7 +114,9 @@ def main(args: argparse.Namespace) -> int:
     disable_created_metrics()
     stop = threading.Event()
     _install_signal_handlers(stop)
-    return serve(settings, stop=stop)
+    reload_model = threading.Event()
+    _install_model_reload_handler(reload_model)
+    return serve(settings, stop=stop, reload_model=reload_model)
 
 
 def _configure_logging(level: str) -> None:
@@ -137,17 +139,30 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _install_model_reload_handler(flag: threading.Event) -> None:
+    """SIGHUP sets `flag`; the detection thread reloads the model at its next batch
+    boundary (`detector.model_reload`). Only a flag here: a signal handler must not work."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        flag.set()
+
+    signal.signal(signal.SIGHUP, handler)
+
+
 def serve(
     settings: WorkerSettings,
     *,
     stop: threading.Event,
     registry: CollectorRegistry | None = None,
     started: Any = None,
+    reload_model: threading.Event | None = None,
 ) -> int:
     """Run the worker until `stop` is set; returns the exit code.
 
     `registry` defaults to a fresh one; `started`, if given, is called with the running
     `Service` once the worker is connected (tests read ports and state from it).
+    `reload_model` set (SIGHUP) swaps in the artifact at the model path between batches.
     """
     import logging
 
@@ -156,7 +171,7 @@ def serve(
     log = logging.getLogger("iotad.run")
     for name in unknown_env_vars():
         log.warning("environment variable %s names no setting; ignored", name)
-    service = Service(settings, registry)
+    service = Service(settings, registry, reload_model)
     try:
         code = service.start(stop)
         if code != EXIT_OK:
@@ -171,7 +186,12 @@ def serve(
 class Service:
     """The parts of one running worker, built from settings (see `serve`)."""
 
-    def __init__(self, settings: WorkerSettings, registry: CollectorRegistry | None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        registry: CollectorRegistry | None,
+        reload_model: threading.Event | None = None,
+    ) -> None:
         from prometheus_client import CollectorRegistry
 
         from detector.metrics import WorkerMetrics
@@ -186,6 +206,9 @@ class Service:
         self.http: Any = None
         self.alertmanager: Any = None
         self.model_version = ""
+        self.reload_model = reload_model if reload_model is not None else threading.Event()
+        self.reloader: Any = None
+        self.alert_sink: Any = None
         self.started_s = time.monotonic()
         self.ready_after_s: float | None = None
 
@@ -223,10 +246,14 @@ class Service:
             log.error("cannot listen on %s:%d: %s", s.metrics.host, s.metrics.port, exc.strerror)
             self.http = None
             return EXIT_FAILED
+
+        def build_core(artifact: Any) -> DetectionCore:
+            forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
+            return DetectionCore(artifact, forecaster, s.detection)
+
         try:
             artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
-            forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
-            core = DetectionCore(artifact, forecaster, s.detection)
+            core = build_core(artifact)
         except ArtifactError as exc:
             log.error("cannot load the model: %s", exc)
             return EXIT_FAILED
@@ -264,7 +291,9 @@ class Service:
         self.alertmanager = AlertmanagerSink.from_settings(
             s.alertmanager, metrics_port=s.metrics.port, registry=self.registry
         )
+        self.alert_sink = sink
         sinks: list[Any] = [sink] if self.alertmanager is None else [sink, self.alertmanager]
+        self.reloader = self._model_reloader(build_core)
         worker = Worker(
             core,
             self.metrics,
@@ -277,6 +306,7 @@ class Service:
             linger_s=s.linger_s,
             linger_above=s.linger_above,
             checkpoints=self.checkpointer,
+            reloader=self.reloader,
             evict_every_s=evict_interval(s.detection.idle_evict_s),
             reject_log=RateLimitedLog(
                 logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
@@ -314,6 +344,33 @@ class Service:
         self.ready_after_s = ready_after_s
         self.metrics.ready.set(1)
         return EXIT_OK
+
+    # -- model reload (SIGHUP or a new artifact at the model path) ---------------------------
+
+    def _model_reloader(self, build_core: Any) -> Any:
+        from detector.model_reload import ModelReloader
+
+        return ModelReloader(
+            self.settings.model.path,  # type: ignore[arg-type]
+            build_core,
+            self.metrics,
+            requested=self.reload_model,
+            check_every_s=self.settings.model.reload_check_s,
+            on_swap=self._model_swapped,
+        )
+
+    def request_reload(self) -> None:
+        """Swap in the artifact at the model path at the next batch boundary."""
+        self.reload_model.set()
+
+    def _model_swapped(self, artifact: Any) -> None:
+        """On the detection thread, after a swap: what names the model follows it."""
+        self.model_version = artifact.version
+        self.core = self.worker.core if self.worker is not None else self.core
+        if self.alert_sink is not None:
+            self.alert_sink.model_version = artifact.version
+        if self.connection is not None:
+            self.connection.update_status(model=artifact.version)
 
     def _build_mqtt(self, intake: Any, status_extra: dict[str, Any]) -> int:
         """The MQTT connection (connected later, once the detection thread runs) and the
@@ -417,6 +474,7 @@ class Service:
         """Save the state once more, now that the detection thread (its owner) has ended."""
         if self.checkpointer is None or self.core is None or self.worker is None:
             return  # nothing processed since the restore: the stored state stands
+        self.core = self.worker.core  # a reload may have swapped it
         if self.worker.alive or self.worker.failed is not None:
             log.warning("detection thread did not stop cleanly: no final checkpoint")
             return
