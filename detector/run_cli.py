@@ -58,6 +58,8 @@ IOTAD_SOURCE=nats reads NATS JetStream partitions instead, shared by several wor
 IOTAD_SHARD=i/N (or ordinal/N in a StatefulSet), IOTAD_NATS__URLS, IOTAD_NATS__PARTITIONS,
 credentials and TLS in IOTAD_NATS__* (see docs/scale-out.md).
 Flags win over the environment.
+SIGHUP (or a new artifact at the model path, checked every IOTAD_MODEL__RELOAD_CHECK_S) swaps
+the model between batches, keeping every series' state (docs/model-lifecycle.md).
 Exit codes: 0 after SIGTERM/SIGINT, 1 when the model, the broker or NATS cannot be used,
 2 for invalid settings."""
 

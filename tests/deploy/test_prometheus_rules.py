@@ -89,6 +89,7 @@ def test_every_alert_is_unit_tested() -> None:
         "IotadAlertmanagerDropped",
         "IotadPublishFailed",
         "IotadCheckpointFailing",
+        "IotadModelReloadFailed",  # docs/model-lifecycle.md
         # the NATS workers' shards and partitions (iotad-shards.rules.yml)
         "IotadShardMissing",
         "IotadShardDuplicated",

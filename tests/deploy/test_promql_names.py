@@ -110,6 +110,8 @@ def test_deploy_names_are_the_contract() -> None:
         # issue 14: the alerting path (detector/metrics.py, detector/checkpoint.py)
         "iotad_publish_failed_total",
         "iotad_checkpoint_failures_total",
+        # model lifecycle (docs/model-lifecycle.md)
+        "iotad_model_reload_failures_total",
         # issue 12: workers sharing the fleet through NATS (docs/scale-out.md)
         *SCALE_OUT_CONTRACT,
     }

@@ -134,9 +134,13 @@ def test_sighup_swaps_the_model_between_batches_under_load(
     assert signal_now.wait(60)
     point(link, v3)
     worker.signal(signal.SIGHUP)
-    codes = []
-    while worker.sample("iotad_model_reloads_total") < 2:
+    codes: list[int] = []
+
+    def swapped_yet() -> bool:
         codes.append(worker.get("/readyz")[0])
+        return worker.sample("iotad_model_reloads_total") >= 2
+
+    wait_until(swapped_yet, what="the second swap")
     swapped.set()
     at_swap = worker.sample("iotad_readings_accepted_total")
     publisher.join(60)

@@ -1,0 +1,133 @@
+"""What swapping the model does to false alerts, on a simulated fleet, through the core.
+
+A fault-free simulated plant (every alert is a false one) is replayed through the worker's
+`DetectionCore`. Model A is trained on its first days; at the swap point the core changes to
+model B, in four ways:
+
+* ``no swap``     — model A all along (the baseline);
+* ``carry``       — B takes A's state over with the default rule (error statistics of the
+                    series B knows restart from B's calibration; docs/model-lifecycle.md);
+* ``carry-keep``  — B takes A's state over keeping A's error statistics;
+* ``cold``        — B starts from nothing (what a new model did before: every series warms
+                    up for a window and relearns its ranges, levels and errors).
+
+B is trained twice: continued from A on later days (``iotad train --from``, normalisation
+kept), and afresh on those days with another seed (normalisation refit: the state is
+converted). Prints the false alerts in the first day after the swap and over the rest.
+
+    .venv/bin/python bench/model_swap.py [--days 8] [--devices 6]
+
+Not a test: it trains three tiny models (about a minute on two cores) and prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DAY = 86_400.0
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+
+    from detector.artifact import load_artifact
+    from detector.core import DetectionConfig, DetectionCore
+    from detector.forecaster import LiteRTForecaster
+    from detector.readings import Reading
+    from detector.simulation import FactoryConfig, generate_history
+    from training.pipeline import TrainConfig, train_series
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=8)
+    parser.add_argument("--devices", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    history = generate_history(
+        FactoryConfig(n_devices=args.devices, seed=args.seed), duration_s=args.days * DAY
+    )
+    t0 = float(history.ts[0])
+    train_a_end, train_b = t0 + 3 * DAY, (t0 + 2 * DAY, t0 + 5 * DAY)
+    swap_at, replay_from = t0 + 5 * DAY, t0 + 3 * DAY
+
+    def series(lo: float, hi: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        keep = (history.ts >= lo) & (history.ts < hi)
+        keys = np.char.add(np.char.add(history.device[keep].astype(str), "/"), history.metric[keep])
+        out = {}
+        for key in np.unique(keys).tolist():
+            sel = keys == key
+            out[key] = (history.ts[keep][sel], history.value[keep][sel])
+        return out
+
+    base = {"window": 16, "units": (16,), "epochs": 4, "quiet": True, "plots": False}
+    work = Path(tempfile.mkdtemp(prefix="model_swap."))
+    print(f"training in {work} ...", file=sys.stderr)
+    a = train_series(series(t0, train_a_end), TrainConfig(**base), work / "a").artifact_dir
+    b_cont = train_series(
+        series(*train_b), TrainConfig(**base, parent=a, seed=1), work / "b_continued"
+    ).artifact_dir
+    b_fresh = train_series(series(*train_b), TrainConfig(**base, seed=1), work / "b_fresh")
+    b_fresh_dir = b_fresh.artifact_dir
+
+    def core_of(path: Path) -> DetectionCore:
+        art = load_artifact(path)
+        return DetectionCore(art, LiteRTForecaster.from_artifact(art), DetectionConfig())
+
+    keep = history.ts >= replay_from
+    ticks = np.unique(history.ts[keep])
+    rows = np.flatnonzero(keep)
+    by_tick = np.split(rows, np.flatnonzero(np.diff(history.ts[rows])) + 1)
+    readings = [
+        [
+            Reading(str(history.device[i]), str(history.metric[i]), float(history.ts[i]),
+                    float(history.value[i]))
+            for i in idx.tolist()
+        ]
+        for idx in by_tick
+    ]  # fmt: skip
+
+    def replay(new: Path | None, how: str) -> tuple[int, int, int]:
+        core = core_of(a)
+        first_day = rest = warming = 0
+        for tick, batch in zip(ticks.tolist(), readings, strict=True):
+            if tick == swap_at and new is not None:
+                fresh = core_of(new)
+                if how != "cold":
+                    fresh.carry_errors = "keep" if how == "carry-keep" else "calibration"
+                    fresh.restore(core.snapshot())
+                core = fresh
+            result = core.process(batch, now=tick)
+            if tick < swap_at:
+                continue
+            fired = sum(1 for e in result.events if e.state == "firing")
+            if tick < swap_at + DAY:
+                first_day += fired
+                warming += result.warming
+            else:
+                rest += fired
+        return first_day, rest, warming
+
+    n_series = len({(d, m) for d, m in zip(history.device, history.metric, strict=True)})
+    print(
+        f"{n_series} series, fault-free; model A trained on days 1-3, B on days 3-5; "
+        f"replay from day 4, swap at the start of day 6; false alerts (firing events):"
+    )
+    print(f"{'model B':<12} {'swap':<11} {'day 6':>6} {f'days 7-{args.days}':>9} {'warming':>8}")
+    base_line = replay(None, "none")
+    print(f"{'-':<12} {'no swap':<11} {base_line[0]:>6} {base_line[1]:>9} {base_line[2]:>8}")
+    for name, path in (("continued", b_cont), ("fresh", b_fresh_dir)):
+        for how in ("carry", "carry-keep", "cold"):
+            got = replay(path, how)
+            print(f"{name:<12} {how:<11} {got[0]:>6} {got[1]:>9} {got[2]:>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
