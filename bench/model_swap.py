@@ -93,9 +93,10 @@ def main(argv: list[str]) -> int:
         for idx in by_tick
     ]  # fmt: skip
 
-    def replay(new: Path | None, how: str) -> tuple[int, int, int]:
-        core = core_of(a)
+    def replay(new: Path | None, how: str, start: Path = a) -> tuple[int, int, int, float]:
+        core = core_of(start)
         first_day = rest = warming = 0
+        scores: list[float] = []
         for tick, batch in zip(ticks.tolist(), readings, strict=True):
             if tick == swap_at and new is not None:
                 fresh = core_of(new)
@@ -107,25 +108,32 @@ def main(argv: list[str]) -> int:
             if tick < swap_at:
                 continue
             fired = sum(1 for e in result.events if e.state == "firing")
+            scores.extend(x.score for x in result.scored)
             if tick < swap_at + DAY:
                 first_day += fired
                 warming += result.warming
             else:
                 rest += fired
-        return first_day, rest, warming
+        return first_day, rest, warming, float(np.mean(scores)) if scores else 0.0
 
     n_series = len({(d, m) for d, m in zip(history.device, history.metric, strict=True)})
     print(
         f"{n_series} series, fault-free; model A trained on days 1-3, B on days 3-5; "
         f"replay from day 4, swap at the start of day 6; false alerts (firing events):"
     )
-    print(f"{'model B':<12} {'swap':<11} {'day 6':>6} {f'days 7-{args.days}':>9} {'warming':>8}")
-    base_line = replay(None, "none")
-    print(f"{'-':<12} {'no swap':<11} {base_line[0]:>6} {base_line[1]:>9} {base_line[2]:>8}")
-    for name, path in (("continued", b_cont), ("fresh", b_fresh_dir)):
+    head = f"{'model':<14} {'swap':<11} {'day 6':>6} {f'days 7-{args.days}':>9} {'warming':>8}"
+    print(head + f" {'mean score':>10}")
+
+    def show(name: str, how: str, got: tuple[int, int, int, float]) -> None:
+        print(f"{name:<14} {how:<11} {got[0]:>6} {got[1]:>9} {got[2]:>8} {got[3]:>10.4f}")
+
+    show("A", "no swap", replay(None, "none"))
+    for name, path in (("B continued", b_cont), ("B fresh", b_fresh_dir)):
+        # The same model all along (from day 4, so it is warm at the swap point): what the
+        # swap should come close to once the state has re-learnt.
+        show(name, "all along", replay(None, "none", start=path))
         for how in ("carry", "carry-keep", "cold"):
-            got = replay(path, how)
-            print(f"{name:<12} {how:<11} {got[0]:>6} {got[1]:>9} {got[2]:>8}")
+            show(name, how, replay(path, how))
     return 0
 
 
