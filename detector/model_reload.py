@@ -110,7 +110,7 @@ class ModelReloader:
         metrics: ``iotad_model_reloads_total``, ``..._failures_total``, ``iotad_model_info``.
         requested: the flag SIGHUP sets (a fresh one by default).
         check_every_s: how often the model path is looked at; 0: only on request.
-        on_swap: called with the new artifact after a swap (alert payloads, status).
+        on_swap: called with the new core after a swap (alert payloads, status).
         clock: monotonic seconds.
     """
 
@@ -122,7 +122,7 @@ class ModelReloader:
         *,
         requested: threading.Event | None = None,
         check_every_s: float = 5.0,
-        on_swap: Callable[[Artifact], None] | None = None,
+        on_swap: Callable[[DetectionCore], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = Path(path)
@@ -198,7 +198,7 @@ class ModelReloader:
             carry,
         )
         if self.on_swap is not None:
-            self.on_swap(artifact)
+            self.on_swap(new)
         return new
 
 

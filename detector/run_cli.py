@@ -365,10 +365,11 @@ class Service:
         """Swap in the artifact at the model path at the next batch boundary."""
         self.reload_model.set()
 
-    def _model_swapped(self, artifact: Any) -> None:
+    def _model_swapped(self, core: Any) -> None:
         """On the detection thread, after a swap: what names the model follows it."""
+        artifact = core.artifact
         self.model_version = artifact.version
-        self.core = self.worker.core if self.worker is not None else self.core
+        self.core = core
         if self.alert_sink is not None:
             self.alert_sink.model_version = artifact.version
         if self.connection is not None:

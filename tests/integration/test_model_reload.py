@@ -78,6 +78,7 @@ def test_sighup_swaps_the_model_between_batches_under_load(
     link = tmp_path / "model"
     link.symlink_to(v1)
     out = collect("scores/#")
+    alerts = collect("alerts/#")
     env = {
         "IOTAD_MODEL__PATH": str(link),
         "IOTAD_OUTPUT__SCORES": "true",
@@ -87,6 +88,10 @@ def test_sighup_swaps_the_model_between_batches_under_load(
     stream = numbered(500, TINY_SERIES)
     n = len(TINY_SERIES)
     first, second = stream[: 40 * n], stream[40 * n : 60 * n]
+    # A spike in the second part: its alert names the model that raised it.
+    topic, payload = second[10 * n]
+    doc = json.loads(payload)
+    second[10 * n] = (topic, json.dumps({**doc, "value": doc["value"] + 15.0}).encode())
     publish_all(mosquitto.port, first)
     worker.wait_metric("iotad_readings_accepted_total", lambda v: v >= len(first))
     warming = worker.sample("iotad_readings_warming_total")
@@ -114,6 +119,8 @@ def test_sighup_swaps_the_model_between_batches_under_load(
     ]
     assert len(after) == 1
     assert after[0]["upper"] - after[0]["lower"] == pytest.approx(2 * 3 * CAL_STD * scale, rel=1e-6)
+    fired = alerts.wait_for(lambda ms: any(json.loads(m.payload)["state"] == "firing" for m in ms))
+    assert {json.loads(m.payload)["model"] for m in fired} == {"reload-v2"}
 
     # 2. A swap while readings flow: the last part is published only once the new model
     # runs, so readings go to both models; /readyz answers 200 all along.
