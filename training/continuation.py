@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detector.artifact import ARTIFACT_JSON, Artifact, ArtifactError, SeriesScale, load_artifact
+from detector.model_reload import check_keras_safe
 from training.models import ModelSpec
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def load_parent(path: Path) -> Parent:
     artifact = load_artifact(path)
     if not artifact.keras_path.is_file():
         raise ArtifactError(f"{artifact.keras_path} is missing: nothing to continue from")
+    check_keras_safe(artifact)  # before TensorFlow is imported and the fitting starts
     doc = json.loads((artifact.directory / ARTIFACT_JSON).read_text(encoding="utf-8"))
     model = doc.get("model", {})
     spec = ModelSpec(
@@ -72,6 +74,19 @@ def load_parent(path: Path) -> Parent:
         bool(model.get("residual", True)) if isinstance(model, dict) else True,
     )
     return Parent(artifact, doc, spec)
+
+
+def load_keras(parent: Parent) -> Any:
+    """The parent's Keras model, loaded in safe mode; `ArtifactError` when it cannot be."""
+    import keras
+
+    try:
+        return keras.models.load_model(parent.artifact.keras_path, safe_mode=True)
+    except Exception as exc:  # Keras raises ValueError, OSError, TypeError, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ArtifactError(
+            f"{parent.artifact.keras_path} does not load in safe mode: {first}"
+        ) from None
 
 
 def adopt_shape(cfg: TrainConfig, parent: Parent) -> TrainConfig:

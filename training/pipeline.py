@@ -279,7 +279,7 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
     fitting.set_seed(cfg.seed, cfg.deterministic)
     if plan.parent is not None:
         plan.log(f"continuing from {plan.parent.version} (its weights, loaded in safe mode)")
-        model = keras.models.load_model(plan.parent.artifact.keras_path, safe_mode=True)
+        model = continuation.load_keras(plan.parent)
     else:
         model = build_model(spec)
     t = time.perf_counter()

@@ -111,3 +111,30 @@ def test_a_continued_model_cannot_change_its_shape(
     assert status == 2
     assert err.startswith("iotad train: error: window 64 differs from the model being continued")
     assert not (tmp_path / "child").exists()
+
+
+def test_a_parent_safe_mode_would_refuse_is_one_line(
+    tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before any data or TensorFlow is loaded."""
+    import shutil
+    import zipfile
+
+    parent = tmp_path / "parent"
+    shutil.copytree(tiny_artifact, parent)
+    with zipfile.ZipFile(parent / "model.keras", "w") as z:
+        config = {"class_name": "Functional", "config": {"layers": [{"class_name": "Lambda"}]}}
+        z.writestr("config.json", json.dumps(config))
+    status = main(
+        [
+            "train", str(_new_history(tmp_path / "new.csv")), "--from", str(parent),
+            "--out", str(tmp_path / "child"), "--quiet", "--no-plots",
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.strip().splitlines() == [
+        f"iotad train: failed: {parent / 'model.keras'}: a Lambda layer carries code; "
+        "safe mode refuses it"
+    ]
+    assert not (tmp_path / "child").exists()
