@@ -14,6 +14,8 @@ model B, in four ways:
 B is trained twice: continued from A on later days (``iotad train --from``, normalisation
 kept), and afresh on those days with another seed (normalisation refit: the state is
 converted). Prints the false alerts in the first day after the swap and over the rest.
+A third B is B continued with its forecast errors doubled and its calibration saying so: a
+model whose errors differ from A's, where the error rule matters.
 
     .venv/bin/python bench/model_swap.py [--days 8] [--devices 6]
 
@@ -23,10 +25,13 @@ Not a test: it trains three tiny models (about a minute on two cores) and prints
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = 86_400.0
@@ -76,9 +81,23 @@ def main(argv: list[str]) -> int:
     b_fresh = train_series(series(*train_b), TrainConfig(**base, seed=1), work / "b_fresh")
     b_fresh_dir = b_fresh.artifact_dir
 
-    def core_of(path: Path) -> DetectionCore:
+    def core_of(path: Path | tuple[Path, float]) -> DetectionCore:
+        """The core of an artifact; (path, c): its forecasts made worse by noise of std c
+        (scaled units) and its calibration saying so (a model whose errors differ)."""
+        noise = 0.0
+        if isinstance(path, tuple):
+            path, noise = path
         art = load_artifact(path)
-        return DetectionCore(art, LiteRTForecaster.from_artifact(art), DetectionConfig())
+        forecaster: Any = LiteRTForecaster.from_artifact(art)
+        if noise:
+            art = dataclasses.replace(
+                art,
+                version=art.version + "-noisy",
+                series_errors={k: noisier(e, noise) for k, e in art.series_errors.items()},
+                global_errors=noisier(art.global_errors, noise),
+            )
+            forecaster = Noisy(forecaster, noise)
+        return DetectionCore(art, forecaster, DetectionConfig())
 
     keep = history.ts >= replay_from
     ticks = np.unique(history.ts[keep])
@@ -93,7 +112,7 @@ def main(argv: list[str]) -> int:
         for idx in by_tick
     ]  # fmt: skip
 
-    def replay(new: Path | None, how: str, start: Path = a) -> tuple[int, int, int, float]:
+    def replay(new: Any, how: str, start: Any = a) -> tuple[int, int, int, float]:
         core = core_of(start)
         first_day = rest = warming = 0
         scores: list[float] = []
@@ -134,7 +153,41 @@ def main(argv: list[str]) -> int:
         show(name, "all along", replay(None, "none", start=path))
         for how in ("carry", "carry-keep", "cold"):
             show(name, how, replay(path, how))
+    # A model whose errors differ: B continued with its forecast errors doubled (noise of
+    # sqrt(3) times its pooled residual std added), its calibration saying so.
+    c = math.sqrt(3.0) * load_artifact(b_cont).global_errors.std
+    worse = (b_cont, c)
+    print(f"B worse: B continued with forecast noise of std {c:.3f} (scaled), calibrated for it")
+    show("B worse", "all along", replay(None, "none", start=worse))
+    for how in ("carry", "carry-keep", "cold"):
+        show("B worse", how, replay(worse, how))
     return 0
+
+
+class Noisy:
+    """A forecaster's forecasts plus seeded Gaussian noise (a model with larger errors)."""
+
+    def __init__(self, inner: Any, std: float) -> None:
+        import numpy as np
+
+        self.inner, self.std = inner, std
+        self.rng = np.random.default_rng(0)
+
+    def predict(self, windows: Any) -> Any:
+        out = self.inner.predict(windows)
+        return out + self.rng.normal(0.0, self.std, out.shape).astype(out.dtype)
+
+
+def noisier(stats: Any, c: float) -> Any:
+    """Residual statistics with independent noise of std `c` added (normal law for |r|)."""
+    std = math.sqrt(stats.std**2 + c**2)
+    return dataclasses.replace(
+        stats,
+        std=std,
+        abs_mean=std * math.sqrt(2 / math.pi),
+        abs_std=std * math.sqrt(1 - 2 / math.pi),
+        abs_quantiles={},
+    )
 
 
 if __name__ == "__main__":

@@ -780,6 +780,12 @@ class DetectionCore:
         for name, array in self._slot_arrays().items():
             if name in state:  # an optional one absent keeps the value seeded at allocation
                 array[rows] = state[name][: len(slots)]
+        if "seasonal_period" in state:
+            # A period the artifact does not give (a series a new model was not trained on)
+            # is kept: its seasonal forecast is still the value one period ago.
+            for slot, period in zip(slots, state["seasonal_period"].tolist(), strict=False):
+                if period and slot not in self.seasonal.rings:
+                    self._set_period(slot, int(period))
         self.scorer.seasonal.restore(rows, state)
         for i, slot in enumerate(slots):
             ring = self.seasonal.rings.get(slot)

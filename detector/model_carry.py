@@ -112,21 +112,11 @@ def carry_over(
     out = {name: np.array(array, copy=True) for name, array in state.items()}
     keys = [str(k) for k in out["keys"].tolist()]
     n = len(keys)
-    known = np.array([k in artifact.series_scales for k in keys], dtype=bool)
-    old_offset = out["offset"].astype(np.float64)
-    old_scale = out["scale"].astype(np.float64)
-    new_offset, new_scale = old_offset.copy(), old_scale.copy()
-    for i, key in enumerate(keys):
-        scale = artifact.series_scales.get(key)
-        if scale is not None:
-            new_offset[i], new_scale[i] = scale.offset, scale.scale
+    change = normalisation_change(keys, out, artifact)
+    known, a, b = change.known, change.a, change.b
     had = out["has_scale"].astype(bool)
-    # x_new = (x_old * s + o - o') / s' for rows that had a scale; the rest have no scaled
-    # statistics beyond their seed yet.
-    a = np.where(had, old_scale / new_scale, 1.0)
-    b = np.where(had, (old_offset - new_offset) / new_scale, 0.0)
     rescaled = int(np.count_nonzero(known & had & ((a != 1.0) | (b != 0.0))))
-    out["offset"], out["scale"] = new_offset, new_scale
+    out["offset"], out["scale"] = change.offset, change.scale
     out["has_scale"] = had | known
 
     _convert(out, a, b)
@@ -154,6 +144,38 @@ def carry_over(
         error_rule=errors,
     )
     return out, report
+
+
+@dataclass(frozen=True)
+class NormalisationChange:
+    """Per series (rows of a snapshot): known to the new artifact, the new offset and scale,
+    and the affine map ``x -> a x + b`` of scaled values from the old normalisation."""
+
+    known: np.ndarray
+    offset: np.ndarray
+    scale: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+
+
+def normalisation_change(
+    keys: list[str], state: dict[str, np.ndarray], artifact: Artifact
+) -> NormalisationChange:
+    """How the normalisation of each series of `state` changes under `artifact`."""
+    known = np.array([k in artifact.series_scales for k in keys], dtype=bool)
+    old_offset = state["offset"].astype(np.float64)
+    old_scale = state["scale"].astype(np.float64)
+    new_offset, new_scale = old_offset.copy(), old_scale.copy()
+    for i, key in enumerate(keys):
+        scale = artifact.series_scales.get(key)
+        if scale is not None:
+            new_offset[i], new_scale[i] = scale.offset, scale.scale
+    had = state["has_scale"].astype(bool)
+    # x_new = (x_old * s + o - o') / s' for rows that had a scale; the rest have no scaled
+    # statistics beyond their seed yet.
+    a = np.where(had, old_scale / new_scale, 1.0)
+    b = np.where(had, (old_offset - new_offset) / new_scale, 0.0)
+    return NormalisationChange(known, new_offset, new_scale, a, b)
 
 
 def _col(x: np.ndarray, array: np.ndarray) -> np.ndarray:

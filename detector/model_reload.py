@@ -8,13 +8,14 @@ loaded, so an artifact still being copied into place is not read half-written.
 
 The detection thread does the swap (`Worker` calls `due()` and `reload()` between batches):
 load the artifact, check it (schema, files, the Keras file's safe-mode rules, the LiteRT
-models on one window), build a new core, carry the old core's state over
-(`DetectionCore.restore` of its snapshot, see `detector.model_carry`) and hand the new core
-back. The batch before was processed by the old model, the batch after by the new one: no
-reading is lost or scored twice, and readiness never drops (messages wait in the bounded
-queue meanwhile). Anything that fails keeps the old model running: one error line, and
-``iotad_model_reload_failures_total`` counts it; the same broken artifact is not tried
-again until it changes or SIGHUP asks.
+models on one window), build a new core, carry the old core's state over (see
+`detector.model_carry`: in place on a copy of its arrays, `detector.model_takeover`, or
+through a snapshot when the window length changed) and hand the new core back. The batch
+before was processed by the old model, the batch after by the new one: no reading is lost or
+scored twice, and readiness never drops (messages wait in the bounded queue meanwhile).
+Anything that fails keeps the old model running: one error line, and
+``iotad_model_reload_failures_total`` counts it; the same broken artifact is not tried again
+until it changes or SIGHUP asks.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detector.artifact import Artifact, ArtifactError, load_artifact
+from detector.model_takeover import can_take_over, take_over
 
 if TYPE_CHECKING:
     from detector.core import DetectionCore
@@ -176,7 +178,11 @@ class ModelReloader:
             check_keras_safe(artifact)
             new = self.build(artifact)
             _check_forecasts(new, artifact)
-            series = new.restore(core.snapshot())
+            if can_take_over(new, core):  # the fast path: no series copied one by one
+                take_over(new, core)
+                series = new.active_series
+            else:  # another window: re-laid through a snapshot
+                series = new.restore(core.snapshot())
         except Exception as exc:  # whatever it is, the running model stays
             self.metrics.model_reload_failures.inc()
             log.error(
