@@ -219,17 +219,21 @@ def _range(
     """A series the new artifact knows: the range seen so far joined with its training range."""
     if "low" not in out:
         return
-    low, high = out["low"], out["high"]
-    trusted = out["trusted_range"].astype(bool) if "trusted_range" in out else None
-    for i in np.flatnonzero(known).tolist():
-        scale = artifact.series_scales[keys[i]]
-        if scale.low is None or scale.high is None:
-            continue
-        low[i] = min(low[i], (scale.low - scale.offset) / scale.scale)
-        high[i] = max(high[i], (scale.high - scale.offset) / scale.scale)
-        if trusted is not None:
-            trusted[i] = True
-    if trusted is not None:
+    idx = np.flatnonzero(known)
+    scales = [artifact.series_scales[keys[i]] for i in idx.tolist()]
+    has = np.array([s.low is not None and s.high is not None for s in scales], dtype=bool)
+    idx, scales = idx[has], [s for s, h in zip(scales, has.tolist(), strict=True) if h]
+    if not idx.size:
+        return
+    offset = np.array([s.offset for s in scales])
+    scale = np.array([s.scale for s in scales])
+    low = (np.array([s.low for s in scales]) - offset) / scale
+    high = (np.array([s.high for s in scales]) - offset) / scale
+    out["low"][idx] = np.minimum(out["low"][idx], low)
+    out["high"][idx] = np.maximum(out["high"][idx], high)
+    if "trusted_range" in out:
+        trusted = out["trusted_range"].astype(bool)
+        trusted[idx] = True
         out["trusted_range"] = trusted
 
 
@@ -284,16 +288,18 @@ def _relations(
 def _errors_from_calibration(
     out: dict[str, np.ndarray], keys: list[str], known: np.ndarray, artifact: Artifact
 ) -> None:
-    for i in np.flatnonzero(known).tolist():
-        stats = artifact.errors_for(keys[i])
-        abs_mean, abs_std = expected_abs(stats)
-        out["err_mean"][i] = stats.mean
-        out["err_var"][i] = max(stats.std, MIN_STD) ** 2
-        out["error_run_mean"][i] = abs_mean
-        out["error_run_var"][i] = abs_std**2
-        out["recent_error_ring"][i] = 0.0
-        out["recent_error_total"][i] = 0.0
-        out["recent_error_count"][i] = 0
+    idx = np.flatnonzero(known)
+    if not idx.size:
+        return
+    stats = [artifact.errors_for(keys[i]) for i in idx.tolist()]
+    absolute = np.array([expected_abs(s) for s in stats]).reshape(-1, 2)
+    out["err_mean"][idx] = [s.mean for s in stats]
+    out["err_var"][idx] = np.maximum([s.std for s in stats], MIN_STD) ** 2
+    out["error_run_mean"][idx] = absolute[:, 0]
+    out["error_run_var"][idx] = absolute[:, 1] ** 2
+    out["recent_error_ring"][idx] = 0.0
+    out["recent_error_total"][idx] = 0.0
+    out["recent_error_count"][idx] = 0
 
 
 def _relay_windows(out: dict[str, np.ndarray], window_len: int) -> None:
