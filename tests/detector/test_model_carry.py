@@ -153,3 +153,13 @@ def test_error_statistics_match_a_fresh_trained_series() -> None:
     a, b = new.store.slot("m1/temp"), fresh.store.slot("m1/temp")
     assert new.errors.var[a] == fresh.errors.var[b]
     assert new.scorer.error_run.var[a] == fresh.scorer.error_run.var[b]
+
+
+def test_a_core_judging_series_alone_snapshots_and_carries_over() -> None:
+    """relate_devices off: no device model exists (a snapshot used to fail on it)."""
+    alone = dataclasses.replace(CFG, relate_devices=False)
+    old = DetectionCore(artifact("v1"), LastValueForecaster(), alone)
+    old.process(readings(0, 30), now=T0 + 3600)
+    new = DetectionCore(artifact("v2"), LastValueForecaster(), alone)
+    assert new.restore(old.snapshot()) == len(SERIES)
+    assert new.process(readings(30, 31), now=T0 + 3600).warming == 0
