@@ -230,6 +230,9 @@ class Worker:
         core = self.reloader.reload(self.core)
         if core is not None:
             self.core = core
+            # The old core's arrays (as large as the new one's) go back to the system now,
+            # not at the next eviction sweep.
+            release_free_memory()
 
     def process(self, items: list[Inbound]) -> BatchResult:
         """Process one drained batch of messages and acknowledge them."""
