@@ -54,6 +54,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--devices", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--worse",
+        type=float,
+        default=2.0,
+        help="how many times larger the forecast errors of 'B worse' are (2)",
+    )
+    parser.add_argument("--only-worse", action="store_true", help="only A and 'B worse' (faster)")
+    parser.add_argument(
+        "--alert-budget",
+        type=float,
+        default=0.05,
+        help="the models' alert calibration (0: none, every deviation counts as it is)",
+    )
+    parser.add_argument(
         "--alone",
         action="store_true",
         help="judge every series on its own (IOTAD_DETECTION__RELATE_DEVICES=false): the "
@@ -77,15 +90,24 @@ def main(argv: list[str]) -> int:
             out[key] = (history.ts[keep][sel], history.value[keep][sel])
         return out
 
-    base = {"window": 16, "units": (16,), "epochs": 4, "quiet": True, "plots": False}
+    base = {
+        "window": 16,
+        "units": (16,),
+        "epochs": 4,
+        "quiet": True,
+        "plots": False,
+        "alert_budget": args.alert_budget,
+    }
     work = Path(tempfile.mkdtemp(prefix="model_swap."))
     print(f"training in {work} ...", file=sys.stderr)
     a = train_series(series(t0, train_a_end), TrainConfig(**base), work / "a").artifact_dir
     b_cont = train_series(
         series(*train_b), TrainConfig(**base, parent=a, seed=1), work / "b_continued"
     ).artifact_dir
-    b_fresh = train_series(series(*train_b), TrainConfig(**base, seed=1), work / "b_fresh")
-    b_fresh_dir = b_fresh.artifact_dir
+    b_fresh_dir = None
+    if not args.only_worse:
+        b_fresh = train_series(series(*train_b), TrainConfig(**base, seed=1), work / "b_fresh")
+        b_fresh_dir = b_fresh.artifact_dir
 
     def core_of(path: Path | tuple[Path, float]) -> DetectionCore:
         """The core of an artifact; (path, c): its forecasts made worse by noise of std c
@@ -118,9 +140,10 @@ def main(argv: list[str]) -> int:
         for idx in by_tick
     ]  # fmt: skip
 
-    def replay(new: Any, how: str, start: Any = a) -> tuple[int, int, int, float]:
+    def replay(new: Any, how: str, start: Any = a) -> tuple[int, int, int, float, float]:
         core = core_of(start)
         first_day = rest = warming = 0
+        peak = 0.0  # the largest likelihood deviation on day 6, before the alert divisor
         scores: list[float] = []
         for tick, batch in zip(ticks.tolist(), readings, strict=True):
             if tick == swap_at and new is not None:
@@ -137,9 +160,11 @@ def main(argv: list[str]) -> int:
             if tick < swap_at + DAY:
                 first_day += fired
                 warming += result.warming
+                if result.scored:
+                    peak = max(peak, float(core.scorer.last_z.max()))
             else:
                 rest += fired
-        return first_day, rest, warming, float(np.mean(scores)) if scores else 0.0
+        return first_day, rest, warming, float(np.mean(scores)) if scores else 0.0, peak
 
     n_series = len({(d, m) for d, m in zip(history.device, history.metric, strict=True)})
     print(
@@ -149,23 +174,30 @@ def main(argv: list[str]) -> int:
         + "; false alerts (firing events):"
     )
     head = f"{'model':<14} {'swap':<11} {'day 6':>6} {f'days 7-{args.days}':>9} {'warming':>8}"
-    print(head + f" {'mean score':>10}")
+    print(head + f" {'mean score':>10} {'peak z day 6':>12}")
 
-    def show(name: str, how: str, got: tuple[int, int, int, float]) -> None:
-        print(f"{name:<14} {how:<11} {got[0]:>6} {got[1]:>9} {got[2]:>8} {got[3]:>10.4f}")
+    def show(name: str, how: str, got: tuple[int, int, int, float, float]) -> None:
+        print(
+            f"{name:<14} {how:<11} {got[0]:>6} {got[1]:>9} {got[2]:>8} {got[3]:>10.4f} "
+            f"{got[4]:>12.1f}"
+        )
 
     show("A", "no swap", replay(None, "none"))
-    for name, path in (("B continued", b_cont), ("B fresh", b_fresh_dir)):
+    retrained = () if args.only_worse else (("B continued", b_cont), ("B fresh", b_fresh_dir))
+    for name, path in retrained:
         # The same model all along (from day 4, so it is warm at the swap point): what the
         # swap should come close to once the state has re-learnt.
         show(name, "all along", replay(None, "none", start=path))
         for how in ("carry", "carry-keep", "cold"):
             show(name, how, replay(path, how))
-    # A model whose errors differ: B continued with its forecast errors doubled (noise of
-    # sqrt(3) times its pooled residual std added), its calibration saying so.
-    c = math.sqrt(3.0) * load_artifact(b_cont).global_errors.std
+    # A model whose errors differ: B continued with its forecast errors `--worse` times as
+    # large (noise added), its calibration saying so.
+    c = math.sqrt(args.worse**2 - 1.0) * load_artifact(b_cont).global_errors.std
     worse = (b_cont, c)
-    print(f"B worse: B continued with forecast noise of std {c:.3f} (scaled), calibrated for it")
+    print(
+        f"B worse: B continued with forecast noise of std {c:.3f} (scaled; errors about "
+        f"{args.worse:g} times as large), calibrated for it"
+    )
     show("B worse", "all along", replay(None, "none", start=worse))
     for how in ("carry", "carry-keep", "cold"):
         show("B worse", how, replay(worse, how))
