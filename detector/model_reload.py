@@ -204,7 +204,10 @@ class ModelReloader:
             carry,
         )
         if self.on_swap is not None:
-            self.on_swap(new)
+            try:
+                self.on_swap(new)
+            except Exception:  # what names the model may lag; detection must go on
+                log.exception("after the model swap")
         return new
 
 

@@ -34,12 +34,14 @@ _ADOPTED = (
     "scorer",
     "seasonal",
     "episodes",
+    "held",
     "relations",
     "dev_pos",
     "dev_row",
     "z_scale",
     "gap",
     "silent",
+    "silent_suppressed",
     "episode_signal",
     "clock",
     "_clock_points",
@@ -86,6 +88,9 @@ def take_over(new: DetectionCore, old: DetectionCore) -> CarryReport:
     for name, array in new._slot_arrays().items():
         array[used] = converted[name]
     new.z_scale[used] = [new.artifact.z_scale_for(k) for k in keys]
+    # The rules the new core was built with (those in force), assigned to every series.
+    new.rules.ensure_capacity(new.store.capacity)
+    new.rules.replace(new.rules.rules, zip(used.tolist(), keys, strict=True))
     _seasonal(new, used, view["seasonal_period"], converted, a, b)
     _relations(new, used, a, b)
     new.last_carry = report

@@ -33,13 +33,13 @@ import numpy as np
 
 from detector.checkpoint import (
     CheckpointError,
-    CheckpointMetrics,
     check_state,
     finite_rows,
     select_rows,
     state_bytes,
     state_from_bytes,
 )
+from detector.metrics import CheckpointMetrics
 from detector.model_carry import CarryReport, carry_over
 from detector.partitions import partition_name, partition_of
 
@@ -127,7 +127,7 @@ class PartitionCheckpointer:
         partitions: P.
         owned: this worker's partitions.
         interval_s: seconds between checkpoints.
-        registry: where the checkpoint metrics go (`detector.checkpoint.CheckpointMetrics`).
+        registry: where the checkpoint metrics go (`detector.metrics.CheckpointMetrics`).
     """
 
     def __init__(

@@ -142,3 +142,15 @@ def test_relations_are_converted_to_the_new_normalisation() -> None:
     assert rel2.mean[row, pos] * 2.5 + 1.0 == pytest.approx(raw)
     assert rel2.cov[row, pos, pos] * 2.5**2 == pytest.approx(var_raw)
     assert np.all(new.z_scale[new.store.used_slots()] == 1.5)
+
+
+def test_the_rules_in_force_apply_to_every_series_after_the_swap() -> None:
+    """The new core is built with the rules in force (a reload may have changed them since
+    the start); take_over assigns them to every series it takes."""
+    from detector.rules_file import parse_rules
+
+    rules = parse_rules(b'[[rule]]\ndevice = "m1"\nmetric = "temp"\nthreshold = 0.9\n')
+    new = DetectionCore(new_artifact(), LastValueForecaster(), CFG, rules)
+    take_over(new, warmed())
+    assert new.rules.threshold[new.store.slot("m1/temp")] == 0.9
+    assert new.rules.threshold[new.store.slot("m1/rpm")] == CFG.threshold
