@@ -152,6 +152,7 @@ class WorkerMetrics:
             ["version", "python_version", "model_version"],
             registry=r,
         )
+        self._build_labels: set[tuple[str, str, str]] = set()
         self._set_build_info(model_version="")
         self.messages = Counter("iotad_messages_total", "MQTT messages received", registry=r)
         self.readings = Counter(
@@ -296,9 +297,13 @@ class WorkerMetrics:
             )
 
     def _set_build_info(self, model_version: str) -> None:
-        self.build_info.clear()
-        python = platform.python_version()
-        self.build_info.labels(detector.__version__, python, model_version).set(1)
+        labels = (detector.__version__, platform.python_version(), model_version)
+        # As for the model info: the new series first, so a scrape never finds none.
+        self.build_info.labels(*labels).set(1)
+        for old in list(self._build_labels):
+            if old != labels:
+                self.build_info.remove(*old)
+        self._build_labels = {labels}
 
     def set_model(self, version: str, cell: str, window: int) -> None:
         """Publish the loaded artifact as ``iotad_model_info{version,cell,window} 1`` (and
