@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench factory example-data constraints clean
+.PHONY: demo test test-fast lint format bench factory example-data constraints dashboard-pngs clean
 
 $(STAMP): pyproject.toml deploy/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,13 @@ example-data: $(STAMP)
 # changing pyproject's dependencies or upgrading .venv, then `make test`.
 constraints: $(STAMP)
 	$(BIN)/python deploy/constraints.py write
+
+# The dashboards' queries run against a live worker and Prometheus, drawn with matplotlib into
+# docs/grafana/ (renderings of the queries' results, not Grafana screenshots).
+dashboard-pngs: $(STAMP)
+	bash scripts/system-deps.sh
+	OPENBLAS_NUM_THREADS=1 IOTAD_DASHBOARD_PNG_DIR=$(CURDIR)/docs/grafana \
+		$(BIN)/python -m pytest -q tests/deploy/test_dashboards_live.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -293,6 +293,10 @@ class DetectionCore:
     def _used(self) -> list[int]:
         return [int(s) for s in self.store.used_slots().tolist()]
 
+    def has_series(self, key: str) -> bool:
+        """Whether the series ``device/metric`` has state here (not evicted or ended)."""
+        return self.store.slot(key) is not None
+
     def evict_idle(self, now: float) -> int:
         """Free the slots of series idle for longer than `idle_evict_s`; returns how many."""
         stale = self.store.idle(now - self.config.idle_evict_s)

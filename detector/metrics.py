@@ -9,10 +9,13 @@ exported.
 
 from __future__ import annotations
 
+import math
 import platform
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from itertools import islice
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from prometheus_client import (
@@ -34,6 +37,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 import detector
+
+if TYPE_CHECKING:
+    from detector.events import AlertEvent
 
 PUBLISH_FAILED_KINDS = ("alert_unconfirmed", "deadletter", "scores")
 """The `kind` label values of `iotad_publish_failed_total`."""
@@ -139,13 +145,27 @@ class WorkerMetrics:
     and ``python_*`` ones (`register_runtime_collectors`).
 
     `series_devices` is the opt-in allow-list of devices that get per-series gauges
-    (value, expected, score); no other metric carries a device label.
+    (value, expected, lower, upper, score: one series per sensor and gauge). The only other
+    metrics with a device label are those of the open anomalous episodes (`ActiveAnomalies`),
+    at most `max_active_anomalies` of them (None: the default of
+    ``IOTAD_METRICS__MAX_ACTIVE_ANOMALIES``).
     """
 
-    def __init__(self, registry: CollectorRegistry, series_devices: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        series_devices: Iterable[str] = (),
+        max_active_anomalies: int | None = None,
+    ) -> None:
         self.registry = registry
         r = registry
         register_runtime_collectors(r)
+        if max_active_anomalies is None:  # the setting's default, stated there only
+            from detector.settings import MetricsSettings
+
+            max_active_anomalies = MetricsSettings().max_active_anomalies
+        self.active_anomalies = ActiveAnomalies(max_active_anomalies)
+        r.register(self.active_anomalies)
         self.build_info = Gauge(
             "iotad_build_info",
             "Always 1: the iotad version, the Python version and the model artifact loaded",
@@ -276,6 +296,7 @@ class WorkerMetrics:
         )
         self.series_devices = frozenset(series_devices)
         self.series_value = self.series_expected = self.series_score = None
+        self.series_lower = self.series_upper = None
         if self.series_devices:
             self.series_value = Gauge(
                 "iotad_series_value",
@@ -286,6 +307,18 @@ class WorkerMetrics:
             self.series_expected = Gauge(
                 "iotad_series_expected",
                 "Last forecast (allow-listed devices)",
+                ["device", "metric"],
+                registry=r,
+            )
+            self.series_lower = Gauge(
+                "iotad_series_lower",
+                "Lower edge of the last reading's expected band (allow-listed devices)",
+                ["device", "metric"],
+                registry=r,
+            )
+            self.series_upper = Gauge(
+                "iotad_series_upper",
+                "Upper edge of the last reading's expected band (allow-listed devices)",
                 ["device", "metric"],
                 registry=r,
             )
@@ -323,14 +356,188 @@ class WorkerMetrics:
         self.partitions_owned.set(partitions_owned)
 
     def set_series(
-        self, device: str, metric: str, value: float, expected: float, score: float
+        self,
+        device: str,
+        metric: str,
+        value: float,
+        expected: float,
+        score: float,
+        lower: float = math.nan,
+        upper: float = math.nan,
     ) -> None:
         """Per-series gauges; a no-op unless `device` is allow-listed."""
         if device not in self.series_devices or self.series_value is None:
             return
         self.series_value.labels(device, metric).set(value)
         self.series_expected.labels(device, metric).set(expected)  # type: ignore[union-attr]
+        self.series_lower.labels(device, metric).set(lower)  # type: ignore[union-attr]
+        self.series_upper.labels(device, metric).set(upper)  # type: ignore[union-attr]
         self.series_score.labels(device, metric).set(score)  # type: ignore[union-attr]
+
+
+@dataclass(slots=True)
+class _Episode:
+    """One open episode as exported: its onset and the latest reading's value and band."""
+
+    signal: str
+    since: float
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+
+
+_EPISODE_GAUGES = (
+    ("since", "since_seconds", "Unix time the open anomalous episode started (its firing)"),
+    ("value", "value", "Latest value of a series with an open anomalous episode"),
+    ("expected", "expected", "Latest forecast of a series with an open anomalous episode"),
+    ("lower", "lower", "Lower edge of the expected band, series with an open episode"),
+    ("upper", "upper", "Upper edge of the expected band, series with an open episode"),
+    ("score", "score", "Latest anomaly score of a series with an open anomalous episode"),
+)
+_EPISODE_LABELS = ("device", "metric", "signal")
+
+
+class ActiveAnomalies(Collector):
+    """The open anomalous episodes (between their `firing` and `resolved` alert events), as
+    ``iotad_anomaly_active{device, metric, signal} 1`` plus their onset, latest value and band.
+
+    The cardinality follows what is wrong now, not the fleet: a series is exported while its
+    episode is open and disappears when it resolves. At most `max_exported` episodes are
+    exported, the earliest opened; one that opens while that many are exported is counted in
+    ``iotad_anomaly_active_overflow_total`` and shown once an earlier one resolves.
+    ``iotad_anomaly_episodes_open`` counts them all. A series' silence (``signal="silence"``)
+    is an episode of its own beside a forecast episode of the same series.
+
+    Fed by the detection thread (`fire`, `update`, `resolve`, `retain`), read at scrape time.
+    """
+
+    def __init__(self, max_exported: int) -> None:
+        self.max_exported = max_exported
+        self._open: dict[tuple[str, str, bool], _Episode] = {}
+        self._series: dict[tuple[str, str], int] = {}  # open episodes per series, for `update`
+        self.overflow = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def fire(self, event: AlertEvent) -> None:
+        """A `firing` event opened an episode."""
+        key = (event.device, event.metric, event.signal == "silence")
+        ep = _Episode(
+            event.signal,
+            event.ts,
+            event.value,
+            event.expected,
+            event.lower,
+            event.upper,
+            event.score,
+        )
+        with self._lock:
+            if key not in self._open:
+                if len(self._open) >= self.max_exported:
+                    self.overflow += 1
+                series = key[:2]
+                self._series[series] = self._series.get(series, 0) + 1
+            self._open[key] = ep
+
+    def resolve(self, event: AlertEvent) -> None:
+        """A `resolved` event closed an episode (one never seen, e.g. opened before a restart,
+        is ignored)."""
+        self._drop((event.device, event.metric, event.signal == "silence"))
+
+    def update(
+        self,
+        device: str,
+        metric: str,
+        value: float,
+        expected: float,
+        lower: float,
+        upper: float,
+        score: float,
+    ) -> None:
+        """The latest scored reading of a series; a no-op unless it has an open episode."""
+        if (device, metric) not in self._series:
+            return
+        ep = self._open.get((device, metric, False))
+        if ep is None:
+            return  # only a silence is open: its band is that of its last reading
+        with self._lock:
+            ep.value, ep.expected, ep.lower, ep.upper, ep.score = (
+                value,
+                expected,
+                lower,
+                upper,
+                score,
+            )
+
+    def retain(self, alive: Callable[[str, str], bool]) -> int:
+        """Forget the episodes of series `alive(device, metric)` says are gone (evicted by
+        the core without a `resolved` event); returns how many."""
+        gone = [key for key in list(self._open) if not alive(key[0], key[1])]
+        for key in gone:
+            self._drop(key)
+        return len(gone)
+
+    def _drop(self, key: tuple[str, str, bool]) -> None:
+        with self._lock:
+            if self._open.pop(key, None) is None:
+                return
+            series = key[:2]
+            left = self._series[series] - 1
+            if left:
+                self._series[series] = left
+            else:
+                del self._series[series]
+
+    def _families(self) -> tuple[GaugeMetricFamily, dict[str, GaugeMetricFamily]]:
+        active = GaugeMetricFamily(
+            "iotad_anomaly_active",
+            "1 while the series' anomalous episode fires (at most "
+            "IOTAD_METRICS__MAX_ACTIVE_ANOMALIES, the earliest opened)",
+            labels=_EPISODE_LABELS,
+        )
+        gauges = {
+            attr: GaugeMetricFamily(f"iotad_anomaly_active_{suffix}", doc, labels=_EPISODE_LABELS)
+            for attr, suffix, doc in _EPISODE_GAUGES
+        }
+        return active, gauges
+
+    def describe(self) -> Iterable[Metric]:
+        active, gauges = self._families()
+        return [active, *gauges.values(), *self._counts(0, 0)]
+
+    def _counts(self, open_: int, overflow: int) -> list[Metric]:
+        return [
+            GaugeMetricFamily(
+                "iotad_anomaly_episodes_open",
+                "Open anomalous episodes, exported in iotad_anomaly_active or not",
+                open_,
+            ),
+            CounterMetricFamily(
+                "iotad_anomaly_active_overflow",
+                "Episodes that opened while IOTAD_METRICS__MAX_ACTIVE_ANOMALIES were exported",
+                overflow,
+            ),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            shown = [
+                ((device, metric, ep.signal), replace(ep))
+                for (device, metric, _), ep in islice(self._open.items(), self.max_exported)
+            ]
+            open_, overflow = len(self._open), self.overflow
+        active, gauges = self._families()
+        for labels, ep in shown:
+            active.add_metric(labels, 1.0)
+            for attr, family in gauges.items():
+                family.add_metric(labels, getattr(ep, attr))
+        yield active
+        yield from gauges.values()
+        yield from self._counts(open_, overflow)
 
 
 class NatsMetrics:

@@ -222,7 +222,11 @@ class Service:
 
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = WorkerMetrics(self.registry, settings.metrics.series_devices)
+        self.metrics = WorkerMetrics(
+            self.registry,
+            settings.metrics.series_devices,
+            max_active_anomalies=settings.metrics.max_active_anomalies,
+        )
         self.worker: Any = None
         self.core: Any = None
         self.checkpointer: Any = None

@@ -345,7 +345,10 @@ class MetricsSettings(BaseModel):
     port: int = Field(9108, ge=0, le=65535)
     """0 picks a free port (tests)."""
     series_devices: StrList = Field(default_factory=list)
-    """Devices that get per-series gauges (iotad_series_value/expected/score)."""
+    """Devices that get per-series gauges (iotad_series_value/expected/lower/upper/score)."""
+    max_active_anomalies: int = Field(500, ge=0, le=100_000)
+    """Open anomalous episodes exported with their labels (iotad_anomaly_active...); more are
+    counted in iotad_anomaly_active_overflow_total."""
 
     _split = field_validator("series_devices", mode="before")(_split_list)
 

@@ -75,6 +75,8 @@ class Core(Protocol):
 
     def end_devices(self, ended: Mapping[str, float]) -> list[AlertEvent]: ...
 
+    def has_series(self, key: str) -> bool: ...
+
 
 class Acker(Protocol):
     """Acknowledges processed messages: the source they came from."""
@@ -370,7 +372,14 @@ class Worker:
             if m.series_devices:
                 for s in result.scored:
                     r = s.reading
-                    m.set_series(r.device, r.metric, r.value, s.expected, s.score)
+                    m.set_series(r.device, r.metric, r.value, s.expected, s.score, s.lower, s.upper)
+            active = m.active_anomalies
+            if len(active):  # only series with an open episode are followed
+                for s in result.scored:
+                    r = s.reading
+                    active.update(
+                        r.device, r.metric, r.value, s.expected, s.lower, s.upper, s.score
+                    )
         if result.warming:
             m.warming.inc(result.warming)
         if result.model_batch:
@@ -405,8 +414,13 @@ class Worker:
         m = self.metrics
         if self.series_labels:
             result.events[:] = [self._labelled(e) for e in result.events]
+        active = m.active_anomalies
         for event in result.events:
             m.alert_events.labels(event.state).inc()
+            if event.state == "firing":
+                active.fire(event)
+            else:
+                active.resolve(event)
             log.info(
                 "alert %s %s/%s score %.2f (value %g, expected %g)",
                 event.state,
@@ -531,6 +545,10 @@ class Worker:
             evicted = self.core.evict_idle(self.clock())
             if evicted:
                 log.info("evicted %d idle series", evicted)
+                if len(m.active_anomalies):
+                    # Eviction ends a series without a resolved event: its open episode
+                    # would otherwise stay in iotad_anomaly_active for good.
+                    m.active_anomalies.retain(lambda d, mt: self.core.has_series(f"{d}/{mt}"))
             trim = True
         active = self.core.active_series
         if trim or active >= self._trimmed_at * 1.1 + 1000:

@@ -43,11 +43,15 @@ def timeseries(
     bars: bool = False,
     description: str = "",
     overrides: list[dict[str, Any]] | None = None,
+    no_value: str = "",
 ) -> dict[str, Any]:
     custom: dict[str, Any] = {"drawStyle": "bars" if bars else "line", "fillOpacity": 10}
     if stack:
         custom["stacking"] = {"mode": "normal", "group": "A"}
         custom["fillOpacity"] = 60
+    defaults: dict[str, Any] = {"unit": unit, "custom": custom}
+    if no_value:
+        defaults["noValue"] = no_value  # what an empty panel says instead of "No data"
     return {
         "type": "timeseries",
         "title": title,
@@ -55,7 +59,7 @@ def timeseries(
         "datasource": DS,
         "targets": tgts,
         "fieldConfig": {
-            "defaults": {"unit": unit, "custom": custom},
+            "defaults": defaults,
             "overrides": overrides or [],
         },
         "options": {
@@ -73,8 +77,11 @@ def stat(
     thresholds: list[tuple[float | None, str]] | None = None,
     unit: str = "short",
     description: str = "",
+    instant: bool = False,
 ) -> dict[str, Any]:
     steps = [{"value": v, "color": c} for v, c in (thresholds or [(None, "green")])]
+    if instant:  # one value now, not a range reduced to its last point
+        tgts = [{**t, "instant": True, "range": False} for t in tgts]
     return {
         "type": "stat",
         "title": title,
@@ -164,8 +171,9 @@ def quantiles(metric: str, legend_prefix: str = "") -> list[dict[str, Any]]:
 
 
 def query_var(name: str, query: str, label: str, *, multi: bool = True) -> dict[str, Any]:
-    """A template variable whose values come from `label_values(...)`."""
-    return {
+    """A template variable whose values come from `label_values(...)`; `multi` False: one
+    value at a time (Grafana starts on the first), no "All"."""
+    var: dict[str, Any] = {
         "name": name,
         "label": label,
         "type": "query",
@@ -174,19 +182,104 @@ def query_var(name: str, query: str, label: str, *, multi: bool = True) -> dict[
         "definition": query,
         "refresh": 2,  # on time range change: series come and go
         "multi": multi,
-        "includeAll": True,
-        "allValue": ".*",
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "includeAll": multi,
         "sort": 1,
+    }
+    if multi:
+        var["allValue"] = ".*"
+        var["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    else:
+        var["current"] = {}
+    return var
+
+
+def text_panel(title: str, markdown: str) -> dict[str, Any]:
+    return {
+        "type": "text",
+        "title": title,
+        "options": {"mode": "markdown", "content": markdown},
     }
 
 
+def bar_gauge(title: str, tgts: list[dict[str, Any]], *, description: str = "") -> dict[str, Any]:
+    """Instant values side by side as horizontal bars (one per legend)."""
+    tgts = [{**t, "instant": True, "range": False} for t in tgts]
+    return {
+        "type": "bargauge",
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "targets": tgts,
+        "fieldConfig": {
+            "defaults": {
+                "min": 0,
+                "noValue": "0",
+                "color": {"mode": "thresholds"},
+                "thresholds": {"mode": "absolute", "steps": [{"value": None, "color": "red"}]},
+            },
+            "overrides": [],
+        },
+        "options": {
+            "orientation": "horizontal",
+            "displayMode": "basic",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "showUnfilled": True,
+        },
+    }
+
+
+def annotation(name: str, expr: str, title: str, text: str, color: str) -> dict[str, Any]:
+    """Regions on every time-series panel where `expr` is non-zero (Grafana's Prometheus
+    annotations: consecutive samples one `step` apart make one region)."""
+    return {
+        "name": name,
+        "datasource": DS,
+        "enable": True,
+        "iconColor": color,
+        "expr": expr,
+        "step": "10s",
+        "titleFormat": title,
+        "textFormat": text,
+        "tagKeys": "device,metric,signal",
+        "useValueForTime": False,
+    }
+
+
+ANOMALY_ANNOTATION_TEXT = "anomalous episode ({{signal}}) on {{instance}}"
+ALERTING_LINKS = [
+    # Grafana's built-in Alertmanager datasource serves its Alerting pages only (panels cannot
+    # query it): these open the provisioned Alertmanager's alerts and silences there.
+    {
+        "type": "link",
+        "title": "Alertmanager: alerts",
+        "url": "/alerting/groups?alertmanager=Alertmanager",
+        "targetBlank": False,
+        "icon": "bolt",
+    },
+    {
+        "type": "link",
+        "title": "Alertmanager: silences",
+        "url": "/alerting/silences?alertmanager=Alertmanager",
+        "targetBlank": False,
+        "icon": "bolt",
+    },
+]
+
+
 def dashboard(
-    uid: str, title: str, panels: list[dict[str, Any]], variables: list[dict[str, Any]]
+    uid: str,
+    title: str,
+    panels: list[dict[str, Any]],
+    variables: list[dict[str, Any]],
+    *,
+    annotations: list[dict[str, Any]] | None = None,
+    description: str = "",
+    links: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "uid": uid,
         "title": title,
+        "description": description,
         "tags": ["iotad"],
         "timezone": "browser",
         "schemaVersion": 39,
@@ -196,8 +289,11 @@ def dashboard(
         "refresh": "10s",
         "time": {"from": "now-1h", "to": "now"},
         "templating": {"list": variables},
-        "annotations": {"list": []},
-        "links": [{"type": "dashboards", "tags": ["iotad"], "asDropdown": False, "title": "iotad"}],
+        "annotations": {"list": annotations or []},
+        "links": [
+            {"type": "dashboards", "tags": ["iotad"], "asDropdown": False, "title": "iotad"},
+            *(links or []),
+        ],
         "panels": panels,
     }
 
@@ -427,56 +523,390 @@ def fleet_overview() -> dict[str, Any]:
         "iotad / fleet overview",
         layout([_sized(p) for p in panels]),
         [instance],
+        annotations=[anomaly_annotation(INST)],
+        description="Worker health, throughput, latency and delivery. Red regions: anomalous "
+        "episodes (iotad / anomalies lists them).",
+        links=ALERTING_LINKS,
+    )
+
+
+SERIES_GAUGES = "iotad_series_value/expected/lower/upper/score"
+SERIES_EMPTY = (
+    "No per-reading data for this series: only devices named in "
+    "IOTAD_METRICS__SERIES_DEVICES have it (see the panel below for open anomalies)"
+)
+
+
+def band_overrides(prefix: str = "") -> list[dict[str, Any]]:
+    """The expected band: filled from `upper` down to `lower`, thin edges, dashed forecast."""
+    return [
+        {
+            "matcher": {"id": "byName", "options": f"{prefix}upper"},
+            "properties": [
+                {"id": "custom.fillBelowTo", "value": f"{prefix}lower"},
+                {"id": "custom.fillOpacity", "value": 20},
+                {"id": "custom.lineWidth", "value": 0},
+                {"id": "color", "value": {"mode": "fixed", "fixedColor": "green"}},
+            ],
+        },
+        {
+            "matcher": {"id": "byName", "options": f"{prefix}lower"},
+            "properties": [
+                {"id": "custom.lineWidth", "value": 0},
+                {"id": "custom.fillOpacity", "value": 0},
+                {"id": "color", "value": {"mode": "fixed", "fixedColor": "green"}},
+            ],
+        },
+        {
+            "matcher": {"id": "byName", "options": f"{prefix}expected"},
+            "properties": [
+                {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+                {"id": "custom.fillOpacity", "value": 0},
+                {"id": "color", "value": {"mode": "fixed", "fixedColor": "blue"}},
+            ],
+        },
+        {
+            "matcher": {"id": "byName", "options": f"{prefix}value"},
+            "properties": [
+                {"id": "custom.fillOpacity", "value": 0},
+                {"id": "custom.lineWidth", "value": 2},
+                {"id": "color", "value": {"mode": "fixed", "fixedColor": "yellow"}},
+            ],
+        },
+    ]
+
+
+def anomaly_annotation(selector: str) -> dict[str, Any]:
+    return annotation(
+        "Anomalies",
+        f"iotad_anomaly_active{{{selector}}}",
+        "{{device}}/{{metric}} anomalous",
+        ANOMALY_ANNOTATION_TEXT,
+        "red",
     )
 
 
 def series_detail() -> dict[str, Any]:
-    """Per-series value, forecast and score, from the opt-in per-series gauges."""
-    sel = 'device=~"$device", metric=~"$metric"'
-    expected_style = [
-        {
-            "matcher": {"id": "byRegexp", "options": ".*expected"},
-            "properties": [
-                {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
-                {"id": "custom.fillOpacity", "value": 0},
-            ],
-        }
-    ]
+    """One chosen series: value against its expected band, its score, its anomalies."""
+    sel = 'device="$device", metric="$metric"'
+    explain = text_panel(
+        "About this dashboard",
+        "Value, forecast and expected band of **one series** (pick Device and Metric above). "
+        f"The per-reading gauges ({SERIES_GAUGES}) exist only for devices named in "
+        "`IOTAD_METRICS__SERIES_DEVICES`: one time series "
+        "per sensor and gauge, so the list stays short (bounded cardinality). Any other "
+        "device shows here only while it has an open anomalous episode (lower panel, from "
+        "`iotad_anomaly_active_*`). Red regions: anomalous episodes. Empty Device list: no "
+        "device is named and nothing fires now.",
+    )
     panels = [
-        row("$device", repeat="device"),
+        (explain, 24, 3),
+        row("$device / $metric"),
         (
             timeseries(
-                "Value vs expected",
+                "Value and expected band (per-reading)",
                 targets(
-                    (f"iotad_series_value{{{sel}}}", "{{metric}}"),
-                    (f"iotad_series_expected{{{sel}}}", "{{metric}} expected"),
+                    (f"iotad_series_value{{{sel}}}", "value"),
+                    (f"iotad_series_expected{{{sel}}}", "expected"),
+                    (f"iotad_series_lower{{{sel}}}", "lower"),
+                    (f"iotad_series_upper{{{sel}}}", "upper"),
                 ),
-                overrides=expected_style,
-                description="Needs the worker's per-series gauges switched on (off by default: "
-                "one time series per sensor).",
+                overrides=band_overrides(),
+                no_value=SERIES_EMPTY,
+                description="Last value, forecast and band edges of each reading, from the "
+                "per-series gauges: only for devices in IOTAD_METRICS__SERIES_DEVICES. The "
+                "band is the forecast ± the detection's band width; readings outside it "
+                "raise the score.",
             ),
             16,
-            8,
+            9,
         ),
         (
             timeseries(
                 "Anomaly score",
                 targets(
-                    (f"iotad_series_score{{{sel}}}", "{{metric}}"),
+                    (f"iotad_series_score{{{sel}}}", "score"),
                 ),
-                description="Normalised forecast error; an alert fires above the model's "
-                "threshold (see the Alertmanager alert's annotations).",
+                no_value=SERIES_EMPTY,
+                description="In [0, 1]; a reading at or above the threshold (0.5 by default, "
+                "or the rules file's for the series) is anomalous.",
+            ),
+            8,
+            9,
+        ),
+        (
+            timeseries(
+                "While an episode is open: value against the band (any device)",
+                targets(
+                    (f"iotad_anomaly_active_value{{{sel}}}", "value"),
+                    (f"iotad_anomaly_active_expected{{{sel}}}", "expected"),
+                    (f"iotad_anomaly_active_lower{{{sel}}}", "lower"),
+                    (f"iotad_anomaly_active_upper{{{sel}}}", "upper"),
+                ),
+                overrides=band_overrides(),
+                no_value="No open anomalous episode of this series in this time range",
+                description="From the open-episode gauges, which every device has while it "
+                "fires (at most IOTAD_METRICS__MAX_ACTIVE_ANOMALIES episodes): the latest "
+                "reading's value and band from the firing until the episode resolves.",
+            ),
+            24,
+            8,
+        ),
+    ]
+    # Devices with per-reading gauges, and any device while it fires.
+    names = "iotad_series_value|iotad_anomaly_active"
+    device = query_var(
+        "device", f'label_values({{__name__=~"{names}"}}, device)', "Device", multi=False
+    )
+    metric = query_var(
+        "metric",
+        f'label_values({{__name__=~"{names}", device="$device"}}, metric)',
+        "Metric",
+        multi=False,
+    )
+    return dashboard(
+        "iotad-series",
+        "iotad / series",
+        layout([_sized(p) for p in panels]),
+        [device, metric],
+        annotations=[anomaly_annotation(sel)],
+        description="One series against its expected band. Per-reading series metrics exist "
+        "only for devices named in IOTAD_METRICS__SERIES_DEVICES (bounded cardinality); "
+        "other devices show only while an anomalous episode is open.",
+        links=ALERTING_LINKS,
+    )
+
+
+def anomalies() -> dict[str, Any]:
+    """What fires now and what fired: the operators' view, from the open-episode gauges."""
+    sel = f'{INST}, device=~"$device"'
+
+    def active(gauge: str, ref: str, scale: str = "") -> dict[str, Any]:
+        tgt = target(f"iotad_anomaly_active_{gauge}{{{sel}}}{scale}", "", ref)
+        return {**tgt, "format": "table", "instant": True, "range": False}
+
+    columns = ("since", "value", "expected", "lower", "upper", "score")
+    series_link = (
+        "/d/iotad-series/iotad-series?var-device=${__data.fields.device}"
+        "&var-metric=${__data.fields.metric}&${__url_time_range}"
+    )
+    firing = {
+        "type": "table",
+        "title": "Firing now",
+        "description": "One row per open anomalous episode: since when, and the latest "
+        "reading's value against its expected band [lower, upper]. At most "
+        "IOTAD_METRICS__MAX_ACTIVE_ANOMALIES rows (the earliest opened); more are counted in "
+        "iotad_anomaly_active_overflow_total. The same episodes are SensorAnomaly alerts in "
+        "Alertmanager (links above). Click a device for its series.",
+        "datasource": DS,
+        "targets": [
+            active("since_seconds", "A", " * 1000"),  # Grafana's time units are in ms
+            active("value", "B"),
+            active("expected", "C"),
+            active("lower", "D"),
+            active("upper", "E"),
+            active("score", "F"),
+        ],
+        "options": {"showHeader": True, "sortBy": [{"displayName": "since", "desc": True}]},
+        "fieldConfig": {
+            "defaults": {"noValue": "Nothing fires"},
+            "overrides": [
+                {
+                    "matcher": {"id": "byName", "options": "since"},
+                    "properties": [{"id": "unit", "value": "dateTimeFromNow"}],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "device"},
+                    "properties": [
+                        {
+                            "id": "links",
+                            "value": [{"title": "Series", "url": series_link}],
+                        }
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "value"},
+                    "properties": [
+                        {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                        {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
+                    ],
+                },
+            ],
+        },
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True, "__name__": True, "job": True},
+                    "renameByName": {
+                        f"Value #{chr(ord('A') + i)}": name for i, name in enumerate(columns)
+                    },
+                    "indexByName": {
+                        name: i
+                        for i, name in enumerate(
+                            ("device", "metric", "signal", *columns, "instance")
+                        )
+                    },
+                },
+            },
+        ],
+    }
+    panels = [
+        row("Now"),
+        (
+            stat(
+                "Open anomalous episodes",
+                targets((f"sum(iotad_anomaly_episodes_open{{{INST}}})", "")),
+                thresholds=[(None, "green"), (1, "red")],
+                instant=True,
+                description="Every open episode, shown in the table or not.",
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Devices affected",
+                targets(
+                    (f"count(count by (device) (iotad_anomaly_active{{{sel}}})) or vector(0)", "")
+                ),
+                thresholds=[(None, "green"), (1, "red")],
+                instant=True,
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Alert firings (time range)",
+                targets(
+                    (
+                        # increase() extrapolates to the range's edges: counts are whole
+                        "round(sum(increase(iotad_alert_events_total"
+                        f'{{state="firing", {INST}}}[$__range])))',
+                        "",
+                    )
+                ),
+                thresholds=[(None, "green"), (1, "orange")],
+                instant=True,
+                description="Anomalous episodes that started, all series (rules-suppressed "
+                "ones not included).",
+            ),
+            6,
+            4,
+        ),
+        (
+            stat(
+                "Episodes not in the table (time range)",
+                targets(
+                    (
+                        "round(sum(increase("
+                        f"iotad_anomaly_active_overflow_total{{{INST}}}[$__range])))",
+                        "",
+                    )
+                ),
+                thresholds=[(None, "green"), (1, "orange")],
+                instant=True,
+                description="Episodes that opened while IOTAD_METRICS__MAX_ACTIVE_ANOMALIES "
+                "were shown already: raise the setting, or see all in Alertmanager.",
+            ),
+            6,
+            4,
+        ),
+        (firing, 24, 9),
+        row("Over time"),
+        (
+            timeseries(
+                "Open episodes per device",
+                targets(
+                    (f"sum by (device) (iotad_anomaly_active{{{sel}}})", "{{device}}"),
+                ),
+                stack=True,
+                no_value="No anomalous episode in this time range",
+                description="From iotad_anomaly_active: the devices with open episodes at "
+                "each moment (a device label only while it fires, capped).",
+            ),
+            12,
+            8,
+        ),
+        (
+            bar_gauge(
+                "Episodes per device (time range, top 20)",
+                targets(
+                    (
+                        "topk(20, sum by (device) "
+                        f"(changes(iotad_anomaly_active_since_seconds{{{sel}}}[$__range]) + 1))",
+                        "{{device}}",
+                    )
+                ),
+                description="Episodes seen in iotad_anomaly_active in the time range, per "
+                "device (each new episode has a new onset). Series over the table's cap are "
+                "not counted here; the fleet-wide count is 'Alert firings'.",
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Alert events by state",
+                targets(
+                    (
+                        f"sum by (state) (increase(iotad_alert_events_total{{{INST}}}[{RI}]))",
+                        "{{state}}",
+                    ),
+                ),
+                bars=True,
+            ),
+            8,
+            8,
+        ),
+        (
+            timeseries(
+                "Alerts kept back by the rules file",
+                targets(
+                    (
+                        "sum by (reason) "
+                        f"(increase(iotad_alerts_suppressed_total{{{INST}}}[{RI}]))",
+                        "{{reason}}",
+                    ),
+                ),
+                bars=True,
+                description="Anomalies in muted series or maintenance windows "
+                "(docs/rules.md): counted, not alerted.",
+            ),
+            8,
+            8,
+        ),
+        (
+            timeseries(
+                "Open episodes vs alerts held in Alertmanager",
+                targets(
+                    (f"sum(iotad_anomaly_episodes_open{{{INST}}})", "open episodes"),
+                    (
+                        f"sum(iotad_alertmanager_active_alerts{{{INST}}})",
+                        "re-posted to Alertmanager",
+                    ),
+                ),
+                description="The worker re-posts every firing alert to Alertmanager until it "
+                "resolves; the two lines match unless the Alertmanager sink is off (no "
+                "IOTAD_ALERTMANAGER__URL: the second is empty) or alerts were dropped.",
             ),
             8,
             8,
         ),
     ]
-    device = query_var("device", "label_values(iotad_series_value, device)", "Device")
-    metric = query_var(
-        "metric", 'label_values(iotad_series_value{device=~"$device"}, metric)', "Metric"
-    )
+    instance = query_var("instance", 'label_values(up{job="iotad"}, instance)', "Worker")
+    device = query_var("device", "label_values(iotad_anomaly_active, device)", "Device")
     return dashboard(
-        "iotad-series", "iotad / series", layout([_sized(p) for p in panels]), [device, metric]
+        "iotad-anomalies",
+        "iotad / anomalies",
+        layout([_sized(p) for p in panels]),
+        [instance, device],
+        annotations=[anomaly_annotation(sel)],
+        description="Anomalies firing now and over time, from the worker's open-episode "
+        "gauges (iotad_anomaly_active*, at most IOTAD_METRICS__MAX_ACTIVE_ANOMALIES).",
+        links=ALERTING_LINKS,
     )
 
 
@@ -634,6 +1064,7 @@ def _sized(item: Any) -> tuple[dict[str, Any], int, int]:
 
 
 DASHBOARDS = {
+    "iotad-anomalies.json": anomalies,
     "iotad-fleet.json": fleet_overview,
     "iotad-series.json": series_detail,
     "iotad-shards.json": shards,

@@ -66,6 +66,8 @@ _GROUPING = re.compile(
 _LABEL_VALUES_1 = re.compile(r"\blabel_values\s*\(\s*[A-Za-z_]\w*\s*\)")
 _LABEL_VALUES_2 = re.compile(r"\blabel_values\s*\((.*),\s*[A-Za-z_]\w*\s*\)\s*$", re.DOTALL)
 _IDENT = re.compile(r"(?<![\w.])[A-Za-z_:][A-Za-z0-9_:]*")
+# `{__name__=~"a|b"}` (a Grafana variable query over several metrics): plain alternatives only.
+_NAME_MATCHER = re.compile(r'__name__\s*=~?\s*"([A-Za-z_:][\w:]*(?:\|[A-Za-z_:][\w:]*)*)"')
 
 
 def metric_names_in_promql(expr: str) -> set[str]:
@@ -76,6 +78,7 @@ def metric_names_in_promql(expr: str) -> set[str]:
     ... ))
     ['x_seconds']
     """
+    named = {_base_name(n) for m in _NAME_MATCHER.finditer(expr) for n in m.group(1).split("|")}
     text = _STRING.sub(" ", expr)
     text = _LABEL_VALUES_1.sub(" ", text)
     text = _LABEL_VALUES_2.sub(r"\1", text.strip())
@@ -88,7 +91,7 @@ def metric_names_in_promql(expr: str) -> set[str]:
             break
         text = stripped
     text = _GROUPING.sub(" ", text)
-    names: set[str] = set()
+    names = {n for n in named if ":" not in n}
     for m in _IDENT.finditer(text):
         name = m.group()
         rest = text[m.end() :].lstrip()

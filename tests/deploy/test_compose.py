@@ -197,8 +197,24 @@ def test_acl_gives_each_user_only_what_it_needs() -> None:
             ("write", "iotad/#"),
             # Its own status topic: the previous run's filters, and a spoofed status answered.
             ("read", "iotad/status/#"),
+            # Sparkplug B: every message in, and out only the rebirth command to a node.
+            ("read", "spBv1.0/#"),
+            ("write", "spBv1.0/+/NCMD/+"),
         ],
-        "simulator": [("write", "sensors/#")],
+        "simulator": [
+            ("write", "sensors/#"),
+            # Sparkplug B edge nodes: their own messages out, commands and hosts' STATE in.
+            ("write", "spBv1.0/+/NBIRTH/+"),
+            ("write", "spBv1.0/+/NDATA/+"),
+            ("write", "spBv1.0/+/NDEATH/+"),
+            ("write", "spBv1.0/+/DBIRTH/+/+"),
+            ("write", "spBv1.0/+/DDATA/+/+"),
+            ("write", "spBv1.0/+/DDEATH/+/+"),
+            ("read", "spBv1.0/+/NCMD/+"),
+            ("read", "spBv1.0/+/DCMD/+/+"),
+            ("read", "spBv1.0/STATE/+"),
+            ("read", "STATE/+"),
+        ],
         "reader": [("read", "alerts/#"), ("read", "scores/#"), ("read", "iotad/#")],
     }
     make_passwd = (DEPLOY / "mosquitto" / "make-passwd.sh").read_text()
@@ -229,6 +245,8 @@ def test_worker_environment_names_real_settings(
     checkpoint = Path(env["IOTAD_CHECKPOINT__PATH"])
     assert [m.split(":", 1)[1] for m in state_mounts] == [str(checkpoint.parent)]
     env["IOTAD_CHECKPOINT__PATH"] = str(tmp_path / checkpoint.name)
+    # The rules file is the repository's, mounted (test_rules_file_is_mounted_read_only).
+    env["IOTAD_RULES__PATH"] = str(rules_source(compose["services"]["worker"]))
 
     # The secret file compose mounts is where the settings look for the broker password.
     (tmp_path / "iotad_mqtt__password").write_text("s3cret\n")
@@ -240,6 +258,79 @@ def test_worker_environment_names_real_settings(
     assert settings.mqtt.host == "mosquitto"
     assert str(settings.model.path) == "/models/current"
     assert settings.alertmanager.url == ["http://alertmanager:9093"]
+
+
+def rules_source(svc: dict[str, Any]) -> Path:
+    """The file on this side of the bind mount that a service reads as IOTAD_RULES__PATH."""
+    path = Path(svc["environment"]["IOTAD_RULES__PATH"])
+    (source,) = [s for s, t in bind_mounts(svc) if t == str(path.parent)]
+    return DEPLOY / source / path.name
+
+
+def rules_workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in compose["services"].items() if s.get("image", "").startswith("iotad:")}
+
+
+def test_rules_file_is_mounted_read_only(compose: dict[str, Any]) -> None:
+    """Every worker (the single one and the scale-out shards) reads the shipped rules file
+    from a read-only mount of its directory (a file mount would miss edits that replace the
+    file), and that file loads: no rules, so the stack starts as it did without one."""
+    from detector.rules_file import load_rules
+
+    workers = {n: s for n, s in rules_workers(compose).items() if "entrypoint" not in s}
+    assert {"worker", "iotad-shard-0", "iotad-shard-1", "iotad-shard-2"} <= workers.keys()
+    for name, svc in workers.items():
+        path = Path(svc["environment"]["IOTAD_RULES__PATH"])
+        mounts = [expand(v).split(":") for v in svc["volumes"] if isinstance(v, str)]
+        (mount,) = [m for m in mounts if m[1] == str(path.parent)]
+        assert mount == ["./rules", "/etc/iotad/rules", "ro"], name
+        assert len(load_rules(rules_source(svc))) == 0, name
+    assert "STACK_RULES_DIR" in (DEPLOY / "README.md").read_text()
+
+
+def commented_env(service: str) -> dict[str, str]:
+    """The commented-out `# IOTAD_X: value` lines of a service's environment in the file."""
+    text = COMPOSE_FILE.read_text()
+    block = text[text.index(f"\n  {service}:\n") :]
+    block = block[: block.index("\n    secrets:")]
+    found = re.findall(r"(?m)^ +# (IOTAD_\w+: .*)$", block)
+    return {k: str(v) for line in found for k, v in yaml.safe_load(line).items()}
+
+
+def test_sparkplug_lines_turn_it_on(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uncommented, the worker's Sparkplug lines load, read spBv1.0/# as Sparkplug B with the
+    rebirth on, and stay within the worker's broker rights (read every filter, no loop)."""
+    from detector.settings import loop_errors
+    from detector.topics import topic_matches
+
+    lines = commented_env("worker")
+    assert lines.keys() == {
+        "IOTAD_MQTT__TOPICS",
+        "IOTAD_PAYLOAD__FORMATS",
+        "IOTAD_PAYLOAD__SPARKPLUG_REBIRTH",
+    }
+    env = {k: expand(str(v)) for k, v in compose["services"]["worker"]["environment"].items()}
+    env.update(lines)
+    assert unknown_env_vars(env) == []
+    env["IOTAD_CHECKPOINT__PATH"] = str(tmp_path / "state.npz")
+    env["IOTAD_RULES__PATH"] = str(rules_source(compose["services"]["worker"]))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(env_file=None, secrets_dir=tmp_path)
+    assert settings.mqtt.topics == ["sensors/#", "spBv1.0/#"]
+    assert settings.payload.formats == {"spBv1.0/#": "sparkplug"}
+    assert settings.payload.sparkplug_rebirth is True
+    assert loop_errors(settings) == []
+    rights = acl_users()["iotad"]
+    for topic_filter in settings.mqtt.topics:
+        assert ("read", topic_filter) in rights, topic_filter
+    # the rebirth command goes to spBv1.0/{group}/NCMD/{edge node}
+    writes = [f for right, f in rights if right == "write"]
+    assert [f for f in writes if topic_matches(f, "spBv1.0/plant1/NCMD/gw1")] == [
+        "spBv1.0/+/NCMD/+"
+    ]
 
 
 def test_prometheus_and_grafana_wiring(compose: dict[str, Any]) -> None:

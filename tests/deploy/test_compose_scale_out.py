@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.test_compose import COMPOSE_FILE, DEPLOY, bind_mounts, expand
+from tests.deploy.test_compose import COMPOSE_FILE, DEPLOY, bind_mounts, expand, rules_source
 
 NATS_CONF = DEPLOY / "nats" / "nats.conf"
 
@@ -155,6 +155,7 @@ def test_shard_worker_settings_load(
     for name, w in sorted(shard_workers(compose).items()):
         env = {k: expand(str(v)) for k, v in w["environment"].items()}
         assert unknown_env_vars(env) == [], name
+        env["IOTAD_RULES__PATH"] = str(rules_source(w))  # the mounted file, on this side
         with monkeypatch.context() as m:
             for key, value in env.items():
                 m.setenv(key, value)
@@ -163,6 +164,7 @@ def test_shard_worker_settings_load(
         assert settings.nats.password.get_secret_value().strip() == "s3cret"
         assert settings.nats.partitions == 64 and settings.nats.replicas == 3
         assert str(settings.shard) == env["IOTAD_SHARD"]
+        assert settings.rules.path == DEPLOY / "rules" / "rules.toml"
 
 
 def test_scale_out_simulator_speaks_what_nats_accepts(compose: dict[str, Any]) -> None:

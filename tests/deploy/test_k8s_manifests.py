@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from detector.readings import valid_name
+from detector.rules_file import load_rules
 from detector.settings import unknown_env_vars
+from tests.deploy.k8s_rules import check_rules_mount
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -54,7 +56,7 @@ def test_validator_rejects_a_misspelt_field() -> None:
 def test_kustomization_lists_everything_but_the_example_secret() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
-    assert listed == {p.name for p in MANIFESTS} - {"secret.example.yaml"}
+    assert listed == {p.name for p in MANIFESTS} - {"secret.example.yaml"} | {"rules"}
 
 
 def test_example_secret_is_a_placeholder() -> None:
@@ -137,6 +139,41 @@ def test_settings_and_the_broker_password_file() -> None:
         if "persistentVolumeClaim" in v
     }
     assert claims <= {name for kind, name in resources() if kind == "PersistentVolumeClaim"}
+
+
+def test_rules_configmap_is_mounted_as_a_directory() -> None:
+    """The worker reads its rules from the ConfigMap iotad-rules (deploy/k8s/rules), which
+    ships with no rules, so the worker starts as it did without one."""
+    pod, container = worker_pod()
+    env = {**resources()[("ConfigMap", "iotad-config")]["data"], **pod_env(container)}
+    rules = check_rules_mount(pod["spec"], container, env)
+    assert len(load_rules(rules)) == 0
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not found")
+@pytest.mark.parametrize("root", [K8S, K8S / "scale-out"], ids=["k8s", "scale-out"])
+def test_rendered_rules_configmap(root: Path) -> None:
+    """As kustomize renders it: one ConfigMap of that exact name (no content hash), holding
+    the file, and a worker StatefulSet that mounts it."""
+    assert KUBECTL
+    built = subprocess.run(
+        [KUBECTL, "kustomize", str(root)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert built.returncode == 0, built.stderr
+    rendered = [d for d in yaml.safe_load_all(built.stdout) if d]
+    (config,) = [
+        d for d in rendered if d["kind"] == "ConfigMap" and "rules" in d["metadata"]["name"]
+    ]
+    assert config["metadata"]["name"] == "iotad-rules"
+    assert config["data"] == {"rules.toml": (K8S / "rules" / "rules.toml").read_text()}
+    workers = [
+        d for d in rendered if d["kind"] == "StatefulSet" and d["metadata"]["name"] != "nats"
+    ]
+    assert len(workers) == 1
+    pod = workers[0]["spec"]["template"]["spec"]
+    assert {"name": "iotad-rules", "defaultMode": 0o444} in [
+        v.get("configMap") for v in pod["volumes"]
+    ]
 
 
 def test_worker_id_is_the_pod_name_and_stable() -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.k8s_rules import check_rules_mount
+
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -56,13 +58,24 @@ def test_kustomize_builds_valid_manifests(root: Path) -> None:
         kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "iotad"
     kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
-    listed = sum(len(docs(root / r)) for r in kustomization["resources"])
+    listed = sum(len(resource_docs(root / r)) for r in kustomization["resources"])
     assert len(rendered) == listed
+
+
+def resource_docs(path: Path) -> list[Any]:
+    """The documents of a kustomization's resource: a file, or a directory whose
+    kustomization generates ConfigMaps (deploy/k8s/rules)."""
+    if path.is_file():
+        return docs(path)
+    kustomization = yaml.safe_load((path / "kustomization.yaml").read_text())
+    assert set(kustomization) <= {"apiVersion", "kind", "configMapGenerator"}
+    return list(kustomization["configMapGenerator"])
 
 
 def test_kustomization_lists_everything_but_the_example_secret() -> None:
     kustomization = yaml.safe_load((SCALE_OUT / "kustomization.yaml").read_text())
-    assert set(kustomization["resources"]) == {p.name for p in MANIFESTS} - {"secret.example.yaml"}
+    expected = {p.name for p in MANIFESTS} - {"secret.example.yaml"} | {"../rules"}
+    assert set(kustomization["resources"]) == expected
 
 
 def test_the_two_deployments_do_not_collide() -> None:
@@ -215,16 +228,20 @@ def test_shard_settings_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     NATS worker of issue 12)."""
     from detector.settings import load_settings, unknown_env_vars
 
-    sts, _container, env = shard_parts()
+    sts, container, env = shard_parts()
     n = sts["spec"]["replicas"]
     assert unknown_env_vars(env) == []
     (tmp_path / "iotad_nats__password").write_text("s3cret")
+    # The rules file the pods mount: the one the single worker's ConfigMap is made from.
+    rules = check_rules_mount(sts["spec"]["template"]["spec"], container, env)
     for i in range(n):
         pod_env = {**env, "HOSTNAME": f"{sts['metadata']['name']}-{i}", "IOTAD_WORKER_ID": "w"}
         pod_env.pop("IOTAD_SECRETS_DIR")
+        pod_env["IOTAD_RULES__PATH"] = str(rules)
         with monkeypatch.context() as m:
             for key, value in pod_env.items():
                 m.setenv(key, value)
             settings = load_settings(env_file=None, secrets_dir=tmp_path)
         assert str(settings.shard) == f"{i}/{n}"
+        assert settings.rules.path == rules
         assert settings.nats.password.get_secret_value() == "s3cret"

@@ -8,9 +8,10 @@ the port of mosquitto.conf are rewritten for this machine.
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -23,13 +24,21 @@ pytestmark = pytest.mark.integration
 class Client:
     """A paho client that records what it receives."""
 
-    def __init__(self, broker: DeployBroker, user: str | None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        broker: DeployBroker,
+        user: str | None,
+        password: str | None = None,
+        will: tuple[str, bytes] | None = None,
+    ) -> None:
         self.received: list[tuple[str, bytes]] = []
         self.connack = threading.Event()
         self.reason: mqtt.ReasonCode | None = None
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         if user is not None:
             self.c.username_pw_set(user, password)
+        if will is not None:
+            self.c.will_set(*will, qos=1)
         self.c.on_connect = self._on_connect
         self.c.on_message = lambda _c, _u, msg: self.received.append((msg.topic, msg.payload))
         self.c.connect("127.0.0.1", broker.port)
@@ -52,11 +61,21 @@ class Client:
     def ok(self) -> bool:
         return self.reason is not None and not self.reason.is_failure
 
-    def subscribe(self, *topics: str) -> None:
+    def subscribe(self, *topics: str) -> list[bool]:
+        """Subscribe at QoS 1; per filter, whether the broker granted it (SUBACK)."""
         done = threading.Event()
-        self.c.on_subscribe = lambda *_a: done.set()
+        granted: list[bool] = []
+
+        def on_subscribe(
+            _c: object, _u: object, _mid: int, reasons: list[mqtt.ReasonCode], _p: object
+        ) -> None:
+            granted.extend(not r.is_failure for r in reasons)
+            done.set()
+
+        self.c.on_subscribe = on_subscribe
         self.c.subscribe([(t, 1) for t in topics])
         assert done.wait(5)
+        return granted
 
     def publish(self, topic: str, payload: bytes = b"1") -> None:
         info = self.c.publish(topic, payload, qos=1)
@@ -75,6 +94,15 @@ class Client:
         self.c.disconnect()
         if self.ok:
             self.c.loop_stop()
+
+    def drop(self) -> None:
+        """Lose the connection without a DISCONNECT, as a crashed edge node does: the broker
+        publishes the client's will."""
+        self.c.loop_stop()
+        sock = self.c.socket()
+        assert sock is not None
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +155,91 @@ def test_topic_rights(broker: DeployBroker) -> None:
     finally:
         for c in (iotad, sim, reader):
             c.close()
+
+
+def test_sparkplug_topic_rights(broker: DeployBroker) -> None:
+    """Sparkplug B as a plant turns it on: an edge node connects as `simulator` (with its
+    NDEATH as will), the worker reads spBv1.0/# and may write the rebirth command (NCMD) and
+    nothing else there; an edge node cannot command another node."""
+    group, node, device = "plant1", "gw1", "press4"
+    ndeath = f"spBv1.0/{group}/NDEATH/{node}"
+    iotad = Client(broker, "iotad", broker.passwords["iotad"])
+    edge = Client(broker, "simulator", broker.passwords["simulator"], will=(ndeath, b"will"))
+    reader = Client(broker, "reader", broker.passwords["reader"])
+    try:
+        assert iotad.ok and edge.ok and reader.ok
+        # The filters the worker takes with IOTAD_MQTT__TOPICS=sensors/#,spBv1.0/# (and its
+        # status), and an edge node's: commands to it and to its devices, hosts' STATE.
+        # (mosquitto 2.0 grants any filter and checks read rights per message; what the
+        # clients receive below is the real check.)
+        worker_filters = ["sensors/#", "spBv1.0/#", "iotad/status/#"]
+        edge_filters = [f"spBv1.0/{group}/NCMD/{node}", f"spBv1.0/{group}/DCMD/{node}/+"]
+        edge_filters.append("spBv1.0/STATE/+")
+        assert iotad.subscribe(*worker_filters) == [True] * len(worker_filters)
+        assert edge.subscribe(*edge_filters) == [True] * len(edge_filters)
+        reader.subscribe("spBv1.0/#")
+
+        # The edge node publishes its BIRTH, DATA and DEATH; the worker reads them all.
+        node_topics = [
+            f"spBv1.0/{group}/{kind}/{node}" for kind in ("NBIRTH", "NDATA", "NDEATH")
+        ] + [f"spBv1.0/{group}/{kind}/{node}/{device}" for kind in ("DBIRTH", "DDATA", "DDEATH")]
+        for topic in node_topics:
+            edge.publish(topic)
+            iotad.wait_for(topic)
+        # The worker's rebirth request reaches the edge node.
+        ncmd = f"spBv1.0/{group}/NCMD/{node}"
+        iotad.publish(ncmd, b"rebirth")
+        edge.wait_for(ncmd)
+
+        # Forbidden, each followed by allowed barrier messages (see test_topic_rights): the
+        # worker posing as a node or commanding a device or the host state; the edge node
+        # sending commands (to itself or another node) or a host's STATE.
+        forged_by_worker = [
+            *(t.replace(node, "forged-by-worker") for t in node_topics),
+            f"spBv1.0/{group}/DCMD/{node}/{device}",
+            "spBv1.0/STATE/forged-by-worker",
+            f"spBv1.0/{group}/NCMD/{node}/extra",  # NCMD has exactly four levels
+        ]
+        forged_by_edge = [
+            f"spBv1.0/{group}/NCMD/other-node",
+            f"spBv1.0/{group}/NCMD/{node}",
+            f"spBv1.0/{group}/DCMD/{node}/{device}",
+            "spBv1.0/STATE/forged-by-edge",
+        ]
+        for topic in forged_by_worker:
+            iotad.publish(topic, b"forged")
+        for topic in forged_by_edge:
+            edge.publish(topic, b"forged")
+        iotad.publish(ncmd, b"barrier-worker")
+        edge.publish(f"spBv1.0/{group}/NDATA/{node}", b"barrier-edge")
+        wait_for_payload(edge, b"barrier-worker")
+        wait_for_payload(iotad, b"barrier-worker")
+        wait_for_payload(iotad, b"barrier-edge")
+
+        # The worker sees its own publishes (no No Local in 3.1.1): none of its forged ones.
+        assert not [t for t, p in iotad.received if p == b"forged"]
+        assert not [t for t, p in edge.received if p == b"forged"]
+        assert reader.received == []  # Sparkplug is no business of the output readers
+
+        # A crashed edge node: the broker publishes its NDEATH will, and the worker gets it.
+        before = sum(1 for t, _ in iotad.received if t == ndeath)
+        edge.drop()
+        wait_until(lambda: sum(1 for t, p in iotad.received if t == ndeath and p == b"will"))
+        assert sum(1 for t, _ in iotad.received if t == ndeath) == before + 1
+    finally:
+        for c in (iotad, reader):
+            c.close()
+
+
+def wait_for_payload(client: Client, payload: bytes) -> None:
+    wait_until(lambda: any(p == payload for _, p in client.received))
+
+
+def wait_until(cond: Callable[[], object], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.01)
 
 
 def test_password_file_is_hashed_and_private(broker: DeployBroker) -> None:

@@ -53,6 +53,11 @@ ROOT = Path(__file__).resolve().parents[2]
         ),
         ('label_values(iotad_series_value{device=~"$device"}, metric)', {"iotad_series_value"}),
         ("label_values(device)", set()),
+        (
+            'label_values({__name__=~"iotad_series_value|iotad_anomaly_active"}, device)',
+            {"iotad_series_value", "iotad_anomaly_active"},
+        ),
+        ('{__name__="a_total", job="x"} or {__name__=~"b.*"}', {"a_total"}),
     ],
 )
 def test_literal_expressions(expr: str, names: set[str]) -> None:
@@ -117,6 +122,20 @@ def test_deploy_names_are_the_contract() -> None:
         "process_resident_memory_bytes",
         # per-device rules (detector/metrics.py, docs/rules.md)
         "iotad_rules_stale",
+        "iotad_alerts_suppressed_total",
+        "iotad_alertmanager_active_alerts",
+        # open anomalous episodes and the per-series band (dashboards: iotad / anomalies, series)
+        "iotad_series_lower",
+        "iotad_series_upper",
+        "iotad_anomaly_active",
+        "iotad_anomaly_active_since_seconds",
+        "iotad_anomaly_active_value",
+        "iotad_anomaly_active_expected",
+        "iotad_anomaly_active_lower",
+        "iotad_anomaly_active_upper",
+        "iotad_anomaly_active_score",
+        "iotad_anomaly_episodes_open",
+        "iotad_anomaly_active_overflow_total",
         # issue 12: workers sharing the fleet through NATS (docs/scale-out.md)
         *SCALE_OUT_CONTRACT,
     }
@@ -131,6 +150,7 @@ def test_every_dashboard_and_rule_expr_is_found() -> None:
     assert any(w.startswith("iotad.rules.yml:IotadLagHigh") for w in where)
     assert any(w.startswith("iotad-fleet.json:") for w in where)
     assert "iotad-series.json:$device" in where
+    assert any(w.startswith("iotad-anomalies.json:") for w in where)
     assert any(w.startswith("iotad-shards.rules.yml:IotadShardMissing") for w in where)
     assert "iotad-shards.json:$instance" in where
 

@@ -46,7 +46,7 @@ from tests.deploy.services import (
     service_secrets,
     wait_for,
 )
-from tests.deploy.test_compose import expand
+from tests.deploy.test_compose import expand, rules_source
 
 pytestmark = [
     pytest.mark.integration,
@@ -96,6 +96,8 @@ def stack(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         # The checkpoint's directory is the container's state volume: here a temp directory.
         (tmp / "state").mkdir()
         env["IOTAD_CHECKPOINT__PATH"] = str(tmp / "state" / "state.npz")
+        # The rules file the compose stack mounts: the one shipped in deploy/rules.
+        env["IOTAD_RULES__PATH"] = str(rules_source(compose["services"]["worker"]))
         worker = WorkerProcess(broker, tiny_artifact, tmp / "worker", "iotad-stack-test", env)  # type: ignore[arg-type]
         started.append(worker)
         worker.start()
@@ -219,8 +221,9 @@ GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
     "$__range": "5m",
     "$instance": ".*",
-    "$device": ".*",
-    "$metric": ".*",
+    # the series dashboard takes one series; line2/temperature fires (SHIFT_AT)
+    "$device": "line2",
+    "$metric": "temperature",
 }
 
 

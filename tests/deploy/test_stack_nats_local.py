@@ -37,7 +37,7 @@ from tests.deploy.services import (
     service_secrets,
     wait_for,
 )
-from tests.deploy.test_compose import expand
+from tests.deploy.test_compose import expand, rules_source
 from tests.deploy.test_nats_config import MqttClient, partition_of
 from tests.deploy.test_stack_local import empty_dashboard_queries, exported_names
 
@@ -92,6 +92,7 @@ def stack(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             env = svc["environment"]
             # What ties the compose environment to containers: host names and mount points.
             env.pop("IOTAD_MODEL__PATH")
+            env["IOTAD_RULES__PATH"] = str(rules_source(svc))  # the shipped rules file
             env["IOTAD_NATS__URLS"] = ",".join(cluster.urls)
             # The secrets made by deploy/init-secrets.sh that compose mounts into the worker.
             secrets = service_secrets(svc, cluster.secrets_dir, tmp / "workers" / f"{name}-run")

@@ -131,3 +131,72 @@ def test_a_bad_file_at_start_is_refused(tmp_path: Path) -> None:
     assert info.value.lines == [
         f"{path}:3: rule 1: threshold: must be a number in (0, 1] (an anomaly score), got 7"
     ]
+
+
+class ConfigMapVolume:
+    """A directory laid out as the kubelet lays out a ConfigMap volume, and updated the way
+    it updates one: the keys are links through ``..data`` to a timestamped directory; an
+    update writes a new directory, points a new link ``..data_tmp`` at it, renames that over
+    ``..data`` (atomic) and removes the old directory. The key's own link never changes."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.root, self.key, self.version = root, key, 0
+        self.root.mkdir()
+
+    def publish(self, text: str, mtime_ns: int) -> None:
+        self.version += 1
+        new = self.root / f"..2026_11_30_17_00_{self.version:02d}.{self.version}"
+        new.mkdir()
+        write(new / self.key, text, mtime_ns)
+        data = self.root / "..data"
+        old = data.resolve() if data.is_symlink() else None
+        (self.root / "..data_tmp").symlink_to(new.name)
+        os.replace(self.root / "..data_tmp", data)
+        if not (self.root / self.key).is_symlink():
+            (self.root / self.key).symlink_to(f"..data/{self.key}")
+        if old is not None:
+            (old / self.key).unlink()
+            old.rmdir()
+
+
+def test_a_configmap_update_through_the_kubelet_links_is_seen(tmp_path: Path) -> None:
+    """The path stays a link whose target is swapped underneath: the check follows it. Same
+    size and modification time as the old file (the kubelet may write both within one tick):
+    the new file's inode tells it apart, its content decides."""
+    volume = ConfigMapVolume(tmp_path / "rules", "rules.toml")
+    volume.publish(MUTE_A, 1_000_000_000)
+    path = volume.root / "rules.toml"
+    applied: list[RuleSet] = []
+    clock = Clock()
+    reloader = RulesReloader(path, applied.append, check_interval_s=5.0, clock=clock)
+    assert muted(reloader.load(), "a")
+    assert len(MUTE_A) == len(MUTE_B)
+
+    volume.publish(MUTE_B, 1_000_000_000)
+    clock.now = 6.0
+    assert reloader.poll()
+    assert muted(applied[-1], "b") and not muted(applied[-1], "a")
+    # A second update (the first version's directory is gone, its inode free for reuse).
+    volume.publish(MUTE_A, 1_000_000_000)
+    clock.now = 12.0
+    assert reloader.poll() and muted(applied[-1], "a")
+    # A resync that rewrites the same content: looked at, not applied again.
+    volume.publish(MUTE_A, 1_000_000_000)
+    clock.now = 18.0
+    assert not reloader.poll() and len(applied) == 2
+
+
+def test_settings_keep_the_link_not_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolving IOTAD_RULES__PATH at start would pin the kubelet's first timestamped
+    directory, which the next update deletes."""
+    from detector.settings import load_settings
+
+    volume = ConfigMapVolume(tmp_path / "rules", "rules.toml")
+    volume.publish(MUTE_A, 1_000_000_000)
+    path = volume.root / "rules.toml"
+    monkeypatch.setenv("IOTAD_RULES__PATH", str(path))
+    settings = load_settings(env_file=None, secrets_dir=tmp_path, require_model=False)
+    assert settings.rules.path == path
+    assert settings.rules.path.is_symlink()
