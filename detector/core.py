@@ -18,6 +18,7 @@ from detector.decision import EpisodeTracker, event_id
 from detector.events import NO_LABELS, AlertEvent, BatchResult, Dropped, Scored, Suppressed
 from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
+from detector.model_carry import CarryReport, ErrorRule, carry_over
 from detector.readings import Reading
 from detector.relations import RELATION_HALFLIFE, DeviceRelations
 from detector.rule_policy import NOT_SUPPRESSED, SUPPRESS_REASONS, SeriesRules
@@ -49,6 +50,7 @@ _OPTIONAL_STATE = frozenset(
         "relation_run_mean",
         "relation_run_var",
         "relation_seen",
+        "seasonal_period",
         "silent_suppressed",
         "held_active",
         "held_normal_run",
@@ -204,6 +206,10 @@ class DetectionCore:
         self.clock = -np.inf
         self._clock_points = np.empty(0)
         self._silence_checked = -np.inf  # the clock at the last silence sweep
+        self.carry_errors: ErrorRule = "calibration"
+        """How `restore` treats the error statistics of a snapshot of another model."""
+        self.last_carry: CarryReport | None = None
+        """What the last `restore` of another model's snapshot carried over (None: none)."""
         self.trace: list[tuple[np.ndarray, ...]] | None = None
         """When a list, each scored round appends (slots, ts, z, flag, signal): the input of
         alert calibration (`training.alerting`)."""
@@ -892,24 +898,30 @@ class DetectionCore:
         width = max((r.size for r in rings if r is not None), default=0)
         state["seasonal_ring"] = np.zeros((len(rings), width))
         state["seasonal_count"] = np.zeros(len(rings), dtype=np.int64)
+        # The period each ring was kept for: a model with another period starts it afresh.
+        state["seasonal_period"] = np.zeros(len(rings), dtype=np.int64)
         for i, (slot, ring) in enumerate(zip(slots.tolist(), rings, strict=True)):
             if ring is not None:
                 state["seasonal_ring"][i, : ring.size] = ring
                 state["seasonal_count"][i] = self.seasonal.count[slot]
+                state["seasonal_period"][i] = ring.size
         return state
 
     def restore(self, state: dict[str, np.ndarray]) -> int:
-        """Load a `snapshot`; raises ValueError when it does not fit this model and config."""
+        """Load a `snapshot`; raises ValueError when it does not fit this core's config.
+
+        A snapshot of another model version is carried over first (`detector.model_carry`,
+        with `carry_errors` as the error rule); `last_carry` then says what that did.
+        """
         if int(state["format"]) != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {int(state['format'])} is not supported")
-        if int(state["window_len"]) != self.window_len:
-            raise ValueError("checkpoint window length differs from the model's")
         if int(state["short_window"]) != self.config.short_window:
             raise ValueError("checkpoint short_window differs from the configured one")
+        self.last_carry = None
         if str(state["model_version"]) != self.artifact.version:
-            raise ValueError(
-                f"checkpoint is for model {state['model_version']}, not {self.artifact.version}"
-            )
+            state, self.last_carry = carry_over(state, self.artifact, self.carry_errors)
+        if int(state["window_len"]) != self.window_len:
+            raise ValueError("checkpoint window length differs from the model's")
         missing = [
             name
             for name in [
@@ -932,6 +944,12 @@ class DetectionCore:
         for name, array in self._slot_arrays().items():
             if name in state:  # an optional one absent keeps the value seeded at allocation
                 array[rows] = state[name][: len(slots)]
+        if "seasonal_period" in state:
+            # A period the artifact does not give (a series a new model was not trained on)
+            # is kept: its seasonal forecast is still the value one period ago.
+            for slot, period in zip(slots, state["seasonal_period"].tolist(), strict=False):
+                if period and slot not in self.seasonal.rings:
+                    self._set_period(slot, int(period))
         self.scorer.seasonal.restore(rows, state)
         for i, slot in enumerate(slots):
             ring = self.seasonal.rings.get(slot)

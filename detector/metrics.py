@@ -172,6 +172,7 @@ class WorkerMetrics:
             ["version", "python_version", "model_version"],
             registry=r,
         )
+        self._build_labels: set[tuple[str, str, str]] = set()
         self._set_build_info(model_version="")
         self.messages = Counter("iotad_messages_total", "MQTT messages received", registry=r)
         self.readings = Counter(
@@ -260,6 +261,17 @@ class WorkerMetrics:
             ["version", "cell", "window"],
             registry=r,
         )
+        self._model_labels: tuple[str, str, str] | None = None
+        self.model_reloads = Counter(
+            "iotad_model_reloads_total",
+            "Models swapped in while running (SIGHUP or a new artifact at the model path)",
+            registry=r,
+        )
+        self.model_reload_failures = Counter(
+            "iotad_model_reload_failures_total",
+            "New artifacts refused while running (the old model kept working)",
+            registry=r,
+        )
         self.deadletter = Counter(
             "iotad_deadletter_total", "Messages published to the dead-letter topic", registry=r
         )
@@ -318,15 +330,23 @@ class WorkerMetrics:
             )
 
     def _set_build_info(self, model_version: str) -> None:
-        self.build_info.clear()
-        python = platform.python_version()
-        self.build_info.labels(detector.__version__, python, model_version).set(1)
+        labels = (detector.__version__, platform.python_version(), model_version)
+        # As for the model info: the new series first, so a scrape never finds none.
+        self.build_info.labels(*labels).set(1)
+        for old in list(self._build_labels):
+            if old != labels:
+                self.build_info.remove(*old)
+        self._build_labels = {labels}
 
     def set_model(self, version: str, cell: str, window: int) -> None:
         """Publish the loaded artifact as ``iotad_model_info{version,cell,window} 1`` (and
         in ``iotad_build_info``)."""
-        self.model_info.clear()
-        self.model_info.labels(version, cell, str(window)).set(1)
+        labels = (version, cell, str(window))
+        # The new series first, then the old one goes: a scrape in between never finds none.
+        self.model_info.labels(*labels).set(1)
+        if self._model_labels is not None and self._model_labels != labels:
+            self.model_info.remove(*self._model_labels)
+        self._model_labels = labels
         self._set_build_info(model_version=version)
 
     def set_shard(self, shard: str, source: str, partitions_owned: int) -> None:

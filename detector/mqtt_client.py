@@ -151,6 +151,11 @@ class MqttConnection:
 
     # -- setup ---------------------------------------------------------------------------
 
+    def update_status(self, **fields: Any) -> None:
+        """Fields of the online status to say from the next status published on (e.g. the
+        model version after a reload)."""
+        self._status_extra.update(fields)
+
     def _make_client(self) -> mqtt.Client:
         s = self.settings
         client = mqtt.Client(

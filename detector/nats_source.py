@@ -139,6 +139,11 @@ class NatsSource:
 
     # -- lifecycle (caller's thread) -------------------------------------------------------
 
+    def update_status(self, **fields: Any) -> None:
+        """Fields of the online status to say from the next status published on (e.g. the
+        model version after a reload)."""
+        self._status_extra.update(fields)
+
     @property
     def connected(self) -> bool:
         return self._nc is not None and bool(self._nc.is_connected)

@@ -102,6 +102,16 @@ class Checkpoints(Protocol):
     def save(self, core: Any) -> bool: ...
 
 
+class Reloader(Protocol):
+    """Swaps the model between batches (`detector.model_reload.ModelReloader`)."""
+
+    def due(self) -> bool: ...
+
+    def reload(self, core: Any) -> Any:
+        """The new core, carrying `core`'s state; None to keep `core`."""
+        ...
+
+
 class Worker:
     """Ties the queue, the core, the sinks and the metrics together on a detection thread.
 
@@ -130,6 +140,8 @@ class Worker:
             batches and never while acks wait for alert confirmations: a checkpoint then
             holds no reading the source would redeliver (the restored core would drop it as
             a duplicate). None: no checkpoints.
+        reloader: swaps the model on the detection thread between two batches, so each
+            batch is processed whole by one model (None: the model never changes).
         evict_every_s: how often idle series are swept out (see `evict_interval`).
         rules: reloads the rules file between batches (None: no rules file).
         reject_log: the rate-limited log for rejected input.
@@ -153,6 +165,7 @@ class Worker:
         linger_s: float,
         linger_above: float,
         checkpoints: Checkpoints | None = None,
+        reloader: Reloader | None = None,
         evict_every_s: float = EVICT_EVERY_S,
         rules: RulesPoll | None = None,
         reject_log: RateLimitedLog | None = None,
@@ -168,6 +181,7 @@ class Worker:
         self.scores = scores
         self.acker = acker
         self.checkpoints = checkpoints
+        self.reloader = reloader
         self.rules = rules
         self.max_batch = max_batch
         self.linger_s = linger_s
@@ -223,6 +237,8 @@ class Worker:
                     self._poll_rules()
                 if self.checkpoints is not None and not self._held and self.checkpoints.due():
                     self.checkpoints.save(self.core)
+                if self.reloader is not None and self.reloader.due():
+                    self._swap_model()
                 self._housekeeping()
             # Give the last batch's alerts a moment to be confirmed, then ack what we can.
             deadline = time.monotonic() + 2.0
@@ -232,6 +248,16 @@ class Worker:
         except BaseException as exc:  # reported by run_cli, which exits non-zero
             self.failed = exc
             log.exception("detection thread failed")
+
+    def _swap_model(self) -> None:
+        """Between two batches: the next batch goes to the new model's core, if any."""
+        assert self.reloader is not None
+        core = self.reloader.reload(self.core)
+        if core is not None:
+            self.core = core
+            # The old core's arrays (as large as the new one's) go back to the system now,
+            # not at the next eviction sweep.
+            release_free_memory()
 
     def process(self, items: list[Inbound]) -> BatchResult:
         """Process one drained batch of messages and acknowledge them."""

@@ -27,6 +27,8 @@ CONTRACT = {
     "iotad_mqtt_reconnects_total": "counter",
     "iotad_ready": "gauge",
     "iotad_model_info": "gauge",
+    "iotad_model_reloads_total": "counter",
+    "iotad_model_reload_failures_total": "counter",
     "iotad_deadletter_total": "counter",
 }
 
