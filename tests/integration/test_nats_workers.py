@@ -360,6 +360,7 @@ def test_a_nats_node_dies_and_nothing_is_lost(
         )
         victim.proc.kill()  # type: ignore[union-attr]
         victim.proc.wait()  # type: ignore[union-attr]
+        killed_at = time.monotonic()
         feeder.join(SAFETY_S)
         assert not feeder.is_alive()
         keys = {key_of(m) for m in stream}
@@ -394,8 +395,26 @@ def test_a_nats_node_dies_and_nothing_is_lost(
         twice = [k for k in keys if len(by_key[k]) > 1]
         assert len(twice) <= redelivered
         assert all(w.proc is not None and w.proc.poll() is None for w in ws)
+        # A figure for docs/scale-out.md, not a limit: run with -s to see it.
+        pause = pause_after(outputs.snapshot("scores."), "w0", killed_at)
+        print(f"\nlongest pause of a w0 partition after the kill: {pause:.2f} s")
     finally:
         outputs.close()
+
+
+def pause_after(messages: list[NatsMessage], worker: str, since_s: float) -> float:
+    """The longest time a partition of `worker` went without a score after `since_s`
+    (monotonic): between two of its scores, or from `since_s` to its first."""
+    times: dict[int, list[float]] = defaultdict(list)
+    for m in messages:
+        if m.headers.get("Iotad-Worker") == worker and m.received_s >= since_s:
+            times[partition_of(m.subject.split(".")[1], PARTITIONS)].append(m.received_s)
+    gaps = [
+        b - a
+        for ts in times.values()
+        for a, b in zip([since_s, *sorted(ts)], sorted(ts), strict=False)
+    ]
+    return max(gaps, default=0.0)
 
 
 def duplicates(dead_letters: list[NatsMessage]) -> set[Key]:
