@@ -342,8 +342,7 @@ class Worker:
             if alerts_lost or dead_lost:
                 self.reject_log.warning(
                     "output_lost",
-                    "%d messages not acked: the broker never confirmed their %s; they come "
-                    "again",
+                    "%d messages not acked: the broker never confirmed their %s; they come again",
                     len(held.items),
                     "alerts" if alerts_lost else "dead letters",
                 )

@@ -29,6 +29,7 @@ import pytest
 
 from detector.partitions import partition_of
 from tests.conftest import WorkerProcess
+from tests.integration.test_nats_outputs import _stored, js
 from tests.nats_servers import PARTITIONS, NatsCluster, NatsCollector, NatsMessage
 
 pytestmark = pytest.mark.integration
@@ -395,6 +396,30 @@ def test_a_nats_node_dies_and_nothing_is_lost(
         twice = [k for k in keys if len(by_key[k]) > 1]
         assert len(twice) <= redelivered
         assert all(w.proc is not None and w.proc.poll() is None for w in ws)
+
+        # Alerts and dead letters go through the output stream, each acknowledged by it
+        # before the reading that raised it is acked, and sent again while it is not: every
+        # one the workers counted is stored, once, whichever node died.
+        def outputs_stored() -> tuple[int, int]:
+            stored = js(survivors[0], _stored)
+            return (
+                len({(a["id"], a["state"], a["ts"]) for s, a in stored if s.startswith("alerts.")}),
+                sum(1 for s, _ in stored if s == "iotad.deadletter"),
+            )
+
+        def outputs_counted() -> tuple[int, int]:
+            return (
+                sum(total(w, "iotad_alert_events_total") for w in ws),
+                sum(total(w, "iotad_deadletter_total") for w in ws),
+            )
+
+        wait_until(lambda: outputs_stored() == outputs_counted(), "alerts and dead letters stored")
+        stored = js(survivors[0], _stored)
+        alerts = [a for s, a in stored if s.startswith("alerts.")]
+        assert len(alerts) == outputs_counted()[0]  # none twice (Nats-Msg-Id of a retry)
+        for w in ws:
+            assert w.sample("iotad_publish_failed_total", kind="alert_unconfirmed") == 0
+            assert w.sample("iotad_publish_failed_total", kind="deadletter") == 0
         # A figure for docs/scale-out.md, not a limit: run with -s to see it.
         pause = pause_after(outputs.snapshot("scores."), "w0", killed_at)
         print(f"\nlongest pause of a w0 partition after the kill: {pause:.2f} s")
