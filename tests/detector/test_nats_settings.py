@@ -123,7 +123,6 @@ def test_nats_variables_are_known_settings() -> None:
     assert unknown_env_vars(env) == ["IOTAD_NATS__PARTITION"]
 
 
-
 def test_output_stream_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     n = load(monkeypatch).nats
     assert (n.output_stream, n.output_max_age_s, n.output_max_bytes, n.output_retry_s) == (
