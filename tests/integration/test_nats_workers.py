@@ -461,9 +461,13 @@ async def _publish_js(urls: list[str], messages: list[Message]) -> None:
     js = nc.jetstream()
     for topic, payload in messages:
         deadline = time.monotonic() + SAFETY_S
+        # A retry of a publish whose ack was lost would store the reading twice, and the
+        # second copy reach the worker as a duplicate no redelivery explains (seen once in
+        # 8 runs): the stream drops a retry with the same message id.
+        msg_id = {"Nats-Msg-Id": f"{topic}@{key_of((topic, payload))[2]!r}"}
         while True:
             try:
-                await js.publish(topic.replace("/", "."), payload, timeout=2)
+                await js.publish(topic.replace("/", "."), payload, timeout=2, headers=msg_id)
                 break
             except Exception:
                 if time.monotonic() > deadline:
