@@ -38,7 +38,7 @@ bench: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/inference.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/throughput.py
 
-# The factory benchmark (10-15 min on 2 cores): `make factory ARGS="--model naive"`.
+# The factory benchmark (10-15 min on 2 cores): `make factory ARGS="--forecaster naive"`.
 factory: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/factory.py $(ARGS)
 

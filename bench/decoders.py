@@ -3,8 +3,9 @@
 Builds one set of readings (devices x metrics x times) and encodes it in every form the
 decoder reads: JSON one reading per message (the hot path), JSON ``values`` maps, Telegraf
 JSON (one metric per message, and batches), InfluxDB line protocol (one line per message,
-and several). Each form is decoded by one `PayloadDecoder`, best of `--repeat` runs, after
-checking that it yields exactly the same readings. Prints readings/s and the ratio to the
+and several), Sparkplug B NDATA by alias (each node's NBIRTH first, built with protobuf).
+Each form is decoded by one `PayloadDecoder`, best of `--repeat` runs, after checking that
+it yields exactly the same readings. Prints readings/s and the ratio to the
 JSON path. Usage::
 
     .venv/bin/python bench/decoders.py [--readings 200000] [--repeat 5]
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector.lineprotocol import format_line
 from detector.payloads import PayloadDecoder, PayloadLimits
+from detector.sparkplug_schema import DataType, Payload
 
 T0 = 1_700_000_000
 METRICS = [f"m{j}" for j in range(8)]
@@ -78,12 +80,31 @@ def forms(n_readings: int) -> dict[str, list[Message]]:
         ("influx/gw", "\n".join(line(d, s) for d, s in grid[i : i + 10]).encode())
         for i in range(0, len(grid), 10)
     ]
+    out["sparkplug NDATA, 8/msg"] = sparkplug(grid)
     return out
+
+
+def sparkplug(grid: list[tuple[int, int]]) -> list[Message]:
+    """Each device is an edge node: its NBIRTH (names and aliases, null values: no readings),
+    then one NDATA by alias per step, as gateways send them."""
+    messages: list[Message] = []
+    for d in range(100):
+        born = Payload(timestamp=T0 * 1000, seq=0)
+        for j, m in enumerate(METRICS):
+            born.metrics.add(name=m, alias=j, datatype=DataType.Double, is_null=True)
+        messages.append((f"spBv1.0/bench/NBIRTH/dev{d}", born.SerializeToString()))
+    for d, s in grid:
+        msg = Payload(timestamp=(T0 + s) * 1000, seq=s % 256)
+        for j in range(len(METRICS)):
+            msg.metrics.add(alias=j, double_value=value(d, j, s))
+        messages.append((f"spBv1.0/bench/NDATA/dev{d}", msg.SerializeToString()))
+    return messages
 
 
 def make_decoder() -> PayloadDecoder:
     limits = PayloadLimits(
-        formats={"telegraf/#": "telegraf", "influx/#": "influx"}, measurement_prefix=False
+        formats={"telegraf/#": "telegraf", "influx/#": "influx", "spBv1.0/#": "sparkplug"},
+        measurement_prefix=False,
     )
     return PayloadDecoder(limits=limits, clock=lambda: T0 + 10**6)
 

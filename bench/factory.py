@@ -4,7 +4,7 @@ Same code as the command (`training.eval_cli.main_factory`); this only sets the 
 variables the worker uses and passes every argument on:
 
     .venv/bin/python bench/factory.py                          # 3 seeds, lstm and naive
-    .venv/bin/python bench/factory.py --shape mixed --seeds 0,1,2,3 --model naive
+    .venv/bin/python bench/factory.py --shape mixed --seeds 0,1,2,3 --forecaster naive
 
 Not a test: it prints figures (tables per kind and seed, pooled, against the targets) and
 writes runs/factory/summary.json and CSVs.

@@ -2,7 +2,9 @@
 
 Alertmanager identifies an alert by its label set, so a series' firing and resolved events
 carry the same labels (``alertname``, ``device``, ``metric``, ``severity`` plus any static
-labels) and differ only in their time range:
+labels and the labels the rules file gives the series, which win over the static ones; a
+resolved event keeps those its firing had, even when the rules changed in between) and differ
+only in their time range:
 
 - firing: ``startsAt`` is the start of the episode and ``endsAt`` a few resend intervals
   ahead. Alertmanager treats an alert whose ``endsAt`` has passed as resolved, so the sink
@@ -12,9 +14,10 @@ labels) and differ only in their time range:
 - resolved: ``endsAt`` is the time of the event, which Alertmanager merges into the
   firing alert it already holds.
 
-Only the stdlib is used (``urllib.request``) so the worker install stays light. ``send`` never
-blocks: it appends to a bounded queue that a daemon thread drains, retrying with capped
-exponential backoff while Alertmanager is unreachable.
+``send`` never blocks: it appends to a bounded queue that a daemon thread drains, retrying
+with capped exponential backoff while no Alertmanager accepts. The HTTP side (several URLs
+posted to in parallel, credentials, TLS) is `detector.alertmanager_client`; the settings are
+`detector.alertmanager_settings`; the metrics `detector.metrics.AlertmanagerMetrics`.
 """
 
 from __future__ import annotations
@@ -25,18 +28,21 @@ import random
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field
-
+from detector.alertmanager_client import AlertmanagerClient, Answer
+from detector.alertmanager_settings import AlertmanagerSettings
 from detector.events import AlertEvent
+from detector.metrics import AlertmanagerMetrics
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["ALERTNAME", "AlertmanagerSettings", "AlertmanagerSink", "alert_payload", "iso_utc"]
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +89,9 @@ def alert_payload(
     """
     ev = event
     start = min(starts_at, now)
-    all_labels = {**(labels or {}), "alertname": ALERTNAME, "device": ev.device}
-    all_labels.update(metric=ev.metric, severity=severity)
+    # The rules' labels and severity for the series win over the sink's static ones.
+    all_labels = {**(labels or {}), **ev.labels, "alertname": ALERTNAME, "device": ev.device}
+    all_labels.update(metric=ev.metric, severity=ev.severity or severity)
     if ev.state == "firing" and ev.signal == "silence":
         summary = f"{ev.device}/{ev.metric} stopped reporting (last value {_num(ev.value)})"
         ends = now + ttl_s
@@ -120,38 +127,17 @@ def alert_payload(
     }
 
 
-class AlertmanagerSettings(BaseModel):
-    """Settings of the sink, meant as ``WorkerSettings.alertmanager`` (``IOTAD_ALERTMANAGER__*``).
-
-    The sink is off while `url` is unset.
-    """
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    url: str | None = None
-    """Alertmanager base URL, e.g. ``http://alertmanager:9093``."""
-    external_url: str | None = None
-    """The worker as a human reaches it (``generatorURL``); default ``http://<hostname>:<port>/``."""
-    severity: str = "warning"
-    resend_interval_s: float = Field(60.0, gt=0, le=86_400)
-    """Keep below Alertmanager's resolve_timeout (5m by default)."""
-    queue_size: int = Field(10_000, ge=1, le=10_000_000)
-    """Events kept while Alertmanager is slow or down; past it the oldest is dropped."""
-    timeout_s: float = Field(5.0, gt=0, le=3600)
-    """HTTP timeout of one request."""
-    backoff_max_s: float = Field(30.0, gt=0, le=3600)
-    """Longest wait between retries (doubling from half a second)."""
-
-
 _DEFAULTS = AlertmanagerSettings()
-"""The sink's defaults are the settings' (stated once, above)."""
+"""The sink's defaults are the settings' (stated once, in `detector.alertmanager_settings`)."""
 
 
 class AlertmanagerSink:
     """AlertSink that delivers events to Alertmanager from a background thread.
 
     Args:
-        url: Alertmanager base URL, e.g. ``http://alertmanager:9093``.
+        url: Alertmanager base URL (``http://alertmanager:9093``), several (an HA cluster:
+            each alert is posted to every one, in parallel, and is delivered when one
+            accepted it), or an `AlertmanagerClient` (credentials, TLS).
         worker_url: where a human finds the worker (``generatorURL``), e.g. ``http://host:9108/``.
         severity: value of the ``severity`` label.
         labels: extra static labels (e.g. ``{"plant": "north"}``); they become part of the
@@ -164,10 +150,11 @@ class AlertmanagerSink:
         timeout_s: HTTP timeout of one request.
         backoff_initial_s, backoff_max_s: retry delays, doubling up to the cap.
         max_batch: alerts per request.
-        registry: where the ``iotad_alertmanager_*`` counters are registered; ``None`` keeps
-            them unregistered (still readable through the attributes), as prometheus_client does.
+        registry: where the ``iotad_alertmanager_*`` metrics are registered
+            (`detector.metrics.AlertmanagerMetrics`); ``None`` keeps them unregistered (still
+            readable through `metrics`), as prometheus_client does.
         clock: wall clock for alert timestamps (tests pass a fixed one).
-        headers: extra HTTP headers (e.g. ``Authorization`` for a proxy in front).
+        headers: extra HTTP headers when `url` is given as strings.
 
     Example::
 
@@ -179,7 +166,7 @@ class AlertmanagerSink:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str] | AlertmanagerClient,
         worker_url: str,
         *,
         severity: str = _DEFAULTS.severity,
@@ -197,7 +184,11 @@ class AlertmanagerSink:
     ) -> None:
         if queue_size < 1 or max_batch < 1 or resend_interval_s <= 0:
             raise ValueError("queue_size, max_batch and resend_interval_s must be positive")
-        self.endpoint = url.rstrip("/") + "/api/v2/alerts"
+        if isinstance(url, AlertmanagerClient):
+            self.client = url
+        else:
+            urls = [url] if isinstance(url, str) else list(url)
+            self.client = AlertmanagerClient(urls, headers=headers)
         self.worker_url = worker_url
         self.severity = severity
         self.labels = dict(labels or {})
@@ -208,31 +199,12 @@ class AlertmanagerSink:
         self.backoff_max_s = backoff_max_s
         self.max_batch = max_batch
         self._clock = clock
-        self._headers = {"Content-Type": "application/json", **(headers or {})}
 
-        self.sent = Counter(
-            "iotad_alertmanager_sent",
-            "Alerts accepted by Alertmanager (re-posts of active alerts included).",
-            registry=registry,
-        )
-        self.errors = Counter(
-            "iotad_alertmanager_errors",
-            "Failed requests to Alertmanager (each retry counts).",
-            registry=registry,
-        )
-        self.dropped = Counter(
-            "iotad_alertmanager_dropped",
-            "Alerts given up on: queue full, rejected by Alertmanager (4xx), or shutdown.",
-            ["reason"],
-            registry=registry,
-        )
-        self.active_gauge = Gauge(
-            "iotad_alertmanager_active_alerts",
-            "Firing alerts the sink keeps re-posting to Alertmanager.",
-            registry=registry,
-        )
-        for reason in ("queue_full", "rejected", "shutdown"):
-            self.dropped.labels(reason)  # export zeros so rate() works from the start
+        self.metrics = AlertmanagerMetrics(registry, self.client.urls)
+        self.sent = self.metrics.sent
+        self.errors = self.metrics.errors
+        self.dropped = self.metrics.dropped
+        self.active_gauge = self.metrics.active
 
         self._cond = threading.Condition()
         self._queue: deque[_Posting] = deque()
@@ -244,6 +216,8 @@ class AlertmanagerSink:
         self._lost_at_close = False
         self._drops_unlogged = 0
         self._drop_logged_at = float("-inf")
+        # (URL, retried) -> when its failure was last logged (present while it fails).
+        self._failing: dict[tuple[str, bool], float] = {}
         self._thread = threading.Thread(target=self._run, name="iotad-alertmanager", daemon=True)
         self._thread.start()
 
@@ -259,10 +233,22 @@ class AlertmanagerSink:
         if not settings.url:
             return None
         worker_url = settings.external_url or f"http://{socket.gethostname()}:{metrics_port}/"
-        return cls(
+        client = AlertmanagerClient(
             settings.url,
+            credentials=settings.credentials(),
+            ssl_context=settings.ssl_context(),
+        )
+        log.info(
+            "alert events also go to Alertmanager at %s (auth: %s, labels: %s)",
+            ", ".join(client.urls),
+            client.credentials.scheme,
+            ",".join(f"{k}={v}" for k, v in settings.labels.items()) or "none",
+        )
+        return cls(
+            client,
             worker_url,
             severity=settings.severity,
+            labels=settings.labels,
             resend_interval_s=settings.resend_interval_s,
             queue_size=settings.queue_size,
             timeout_s=settings.timeout_s,
@@ -284,6 +270,12 @@ class AlertmanagerSink:
                 self._active[key] = posting
             else:
                 prev = self._active.pop(key, None)
+                if prev is not None and (
+                    prev.event.labels != event.labels or prev.event.severity != event.severity
+                ):
+                    # Alertmanager knows an alert by its labels: the end must carry those it
+                    # fired with, even when the rules changed them in between.
+                    event = replace(event, labels=prev.event.labels, severity=prev.event.severity)
                 posting = _Posting(event, prev.starts_at if prev else event.ts)
             self.active_gauge.set(len(self._active))
             if self._closing:
@@ -314,6 +306,7 @@ class AlertmanagerSink:
                 self._close_deadline = time.monotonic() + timeout_s
             self._cond.notify_all()
         self._thread.join(timeout_s + 1.0)
+        self.client.close()
         with self._cond:
             return not self._thread.is_alive() and not self._queue and not self._lost_at_close
 
@@ -359,27 +352,22 @@ class AlertmanagerSink:
                 self._deliver(batch[i : i + self.max_batch])
 
     def _deliver(self, batch: list[_Posting]) -> None:
-        """Post `batch` until it is accepted, rejected, or the close deadline passes."""
+        """Post `batch` to every URL until one accepts it, all reject it, or the close
+        deadline passes. URLs that failed while another accepted are not retried for this
+        batch: Alertmanager peers gossip alerts to each other, and firing alerts are
+        re-posted every resend interval anyway."""
         delay_s = self.backoff_initial_s
         while True:
             now = self._clock()
             body = json.dumps(self._payload(batch, now)).encode()
-            try:
-                self._post(body)
-            except urllib.error.HTTPError as exc:
-                self.errors.inc()
-                # 4xx (but 408 / 429) will not get better by retrying the same body.
-                if 400 <= exc.code < 500 and exc.code not in (408, 429):
-                    detail = exc.read(500).decode(errors="replace")
-                    log.error("alertmanager rejected %d alerts: %s %s", len(batch), exc, detail)
-                    self.dropped.labels("rejected").inc(len(batch))
-                    return
-                log.warning("alertmanager error, will retry in %.1fs: %s", delay_s, exc)
-            except (OSError, ValueError) as exc:  # URLError, refused, timeout, reset
-                self.errors.inc()
-                log.warning("alertmanager unreachable, will retry in %.1fs: %s", delay_s, exc)
-            else:
+            answers = self.client.post(body, self._request_timeout_s())
+            self._note(answers, len(batch))
+            if any(a.ok for a in answers):
                 self.sent.inc(len(batch))
+                return
+            if not any(a.retry for a in answers):
+                # 4xx (but 401/403/408/429) will not get better by retrying the same body.
+                self.dropped.labels("rejected").inc(len(batch))
                 return
             with self._cond:
                 if self._closing:
@@ -392,6 +380,36 @@ class AlertmanagerSink:
                     # Jitter keeps a fleet of workers from retrying in lockstep.
                     self._cond.wait(delay_s * random.uniform(0.8, 1.0))
             delay_s = min(delay_s * 2.0, self.backoff_max_s)
+
+    def _note(self, answers: list[Answer], n: int) -> None:
+        """Count each URL's failure; log when a URL starts failing (then at most once a
+        minute per URL and kind, retried or rejected) and when it accepts again."""
+        accepted = sum(a.ok for a in answers)
+        now = time.monotonic()
+        for a in answers:
+            if a.ok:
+                back = self._failing.pop((a.url, True), None) is not None
+                if self._failing.pop((a.url, False), None) is not None or back:
+                    log.info("alertmanager %s accepts alerts again", a.url)
+                continue
+            self.errors.labels(a.url).inc()
+            last = self._failing.get((a.url, a.retry))
+            if last is not None and now - last < 60.0:
+                continue
+            self._failing[(a.url, a.retry)] = now
+            if accepted:
+                what = f"the alerts went to {accepted} of {len(answers)} Alertmanagers"
+            elif a.retry:
+                what = "will retry"
+            else:
+                what = f"rejected {n} alerts"
+            level = logging.WARNING if a.retry or accepted else logging.ERROR
+            log.log(level, "alertmanager %s failed (%s): %s", a.url, what, a.detail)
+
+    def _request_timeout_s(self) -> float:
+        if self._closing:
+            return max(0.1, min(self.timeout_s, self._close_deadline - time.monotonic()))
+        return self.timeout_s
 
     def _payload(self, batch: Iterable[_Posting], now: float) -> list[dict[str, Any]]:
         return [
@@ -406,14 +424,6 @@ class AlertmanagerSink:
             )
             for p in batch
         ]
-
-    def _post(self, body: bytes) -> None:
-        timeout = self.timeout_s
-        if self._closing:
-            timeout = max(0.1, min(timeout, self._close_deadline - time.monotonic()))
-        req = urllib.request.Request(self.endpoint, data=body, headers=self._headers)
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            resp.read()
 
     def _count_drop(self, reason: str, n: int) -> None:
         """Count `n` dropped alerts; log at most once a minute (called with the lock held)."""

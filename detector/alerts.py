@@ -56,6 +56,11 @@ class AlertMessage(msgspec.Struct, frozen=True):
     signal: str = "forecast"
     """What fired the episode (`detector.events.AlertEvent.signal`); absent from alerts of
     workers before it, read as ``forecast``."""
+    severity: str | None = None
+    """The series' severity from the rules file (`detector.rules`); null: none set."""
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    """The series' extra labels: from its topic (site, line, ...) and the rules file (which
+    win); empty when it has none."""
 
 
 class ScoreMessage(msgspec.Struct, frozen=True):

@@ -198,37 +198,6 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-class CheckpointMetrics:
-    """``iotad_checkpoint_seconds``, ``iotad_checkpoint_series``,
-    ``iotad_checkpoint_failures_total{op}`` and ``iotad_series_restored`` on `registry` (the
-    file checkpoints and the NATS partition checkpoints report the same)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        r = registry if registry is not None else CollectorRegistry()
-        self.seconds = Histogram(
-            "iotad_checkpoint_seconds",
-            "Seconds to snapshot the detection state and write it to disk",
-            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-            registry=r,
-        )
-        self.series = Gauge(
-            "iotad_checkpoint_series", "Series in the last checkpoint written", registry=r
-        )
-        self.failures = Counter(
-            "iotad_checkpoint_failures_total",
-            "Checkpoints that could not be written (op=save) or were ignored (op=restore)",
-            ["op"],
-            registry=r,
-        )
-        for op in ("save", "restore"):
-            self.failures.labels(op)  # present at 0, for rate() queries
-        self.restored = Gauge(
-            "iotad_series_restored", "Series restored from the checkpoint at start", registry=r
-        )
-
-
 class Checkpointer:
     """Saves and restores a `DetectionCore`'s state at `path`, every `interval_s`.
 
@@ -250,6 +219,8 @@ class Checkpointer:
         self.interval_s = interval_s
         self.clock = clock
         self.next_due = clock() + interval_s
+        from detector.metrics import CheckpointMetrics
+
         m = CheckpointMetrics(registry)
         self.seconds, self.series, self.failures, self.restored = (
             m.seconds,

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from detector import __version__
 
@@ -22,22 +22,31 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("training.eval_cli", "detection quality (NAB, simulated factory) with the core"),
     "simulate": ("detector.simulate_cli", "publish a simulated factory to a broker"),
     "demo": ("detector.demo", "broker, simulated sensors, worker, metrics and alerts in one go"),
+    "rules": ("detector.rules_cli", "check a rules file, explain the effective rule of a series"),
+    "config": ("detector.config_cli", "print the worker's settings in effect (secrets masked)"),
 }
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that never echoes what was given after an option it does not know.
+    """argparse that never echoes what was given after an option it does not know, and
+    takes no abbreviated option (its subcommands' parsers are of this class too).
 
     argparse's "unrecognized arguments: --password hunter2" would print a secret someone
     tried to pass on the command line; the option names are enough to say what was wrong.
+    With abbreviations, ``--password hunter2`` was ``--password-file hunter2``, and the
+    secret came back as a file name that cannot be read.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         prefix = "unrecognized arguments: "
         if message.startswith(prefix):
             names = [a.split("=", 1)[0] for a in message[len(prefix) :].split() if a[:1] == "-"]
             shown = " ".join(names) if names else "(values not shown)"
-            message = f"{prefix}{shown} (passwords are read from the environment or secrets dir)"
+            message = f"{prefix}{shown} (a password comes from --password-file or the environment)"
         super().error(message)
 
 

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from detector.artifact import Artifact
 from detector.decision import EpisodeTracker, event_id
-from detector.events import AlertEvent, BatchResult, Dropped, Scored
+from detector.events import NO_LABELS, AlertEvent, BatchResult, Dropped, Scored, Suppressed
 from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
 from detector.readings import Reading
 from detector.relations import RELATION_HALFLIFE, DeviceRelations
+from detector.rule_policy import NOT_SUPPRESSED, SUPPRESS_REASONS, SeriesRules
+from detector.rules import RuleSet
 from detector.scoring import SIGNALS, AnomalyScorer, ErrorTracker, ScoringConfig, SeasonalErrors
 from detector.seasonality import SeasonalRings
 from detector.slot_arrays import grown
@@ -47,6 +49,11 @@ _OPTIONAL_STATE = frozenset(
         "relation_run_mean",
         "relation_run_var",
         "relation_seen",
+        "silent_suppressed",
+        "held_active",
+        "held_normal_run",
+        "held_since_onset",
+        "held_onset_ts",
     }
 )
 _RELATION_PREFIXES = ("rel", "rres")
@@ -154,7 +161,11 @@ class DetectionCore:
     """Scores readings against a forecaster, keeping per-series state in numpy arrays."""
 
     def __init__(
-        self, artifact: Artifact, forecaster: Forecaster, config: DetectionConfig | None = None
+        self,
+        artifact: Artifact,
+        forecaster: Forecaster,
+        config: DetectionConfig | None = None,
+        rules: RuleSet | None = None,
     ) -> None:
         self.artifact = artifact
         self.forecaster = forecaster
@@ -172,6 +183,10 @@ class DetectionCore:
         self.scorer = AnomalyScorer(cap, self.config.scoring())
         self.seasonal = SeasonalRings()
         self.episodes = EpisodeTracker(cap, self.config.resolve_after, self.config.quiet_period)
+        # The episodes a mute or maintenance rule kept back, followed as the real ones would
+        # be, so that each is counted once (`BatchResult.suppressed`), not once per reading.
+        self.held = EpisodeTracker(cap, self.config.resolve_after, self.config.quiet_period)
+        self.rules = SeriesRules(cap, self.config.threshold, rules)
         cfg = self.config
         # One model of the device's values and one of its forecast residuals; both attach
         # metrics in the same order, so a metric has the same position in each.
@@ -184,6 +199,7 @@ class DetectionCore:
         self.z_scale = np.ones(cap, dtype=np.float64)
         self.gap = np.full(cap, np.nan, dtype=np.float64)
         self.silent = np.zeros(cap, dtype=bool)
+        self.silent_suppressed = np.zeros(cap, dtype=bool)  # its silence alert was kept back
         self.episode_signal = np.zeros(cap, dtype=np.int8)  # what fired the open episode
         self.clock = -np.inf
         self._clock_points = np.empty(0)
@@ -215,6 +231,9 @@ class DetectionCore:
             self.errors.ensure_capacity(cap)
             self.scorer.ensure_capacity(cap)
             self.episodes.ensure_capacity(cap)
+            self.held.ensure_capacity(cap)
+            self.rules.ensure_capacity(cap)
+            self.silent_suppressed = grown(self.silent_suppressed, cap, False)
             self.dev_pos = grown(self.dev_pos, cap, -1)
             self.dev_row = grown(self.dev_row, cap, -1)
             self.z_scale = grown(self.z_scale, cap, 1.0)
@@ -229,6 +248,8 @@ class DetectionCore:
         self.z_scale[slot] = self.artifact.z_scale_for(key)
         self.gap[slot] = np.nan
         self.silent[slot] = False
+        self.silent_suppressed[slot] = False
+        self.rules.assign(slot, key)
         known = self.artifact.scale_for(key)
         value_range = None
         if known is not None:
@@ -252,17 +273,85 @@ class DetectionCore:
         else:
             self.scorer.seed(slot, errors, 0.0, 1.0, value_range, trained)
         self.episodes.reset(slot)
+        self.held.reset(slot)
         return slot
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Apply new rules (a reload) to every series, from its next reading on.
+
+        Open episodes stay open: a series muted while it fires resolves as usual (its
+        readings now count as normal) and its ``resolved`` event is sent.
+        """
+        self.rules.replace(rules, ((s, key) for s in self._used() if (key := self.store.key(s))))
+
+    def _used(self) -> list[int]:
+        return [int(s) for s in self.store.used_slots().tolist()]
 
     def evict_idle(self, now: float) -> int:
         """Free the slots of series idle for longer than `idle_evict_s`; returns how many."""
         stale = self.store.idle(now - self.config.idle_evict_s)
         for key in stale:
-            slot = self.store.release(key)
-            if slot is not None:
-                self._set_period(slot, None)  # its ring is freed, not kept until reuse
-                self._detach_device(key, slot)
+            self._release(key)
         return len(stale)
+
+    def _release(self, key: str) -> None:
+        slot = self.store.release(key)
+        if slot is not None:
+            self._set_period(slot, None)  # its ring is freed, not kept until reuse
+            self._detach_device(key, slot)
+
+    def end_devices(self, ended: Mapping[str, float]) -> list[AlertEvent]:
+        """End every series of the devices `ended` names (device -> time it ended): their
+        source said they are gone (a Sparkplug DEATH).
+
+        They leave the core as idle series do (`evict_idle`): no silence alert can fire for
+        them, and the first reading after they come back starts a new segment (a fresh
+        window that warms up, seeded from the artifact like any new series) rather than
+        being judged against the readings before the gap. An open episode (or silence) of
+        an ended series is resolved, stamped with the time it ended: nothing else would
+        ever resolve it. Returns those events.
+        """
+        if not ended:
+            return []
+        events: list[AlertEvent] = []
+        keys = self.store.keys()  # a copy: releasing changes the store
+        for key in keys:
+            device, _, metric = key.partition("/")
+            at = ended.get(device)
+            if at is None:
+                continue
+            slot = self.store.slot(key)
+            if slot is not None:
+                events.extend(self._close(slot, device, metric, at))
+            self._release(key)
+        return events
+
+    def _close(self, slot: int, device: str, metric: str, at: float) -> list[AlertEvent]:
+        """Resolved events of the open episode and silence of a series that ends at `at`."""
+        events = []
+        value = float(self.store.last_value[slot])
+        if self.silent[slot]:
+            onset = float(self.store.order_ts[slot])
+            events.append(self._silence_event("resolved", device, metric, at, value, onset))
+        if self.episodes.active[slot]:
+            base = event_id(f"{device}/{metric}", float(self.episodes.onset_ts[slot]))
+            events.append(
+                AlertEvent(
+                    id=f"{base}-resolved",
+                    state="resolved",
+                    device=device,
+                    metric=metric,
+                    ts=max(at, float(self.episodes.onset_ts[slot])),
+                    value=value,
+                    expected=value,
+                    lower=value,
+                    upper=value,
+                    score=0.0,
+                    threshold=self.config.threshold,
+                    signal=SIGNALS[int(self.episode_signal[slot])],
+                )
+            )
+        return events
 
     def _detach_device(self, key: str, slot: int) -> None:
         if self.dev_row[slot] >= 0:
@@ -340,10 +429,14 @@ class DetectionCore:
             onset = float(prev[i])
             if not self.silent[slot]:
                 value = float(self.store.last_value[slot])
-                result.events.append(
-                    self._silence_event("firing", r.device, r.metric, float(limit[i]), value, onset)
+                firing = self._silence_event(
+                    "firing", r.device, r.metric, float(limit[i]), value, onset
                 )
+                self._silence_fires(slot, firing, result)
             self.silent[slot] = False
+            if self.silent_suppressed[slot]:  # its firing was kept back: so is the end
+                self.silent_suppressed[slot] = False
+                continue
             result.events.append(
                 self._silence_event("resolved", r.device, r.metric, r.ts, r.value, onset)
             )
@@ -373,12 +466,26 @@ class DetectionCore:
             device, _, metric = key.partition("/")
             value, onset = float(store.last_value[slot]), float(store.order_ts[slot])
             at = onset + self.config.silence_after * float(self.gap[slot])
-            result.events.append(self._silence_event("firing", device, metric, at, value, onset))
+            self._silence_fires(
+                slot, self._silence_event("firing", device, metric, at, value, onset), result
+            )
+
+    def _silence_fires(self, slot: int, event: AlertEvent, result: BatchResult) -> None:
+        """A silence alert, unless a rule keeps it back at the time the silence began to
+        count (a machine switched off for maintenance goes quiet)."""
+        code = self.rules.suppression_at(slot, event.ts)
+        self.silent_suppressed[slot] = code != NOT_SUPPRESSED
+        if code == NOT_SUPPRESSED:
+            result.events.append(event)
+        else:
+            result.suppressed.append(Suppressed(event, SUPPRESS_REASONS[code]))
 
     def _silence_event(
         self, state: str, device: str, metric: str, ts: float, value: float, onset: float
     ) -> AlertEvent:
         base = event_id(f"{device}/{metric}|silence", onset)
+        slot = self.store.slot(f"{device}/{metric}")
+        rules = self.rules
         return AlertEvent(
             id=base if state == "firing" else f"{base}-resolved",
             state=state,  # type: ignore[arg-type]
@@ -390,8 +497,10 @@ class DetectionCore:
             lower=value,
             upper=value,
             score=1.0,
-            threshold=self.config.threshold,
+            threshold=self.config.threshold if slot is None else float(rules.threshold[slot]),
             signal="silence",
+            severity=None if slot is None else rules.severity(slot),
+            labels=NO_LABELS if slot is None else rules.labels(slot),
         )
 
     def _admit(
@@ -592,11 +701,19 @@ class DetectionCore:
             if self.trace is not None:
                 sc = self.scorer
                 self.trace.append((slots, adm.ts[idx], sc.last_z, sc.last_flag, sc.last_signal))
-            anomalous = score >= cfg.threshold
+            anomalous = score >= self.rules.threshold[slots]
+            # Muted readings and those in a maintenance window are scored and counted, but
+            # open no episode: for the episodes they count as normal. A fault that starts in
+            # a window and goes on after it fires at its first anomalous reading after.
+            suppressed = self.rules.suppression(slots, adm.ts[idx])
+            opens = anomalous if suppressed is None else anomalous & (suppressed == 0)
             transitions = {
                 i: (state, onset)
-                for i, state, onset in self.episodes.step(slots, anomalous, adm.ts[idx])
+                for i, state, onset in self.episodes.step(slots, opens, adm.ts[idx])
             }
+            if suppressed is not None or self.held.active[slots].any():
+                self._hold(adm, idx, anomalous, suppressed, (expected, lower, upper, score), result)
+
             readings = adm.readings
             if not transitions:  # the common case: no episode starts or ends
                 result.scored.extend(
@@ -649,9 +766,48 @@ class DetectionCore:
         left, _ = residuals.observe(rows, pos, ts, residual, suspect)
         return np.where(np.isfinite(left), left, residual), relation_z, relation_resid
 
+    def _hold(
+        self,
+        adm: _Admitted,
+        idx: np.ndarray,
+        anomalous: np.ndarray,
+        suppressed: np.ndarray | None,
+        band: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        result: BatchResult,
+    ) -> None:
+        """Follow the episodes the rules keep back, one reading per slot of a round.
+
+        A kept-back episode opens on a suppressed anomalous reading of a series with no
+        open episode, and is counted once (`Suppressed`, the `firing` event it would have
+        been). It ends like any episode, or with the series' first unsuppressed reading
+        (the window is over: from then on the real episodes decide).
+        """
+        slots = adm.slots[idx]
+        codes = np.zeros(slots.size, np.int8) if suppressed is None else suppressed
+        free = codes == NOT_SUPPRESSED
+        if free.any():
+            for slot in slots[free & self.held.active[slots]].tolist():
+                self.held.reset(slot)
+        pos = np.flatnonzero(~free)
+        if not pos.size:
+            return
+        wanted = anomalous[pos] & ~self.episodes.active[slots[pos]]
+        for i, state, onset in self.held.step(slots[pos], wanted, adm.ts[idx[pos]]):
+            if state != "firing":
+                continue
+            k = int(pos[i])
+            reading = adm.readings[int(idx[k])]
+            expected, lower, upper, score = (float(a[k]) for a in band)
+            scored = Scored(reading, expected, lower, upper, score, True)
+            signal = SIGNALS[int(self.scorer.last_signal[k])]
+            event = self._event(scored, "firing", onset, signal)
+            result.suppressed.append(Suppressed(event, SUPPRESS_REASONS[codes[k]]))
+
     def _event(self, scored: Scored, state: str, onset: float, signal: str) -> AlertEvent:
         r = scored.reading
         base = event_id(r.key, onset)
+        slot = self.store.slot(r.key)
+        rules = self.rules
         return AlertEvent(
             id=base if state == "firing" else f"{base}-resolved",
             state=state,  # type: ignore[arg-type]
@@ -663,8 +819,10 @@ class DetectionCore:
             lower=scored.lower,
             upper=scored.upper,
             score=scored.score,
-            threshold=self.config.threshold,
+            threshold=self.config.threshold if slot is None else float(rules.threshold[slot]),
             signal=signal,
+            severity=None if slot is None else rules.severity(slot),
+            labels=NO_LABELS if slot is None else rules.labels(slot),
         )
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -705,7 +863,9 @@ class DetectionCore:
             "gap": self.gap,
             "silent": self.silent,
             "episode_signal": self.episode_signal,
+            "silent_suppressed": self.silent_suppressed,
             **self.episodes.arrays(),
+            **self.held.arrays("held"),
         }
 
     def snapshot(self) -> dict[str, np.ndarray]:

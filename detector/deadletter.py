@@ -5,8 +5,9 @@ One JSON message per rejected reading on ``iotad/deadletter`` (QoS 1)::
     {"reason": "bad_ts", "detail": "ts 'yesterday' is not ISO 8601",
      "topic": "sensors/press-4/temperature", "payload": "{\\"ts\\": \\"yesterday\\", ...}",
      "payload_encoding": "text", "size": 34, "truncated": false,
-     "worker": "iotad-a", "ts": 1718000000.1}
+     "worker": "iotad-a", "ts": 1718000000.1, "labels": {}}
 
+``labels`` are those of the topic's template (`detector.topics`), ``{}`` when it names none.
 The payload is cut to a configurable size; it is text (UTF-8, undecodable bytes replaced)
 when the original was valid UTF-8, base64 otherwise.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -36,6 +37,8 @@ class DeadLetter(msgspec.Struct, frozen=True):
     truncated: bool
     worker: str
     ts: float
+    labels: dict[str, str] = {}
+    """The labels of the message's topic (site, line, ...; `detector.topics`), if any."""
 
 
 _encode = msgspec.json.Encoder().encode
@@ -86,7 +89,14 @@ class DeadLetterPublisher:
         self.failed = 0
         self._pending: list[Delivery] = []
 
-    def encode(self, reason: str, detail: str, topic: str, payload: bytes) -> bytes:
+    def encode(
+        self,
+        reason: str,
+        detail: str,
+        topic: str,
+        payload: bytes,
+        labels: Mapping[str, str] | None = None,
+    ) -> bytes:
         text, encoding, truncated = payload_text(payload, self.max_payload_bytes)
         return _encode(
             DeadLetter(
@@ -99,12 +109,20 @@ class DeadLetterPublisher:
                 truncated=truncated,
                 worker=self.worker_id,
                 ts=self._clock(),
+                labels=dict(labels or {}),
             )
         )
 
-    def send(self, reason: str, detail: str, topic: str, payload: bytes) -> bool:
+    def send(
+        self,
+        reason: str,
+        detail: str,
+        topic: str,
+        payload: bytes,
+        labels: Mapping[str, str] | None = None,
+    ) -> bool:
         """Publish one dead letter; False when the client refused it (counted in `failed`)."""
-        body = self.encode(reason, detail, topic, payload)
+        body = self.encode(reason, detail, topic, payload, labels)
         delivery = self.publisher.publish(self.topic, body, self.qos)
         if delivery is None:
             self.failed += 1
@@ -122,9 +140,11 @@ class DeadLetterPublisher:
     def send_rejection(self, rejection: Rejection) -> bool:
         return self.send(rejection.reason, rejection.detail, rejection.topic, rejection.payload)
 
-    def send_dropped(self, dropped: Dropped, topic: str = "") -> bool:
+    def send_dropped(
+        self, dropped: Dropped, topic: str = "", labels: Mapping[str, str] | None = None
+    ) -> bool:
         """A reading the core dropped; its payload is the reading as the core saw it."""
         r = dropped.reading
         body = _encode({"device": r.device, "metric": r.metric, "ts": r.ts, "value": r.value})
         detail = f"{r.device}/{r.metric} at ts {r.ts!r} dropped by the detection core"
-        return self.send(dropped.reason, detail, topic, body)
+        return self.send(dropped.reason, detail, topic, body, labels)

@@ -38,13 +38,13 @@ class EpisodeTracker:
         self.since_onset = np.zeros(capacity, dtype=np.int32)
         self.onset_ts = np.zeros(capacity, dtype=np.float64)
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def arrays(self, prefix: str = "ep") -> dict[str, np.ndarray]:
         """The per-slot state, by name (for checkpoints)."""
         return {
-            "ep_active": self.active,
-            "ep_normal_run": self.normal_run,
-            "ep_since_onset": self.since_onset,
-            "ep_onset_ts": self.onset_ts,
+            f"{prefix}_active": self.active,
+            f"{prefix}_normal_run": self.normal_run,
+            f"{prefix}_since_onset": self.since_onset,
+            f"{prefix}_onset_ts": self.onset_ts,
         }
 
     def ensure_capacity(self, capacity: int) -> None:

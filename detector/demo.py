@@ -31,10 +31,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from detector.cli_flags import (
+    add_log_arguments,
+    format_without_settings,
+    level_without_settings,
+    parse_duration,
+)
 from detector.demo_broker import BROKER_CHOICES
 from detector.demo_console import Console
 from detector.demo_model import DemoPlant, default_cache_dir
-from detector.simulate_cli import parse_duration, parse_fault
+from detector.simulate_cli import parse_fault
 from detector.simulation import METRICS, FaultSpec, device_names
 
 DEFAULT_METRICS_PORT = 9108
@@ -78,8 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--duration",
         type=parse_duration,
-        metavar="SECONDS",
-        help="stop after this long (e.g. 30, 2m; default: run until Ctrl-C)",
+        metavar="DURATION",
+        help="stop after this long: seconds, or with a unit (30, 2m; default: until Ctrl-C)",
     )
     add("--model", type=Path, metavar="DIR", help="model artifact to use (default: demo model)")
     add("--devices", type=int, default=6, help="simulated machines, 4 sensors each (6)")
@@ -99,7 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--fault-rate", type=float, default=0.0, help="random faults per hour (0)")
     add("--report-s", type=float, default=5.0, help="seconds between status lines (5)")
     add("--cache-dir", type=Path, help=f"where the demo model is kept ({default_cache_dir()})")
-    add("--quiet", action="store_true", help="print only the summary (and errors)")
+    add_log_arguments(
+        parser,
+        quiet_help="print only the summary (and errors)",
+        default_level="WARNING: the console shows the rest",
+    )
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -134,8 +144,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"iotad demo: {problem}", file=sys.stderr)
         return 2
     from detector.demo_run import DemoRun, DemoSettings
+    from detector.log_setup import configure_logging
 
-    _configure_logging(args.quiet)
+    # WARNING: the console shows what matters, the worker's INFO lines would repeat it.
+    configure_logging(level_without_settings(args, "WARNING"), format_without_settings(args))
     stop = threading.Event()
     console = Console(quiet=args.quiet)
 
@@ -164,14 +176,3 @@ def main(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _configure_logging(quiet: bool) -> None:
-    import logging
-
-    # The console shows what matters; the worker's INFO lines would repeat it.
-    logging.basicConfig(
-        level=logging.ERROR if quiet else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )

@@ -157,7 +157,9 @@ class DemoWorker:
                 self.settings, stop=self._stop, registry=self.registry, started=started
             )
         except Exception as exc:  # the demo's watch loop sees the thread end and reports
-            print(f"worker failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            from detector.log_setup import stderr_line
+
+            stderr_line("iotad demo", f"worker failed: {type(exc).__name__}: {exc}")
             self.code = 1
 
     @property

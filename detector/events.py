@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, Protocol
 
 from detector.readings import Reading
 
 AlertState = Literal["firing", "resolved"]
+NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
 
 class Scored(NamedTuple):
@@ -50,9 +53,25 @@ class AlertEvent:
     """What fired the episode: ``forecast``, ``level``, ``relation`` (the device's other
     sensors disagree), ``seasonal``, ``repeat``, ``range``, ``flatline`` (see
     `detector.scoring.SIGNALS`), or ``silence`` (the series stopped reporting)."""
+    severity: str | None = None
+    """The rules' severity for the series (`detector.rules`); None: the sink's own."""
+    labels: Mapping[str, str] = field(default_factory=lambda: NO_LABELS)
+    """Extra labels of the series: from its topic (site, line, ...; `detector.topics`, set
+    by the worker) and from the rules (`detector.rules`, which win)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["labels"] = dict(self.labels)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    """An alert a rule kept back: the `firing` event the series would have raised without
+    its mute or maintenance rule, and which (``mute`` or ``maintenance``)."""
+
+    event: AlertEvent
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +92,8 @@ class BatchResult:
     warming: int = 0
     model_batch: int = 0
     inference_s: float = 0.0
+    suppressed: list[Suppressed] = field(default_factory=list)
+    """Alerts the rules kept back (counted by the worker, never silently gone)."""
 
 
 class AlertSink(Protocol):

@@ -2,6 +2,14 @@
 
 A small ``ThreadingHTTPServer`` on its own daemon thread; Prometheus scrapes and Kubernetes
 probes never touch the detection thread.
+
+/readyz answers what the worker's `ready()` says (`detector.run_cli.Service.ready`): 503
+while the model is not loaded, start-up has not finished, the detection thread is dead, or
+the source (MQTT broker, NATS) is not connected. A saturated ingest queue is deliberately
+not a readiness failure: it is backpressure under a burst or a reconnect backlog, and a
+probe failing on it would flap with the load and take the pod out of its Service (and of
+endpoint discovery) when it is busiest. A worker that falls behind shows as lag instead
+(``iotad_lag_seconds``, the `IotadLagHigh` rule). ``iotad_ready`` exports the same answer.
 """
 
 from __future__ import annotations

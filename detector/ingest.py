@@ -10,10 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detector.payloads import PayloadDecoder
 from detector.readings import NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED, Reading, Rejection
+
+if TYPE_CHECKING:
+    from detector.sparkplug import Ended
+    from detector.topics import Labels
 
 AckToken = Any
 """What a source needs to acknowledge one message (MQTT: ``(mid, qos, generation)``; NATS:
@@ -24,7 +28,7 @@ that made a token reads it."""
 class Inbound:
     """One message after decoding, waiting for the detection thread."""
 
-    __slots__ = ("readings", "rejections", "token", "topic")
+    __slots__ = ("ended", "labels", "readings", "rejections", "token", "topic")
 
     def __init__(
         self,
@@ -32,11 +36,17 @@ class Inbound:
         topic: bytes,
         readings: list[Reading],
         rejections: list[Rejection],
+        ended: list[Ended] | None = None,
+        labels: Labels | None = None,
     ) -> None:
         self.token = token
         self.topic = topic
         self.readings = readings
         self.rejections = rejections
+        self.ended = ended
+        """Devices whose series this message ended (a Sparkplug DEATH), or None."""
+        self.labels = labels
+        """The labels of the message's topic (site, line, ...), or None."""
 
 
 def _size(item: Inbound) -> int:
@@ -186,7 +196,9 @@ class Intake:
         """Decode and enqueue one message (``sensors/...`` topic); False when the queue was
         closed (the message is then not acknowledged, and the source redelivers it)."""
         decoded = self.decoder.decode(topic, payload)
-        item = Inbound(token, topic, decoded.readings, decoded.rejections)
+        item = Inbound(
+            token, topic, decoded.readings, decoded.rejections, decoded.ended, decoded.labels
+        )
         return self.queue.put(item, wait)
 
     def decoded(
@@ -196,9 +208,10 @@ class Intake:
         readings: list[Reading],
         rejections: list[Rejection],
         wait: bool = True,
+        labels: Labels | None = None,
     ) -> bool:
         """Enqueue a message the source decoded (and checked) itself."""
-        return self.queue.put(Inbound(token, topic, readings, rejections), wait)
+        return self.queue.put(Inbound(token, topic, readings, rejections, None, labels), wait)
 
     def skipped(self, topic: bytes, payload: bytes, token: AckToken, reason: str) -> bool:
         """A message that is not input at all (`detector.readings` reasons: retained, the

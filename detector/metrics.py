@@ -1,21 +1,44 @@
-"""The worker's Prometheus metrics. Names are a contract with deploy/ (Grafana, rules).
+"""Every Prometheus metric of iotad. Names are a contract with deploy/ (Grafana, rules).
 
-Everything is registered on a registry passed in, so each test builds a fresh
-``CollectorRegistry()`` and reads samples back with ``registry.get_sample_value``.
+This is the only module that constructs metrics (a test reads the imports of the others):
+the other modules are handed the objects below. Everything is registered on a registry
+passed in, so each test builds a fresh ``CollectorRegistry()`` and reads samples back with
+``registry.get_sample_value``. Counters are named with their ``_total`` suffix here, as
+exported.
 """
 
 from __future__ import annotations
 
+import platform
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+import detector
 
 PUBLISH_FAILED_KINDS = ("alert_unconfirmed", "deadletter", "scores")
 """The `kind` label values of `iotad_publish_failed_total`."""
+SUPPRESS_REASONS = ("mute", "maintenance")
+"""The `reason` label values of `iotad_alerts_suppressed_total` (`detector.rule_policy`)."""
 
 # Reading ts -> decision, 1 ms to 60 s: a live stream sits in the low buckets, a backlog or a
 # lagging worker shows up in the top ones.
@@ -97,8 +120,23 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
+def register_runtime_collectors(registry: CollectorRegistry) -> None:
+    """The standard ``process_*`` (CPU, memory, open files, start time) and ``python_*``
+    (version, garbage collections) metrics, on `registry`.
+
+    prometheus_client registers them on its global registry only; the worker serves its own.
+    On the global registry itself this does nothing (they are there already).
+    """
+    if registry is REGISTRY:
+        return
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
+
 class WorkerMetrics:
-    """All `iotad_*` metrics of one worker, on `registry`.
+    """All `iotad_*` metrics of one worker, on `registry`, plus the standard ``process_*``
+    and ``python_*`` ones (`register_runtime_collectors`).
 
     `series_devices` is the opt-in allow-list of devices that get per-series gauges
     (value, expected, score); no other metric carries a device label.
@@ -107,6 +145,14 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry, series_devices: Iterable[str] = ()) -> None:
         self.registry = registry
         r = registry
+        register_runtime_collectors(r)
+        self.build_info = Gauge(
+            "iotad_build_info",
+            "Always 1: the iotad version, the Python version and the model artifact loaded",
+            ["version", "python_version", "model_version"],
+            registry=r,
+        )
+        self._set_build_info(model_version="")
         self.messages = Counter("iotad_messages_total", "MQTT messages received", registry=r)
         self.readings = Counter(
             "iotad_readings_total", "Readings received (= accepted + rejected)", registry=r
@@ -134,6 +180,30 @@ class WorkerMetrics:
         )
         for state in ("firing", "resolved"):
             self.alert_events.labels(state)  # present at 0 from the start, for rate() queries
+        self.alerts_suppressed = Counter(
+            "iotad_alerts_suppressed_total",
+            "Alerts the rules file kept back (muted series, maintenance windows), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in SUPPRESS_REASONS:
+            self.alerts_suppressed.labels(reason)
+        self.rules_loaded = Gauge(
+            "iotad_rules", "Rules in force from the rules file (0: none)", registry=r
+        )
+        self.rules_reloads = Counter(
+            "iotad_rules_reloads_total", "Rules file reloads that took effect", registry=r
+        )
+        self.rules_stale = Gauge(
+            "iotad_rules_stale",
+            "1 while the rules file on disk was refused and older rules stay in force",
+            registry=r,
+        )
+        self.rules_reload_failures = Counter(
+            "iotad_rules_reload_failures_total",
+            "Rules file reloads refused (unreadable or invalid: the previous rules stay)",
+            registry=r,
+        )
         self.series_active = Gauge("iotad_series_active", "Series with state", registry=r)
         self.series_warming = Gauge(
             "iotad_series_warming", "Series whose window is not full yet", registry=r
@@ -214,10 +284,17 @@ class WorkerMetrics:
                 registry=r,
             )
 
+    def _set_build_info(self, model_version: str) -> None:
+        self.build_info.clear()
+        python = platform.python_version()
+        self.build_info.labels(detector.__version__, python, model_version).set(1)
+
     def set_model(self, version: str, cell: str, window: int) -> None:
-        """Publish the loaded artifact as ``iotad_model_info{version,cell,window} 1``."""
+        """Publish the loaded artifact as ``iotad_model_info{version,cell,window} 1`` (and
+        in ``iotad_build_info``)."""
         self.model_info.clear()
         self.model_info.labels(version, cell, str(window)).set(1)
+        self._set_build_info(model_version=version)
 
     def set_shard(self, shard: str, source: str, partitions_owned: int) -> None:
         """``iotad_shard_info{shard, source} 1`` and ``iotad_partitions_owned``."""
@@ -262,4 +339,121 @@ class NatsMetrics:
         self.connected = Gauge("iotad_nats_connected", "1 while connected to NATS", registry=r)
         self.reconnects = Counter(
             "iotad_nats_reconnects_total", "Reconnections to NATS after the first", registry=r
+        )
+
+
+class AlertmanagerMetrics:
+    """The Alertmanager sink's metrics (`detector.alertmanager`).
+
+    `urls` are the configured Alertmanager URLs: the values of the ``url`` label of
+    ``iotad_alertmanager_errors_total`` (bounded by the settings, at most 10). `registry`
+    None keeps the metrics unregistered (still readable through the attributes).
+    """
+
+    DROP_REASONS = ("queue_full", "rejected", "shutdown")
+
+    def __init__(self, registry: CollectorRegistry | None, urls: Sequence[str]) -> None:
+        r = registry
+        self.sent = Counter(
+            "iotad_alertmanager_sent_total",
+            "Alerts accepted by at least one Alertmanager (re-posts of active alerts included)",
+            registry=r,
+        )
+        self.errors = Counter(
+            "iotad_alertmanager_errors_total",
+            "Failed requests to Alertmanager, by URL (each retry counts)",
+            ["url"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "iotad_alertmanager_dropped_total",
+            "Alerts given up on: queue full, rejected by every Alertmanager (4xx), or shutdown",
+            ["reason"],
+            registry=r,
+        )
+        self.active = Gauge(
+            "iotad_alertmanager_active_alerts",
+            "Firing alerts the sink keeps re-posting to Alertmanager",
+            registry=r,
+        )
+        # Exported at 0 from the start: rate() and increase() see the first failure.
+        for url in urls:
+            self.errors.labels(url)
+        for reason in self.DROP_REASONS:
+            self.dropped.labels(reason)
+
+
+CHECKPOINT_BUCKETS_S = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class CheckpointMetrics:
+    """``iotad_checkpoint_seconds``, ``iotad_checkpoint_series``,
+    ``iotad_checkpoint_failures_total{op}`` and ``iotad_series_restored`` on `registry` (the
+    file checkpoints and the NATS partition checkpoints report the same); `registry` None:
+    a fresh one of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry if registry is not None else CollectorRegistry()
+        self.seconds = Histogram(
+            "iotad_checkpoint_seconds",
+            "Seconds to snapshot the detection state and write it to disk",
+            buckets=CHECKPOINT_BUCKETS_S,
+            registry=r,
+        )
+        self.series = Gauge(
+            "iotad_checkpoint_series", "Series in the last checkpoint written", registry=r
+        )
+        self.failures = Counter(
+            "iotad_checkpoint_failures_total",
+            "Checkpoints that could not be written (op=save) or were ignored (op=restore)",
+            ["op"],
+            registry=r,
+        )
+        for op in ("save", "restore"):
+            self.failures.labels(op)  # present at 0, for rate() queries
+        self.restored = Gauge(
+            "iotad_series_restored", "Series restored from the checkpoint at start", registry=r
+        )
+
+
+class SparkplugState(Protocol):
+    """What the Sparkplug decoder (`detector.sparkplug`) knows, read at scrape time."""
+
+    @property
+    def nodes(self) -> int: ...
+    @property
+    def aliases(self) -> int: ...
+
+    evicted_nodes: int
+    rebirths_requested: int
+
+
+class SparkplugCollector(Collector):
+    """Prometheus metrics of a decoder's Sparkplug state (read at scrape time)."""
+
+    def __init__(self, decoder: SparkplugState) -> None:
+        self.decoder = decoder
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: metrics are only produced at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.decoder
+        yield GaugeMetricFamily(
+            "iotad_sparkplug_nodes", "Sparkplug edge nodes whose BIRTH is known", d.nodes
+        )
+        yield GaugeMetricFamily(
+            "iotad_sparkplug_aliases",
+            "Sparkplug devices, metric names and aliases remembered, all nodes",
+            d.aliases,
+        )
+        yield CounterMetricFamily(
+            "iotad_sparkplug_nodes_evicted",
+            "Sparkplug edge nodes forgotten past IOTAD_PAYLOAD__SPARKPLUG_MAX_NODES",
+            d.evicted_nodes,
+        )
+        yield CounterMetricFamily(
+            "iotad_sparkplug_rebirth_requests",
+            "NCMD Node Control/Rebirth requests published (IOTAD_PAYLOAD__SPARKPLUG_REBIRTH)",
+            d.rebirths_requested,
         )

@@ -33,13 +33,13 @@ import numpy as np
 
 from detector.checkpoint import (
     CheckpointError,
-    CheckpointMetrics,
     check_state,
     finite_rows,
     select_rows,
     state_bytes,
     state_from_bytes,
 )
+from detector.metrics import CheckpointMetrics
 from detector.partitions import partition_name, partition_of
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class PartitionCheckpointer:
         partitions: P.
         owned: this worker's partitions.
         interval_s: seconds between checkpoints.
-        registry: where the checkpoint metrics go (`detector.checkpoint.CheckpointMetrics`).
+        registry: where the checkpoint metrics go (`detector.metrics.CheckpointMetrics`).
     """
 
     def __init__(

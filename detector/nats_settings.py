@@ -28,13 +28,14 @@ def _split(value: object) -> object:
 class NatsSettings(BaseModel):
     """The NATS cluster, credentials, TLS and the JetStream names the worker uses."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
 
     urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
     """Servers of the cluster, comma-separated (`tls://` turns TLS on)."""
     user: str | None = None
     """User name; its password comes from `IOTAD_NATS__PASSWORD` (environment or secrets file)."""
     password: SecretStr | None = None
+    """Password of `user` (environment or secrets file); never logged or printed."""
     token: SecretStr | None = None
     """Token authentication (environment or secrets file)."""
     creds_file: FilePath | None = None

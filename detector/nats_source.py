@@ -520,7 +520,7 @@ class NatsSource:
             readings, moved = self._own_partition(p, readings, topic, msg.data)
             rejections = rejections + moved
         # Never waits: `_pull` asked for no more than the queue has room for.
-        self.intake.decoded(topic, reply, readings, rejections, wait=False)
+        self.intake.decoded(topic, reply, readings, rejections, wait=False, labels=decoded.labels)
 
     def _own_partition(
         self, p: int, readings: list[Reading], topic: bytes, payload: bytes

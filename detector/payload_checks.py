@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
 
-from detector.readings import valid_name
+from detector.readings import NOT_A_MEASUREMENT, valid_name
 from detector.topics import valid_filter
 
 # Rejection reasons of the decoder (the core adds out_of_order, duplicate, too_many_series).
@@ -34,6 +35,10 @@ BAD_TS = "bad_ts"
 FUTURE_TS = "future_ts"
 TOO_MANY_READINGS = "too_many_readings"
 DECODER_ERROR = "decoder_error"
+# Sparkplug B (`detector.sparkplug`)
+MALFORMED_PROTOBUF = "malformed_protobuf"
+UNKNOWN_ALIAS = "unknown_alias"
+ALIAS_TABLE_FULL = "alias_table_full"
 
 DECODER_REASONS = (
     OVERSIZE,
@@ -51,10 +56,14 @@ DECODER_REASONS = (
     FUTURE_TS,
     TOO_MANY_READINGS,
     DECODER_ERROR,
+    MALFORMED_PROTOBUF,
+    UNKNOWN_ALIAS,
+    ALIAS_TABLE_FULL,
+    NOT_A_MEASUREMENT,
 )
 
-PayloadFormat = Literal["json", "telegraf", "influx"]
-FORMATS: tuple[str, ...] = ("json", "telegraf", "influx")
+PayloadFormat = Literal["json", "telegraf", "influx", "sparkplug"]
+FORMATS: tuple[str, ...] = ("json", "telegraf", "influx", "sparkplug")
 TimeUnit = Literal["s", "ms", "us", "ns"]
 UNITS_PER_S: dict[str, float] = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 # Keys of a JSON reading object that name something else than its time or value.
@@ -69,7 +78,7 @@ class PayloadLimits:
     """Payloads longer than this are rejected (``oversize``) before parsing."""
     max_readings: int = 1000
     """Readings one message may carry (array elements plus ``values`` entries, Telegraf or
-    line-protocol fields)."""
+    line-protocol fields, Sparkplug metrics)."""
     max_future_s: float = 300.0
     """A ts more than this ahead of the arrival time is rejected (``future_ts``)."""
     min_ts: float = 946_684_800.0
@@ -82,7 +91,8 @@ class PayloadLimits:
     """JSON: the keys a single reading's value may come under (one per object)."""
     formats: dict[str, PayloadFormat] = field(default_factory=dict)
     """Payload format by MQTT topic filter, JSON (``{"telegraf/#": "telegraf", "influx/#":
-    "influx"}``): the first filter matching a topic decides; other topics are ``json``."""
+    "influx", "spBv1.0/#": "sparkplug"}``): the first filter matching a topic decides; other
+    topics are ``json``."""
     device_tags: tuple[str, ...] = ("device", "host")
     """Telegraf and line protocol: the tags naming the device, first present wins (else the
     topic's ``{device}``)."""
@@ -94,6 +104,20 @@ class PayloadLimits:
     auto: by magnitude (below 1e11 s, 1e14 ms, 1e17 us, else ns)."""
     influx_precision: TimeUnit = "ns"
     """Line protocol: unit of the timestamp (InfluxDB's ``precision``)."""
+    sparkplug_booleans: Literal["skip", "number"] = "skip"
+    """Sparkplug B: Boolean metrics are skipped (``not_a_measurement``: a state, whose every
+    change would look like a jump) or read as 0 and 1 (``number``)."""
+    sparkplug_max_aliases: int = 10_000
+    """Sparkplug B: names and aliases (and devices) remembered per edge node; BIRTH metrics
+    beyond are rejected (``alias_table_full``)."""
+    sparkplug_rebirth: bool = False
+    """Sparkplug B: on DATA with unknown aliases, ask the edge node to publish its BIRTH again
+    (NCMD ``Node Control/Rebirth`` on ``spBv1.0/{group}/NCMD/{edge node}``, at most every 30 s
+    per node). Off: the worker publishes nothing to the plant. The broker must let the worker
+    publish there."""
+    sparkplug_max_nodes: int = 1_000
+    """Sparkplug B: edge nodes remembered; past it the one born longest ago is forgotten
+    (its DATA is ``unknown_alias`` until its next BIRTH)."""
 
     def __post_init__(self) -> None:
         for what, keys in (
@@ -117,17 +141,21 @@ class PayloadLimits:
                 raise ValueError(f"formats: {fmt!r} is none of {', '.join(FORMATS)}")
         if self.telegraf_ts_unit != "auto" and self.telegraf_ts_unit not in UNITS_PER_S:
             raise ValueError(f"telegraf_ts_unit {self.telegraf_ts_unit!r} is no time unit")
+        if self.sparkplug_booleans not in ("skip", "number"):
+            raise ValueError(f"sparkplug_booleans {self.sparkplug_booleans!r}: skip or number")
         if self.influx_precision not in UNITS_PER_S:
             raise ValueError(f"influx_precision {self.influx_precision!r} is no time unit")
 
 
 class Reject(Exception):
-    """One reading (or the whole message) is rejected for `reason`."""
+    """One reading (or the whole message) is rejected for `reason`; `labels`: the topic's
+    labels, for a topic that is rejected as a whole (a bad name in it)."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, labels: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.labels = labels
 
 
 def check_ts(ts: float, arrival: float, limits: PayloadLimits) -> float:

@@ -10,7 +10,7 @@ snake_case reason. Accepted forms (the README's "Input contract" has examples):
 - topic ``sensors/{device}``, JSON ``{"ts": ..., "values": {"temperature": 23.4, ...}}``;
 - a JSON array of such objects, each with optional ``device`` / ``metric`` fields;
 - on topics `PayloadLimits.formats` maps to them, Telegraf JSON and InfluxDB line protocol
-  (`detector.metric_payloads`).
+  (`detector.metric_payloads`) and Sparkplug B (`detector.sparkplug`, imported only then).
 
 The time and value keys are `PayloadLimits.time_keys` and `value_keys` (defaults above).
 ``ts`` is epoch seconds, epoch milliseconds (> 1e11) or an ISO 8601 string (naive = UTC),
@@ -29,7 +29,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -61,7 +61,10 @@ from detector.payload_checks import (
     short_bytes,
 )
 from detector.readings import Reading, Rejection, valid_name
-from detector.topics import DEFAULT_PATTERNS, TopicPattern, topic_matches
+from detector.topics import DEFAULT_PATTERNS, Labels, TopicPattern, topic_matches
+
+if TYPE_CHECKING:
+    from detector.sparkplug import Ended, SparkplugDecoder
 
 __all__ = ["DECODER_REASONS", "Decoded", "PayloadDecoder", "PayloadLimits"]
 
@@ -72,20 +75,24 @@ _NUMBER_START = frozenset(b"-0123456789")
 _NON_FINITE_TOKEN = re.compile(rb"(?i)(?:^|[\s:,\[])[-+]?(?:nan|inf(?:inity)?)\s*(?:$|[,}\]])")
 _TOPIC_CACHE_MAX = 100_000
 # A topic's format, its device and metric (None where its pattern names none, or for a
-# Telegraf or line-protocol topic no pattern matched), and its rejection reason and detail
-# (reason None: the topic is fine).
-_TopicEntry = tuple[str, str | None, str | None, str | None, str]
+# Telegraf or line-protocol topic no pattern matched), its rejection reason and detail
+# (reason None: the topic is fine), and its labels (None: its pattern names none).
+_TopicEntry = tuple[str, str | None, str | None, str | None, str, Labels | None]
 
 
 class Decoded:
-    """What one message yielded: accepted readings and rejections (each one reading)."""
+    """What one message yielded: accepted readings and rejections (each one reading), and
+    the devices whose series it ended (a Sparkplug DEATH; None for any other message)."""
 
-    __slots__ = ("readings", "rejections")
+    __slots__ = ("ended", "labels", "readings", "rejections")
 
     def __init__(self) -> None:
         # A plain class: a dataclass with default factories costs twice as much per message.
         self.readings: list[Reading] = []
         self.rejections: list[Rejection] = []
+        self.ended: list[Ended] | None = None
+        self.labels: Labels | None = None
+        """The labels of every reading and rejection of the message (its topic's), or None."""
 
     @property
     def n_readings(self) -> int:
@@ -116,6 +123,12 @@ class PayloadDecoder:
         self._value_key = self._value_keys[0]
         self._formats = list(self.limits.formats.items())
         self._metrics = MetricDecoder(self.limits, self._parse_json)
+        self.sparkplug: SparkplugDecoder | None = None
+        if "sparkplug" in self.limits.formats.values():
+            # protobuf is imported only by workers that read Sparkplug.
+            from detector.sparkplug import SparkplugDecoder
+
+            self.sparkplug = SparkplugDecoder(self.limits)
         # topic -> (format, device, metric, rejection reason, detail); reason None: accepted
         self._topics: dict[str, _TopicEntry] = {}
         self._last_arrival = -math.inf
@@ -137,6 +150,8 @@ class PayloadDecoder:
         except Reject as rej:
             out.readings.clear()
             out.rejections[:] = [Rejection(rej.reason, rej.detail, topic_text, payload)]
+            if rej.labels is not None:
+                out.labels = rej.labels
         except UnicodeDecodeError:
             out.readings.clear()
             out.rejections[:] = [Rejection(BAD_TOPIC, "topic is not UTF-8", "", payload)]
@@ -158,7 +173,7 @@ class PayloadDecoder:
             self._topics[topic] = cached
         if cached[3] is not None:
             # A fresh exception each time: re-raising one cached instance grows its traceback.
-            raise Reject(cached[3], cached[4])
+            raise Reject(cached[3], cached[4], cached[5])
         return cached
 
     def _parse_topic(self, topic: str) -> _TopicEntry:
@@ -168,15 +183,18 @@ class PayloadDecoder:
             found = pattern.match(parts)
             if found is None:
                 continue
-            for kind, name in zip(("device", "metric"), found, strict=True):
+            device, metric, labels = found
+            named = [("device", device), ("metric", metric), *labels.items()]
+            for kind, name in named:
                 if name is not None and not valid_name(name):
                     detail = f"{kind} {short(name)!r} in topic is not a valid name"
-                    return (fmt, None, None, BAD_NAME, detail)
-            return (fmt, found[0], found[1], None, "")
+                    return (fmt, None, None, BAD_NAME, detail, labels or None)
+            return (fmt, device, metric, None, "", labels or None)
         if fmt != "json":
-            return (fmt, None, None, None, "")  # Telegraf and line protocol name it in tags
+            # Telegraf and line protocol name the device in tags, Sparkplug in its own topics
+            return (fmt, None, None, None, "", None)
         shown = " or ".join(p.pattern for p in self.patterns)
-        return (fmt, None, None, BAD_TOPIC, f"topic matches none of {shown}")
+        return (fmt, None, None, BAD_TOPIC, f"topic matches none of {shown}", None)
 
     # -- payload -------------------------------------------------------------------------
 
@@ -188,6 +206,12 @@ class PayloadDecoder:
         if cached is None or cached[3] is not None:
             cached = self._topic(topic)
         fmt, device, metric = cached[0], cached[1], cached[2]
+        if cached[5] is not None:
+            out.labels = cached[5]
+        if fmt == "sparkplug" and self.sparkplug is not None:
+            # Before the empty check: a DEATH may come without a payload.
+            self.sparkplug.decode(topic, payload, arrival, out)
+            return
         if size == 0:
             raise Reject(EMPTY_PAYLOAD, "empty payload")
         if fmt != "json":

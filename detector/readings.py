@@ -58,6 +58,9 @@ OWN_OUTPUT = "own_output"
 NOT_SUBSCRIBED = "not_subscribed"
 """Matching none of the configured filters: a subscription an earlier run left in the
 persistent session."""
-NOT_DEAD_LETTERED = frozenset({RETAINED, OWN_OUTPUT})
+NOT_A_MEASUREMENT = "not_a_measurement"
+"""A value that is no measurement (a Sparkplug string, dataset, ...), skipped."""
+NOT_DEAD_LETTERED = frozenset({RETAINED, OWN_OUTPUT, NOT_A_MEASUREMENT})
 """Counted and logged, never dead-lettered: a dead letter of the worker's own output is how
-it once looped, and one per retained topic at every restart is noise, not news."""
+it once looped, one per retained topic at every restart is noise, not news, and so would be
+one per string tag of every message of a Sparkplug gateway."""

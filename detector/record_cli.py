@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from detector.mqtt_flags import (
+from detector.cli_flags import (
     LOG_FLAGS,
-    MQTT_FLAGS,
-    add_log_and_env_arguments,
-    add_mqtt_arguments,
+    add_log_arguments,
+    add_settings_file_arguments,
+    log_level_flag,
 )
+from detector.mqtt_flags import MQTT_FLAGS, SUBSCRIBE_FLAGS, add_mqtt_arguments
 
 if TYPE_CHECKING:
     from detector.recorder import Recorder
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # flag dest -> (dotted setting, flag as shown in errors); the MQTT flags of `iotad run`
-FLAGS: dict[str, tuple[str, str]] = {**MQTT_FLAGS, **LOG_FLAGS}
+FLAGS: dict[str, tuple[str, str]] = {**MQTT_FLAGS, **SUBSCRIBE_FLAGS, **LOG_FLAGS}
 
 EPILOG = """\
 The broker, topics, topic patterns, TLS and credentials are the worker's settings
@@ -89,50 +90,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="start a new file after N rows (1000000; 0: no limit)",
     )
-    add("--client-id", help="MQTT client id (default <worker id>-record; keep it stable)")
-    add_mqtt_arguments(parser)
-    add_log_and_env_arguments(parser)
+    add_mqtt_arguments(
+        parser,
+        subscribe=True,
+        client_id_help="MQTT client id (default <worker id>-record; keep it stable)",
+    )
+    add_log_arguments(
+        parser, quiet_help="log warnings and errors only (and the summary)", default_level="INFO"
+    )
+    add_settings_file_arguments(parser)
+
+
+def _given(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with ``--quiet`` folded into the log level it stands for."""
+    return argparse.Namespace(**{**vars(args), "log_level": log_level_flag(args)})
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Nested settings from the flags that were given (None means not given)."""
+    """Nested settings from the flags that were given (None means not given), with the
+    password from ``--password-file``."""
+    from detector.mqtt_flags import add_password_file
     from detector.settings import overrides_from_flags
 
-    return overrides_from_flags(args, FLAGS)
+    return add_password_file(args, overrides_from_flags(_given(args), FLAGS))
 
 
 def load_record_settings(args: argparse.Namespace) -> WorkerSettings:
     """The worker's settings without the model (`iotad record` needs none); raises
     `SettingsError` with one line per problem."""
-    from pydantic import ValidationError
-
+    from detector.config_file import config_path
+    from detector.mqtt_flags import PasswordFileError
     from detector.readings import valid_name
-    from detector.settings import (
-        SettingsError,
-        WorkerSettings,
-        format_errors,
-        loop_errors,
-        secrets_dir_from_env,
-    )
+    from detector.settings import SettingsError, load_settings
 
-    flags = {d: f for dest, (d, f) in FLAGS.items() if getattr(args, dest, None) is not None}
+    given = _given(args)
+    flags = {d: f for dest, (d, f) in FLAGS.items() if getattr(given, dest, None) is not None}
     try:
-        settings = WorkerSettings(
-            _env_file=args.env_file or None,  # type: ignore[call-arg]
-            _secrets_dir=secrets_dir_from_env(),  # type: ignore[call-arg]
-            **_overrides(args),
+        settings = load_settings(
+            _overrides(args),
+            env_file=args.env_file or None,
+            config_file=config_path(args.config),
+            flags=flags,
+            require_model=False,
         )
-    except ValidationError as exc:
-        raise SettingsError(format_errors(exc, flags)) from None
-    except (ValueError, OSError) as exc:
-        raise SettingsError([f"settings: {str(exc).splitlines()[0]}"]) from None
-    problems = loop_errors(settings, flags)
+    except PasswordFileError as exc:
+        raise SettingsError([str(exc)]) from None
     if args.client_id is not None and not valid_name(args.client_id):
-        problems.append(
-            f"--client-id {args.client_id!r}: must be 1-64 of [A-Za-z0-9_.-] (a topic segment)"
+        raise SettingsError(
+            [f"--client-id {args.client_id!r}: must be 1-64 of [A-Za-z0-9_.-] (a topic segment)"]
         )
-    if problems:
-        raise SettingsError(problems)
     return settings
 
 
@@ -151,13 +157,9 @@ def main(args: argparse.Namespace) -> int:
         for line in exc.lines:
             print(f"iotad record: {line}", file=sys.stderr)
         return EXIT_USAGE
-    import logging
+    from detector.log_setup import configure_logging
 
-    logging.basicConfig(
-        level=getattr(logging, settings.log.level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log.level, settings.log.format)
     stop = threading.Event()
     _install_signal_handlers(stop)
     return record(
@@ -198,22 +200,24 @@ def record(
     """
     import logging
 
+    from detector.env_warnings import unknown_env_warnings
     from detector.history import HistoryError, HistoryWriter
+    from detector.log_setup import stderr_line
     from detector.mqtt_client import ConnectError, MqttConnection
     from detector.payloads import PayloadDecoder
     from detector.ratelimit import RateLimitedLog
     from detector.recorder import Recorder
-    from detector.settings import output_filters, unknown_env_vars
+    from detector.settings import output_filters
 
     log = logging.getLogger("iotad.record")
-    for name in unknown_env_vars():
-        log.warning("environment variable %s names no setting; ignored", name)
+    for line in unknown_env_warnings():
+        log.warning("%s", line)
     s = settings
     started_s = time.monotonic()
     try:
         writer = HistoryWriter(out, fmt, rotate_s=rotate_s, max_rows=max_rows)  # type: ignore[arg-type]
     except HistoryError as exc:
-        print(f"iotad record: {exc}", file=sys.stderr)
+        stderr_line("iotad record", str(exc))
         return EXIT_FAILED
     for path in writer.stats.recovered:
         log.info("finished %s, left by an earlier run", path)
@@ -241,7 +245,7 @@ def record(
             output_filters=[*output_filters(s), status_topic],
         )
     except ConnectError as exc:
-        print(f"iotad record: {exc}", file=sys.stderr)
+        stderr_line("iotad record", str(exc))
         return EXIT_FAILED
     box["conn"] = conn
     failure: list[BaseException] = []
@@ -260,7 +264,7 @@ def record(
         while not stop.wait(0.2) and thread.is_alive():
             pass
     except ConnectError as exc:
-        print(f"iotad record: {exc}", file=sys.stderr)
+        stderr_line("iotad record", str(exc))
         code = EXIT_FAILED
     finally:
         stop.set()
@@ -270,7 +274,7 @@ def record(
         except Exception as exc:  # shutting down anyway
             log.warning("disconnect: %s", exc)
     if failure:
-        print(f"iotad record: failed: {failure[0]}", file=sys.stderr)
+        stderr_line("iotad record", f"failed: {failure[0]}")
         code = EXIT_FAILED
     print(recorder.summary(time.monotonic() - started_s), flush=True)
     return code

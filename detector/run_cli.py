@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 # (4k-44k windows/s for the same work) and the worker's second core belongs to paho.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from detector.mqtt_flags import (
+from detector.cli_flags import (
     LOG_FLAGS,
-    MQTT_FLAGS,
-    add_log_and_env_arguments,
-    add_mqtt_arguments,
+    add_log_arguments,
+    add_settings_file_arguments,
+    log_level_flag,
 )
+from detector.mqtt_flags import MQTT_FLAGS, SUBSCRIBE_FLAGS, add_mqtt_arguments
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -35,6 +36,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # flag dest -> (dotted setting, flag as shown in errors)
 FLAGS: dict[str, tuple[str, str]] = {
     **MQTT_FLAGS,
+    **SUBSCRIBE_FLAGS,
+    "client_id": ("mqtt.client_id", "--client-id"),
     "model": ("model.path", "--model"),
     "metrics_host": ("metrics.host", "--metrics-host"),
     "metrics_port": ("metrics.port", "--metrics-port"),
@@ -48,18 +51,23 @@ EPILOG = """\
 Every setting can also be given as an environment variable (IOTAD_ prefix, `__` between
 levels), in a .env file, or as a file in the secrets directory named like the variable
 (IOTAD_SECRETS_DIR, default /run/secrets): e.g. IOTAD_MQTT__HOST, IOTAD_MQTT__PORT,
-IOTAD_MQTT__TOPICS (comma-separated), IOTAD_MQTT__USERNAME, IOTAD_MQTT__PASSWORD (environment or
-secrets file only: there is no password flag), IOTAD_MQTT__TLS__CA_FILE,
+IOTAD_MQTT__TOPICS (comma-separated), IOTAD_MQTT__USERNAME, IOTAD_MQTT__PASSWORD (environment,
+secrets file or --password-file: never a password on the command line), IOTAD_MQTT__TLS__CA_FILE,
 IOTAD_MQTT__TLS__CERT_FILE, IOTAD_MQTT__TLS__KEY_FILE, IOTAD_MQTT__SESSION_EXPIRY_S,
 IOTAD_MODEL__PATH, IOTAD_METRICS__PORT, IOTAD_DETECTION__THRESHOLD, IOTAD_OUTPUT__SCORES,
 IOTAD_OUTPUT__DEADLETTER_TOPIC, IOTAD_PAYLOAD__MAX_BYTES, IOTAD_CHECKPOINT__PATH (detection
-state saved there every IOTAD_CHECKPOINT__INTERVAL_S and on shutdown, restored at start).
+state saved there every IOTAD_CHECKPOINT__INTERVAL_S and on shutdown, restored at start),
+IOTAD_RULES__PATH (per-device rules; reloaded when it changes and on SIGHUP, see
+`iotad rules --help`).
 IOTAD_SOURCE=nats reads NATS JetStream partitions instead, shared by several workers:
 IOTAD_SHARD=i/N (or ordinal/N in a StatefulSet), IOTAD_NATS__URLS, IOTAD_NATS__PARTITIONS,
 credentials and TLS in IOTAD_NATS__* (see docs/scale-out.md).
-Flags win over the environment.
+A TOML settings file (--config FILE, or IOTAD_CONFIG) holds the same settings as tables
+([mqtt] host = "broker"; example: deploy/iotad.example.toml). Precedence, highest first:
+flags, environment, .env, secrets directory, the TOML file, defaults. `iotad config` prints
+the settings in effect. The flags are the same as other subcommands': docs/cli.md.
 Exit codes: 0 after SIGTERM/SIGINT, 1 when the model, the broker or NATS cannot be used,
-2 for invalid settings."""
+2 for invalid settings or an invalid rules file."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add = parser.add_argument
     add("--model", metavar="DIR", help="model artifact directory (IOTAD_MODEL__PATH)")
-    add_mqtt_arguments(parser)
+    add_mqtt_arguments(
+        parser,
+        subscribe=True,
+        client_id_help="MQTT client id (IOTAD_MQTT__CLIENT_ID; default the worker id)",
+    )
     add("--worker-id", help="stable worker id: MQTT client id and status topic (IOTAD_WORKER_ID)")
     add("--metrics-host", help="bind address for /metrics /healthz /readyz (default 0.0.0.0)")
     add("--metrics-port", type=int, help="port for /metrics /healthz /readyz (default 9108)")
@@ -79,31 +91,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="publish every scored reading on scores/{device}/{metric} (IOTAD_OUTPUT__SCORES)",
     )
-    add_log_and_env_arguments(parser)
+    add_log_arguments(parser, quiet_help="log warnings and errors only", default_level="INFO")
+    add_settings_file_arguments(parser)
+
+
+def flag_values(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with ``--quiet`` folded into the log level it stands for."""
+    return argparse.Namespace(**{**vars(args), "log_level": log_level_flag(args)})
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Nested settings from the flags that were given (None means not given)."""
+    """Nested settings from the flags that were given (None means not given), with the
+    password from ``--password-file``."""
+    from detector.mqtt_flags import add_password_file
     from detector.settings import overrides_from_flags
 
-    return overrides_from_flags(args, FLAGS)
+    return add_password_file(args, overrides_from_flags(flag_values(args), FLAGS))
 
 
 def main(args: argparse.Namespace) -> int:
+    from detector.config_file import config_path
+    from detector.mqtt_flags import PasswordFileError
     from detector.settings import SettingsError, load_settings
 
+    given = flag_values(args)
     try:
         settings = load_settings(
             overrides_from_args(args),
             env_file=args.env_file or None,
+            config_file=config_path(args.config),
             # Name a flag in an error only when it was the flag that set the bad value.
-            flags={d: f for dest, (d, f) in FLAGS.items() if getattr(args, dest, None) is not None},
+            flags={
+                d: f for dest, (d, f) in FLAGS.items() if getattr(given, dest, None) is not None
+            },
         )
     except SettingsError as exc:
         for line in exc.lines:
             print(f"iotad run: {line}", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(settings.log.level)
+    except PasswordFileError as exc:
+        print(f"iotad run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from detector.log_setup import configure_logging
+
+    configure_logging(settings.log.level, settings.log.format)
     from prometheus_client import disable_created_metrics
 
     from detector.memory import tune_allocator
@@ -114,17 +145,7 @@ def main(args: argparse.Namespace) -> int:
     disable_created_metrics()
     stop = threading.Event()
     _install_signal_handlers(stop)
-    return serve(settings, stop=stop)
-
-
-def _configure_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    return serve(settings, stop=stop, built=_install_rules_reload_signal)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
@@ -137,26 +158,44 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+# -- SIGHUP: reload the rules file ------------------------------------------------------------
+
+
+def _install_rules_reload_signal(service: Service) -> None:
+    """SIGHUP asks the service to reload its rules file (between batches, on the detection
+    thread). Installed before the service starts: SIGHUP's default would end the process."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        service.reload_rules()
+
+    signal.signal(signal.SIGHUP, handler)
+
+
 def serve(
     settings: WorkerSettings,
     *,
     stop: threading.Event,
     registry: CollectorRegistry | None = None,
     started: Any = None,
+    built: Any = None,
 ) -> int:
     """Run the worker until `stop` is set; returns the exit code.
 
     `registry` defaults to a fresh one; `started`, if given, is called with the running
-    `Service` once the worker is connected (tests read ports and state from it).
+    `Service` once the worker is connected (tests read ports and state from it); `built`,
+    with the `Service` as soon as it exists (signal handlers that talk to it).
     """
     import logging
 
-    from detector.settings import unknown_env_vars
+    from detector.env_warnings import unknown_env_warnings
 
     log = logging.getLogger("iotad.run")
-    for name in unknown_env_vars():
-        log.warning("environment variable %s names no setting; ignored", name)
+    for line in unknown_env_warnings():
+        log.warning("%s", line)
     service = Service(settings, registry)
+    if built is not None:
+        built(service)
     try:
         code = service.start(stop)
         if code != EXIT_OK:
@@ -187,11 +226,32 @@ class Service:
         self.confirm_timeout_s: float | None = None
         self.http: Any = None
         self.alertmanager: Any = None
+        self.rules: Any = None  # the RulesReloader, when a rules file is set
         self.model_version = ""
         self.started_s = time.monotonic()
         self.ready_after_s: float | None = None
 
+    def reload_rules(self) -> None:
+        """Reload the rules file at the detection thread's next pause between batches
+        (SIGHUP). Safe from a signal handler; a no-op without a rules file."""
+        if self.rules is not None:
+            self.rules.request()
+
+    def _load_rules(self) -> Any:
+        """The rules file's rules (None without one); raises RulesError when it is bad."""
+        from detector.rules_reload import RulesReloader
+
+        s = self.settings
+        if s.rules.path is None:
+            return None
+        self.rules = RulesReloader(
+            s.rules.path, metrics=self.metrics, check_interval_s=s.rules.check_interval_s
+        )
+        return self.rules.load()
+
     def ready(self) -> tuple[bool, str]:
+        """/readyz and ``iotad_ready``: the worker can do its work (a full ingest queue does
+        not count against it: see `detector.health`)."""
         if self.worker is None:
             return False, "model not loaded"
         if self.ready_after_s is None:
@@ -212,8 +272,10 @@ class Service:
         from detector.forecaster import LiteRTForecaster
         from detector.health import HealthServer
         from detector.ingest import Intake
+        from detector.log_setup import native_stderr_logged
         from detector.payloads import PayloadDecoder
         from detector.ratelimit import RateLimitedLog
+        from detector.rules_file import RulesError
         from detector.worker import CONFIRM_TIMEOUT_S, Worker, evict_interval, make_outputs
 
         log = logging.getLogger("iotad.run")
@@ -226,20 +288,32 @@ class Service:
             self.http = None
             return EXIT_FAILED
         try:
-            artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
-            forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
-            core = DetectionCore(artifact, forecaster, s.detection)
+            rules = self._load_rules()
+        except RulesError as exc:
+            for line in exc.lines:
+                log.error("rules: %s", line)
+            log.error("the rules file is invalid: not starting (check it: iotad rules check)")
+            return EXIT_USAGE
+        try:
+            with native_stderr_logged("litert"):
+                artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
+                forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
+                core = DetectionCore(artifact, forecaster, s.detection, rules)
         except ArtifactError as exc:
             log.error("cannot load the model: %s", exc)
             return EXIT_FAILED
+        if self.rules is not None:
+            self.rules.apply = core.set_rules
+            log.info("rules: %d from %s", len(self.rules.rules), s.rules.path)
         self.model_version = artifact.version
         self.core = core
         self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
-        intake = Intake(
-            PayloadDecoder(s.mqtt.topic_patterns, s.payload),
-            queue_size=s.queue_size,
-            max_batch=s.max_batch,
-        )
+        decoder = PayloadDecoder(s.mqtt.topic_patterns, s.payload)
+        if decoder.sparkplug is not None:
+            from detector.metrics import SparkplugCollector
+
+            self.registry.register(SparkplugCollector(decoder.sparkplug))
+        intake = Intake(decoder, queue_size=s.queue_size, max_batch=s.max_batch)
         status_extra = {"worker": s.worker_id, "model": artifact.version, "pid": os.getpid()}
         # The source is also the publisher of the outputs and the acker of the worker: it is
         # built first, around the intake it feeds, so everything below is wired once.
@@ -250,6 +324,12 @@ class Service:
         if code != EXIT_OK or stop.is_set():
             return code
         source = self.connection
+        if decoder.sparkplug is not None and s.payload.sparkplug_rebirth:
+            if s.source == "mqtt":
+                # QoS 0, not retained: what Sparkplug asks of a host application's commands.
+                decoder.sparkplug.commands = lambda topic, body: source.publish(topic, body, 0)
+            else:
+                log.warning("IOTAD_PAYLOAD__SPARKPLUG_REBIRTH needs IOTAD_SOURCE=mqtt; ignored")
         if self.checkpointer is not None:
             # Restored before anything is processed, so the first reading is scored at once.
             self.checkpointer.restore(core)
@@ -281,9 +361,11 @@ class Service:
             confirm_timeout_s=self.confirm_timeout_s or CONFIRM_TIMEOUT_S,
             checkpoints=self.checkpointer,
             evict_every_s=evict_interval(s.detection.idle_evict_s),
+            rules=self.rules,
             reject_log=RateLimitedLog(
                 logging.getLogger("iotad.rejects"), s.log.reject_lines, s.log.reject_interval_s
             ),
+            max_labelled_series=s.detection.max_series,
         )
         # Everything built so far (modules, model, settings: ~50,000 objects) lives as long
         # as the process: out of the cyclic collector's sight, a full collection no longer

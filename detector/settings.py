@@ -1,7 +1,9 @@
-"""Settings of `iotad run`: environment (``IOTAD_*``), ``.env``, a secrets directory, flags.
+"""Settings of `iotad run`: flags, environment (``IOTAD_*``), ``.env``, a secrets directory,
+a TOML file.
 
 Precedence, highest first: command-line flags, environment variables, the ``.env`` file,
-files in the secrets directory, defaults. Nested settings use ``__``::
+files in the secrets directory, the TOML settings file (``--config`` or ``IOTAD_CONFIG``;
+`detector.config_file`), defaults. Nested settings use ``__``::
 
     IOTAD_MQTT__HOST=broker IOTAD_MQTT__PORT=8883 IOTAD_MQTT__TLS__CA_FILE=/etc/ca.pem
     IOTAD_MODEL__PATH=/models/current IOTAD_DETECTION__THRESHOLD=0.6
@@ -25,6 +27,7 @@ import os
 import re
 import socket
 import typing
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -47,10 +50,13 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    TomlConfigSettingsSource,
 )
 from pydantic_settings.sources import NestedSecretsSettingsSource
 
-from detector.alertmanager import AlertmanagerSettings
+from detector.alertmanager_settings import AlertmanagerSettings
+from detector.attribute_docs import attribute_docs
+from detector.config_file import has_key, key_of, read_config
 from detector.core import DetectionConfig
 from detector.nats_settings import NatsSettings
 from detector.partitions import Shard, parse_shard
@@ -61,6 +67,9 @@ from detector.topics import DEFAULT_PATTERNS, TopicPattern, filters_overlap
 ENV_PREFIX = "IOTAD_"
 NESTED = "__"
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
+_TOML_FILE: ContextVar[Path | None] = ContextVar("iotad_toml_file", default=None)
+"""The TOML file of the settings being built (`load_settings` sets it around the build:
+`settings_customise_sources` is a class method and sees no arguments)."""
 
 
 class SettingsError(Exception):
@@ -77,8 +86,10 @@ def default_worker_id() -> str:
     return f"iotad-{host}"[:64]
 
 
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
-"""Every settings model: unknown keys are errors (typos), ``nan``/``inf`` are refused."""
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
+"""Every settings model: unknown keys are errors (typos), ``nan``/``inf`` are refused, and
+the docstring under a field is its description (the README's settings table, `iotad
+config`)."""
 
 COUNT_MAX = 2**30
 """Upper bound of settings counted in readings: per-series counters are int32 and saturate
@@ -113,6 +124,9 @@ PAYLOAD_BOUNDS: dict[str, dict[str, float]] = {
     "max_readings": {"ge": 1, "le": 1_000_000},
     "max_future_s": {"ge": 0, "le": 7 * 86_400},
     "min_ts": {"ge": 0, "le": 4_102_444_800},  # 2100-01-01
+    # ~150 bytes an entry: the defaults' worst case (every node full) is about 1.5 GB.
+    "sparkplug_max_aliases": {"ge": 1, "le": 1_000_000},
+    "sparkplug_max_nodes": {"ge": 1, "le": 1_000_000},
 }
 """Bounds of the `PayloadLimits` fields as settings."""
 
@@ -126,12 +140,14 @@ def settings_from_dataclass(config: type, bounds: dict[str, dict[str, float]]) -
     `bounds`: a test asks for every numeric field).
     """
     hints = typing.get_type_hints(config)
+    docs = attribute_docs(config)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(config):
+        described = {**bounds.get(f.name, {}), "description": docs.get(f.name)}
         if f.default is not dataclasses.MISSING:
-            info = Field(f.default, **bounds.get(f.name, {}))
+            info = Field(f.default, **described)  # type: ignore[arg-type]
         else:
-            info = Field(default_factory=f.default_factory, **bounds.get(f.name, {}))  # type: ignore[arg-type]
+            info = Field(default_factory=f.default_factory, **described)  # type: ignore[arg-type]
         hint = hints[f.name]
         if hint == tuple[str, ...]:
             # Names from the environment: comma-separated or JSON, as for the other lists.
@@ -146,7 +162,6 @@ def settings_from_dataclass(config: type, bounds: dict[str, dict[str, float]]) -
         __doc__=config.__doc__,
         **fields,
     )
-    model.config_class = config  # scripts/settings_table.py reads the field docs there
     return Annotated[
         model,
         # A `config` instance (the default, or one passed in) is checked like any other input.
@@ -188,10 +203,17 @@ class TLSSettings(BaseModel):
     model_config = STRICT
 
     enabled: bool = False
+    """TLS to the broker, verified against the system's CAs (or `ca_file`); on anyway when a
+    file below is given."""
     ca_file: FilePath | None = None
+    """CA bundle (PEM) that verifies the broker's certificate."""
     cert_file: FilePath | None = None
+    """Client certificate (PEM) for mutual TLS."""
     key_file: FilePath | None = None
+    """Private key of the client certificate (needs `cert_file`)."""
     insecure: bool = False
+    """Skip the host name check of the broker's certificate (test brokers only; the chain is
+    still verified)."""
 
     @property
     def active(self) -> bool:
@@ -210,23 +232,40 @@ class MqttSettings(BaseModel):
     model_config = STRICT
 
     host: str = "localhost"
+    """Host name or address of the MQTT broker."""
     port: int = Field(1883, ge=1, le=65535)
+    """Port of the MQTT broker (8883 is the usual one for TLS)."""
     version: Literal["5", "3.1.1"] = "5"
+    """MQTT protocol version; 3.1.1 for brokers without MQTT 5 (NATS' MQTT listener)."""
     client_id: str | None = None
     """Defaults to the worker id: stable, so the broker keeps the session across restarts."""
     username: str | None = None
+    """User name at the broker; unset: connect without credentials."""
     password: SecretStr | None = None
+    """Password of `username`: from the environment, `.env`, the secrets directory
+    (`iotad_mqtt__password`) or `--password-file`; never logged or printed."""
     topics: StrList = Field(default_factory=lambda: ["sensors/#"])
+    """Topic filters to subscribe to, comma-separated or JSON; none may match the worker's
+    own output topics."""
     topic_patterns: StrList = Field(default_factory=lambda: list(DEFAULT_PATTERNS))
+    """Topic templates, first match wins: literals, ``+``, ``{device}`` (required),
+    ``{metric}`` (else the payload names it), ``{label}`` (e.g.
+    ``plant/{site}/{line}/{device}/{metric}``: labels go into alerts and dead letters)."""
     qos: Literal[0, 1] = 1
+    """QoS of the subscription: 1 (at least once, acknowledged after processing) or 0 (at
+    most once: a restart loses what was in flight)."""
     keepalive_s: int = Field(30, ge=5, le=65535)
+    """Seconds between MQTT pings while idle; after 1.5 x this of silence the broker takes
+    the worker for gone (and publishes its offline status)."""
     session_expiry_s: int = Field(3600, ge=0, le=4_294_967_295)
     """MQTT v5: how long the broker keeps the session (and queues) while the worker is away."""
     receive_maximum: int = Field(4096, ge=1, le=65535)
     """MQTT v5: unacknowledged messages the broker may send ahead (v3.1.1: the broker's
     max_inflight_messages decides)."""
     reconnect_min_s: int = Field(1, ge=1, le=3600)
+    """First wait before reconnecting after the connection is lost (doubling from here)."""
     reconnect_max_s: int = Field(60, ge=1, le=3600)
+    """Longest wait between reconnect attempts."""
     connect_timeout_s: float = Field(30.0, gt=0, le=86_400)
     """At start-up, give up (exit 1) when no connection succeeded within this time."""
     max_queued_publishes: int = Field(10_000, ge=1, le=10_000_000)
@@ -277,13 +316,18 @@ class OutputSettings(BaseModel):
     model_config = STRICT
 
     alerts_prefix: str = "alerts"
+    """Alerts are published on ``<alerts_prefix>/{device}/{metric}`` (QoS 1)."""
     scores: bool = False
     """Publish every scored reading on ``<scores_prefix>/{device}/{metric}`` (QoS 0)."""
     scores_prefix: str = "scores"
+    """Prefix of the score topics when `scores` is on."""
     deadletter_topic: str = "iotad/deadletter"
+    """Rejected input is republished here with the reason (JSON)."""
     deadletter_payload_bytes: int = Field(1024, ge=0, le=268_435_455)
     """Dead letters carry at most this much of the rejected payload."""
     status_prefix: str = "iotad/status"
+    """The worker's retained status (``online``, ``offline`` as the last will) is on
+    ``<status_prefix>/<worker id>``."""
 
     @field_validator("alerts_prefix", "scores_prefix", "deadletter_topic", "status_prefix")
     @classmethod
@@ -297,6 +341,7 @@ class MetricsSettings(BaseModel):
     model_config = STRICT
 
     host: str = "0.0.0.0"
+    """Address /metrics, /healthz and /readyz listen on (127.0.0.1: this machine only)."""
     port: int = Field(9108, ge=0, le=65535)
     """0 picks a free port (tests)."""
     series_devices: StrList = Field(default_factory=list)
@@ -322,13 +367,25 @@ class LogSettings(BaseModel):
     model_config = STRICT
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Least severe log lines written (``--log-level``; ``--quiet`` is WARNING)."""
+    format: Literal["text", "json"] = "text"
+    """Log lines as text, or json: one object per line with ``ts``, ``level``, ``logger``,
+    ``message`` and ``exc`` (``--log-format``)."""
     reject_lines: int = Field(5, ge=0, le=100_000)
+    """Log lines per rejection reason per `reject_interval_s`; the rest are counted and the
+    count logged (every rejection is also a metric and a dead letter)."""
     reject_interval_s: float = Field(60.0, gt=0, le=86_400)
+    """The window of `reject_lines`, in seconds."""
 
     @field_validator("level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
 
 class CheckpointSettings(BaseModel):
@@ -359,6 +416,24 @@ class CheckpointSettings(BaseModel):
         return value
 
 
+class RulesSettings(BaseModel):
+    """The per-device rules file (see docs/rules.md and `detector.rules`)."""
+
+    model_config = STRICT
+
+    path: FilePath | None = None
+    """TOML file of per-device rules: threshold overrides, mute, maintenance windows,
+    Alertmanager severity and labels (e.g. /etc/iotad/rules.toml); unset: no rules. Checked
+    at start (a bad file: exit 2), reloaded when it changes and on SIGHUP."""
+    check_interval_s: float = Field(5.0, ge=0.1, le=3600)
+    """Seconds between looks at the rules file for changes (between batches)."""
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
 class WorkerSettings(BaseSettings):
     """Everything `iotad run` can be told."""
 
@@ -371,9 +446,12 @@ class WorkerSettings(BaseSettings):
         allow_inf_nan=False,
         case_sensitive=False,
         secrets_dir_missing="ok",
+        use_attribute_docstrings=True,
     )
 
     worker_id: str = Field(default_factory=default_worker_id)
+    """This worker's name: its MQTT client id (unless `mqtt.client_id`), status topic and
+    ``worker`` in alerts; keep it stable across restarts. Default ``iotad-<host name>``."""
     source: Literal["mqtt", "nats"] = "mqtt"
     """Where readings come from: one MQTT broker (one worker), or NATS JetStream partitions
     shared by several workers (`IOTAD_NATS__*`, `IOTAD_SHARD`)."""
@@ -397,6 +475,7 @@ class WorkerSettings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     detection: DetectionSettings = Field(default_factory=DetectionConfig)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     """Alert events also go to Alertmanager when ``IOTAD_ALERTMANAGER__URL`` is set."""
@@ -454,12 +533,16 @@ class WorkerSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The stock secrets source only sees top-level fields; the password is nested.
-        return (
+        sources: list[PydanticBaseSettingsSource] = [
             init_settings,
             env_settings,
             dotenv_settings,
             NestedSecretsSettingsSource(file_secret_settings),
-        )
+        ]
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
 
 
 def env_name(loc: tuple[int | str, ...]) -> str:
@@ -469,29 +552,48 @@ def env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + NESTED.join(n.upper() for n in names) + index
 
 
-def format_errors(exc: ValidationError, flags: dict[str, str] | None = None) -> list[str]:
+def format_errors(
+    exc: ValidationError,
+    flags: dict[str, str] | None = None,
+    toml: tuple[Path, dict[str, Any]] | None = None,
+) -> list[str]:
     """One line per problem: ``setting IOTAD_MQTT__PORT (--port): <what is wrong>``.
 
-    `flags` maps dotted setting paths ("mqtt.port") to the flag that sets them. Values are
-    echoed except for secrets.
+    `flags` maps dotted setting paths ("mqtt.port") to the flag that sets them; `toml` is the
+    settings file and its content, named when the bad value can only have come from there.
+    Values are echoed except for secrets.
     """
     flags = flags or {}
     lines = []
     for err in exc.errors(include_url=False):
         loc = tuple(err.get("loc", ()))
-        dotted = ".".join(str(p) for p in loc if isinstance(p, str))
+        dotted = key_of(loc)
         name = env_name(loc) if loc else "IOTAD_*"
         flag = f" ({flags[dotted]})" if dotted in flags else ""
+        from_toml = toml is not None and has_key(toml[1], dotted)
+        if from_toml and not flag and not any(k.upper() == env_name(loc) for k in os.environ):
+            flag = f" ({dotted} in {toml[0]})"  # type: ignore[index]
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "missing":
             msg = "required but not set"
         elif err.get("type") == "extra_forbidden":
             msg = "unknown setting (misspelt?)"
-        elif "password" not in dotted and "input" in err and not isinstance(err["input"], dict):
+        elif not _secret(dotted, err) and "input" in err and not isinstance(err["input"], dict):
             shown = repr(err["input"])
             msg += f" (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
         lines.append(f"setting {name}{flag}: {msg}")
     return lines or [f"settings: {exc}"]
+
+
+_URL_WITH_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]*@")
+
+
+def _secret(dotted: str, err: Any) -> bool:
+    """Whether an invalid value must not be echoed: a password or token, or a URL that
+    carries credentials."""
+    if dotted.rsplit(".", 1)[-1] in ("password", "token"):
+        return True
+    return bool(_URL_WITH_PASSWORD.search(repr(err.get("input", ""))))
 
 
 def secrets_dir_from_env(environ: dict[str, str] | None = None) -> Path | None:
@@ -509,14 +611,26 @@ def load_settings(
     env_file: str | Path | None = ".env",
     secrets_dir: str | Path | None = None,
     flags: dict[str, str] | None = None,
+    config_file: str | Path | None = None,
+    require_model: bool = True,
 ) -> WorkerSettings:
     """Build the settings; raise `SettingsError` with one line per invalid setting.
 
     `overrides` is a nested dict of values from flags (``{"mqtt": {"port": 1884}}``); they
-    win over the environment, the ``.env`` file and the secrets directory.
+    win over the environment, the ``.env`` file, the secrets directory and `config_file`
+    (TOML, `detector.config_file`), which wins over the defaults only. `require_model`:
+    the model path must be set (`iotad run`; `iotad record` and `iotad config` need none).
     """
     if secrets_dir is None:
         secrets_dir = secrets_dir_from_env()
+    toml: tuple[Path, dict[str, Any]] | None = None
+    if config_file is not None:
+        path = Path(config_file)
+        data, problems = read_config(path, WorkerSettings)
+        if problems:
+            raise SettingsError(problems)
+        toml = (path, data)
+    token = _TOML_FILE.set(toml[0] if toml else None)
     try:
         settings = WorkerSettings(
             _env_file=env_file,
@@ -524,13 +638,15 @@ def load_settings(
             **(overrides or {}),
         )
     except ValidationError as exc:
-        raise SettingsError(format_errors(exc, flags)) from None
+        raise SettingsError(format_errors(exc, flags, toml)) from None
     except (ValueError, OSError) as exc:  # e.g. an env list that is neither JSON nor CSV
         raise SettingsError([f"settings: {str(exc).splitlines()[0]}"]) from None
+    finally:
+        _TOML_FILE.reset(token)
     loops = loop_errors(settings, flags)
     if loops:
         raise SettingsError(loops)
-    if settings.model.path is None:
+    if require_model and settings.model.path is None:
         raise SettingsError(
             [
                 f"setting {env_name(('model', 'path'))}: required but not set "
@@ -576,7 +692,7 @@ def loop_errors(settings: WorkerSettings, flags: dict[str, str] | None = None) -
 def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
     """``IOTAD_*`` variables that name no setting (typos are otherwise silently ignored)."""
     environ = os.environ if environ is None else environ
-    known_top = set(WorkerSettings.model_fields) | {"secrets_dir", "env_file"}
+    known_top = set(WorkerSettings.model_fields) | {"secrets_dir", "env_file", "config"}
     unknown = []
     for key in environ:
         if not key.upper().startswith(ENV_PREFIX):
@@ -598,7 +714,7 @@ def _known_path(model: Any, path: list[str]) -> bool:
     if not path:
         return True
     if path[0] not in fields:
-        return path[0] in {"secrets_dir", "env_file"}
+        return path[0] in {"secrets_dir", "env_file", "config"}
     annotation = fields[path[0]].annotation
     if len(path) == 1:
         return True

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -20,6 +20,21 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from detector.cli_flags import (
+    add_alias,
+    add_log_arguments,
+    deprecated_env,
+    format_without_settings,
+    level_without_settings,
+    parse_duration,
+)
+from detector.log_setup import configure_logging, json_logging, stderr_line
+from detector.mqtt_flags import (
+    PASSWORD_ENV,
+    PasswordFileError,
+    add_mqtt_arguments,
+    read_password_file,
+)
 from detector.plant_config import SHAPES
 from detector.simulate_publish import (
     MAX_PENDING_LIMIT,
@@ -59,8 +74,8 @@ __all__ = [
     "write_truth",
 ]
 
-PASSWORD_ENV = "IOTAD_SIM_PASSWORD"
-_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3_600.0, "d": 86_400.0}
+OLD_PASSWORD_ENV = "IOTAD_SIM_PASSWORD"
+"""The password variable of `iotad simulate` until this release (deprecated)."""
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -106,22 +121,15 @@ SHIFTS_HELP = "24/7; 3: Mon 06:00-Sat 06:00; 2: weekdays 06-22; 1: weekdays 06-1
 FAULT_HELP = f"inject a fault (repeatable); KIND: {', '.join(FAULT_KINDS)}"
 PAYLOAD_HELP = 'json: DEV/METRIC {"ts","value"}; bare: the number; batch: DEV {"ts","values"}'
 EPILOG = """\
-Publishes sensors/DEVICE/METRIC until --duration-s (wall time), --days (simulated) or
---max-readings, or writes history with --csv (--duration-s/--days of simulated time,
+Publishes sensors/DEVICE/METRIC until --duration (wall time), --days (simulated) or
+--max-readings, or writes history with --csv (--duration/--days of simulated time,
 default 1 day at --interval-s 60). Publishing defaults to --interval-s 1 in real time.
+The password is read from --password-file, else IOTAD_MQTT__PASSWORD.
 
 examples:
   iotad simulate --host broker --duration 10m --fault line1-press01:current:spike@60
   iotad simulate --csv week.csv --days 7 --interval-s 120 --fault-rate 0.2 --truth t.json
 """
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``15m``, ``2h`` or ``1.5d``."""
-    text = text.strip()
-    if text and text[-1] in _UNITS_S:
-        return float(text[:-1]) * _UNITS_S[text[-1]]
-    return float(text)
 
 
 def parse_fault(text: str) -> FaultSpec:
@@ -185,7 +193,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--start", type=parse_ts, help="first ts: epoch s or ISO 8601 (default now)")
     g.add_argument("--speed", type=float, help="simulated s per wall s; 0: unpaced (1)")
     g.add_argument("--rate", type=float, help="readings per wall second, all series together")
-    g.add_argument("--duration-s", "--duration", type=parse_duration, help="e.g. 90, 15m, 2h")
+    duration = g.add_argument(
+        "--duration",
+        type=parse_duration,
+        metavar="DURATION",
+        help="stop after this long: seconds, or with a unit (90, 15m, 2h)",
+    )
+    add_alias(g, "--duration-s", duration)
     g.add_argument("--days", type=float, help="stop after this many simulated days")
     g.add_argument("--max-readings", type=int, help="stop after this many readings")
     g.add_argument(
@@ -216,19 +230,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--truth", metavar="FILE", help="write the injected faults as JSON")
     g = parser.add_argument_group("output")
     g.add_argument("--csv", metavar="FILE", help="write history as CSV, no broker (- = stdout)")
-    g.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_log_arguments(g, quiet_help="print nothing but warnings and errors", default_level="INFO")
     g = parser.add_argument_group("MQTT")
-    g.add_argument("--host", default="localhost")
-    g.add_argument("--port", type=int, help="1883, or 8883 with TLS")
-    g.add_argument("--username")
-    g.add_argument("--password-file", help=f"file with the password (else ${PASSWORD_ENV})")
-    g.add_argument("--client-id", default="")
-    g.add_argument("--mqtt-version", choices=("5", "3.1.1"), default="5")
+    tls_files = add_mqtt_arguments(
+        g,
+        subscribe=False,
+        client_id_help="MQTT client id (default: one the broker assigns)",
+        settings=False,
+    )
+    # The names of this command until this release.
+    add_alias(g, "--cafile", tls_files["--ca-file"])
+    add_alias(g, "--certfile", tls_files["--cert-file"])
+    add_alias(g, "--keyfile", tls_files["--key-file"])
     g.add_argument("--qos", type=int, choices=(0, 1, 2), default=1)
-    g.add_argument("--tls", action="store_true", help="TLS with the system's CAs")
-    g.add_argument("--cafile")
-    g.add_argument("--certfile")
-    g.add_argument("--keyfile")
     g.add_argument("--topic-prefix", default="sensors")
     g.add_argument(
         "--payload", choices=("json", "bare", "batch"), default="json", help=PAYLOAD_HELP
@@ -259,7 +273,7 @@ def _factory(args: argparse.Namespace, interval_s: float) -> FactoryConfig:
 
 def _main_csv(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     interval_s = args.interval_s or 60.0
-    duration_s = args.days * 86_400 if args.days is not None else args.duration_s
+    duration_s = args.days * 86_400 if args.days is not None else args.duration
     if duration_s is None and args.max_readings is None:
         duration_s = 86_400.0
     if args.start is not None:
@@ -290,41 +304,42 @@ def _main_csv(args: argparse.Namespace, say: Callable[[str], None]) -> int:
 
 
 def _password(args: argparse.Namespace) -> str | None:
+    """``--password-file``, else ``IOTAD_MQTT__PASSWORD`` (as `iotad run`), else the
+    deprecated ``IOTAD_SIM_PASSWORD``."""
     if args.password_file:
-        with open(args.password_file, encoding="utf-8") as fh:
-            return fh.read().rstrip("\r\n")
-    return os.environ.get(PASSWORD_ENV)
+        return read_password_file(args.password_file)
+    return deprecated_env(PASSWORD_ENV, OLD_PASSWORD_ENV, prog="iotad simulate")
 
 
 def _main_publish(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     if args.rate is not None and args.speed is not None:
-        print("iotad simulate: give --rate or --speed, not both", file=sys.stderr)
+        stderr_line("iotad simulate", "give --rate or --speed, not both")
         return 2
     n_devices = SHAPES[args.shape].n_devices if args.shape else args.devices
     n_series = n_devices * len(args.metrics)
     interval_s = args.interval_s or (n_series / args.rate if args.rate else 1.0)
-    tls = bool(args.tls or args.cafile or args.certfile)
+    tls = bool(args.tls or args.ca_file or args.cert_file)
     settings = PublishSettings(
         factory=_factory(args, interval_s),
         faults=tuple(args.faults),
-        host=args.host,
+        host=args.host or "localhost",
         port=args.port or (8883 if tls else 1883),
         username=args.username,
         password=_password(args),
-        client_id=args.client_id,
-        mqtt_version=args.mqtt_version,
+        client_id=args.client_id or "",
+        mqtt_version=args.mqtt_version or "5",
         qos=args.qos,
         tls=tls,
-        cafile=args.cafile,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
+        cafile=args.ca_file,
+        certfile=args.cert_file,
+        keyfile=args.key_file,
         topic_prefix=args.topic_prefix,
         payload=args.payload,
         speed=1.0 if args.speed is None else args.speed,
         rate=args.rate,
         start_ts=args.start,
         backfill_s=args.backfill,
-        duration_s=args.duration_s,
+        duration_s=args.duration,
         sim_duration_s=args.days * 86_400 if args.days is not None else None,
         max_readings=args.max_readings,
         max_pending=args.max_pending,
@@ -336,11 +351,9 @@ def _main_publish(args: argparse.Namespace, say: Callable[[str], None]) -> int:
 
     def progress(s: PublishStats) -> None:
         if not args.quiet:
-            print(
+            _note(
                 f"sent {s.readings} readings in {s.messages} messages ({s.readings_per_s:.0f}/s), "
-                f"confirmed {s.acked}, pending {s.pending}, faults {len(s.faults)}",
-                file=sys.stderr,
-                flush=True,
+                f"confirmed {s.acked}, pending {s.pending}, faults {len(s.faults)}"
             )
 
     def on_fault(fault: Fault) -> None:
@@ -350,7 +363,7 @@ def _main_publish(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     try:
         stats = run_publisher(settings, stop, on_fault=on_fault, on_progress=progress)
     except PublishError as exc:
-        print(f"iotad simulate: {exc}", file=sys.stderr)
+        stderr_line("iotad simulate", str(exc))
         return 1
     finally:
         for sig, handler in previous.items():
@@ -364,16 +377,29 @@ def _main_publish(args: argparse.Namespace, say: Callable[[str], None]) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Run `iotad simulate`: publish to a broker, or write a CSV history with ``--csv``."""
+    configure_logging(level_without_settings(args, "INFO"), format_without_settings(args))
 
     def say(line: str) -> None:
         # Fault lines go to stdout, unless the CSV itself does.
-        if not args.quiet:
-            print(line, file=sys.stderr if args.csv == "-" else sys.stdout, flush=True)
+        if args.quiet:
+            return
+        if args.csv == "-":
+            _note(line)
+        else:
+            print(line, flush=True)
 
     try:
         if args.csv:
             return _main_csv(args, say)
         return _main_publish(args, say)
-    except (ValueError, OSError) as exc:
-        print(f"iotad simulate: {exc}", file=sys.stderr)
+    except (ValueError, OSError, PasswordFileError) as exc:
+        stderr_line("iotad simulate", str(exc))
         return 2
+
+
+def _note(line: str) -> None:
+    """A progress line on stderr: as it is, or an INFO record when logging is JSON."""
+    if json_logging():
+        logging.getLogger("iotad.simulate").info("%s", line)
+    else:
+        print(line, file=sys.stderr, flush=True)

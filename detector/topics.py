@@ -1,45 +1,81 @@
-"""Topic templates: which part of an MQTT topic names the device and which the metric."""
+"""Topic templates: which part of an MQTT topic names the device, the metric and any labels."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 DEFAULT_PATTERNS = ("sensors/{device}/{metric}", "sensors/{device}")
 
+LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+"""A label's name: a Prometheus and Alertmanager label name (without the reserved ``__``
+start), at most 64 characters."""
+RESERVED_LABELS = frozenset({"alertname", "severity"})
+"""Label names the worker sets itself on alerts (``device`` and ``metric`` are the series)."""
+Labels = Mapping[str, str]
+"""The extra labels of a series, from its topic: site, line, cell, ..."""
+
 
 class TopicPattern:
-    """A topic template such as ``sensors/{device}/{metric}``.
+    """A topic template such as ``sensors/{device}/{metric}`` or
+    ``plant/{site}/{line}/{device}/{metric}``.
 
-    Segments are literals, ``+`` (any one segment, ignored), ``{device}`` or ``{metric}``.
+    Segments are literals, ``+`` (any one segment, ignored), ``{device}`` (required),
+    ``{metric}`` (else the payload names the metric), or ``{name}`` for a label: the
+    segment's value travels with the series into its alerts (MQTT and Alertmanager) and
+    dead letters, never into Prometheus metrics. A constructor error is one line naming the
+    pattern.
     """
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
         self.segments = tuple(pattern.split("/"))
+        self.labels: tuple[str, ...] = ()
+        labels: list[str] = []
         for seg in self.segments:
             if seg in ("{device}", "{metric}", "+"):
+                continue
+            if seg.startswith("{") and seg.endswith("}") and seg.count("{") == 1:
+                name = seg[1:-1]
+                if not LABEL_NAME.match(name) or name.startswith("__"):
+                    raise ValueError(
+                        f"topic pattern {pattern!r}: label {seg!r} must be a label name "
+                        "(a letter or _, then letters, digits, _; not starting with __)"
+                    )
+                if name in RESERVED_LABELS:
+                    raise ValueError(f"topic pattern {pattern!r}: label {seg!r} is reserved")
+                if name in labels:
+                    raise ValueError(f"topic pattern {pattern!r} names {seg} twice")
+                labels.append(name)
                 continue
             if not seg or any(c in seg for c in "+#{}"):
                 raise ValueError(
                     f"topic pattern {pattern!r}: segment {seg!r} must be a literal, '+', "
-                    "'{device}' or '{metric}'"
+                    "'{device}', '{metric}' or a '{label}'"
                 )
         if self.segments.count("{device}") > 1 or self.segments.count("{metric}") > 1:
             raise ValueError(f"topic pattern {pattern!r} names {{device}} or {{metric}} twice")
+        if "{device}" not in self.segments:
+            raise ValueError(f"topic pattern {pattern!r} has no {{device}}")
+        self.labels = tuple(labels)
 
-    def match(self, parts: Sequence[str]) -> tuple[str | None, str | None] | None:
-        """``(device, metric)`` (None where the pattern has no such part), or None."""
+    def match(self, parts: Sequence[str]) -> tuple[str | None, str | None, dict[str, str]] | None:
+        """``(device, metric, labels)`` (metric None where the pattern has none, labels
+        empty where it names none), or None when the topic does not match."""
         if len(parts) != len(self.segments):
             return None
         device = metric = None
+        labels: dict[str, str] = {}
         for seg, part in zip(self.segments, parts, strict=True):
             if seg == "{device}":
                 device = part
             elif seg == "{metric}":
                 metric = part
+            elif seg[:1] == "{":
+                labels[seg[1:-1]] = part
             elif seg != "+" and seg != part:
                 return None
-        return device, metric
+        return device, metric, labels
 
 
 def _levels(topic_filter: str) -> list[str]:

@@ -15,19 +15,21 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from detector.alerts import Delivery, MqttAlertSink, Publisher, ScoreStream
 from detector.deadletter import DeadLetterPublisher
-from detector.events import AlertSink, BatchResult, Dropped
+from detector.events import AlertEvent, AlertSink, BatchResult, Dropped
 from detector.ingest import AckToken, Inbound, Intake
 from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
 from detector.ratelimit import RateLimitedLog
 from detector.readings import NOT_DEAD_LETTERED, Reading, Rejection
+from detector.topics import Labels
 
 log = logging.getLogger("iotad.worker")
 
@@ -79,6 +81,8 @@ class Core(Protocol):
 
     def evict_idle(self, now: float) -> int: ...
 
+    def end_devices(self, ended: Mapping[str, float]) -> list[AlertEvent]: ...
+
 
 class Acker(Protocol):
     """Acknowledges processed messages: the source they came from."""
@@ -86,6 +90,13 @@ class Acker(Protocol):
     def ack_many(self, tokens: Sequence[AckToken]) -> int:
         """Acknowledge the messages of these tokens; returns how many acks were sent."""
         ...
+
+
+class RulesPoll(Protocol):
+    """Reloads the rules file when it changed or a reload was asked for
+    (`detector.rules_reload.RulesReloader`), on the detection thread between batches."""
+
+    def poll(self) -> bool: ...
 
 
 class Checkpoints(Protocol):
@@ -130,8 +141,12 @@ class Worker:
             holds no reading the source would redeliver (the restored core would drop it as
             a duplicate). None: no checkpoints.
         evict_every_s: how often idle series are swept out (see `evict_interval`).
+        rules: reloads the rules file between batches (None: no rules file).
         reject_log: the rate-limited log for rejected input.
         clock: wall clock (epoch seconds), for lag and eviction.
+        max_labelled_series: series whose topic labels (site, line, ...) are remembered for
+            their alerts; past it the series labelled longest ago is forgotten (its alerts
+            then carry no labels until its next message).
     """
 
     def __init__(
@@ -150,8 +165,10 @@ class Worker:
         confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
         checkpoints: Checkpoints | None = None,
         evict_every_s: float = EVICT_EVERY_S,
+        rules: RulesPoll | None = None,
         reject_log: RateLimitedLog | None = None,
         clock: Callable[[], float] = time.time,
+        max_labelled_series: int = 100_000,
     ) -> None:
         self.core = core
         self.metrics = metrics
@@ -163,6 +180,7 @@ class Worker:
         self.acker = acker
         self.checkpoints = checkpoints
         self.confirm_timeout_s = confirm_timeout_s
+        self.rules = rules
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.linger_above = linger_above
@@ -181,6 +199,9 @@ class Worker:
         self._trimmed_at = 0
         self.failed: BaseException | None = None
         self.batches = 0
+        # series key -> the labels of its latest message's topic (`detector.topics`)
+        self.series_labels: dict[str, Labels] = {}
+        self.max_labelled_series = max_labelled_series
 
     # -- detection thread ----------------------------------------------------------------
 
@@ -210,6 +231,8 @@ class Worker:
                     self.process(items)
                 if self._held:
                     self.release_held()
+                if self.rules is not None:
+                    self._poll_rules()
                 if self.checkpoints is not None and not self._held and self.checkpoints.due():
                     self.checkpoints.save(self.core)
                 self._housekeeping()
@@ -232,20 +255,28 @@ class Worker:
                 readings.extend(item.readings)
             if item.rejections:
                 rejections.extend(item.rejections)
-        result = self._detect(readings) if readings else BatchResult([], [], [])
+        if any(item.ended for item in items):
+            result = self._detect_around_ends(items)
+        else:
+            result = self._detect(readings) if readings else BatchResult([], [], [])
         now = self.clock()
         m.messages.inc(len(items))
         m.readings.inc(len(readings) + len(rejections))
         m.accepted.inc(len(readings) - len(result.dropped))
         m.batch_size.observe(len(readings) + len(rejections))
+        labelled = [item for item in items if item.labels]
+        if labelled:
+            self._learn_labels(labelled)
         if rejections:
-            self._reject(rejections)
+            self._reject(rejections, labelled)
         if result.dropped:
             self._dropped(items, result)
         if readings:
             self._record(readings, result, now)
         alerts = self._alert(result) if result.events else []
         dead = self.deadletter.take_deliveries() if self.deadletter is not None else []
+        if result.suppressed:
+            self._suppressed(result)
         if self.scores is not None and result.scored:
             failed = self.scores.send_many(result.scored)
             if failed:
@@ -261,8 +292,13 @@ class Worker:
             held: list[Inbound] = []
             now_ok: list[Inbound] = []
             for i in items:
-                raised = (bool(dead) and bool(i.rejections)) or any(
-                    (r.device, r.metric, r.ts) in causes or id(r) in dropped for r in i.readings
+                # A message that ended devices (a Sparkplug DEATH) raised their events.
+                raised = (
+                    (bool(alerts) and bool(i.ended))
+                    or (bool(dead) and bool(i.rejections))
+                    or any(
+                        (r.device, r.metric, r.ts) in causes or id(r) in dropped for r in i.readings
+                    )
                 )
                 (held if raised else now_ok).append(i)
             self._ack(now_ok)
@@ -292,6 +328,35 @@ class Worker:
                 exc,
             )
             return BatchResult([], [], [Dropped(r, "core_error") for r in readings])
+
+    def _detect_around_ends(self, items: list[Inbound]) -> BatchResult:
+        """`_detect`, with the series of the devices a message ended (a Sparkplug DEATH)
+        ended in the core between the readings that came before it and those after."""
+        result = BatchResult([], [], [])
+        pending: list[Reading] = []
+        for item in items:
+            pending.extend(item.readings)
+            if not item.ended:
+                continue
+            if pending:
+                _merge(result, self._detect(pending))
+                pending = []
+            ended = {e.device: e.ts for e in item.ended}
+            try:
+                result.events.extend(self.core.end_devices(ended))
+            except Exception as exc:  # as for `_detect`: never kill the detection thread
+                self.reject_log.log(logging.ERROR, "core_error", "ending series failed: %r", exc)
+                continue
+            self.reject_log.log(
+                logging.INFO,
+                "series_ended",
+                "series of %s ended (%s)",
+                ", ".join(sorted(ended)[:5]) + (" ..." if len(ended) > 5 else ""),
+                item.topic.decode("utf-8", errors="replace"),
+            )
+        if pending:
+            _merge(result, self._detect(pending))
+        return result
 
     def _record(self, readings: list[Reading], result: BatchResult, now: float) -> None:
         m = self.metrics
@@ -352,6 +417,8 @@ class Worker:
     def _alert(self, result: BatchResult) -> list[Delivery]:
         """Send the batch's events to every sink; returns the publishes to confirm."""
         m = self.metrics
+        if self.series_labels:
+            result.events[:] = [self._labelled(e) for e in result.events]
         for event in result.events:
             m.alert_events.labels(event.state).inc()
             log.info(
@@ -375,18 +442,62 @@ class Worker:
             deliveries.extend(sink.take_deliveries())
         return deliveries
 
-    def _reject(self, rejections: list[Rejection]) -> None:
+    def _learn_labels(self, items: list[Inbound]) -> None:
+        """Remember the labels of the series of labelled messages, for their alerts."""
+        known = self.series_labels
+        for item in items:
+            labels = item.labels
+            for r in item.readings:
+                key = f"{r.device}/{r.metric}"
+                if known.get(key) is labels:
+                    continue  # the usual case: one labels object per topic (decoder cache)
+                known.pop(key, None)  # re-inserted last: the bound forgets the oldest
+                if len(known) >= self.max_labelled_series:
+                    del known[next(iter(known))]
+                known[key] = labels  # type: ignore[assignment]
+
+    def _labelled(self, event: AlertEvent) -> AlertEvent:
+        labels = self.series_labels.get(f"{event.device}/{event.metric}")
+        return replace(event, labels={**labels, **event.labels}) if labels else event
+
+    def _suppressed(self, result: BatchResult) -> None:
+        """Alerts the rules kept back: counted by reason, logged (rate-limited)."""
+        for reason, count in Counter(s.reason for s in result.suppressed).items():
+            self.metrics.alerts_suppressed.labels(reason).inc(count)
+        for s in result.suppressed:
+            e = s.event
+            self.reject_log.info(
+                f"suppressed {s.reason}",
+                "alert suppressed (%s) %s/%s at ts %s, score %.2f",
+                s.reason,
+                e.device,
+                e.metric,
+                e.ts,
+                e.score,
+            )
+
+    def _poll_rules(self) -> None:
+        """A reload must not end detection: a failure keeps the rules in force."""
+        try:
+            self.rules.poll()  # type: ignore[union-attr]
+        except Exception:
+            log.exception("rules reload failed; keeping the rules in force")
+
+    def _reject(self, rejections: list[Rejection], labelled: list[Inbound]) -> None:
         for reason, count in Counter(r.reason for r in rejections).items():
             self._rejected(reason).inc(count)
+        labels_of = {id(r): item.labels for item in labelled for r in item.rejections}
         for rej in rejections:
             self.reject_log.warning(
                 rej.reason, "rejected (%s) on %r: %s", rej.reason, rej.topic, rej.detail
             )
             if rej.reason not in NOT_DEAD_LETTERED:
-                self._send_dead(rej.reason, rej.detail, rej.topic, rej.payload)
+                labels = labels_of.get(id(rej)) if labels_of else None
+                self._send_dead(rej.reason, rej.detail, rej.topic, rej.payload, labels)
 
     def _dropped(self, items: list[Inbound], result: BatchResult) -> None:
         topic_of = {id(r): item.topic for item in items for r in item.readings}
+        labels_of = {id(r): item.labels for item in items if item.labels for r in item.readings}
         for reason, count in Counter(d.reason for d in result.dropped).items():
             self._rejected(reason).inc(count)
         for d in result.dropped:
@@ -396,11 +507,13 @@ class Worker:
                 d.reason, "dropped (%s) %s/%s at ts %s", d.reason, r.device, r.metric, r.ts
             )
             if self.deadletter is not None:
-                self._count_dead(self.deadletter.send_dropped(d, topic))
+                self._count_dead(self.deadletter.send_dropped(d, topic, labels_of.get(id(r))))
 
-    def _send_dead(self, reason: str, detail: str, topic: str, payload: bytes) -> None:
+    def _send_dead(
+        self, reason: str, detail: str, topic: str, payload: bytes, labels: Labels | None = None
+    ) -> None:
         if self.deadletter is not None:
-            self._count_dead(self.deadletter.send(reason, detail, topic, payload))
+            self._count_dead(self.deadletter.send(reason, detail, topic, payload, labels))
 
     def _count_dead(self, sent: bool) -> None:
         if sent:
@@ -439,6 +552,15 @@ class Worker:
             # copies (and a burst's decoded messages) back rather than keep them.
             self._trimmed_at = active
             release_free_memory()
+
+
+def _merge(into: BatchResult, part: BatchResult) -> None:
+    into.scored.extend(part.scored)
+    into.events.extend(part.events)
+    into.dropped.extend(part.dropped)
+    into.warming += part.warming
+    into.model_batch += part.model_batch
+    into.inference_s += part.inference_s
 
 
 def make_outputs(

@@ -9,12 +9,8 @@ so the documented settings cannot drift from the code. Usage::
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-import itertools
 import sys
-import textwrap
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -23,42 +19,28 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from detector.attribute_docs import attribute_docs
 from detector.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 
-def attribute_docs(cls: type) -> dict[str, str]:
-    """Docstrings written under class attributes (``x: int = 1`` then ``\"\"\"...\"\"\"``)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    docs: dict[str, str] = {}
-    for node, nxt in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def _fields(cls: type) -> list[tuple[str, Any, Any, str]]:
-    """``(name, annotation, default, allowed values)`` of a pydantic model or a dataclass."""
+def _fields(cls: type) -> list[tuple[str, Any, Any, str, str]]:
+    """``(name, annotation, default, allowed values, description)`` of a pydantic model or a
+    dataclass."""
     if isinstance(cls, type) and issubclass(cls, BaseModel):
         out = []
         for name, info in cls.model_fields.items():
             default = info.get_default(call_default_factory=True)
-            out.append((name, info.annotation, default, allowed(info)))
+            doc = " ".join((info.description or "").split())
+            out.append((name, info.annotation, default, allowed(info), doc))
         return out
     if dataclasses.is_dataclass(cls):
-        return [(f.name, f.type, f.default, "") for f in dataclasses.fields(cls)]
+        docs = attribute_docs(cls)
+        return [
+            (f.name, f.type, f.default, "", docs.get(f.name, "")) for f in dataclasses.fields(cls)
+        ]
     return []
 
 
@@ -99,6 +81,8 @@ def _show(default: Any) -> str:
         return "—"
     if isinstance(default, (list, tuple)):
         return ",".join(str(d) for d in default) or "(empty)"
+    if isinstance(default, dict):
+        return ",".join(f"{k}={v}" for k, v in default.items()) or "(empty)"
     if isinstance(default, bool):
         return str(default).lower()
     text = str(default)
@@ -106,12 +90,10 @@ def _show(default: Any) -> str:
 
 
 def rows(cls: type, prefix: str = "IOTAD_") -> list[tuple[str, str, str, str]]:
-    """``(variable, default, allowed, description)`` for every leaf setting under `cls`."""
-    # Settings built from a dataclass (`detector.settings.settings_from_dataclass`) are
-    # documented in the dataclass.
-    docs = attribute_docs(getattr(cls, "config_class", cls))
+    """``(variable, default, allowed, description)`` for every leaf setting under `cls`; the
+    description is the field's (``Field(description=...)``, or the docstring under it)."""
     out: list[tuple[str, str, str, str]] = []
-    for name, annotation, default, values in _fields(cls):
+    for name, annotation, default, values, doc in _fields(cls):
         var = f"{prefix}{name.upper()}"
         nested = _nested(annotation)
         if nested is not None:
@@ -123,7 +105,7 @@ def rows(cls: type, prefix: str = "IOTAD_") -> list[tuple[str, str, str, str]]:
             shown = "— (secret)"
         else:
             shown = _show(default)
-        out.append((var, shown, values, docs.get(name, "")))
+        out.append((var, shown, values, doc))
     return out
 
 

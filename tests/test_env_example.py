@@ -73,6 +73,9 @@ def test_the_examples_load_when_uncommented(
         path.write_text("-")
         values[key] = str(path)
     (tmp_path / "state").mkdir()
+    rules = tmp_path / "rules.toml"  # the rules file must exist: the worker reads it at start
+    rules.write_text("")
+    values[f"{ENV_PREFIX}RULES__PATH"] = str(rules)
     values[f"{ENV_PREFIX}CHECKPOINT__PATH"] = str(tmp_path / "state" / "state.npz")
     env_file = tmp_path / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -85,3 +88,5 @@ def test_the_examples_load_when_uncommented(
     assert settings.mqtt.tls.active
     assert settings.metrics.series_devices == values["IOTAD_METRICS__SERIES_DEVICES"].split(",")
     assert settings.detection.threshold == float(values["IOTAD_DETECTION__THRESHOLD"])
+    assert settings.rules.path == rules
+    assert settings.rules.check_interval_s == float(values["IOTAD_RULES__CHECK_INTERVAL_S"])

@@ -30,7 +30,7 @@ def test_settings_table_matches_the_settings_code() -> None:
 
 
 def test_every_subcommand_in_the_readme_has_help() -> None:
-    for command in ("run", "record", "train", "simulate", "demo", "eval"):
+    for command in ("run", "record", "train", "simulate", "demo", "eval", "rules", "config"):
         assert f"iotad {command}" in README
         out = subprocess.run(
             [sys.executable, "-m", "detector", command, "--help"],
@@ -41,3 +41,33 @@ def test_every_subcommand_in_the_readme_has_help() -> None:
         )
         assert out.returncode == 0, out.stderr
         assert "usage: iotad" in out.stdout
+
+
+def test_every_setting_has_a_meaning() -> None:
+    """A setting without a description would be a row without a meaning: give the field a
+    ``Field(description=...)`` or a docstring under it."""
+    from detector.settings import WorkerSettings
+    from scripts.settings_table import rows
+
+    table = rows(WorkerSettings)
+    assert len(table) > 90
+    assert [var for var, _, _, meaning in table if not meaning.strip()] == []
+
+
+def test_the_table_reads_field_descriptions_and_docstrings() -> None:
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from scripts.settings_table import rows
+
+    class Example(BaseModel):
+        model_config = ConfigDict(use_attribute_docstrings=True)
+
+        a: int = Field(1, ge=0, description="Said in the field.")
+        b: str = "x"
+        """Said under the field,
+        over two lines."""
+
+    assert rows(Example, "X_") == [
+        ("X_A", "1", "[0, ∞)", "Said in the field."),
+        ("X_B", "x", "", "Said under the field, over two lines."),
+    ]

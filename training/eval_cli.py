@@ -20,13 +20,15 @@ import argparse
 import fnmatch
 import importlib.util
 import json
-import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from detector.cli_flags import add_alias, deprecated_env
+
 DEFAULT_OUT = Path("runs/nab")
+NAB_ROOT_ENV = "NAB_ROOT"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nab-root",
         type=Path,
         default=None,
-        help="NAB folder with data/, labels/, config/ (default: $IOTAD_NAB_ROOT or ../shared/nab)",
+        help="NAB folder with data/, labels/, config/ (default: $NAB_ROOT or ../shared/nab)",
     )
     nab.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (runs/nab)")
     nab.add_argument(
@@ -55,12 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot", metavar="NAME", help="also draw this file into <out>/<category>/<name>.png"
     )
     nab.add_argument("--quiet", action="store_true", help="no progress line")
-    nab.add_argument(
-        "--model",
+    forecaster = nab.add_argument(
+        "--forecaster",
         choices=("lstm", "naive"),
         default="lstm",
         help="lstm: train with the pipeline; naive: last-value baseline, no training",
     )
+    add_alias(nab, "--model", forecaster)  # its name until this release
     nab.add_argument(
         "--train",
         action="append",
@@ -79,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nab.add_argument(
         "--compare-naive",
         action="store_true",
-        help="also run --model naive on the same files (into <out>/naive) and print both",
+        help="also run --forecaster naive on the same files (into <out>/naive) and print both",
     )
     nab.add_argument(
         "--cv",
@@ -117,11 +120,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def find_nab_root(given: Path | None) -> Path:
-    """The NAB folder: `given`, else $IOTAD_NAB_ROOT, ../shared/nab, or beside the checkout."""
+    """The NAB folder: `given`, else $NAB_ROOT, ../shared/nab, or beside the checkout.
+
+    ``IOTAD_NAB_ROOT`` is the variable's deprecated old name: it is no worker setting, and
+    `iotad run` warned about it in every shell where it was set.
+    """
     candidates = [given] if given else []
     if not given:
-        if os.environ.get("IOTAD_NAB_ROOT"):
-            candidates.append(Path(os.environ["IOTAD_NAB_ROOT"]))
+        env_root = deprecated_env(NAB_ROOT_ENV, "IOTAD_NAB_ROOT", prog="iotad eval nab")
+        if env_root:
+            candidates.append(Path(env_root))
         candidates.append(Path("../shared/nab"))
         candidates.append(Path(__file__).resolve().parents[2] / "shared" / "nab")
     for root in candidates:
@@ -221,8 +229,8 @@ def main_nab(args: argparse.Namespace) -> int:
     from training.nab import load_corpus
     from training.nab_report import report_text
 
-    models = [args.model]
-    if args.compare_naive and args.model != "naive":
+    models = [args.forecaster]
+    if args.compare_naive and args.forecaster != "naive":
         models.append("naive")
     from training.extras import train_extra_problem
 
@@ -230,14 +238,14 @@ def main_nab(args: argparse.Namespace) -> int:
     problem = train_extra_problem(
         "iotad eval nab",
         needed + (("matplotlib",) if args.plot else ()),
-        "--model naive" if needed else "",
+        "--forecaster naive" if needed else "",
     )
     if problem:
         print(problem, file=sys.stderr)
         return 2
     if "lstm" in models and importlib.util.find_spec("training.pipeline") is None:
         print(
-            "iotad eval nab: training/pipeline.py is not available; try --model naive",
+            "iotad eval nab: training/pipeline.py is not available; try --forecaster naive",
             file=sys.stderr,
         )
         return 2
@@ -251,7 +259,7 @@ def main_nab(args: argparse.Namespace) -> int:
 
     runs = {m: run_model(args, corpus, names, m, out if i == 0 else out / m) for i, m in
             enumerate(models)}  # fmt: skip
-    primary = runs[args.model]
+    primary = runs[args.forecaster]
     print(report_text(primary["optimised"], primary["fixed"]))
     if len(runs) > 1:
         print("\n" + compare_text(runs))

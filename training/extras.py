@@ -33,7 +33,7 @@ def train_extra_problem(
 ) -> str | None:
     """One line for `command` when any of `modules` is missing, else None.
 
-    `alternative` is appended in parentheses: what to do instead (``--model naive``).
+    `alternative` is appended in parentheses: what to do instead (``--forecaster naive``).
 
     >>> train_extra_problem("iotad x", ("no_such_mod",))
     "iotad x: no_such_mod is not installed; install the train extra: pip install 'iotad[train]'"

@@ -14,6 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from detector.cli_flags import add_alias
 from detector.plant_config import SHAPES
 from training.eval_cli import parse_overrides
 from training.nab_run import _init_worker
@@ -28,8 +29,8 @@ stream through the worker's core one timestamp at a time, match alerts to faults
 
 examples:
   iotad eval factory                                  # 3 seeds, lstm and naive side by side
-  iotad eval factory --shape mixed --seeds 3,4 --model naive
-  iotad eval factory --quick --model naive            # a small plant, one day (seconds)
+  iotad eval factory --shape mixed --seeds 3,4 --forecaster naive
+  iotad eval factory --quick --forecaster naive       # a small plant, one day (seconds)
 """
 
 
@@ -62,12 +63,13 @@ def add_arguments(sub: Any) -> None:
         help="fleet shape (repeatable; default 2shift-staggered, --quick: small)",
     )
     fac.add_argument("--seeds", type=_seed_list, help="comma list (default 0,1,2; --quick: 0)")
-    fac.add_argument(
-        "--model",
+    forecaster = fac.add_argument(
+        "--forecaster",
         choices=("both", "lstm", "naive"),
         default="both",
         help="both (default): lstm and naive side by side on the same data",
     )
+    add_alias(fac, "--model", forecaster)  # its name until this release
     fac.add_argument("--quick", action="store_true", help="small plant, short run (for tests)")
     fac.add_argument("--history-days", type=float, help="fault-free training history (14)")
     fac.add_argument("--stream-days", type=float, help="labelled stream (3)")
@@ -91,6 +93,12 @@ def add_arguments(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="set a DetectionConfig field of the core (repeatable)",
     )
+    fac.add_argument(
+        "--rules",
+        type=Path,
+        metavar="FILE",
+        help="apply a rules file (docs/rules.md) in the core, as the worker does",
+    )
     fac.set_defaults(_eval=main_factory)
 
 
@@ -101,7 +109,7 @@ def factory_config(args: argparse.Namespace) -> Any:
 
     base = QUICK if args.quick else BenchConfig()
     changes: dict[str, Any] = {
-        "models": ("lstm", "naive") if args.model == "both" else (args.model,),
+        "models": ("lstm", "naive") if args.forecaster == "both" else (args.forecaster,),
         "detection": replace(DetectionConfig(), **parse_overrides(args.detection, DetectionConfig)),
         "train_overrides": base.train_overrides | parse_overrides(args.train),
     }
@@ -112,6 +120,14 @@ def factory_config(args: argparse.Namespace) -> Any:
     for name in ("history_days", "stream_days", "faults_per_kind", "prime_days", "grace"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    if getattr(args, "rules", None) is not None:
+        from detector.rules_file import RulesError, load_rules
+
+        try:
+            load_rules(args.rules)  # checked here: one line per problem before any run
+        except RulesError as exc:
+            raise ValueError("\n".join(exc.lines)) from None
+        changes["rules"] = args.rules
     cfg = replace(base, **changes)
     cfg.validate()
     return cfg
@@ -163,7 +179,7 @@ def main_factory(args: argparse.Namespace) -> int:
     from training.extras import train_extra_problem
 
     problem = "lstm" in cfg.models and train_extra_problem(
-        "iotad eval factory", alternative="--model naive"
+        "iotad eval factory", alternative="--forecaster naive"
     )
     if problem:
         print(problem, file=sys.stderr)
@@ -186,6 +202,7 @@ def main_factory(args: argparse.Namespace) -> int:
         "interval_s": cfg.interval_s,
         "train_overrides": cfg.train_overrides,
         "detection": {f.name: getattr(cfg.detection, f.name) for f in fields(cfg.detection)},
+        "rules": None if cfg.rules is None else str(cfg.rules),
         "elapsed_s": round(elapsed, 1),
     }
     write_outputs(out, summary, results)

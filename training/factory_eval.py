@@ -34,6 +34,7 @@ from detector.features import fit_scale
 from detector.forecaster import Forecaster
 from detector.plant_schedule import DAY_S
 from detector.readings import Reading
+from detector.rules_file import load_rules
 from training.factory_match import DEFAULT_GRACE, Alert, Outcome, match
 from training.factory_scenario import (
     SHAPES,
@@ -69,6 +70,8 @@ class BenchConfig:
     kinds: tuple[str, ...] = FAULT_KINDS
     train_overrides: dict[str, Any] = field(default_factory=dict)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    rules: Path | None = None
+    """A rules file applied in the core (`detector.rules`), as `iotad run` would."""
 
     def validate(self) -> None:
         if unknown := set(self.shapes) - set(SHAPES):
@@ -377,7 +380,8 @@ def evaluate(scenario: Scenario, model: str, cfg: BenchConfig, work_dir: Path) -
         result.info.update(info)
         result.info["fit_s"] = round(time.perf_counter() - started, 1)
         t = time.perf_counter()
-        core = DetectionCore(artifact, forecaster, cfg.detection)
+        rules = None if cfg.rules is None else load_rules(cfg.rules)
+        core = DetectionCore(artifact, forecaster, cfg.detection, rules)
         trace = replay(core, scenario, prime_ticks(scenario, cfg.prime_days))
         result.info["replay_s"] = round(time.perf_counter() - t, 1)
         result.info.update(

@@ -377,14 +377,45 @@ def fleet_overview() -> dict[str, Any]:
                 "Alertmanager sink",
                 targets(
                     (rate("iotad_alertmanager_sent_total"), "sent/s"),
-                    (rate("iotad_alertmanager_errors_total"), "errors/s"),
+                    (
+                        f"sum by (url) (rate(iotad_alertmanager_errors_total{{{INST}}}[{RI}]))",
+                        "errors/s {{url}}",
+                    ),
                     (
                         f"sum by (reason) (rate(iotad_alertmanager_dropped_total{{{INST}}}[{RI}]))",
                         "dropped/s {{reason}}",
                     ),
                 ),
                 unit="reqps",
-                description="Empty when the worker has no Alertmanager URL set.",
+                description="Empty when the worker has no Alertmanager URL set. Errors are "
+                "per Alertmanager URL: with an HA cluster, alerts are still delivered while "
+                "one peer fails.",
+            ),
+            12,
+            8,
+        ),
+        row("Process"),
+        (
+            timeseries(
+                "CPU (cores)",
+                targets(
+                    (
+                        f'rate(process_cpu_seconds_total{{job="iotad",{INST}}}[{RI}])',
+                        "{{instance}}",
+                    ),
+                ),
+                description="The worker uses two threads (network, detection): up to 2 cores.",
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
+                "Memory (resident)",
+                targets(
+                    (f'process_resident_memory_bytes{{job="iotad",{INST}}}', "{{instance}}"),
+                ),
+                unit="bytes",
             ),
             12,
             8,

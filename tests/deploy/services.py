@@ -8,11 +8,13 @@ temp directory.
 
 from __future__ import annotations
 
+import base64
 import getpass
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -85,12 +87,17 @@ class _Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def _wait_http(self, url: str, timeout_s: float = 15.0) -> None:
+    def _wait_http(
+        self,
+        url: str,
+        timeout_s: float = 15.0,
+        opener: Callable[[str, float], Any] = lambda url, t: urllib.request.urlopen(url, timeout=t),
+    ) -> None:
         def up() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"exited {self.proc.returncode}:\n{self.log()[-3000:]}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
+                with opener(url, 1.0) as resp:
                     return resp.status == 200
             except (urllib.error.URLError, OSError):
                 return False
@@ -177,30 +184,59 @@ class RealAlertmanager(_Process):
     """An Alertmanager on a free port (or `port`), clustering off, state in `tmp`.
 
     `config` defaults to a minimal one; pass deploy/alertmanager/alertmanager.yml's text to
-    run the stack's.
+    run the stack's. `web` is the text of a ``--web.config.file`` (TLS, basic auth): then
+    `url` is https when it names a certificate, and the test's own calls (readiness,
+    `alerts`) authenticate with `auth` (user, password) and trust `ca_file`.
     """
 
-    def __init__(self, tmp: Path, port: int | None = None, config: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        port: int | None = None,
+        config: str | None = None,
+        *,
+        web: str | None = None,
+        auth: tuple[str, str] | None = None,
+        ca_file: Path | None = None,
+        client_cert: tuple[Path, Path] | None = None,
+    ) -> None:
         assert ALERTMANAGER
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        tls = web is not None and "tls_server_config" in web
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self._auth = auth
+        self._context: ssl.SSLContext | None = None
+        if tls:
+            self._context = ssl.create_default_context(cafile=ca_file)
+            if client_cert is not None:
+                self._context.load_cert_chain(*client_cert)
+        tmp.mkdir(parents=True, exist_ok=True)
         path = tmp / "alertmanager.yml"
         path.write_text(config or TEST_ALERTMANAGER_CONFIG)
-        super().__init__(
-            [
-                ALERTMANAGER,
-                f"--config.file={path}",
-                f"--storage.path={tmp / 'alertmanager-data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--cluster.listen-address=",  # no gossip port, no peers
-            ],
-            tmp / "alertmanager.log",
-        )
-        self._wait_http(self.url + "/-/ready")
+        args = [
+            ALERTMANAGER,
+            f"--config.file={path}",
+            f"--storage.path={tmp / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",  # no gossip port, no peers
+        ]
+        if web is not None:
+            (tmp / "web.yml").write_text(web)
+            args.append(f"--web.config.file={tmp / 'web.yml'}")
+        super().__init__(args, tmp / "alertmanager.log")
+        self._wait_http(self.url + "/-/ready", opener=self._get)
+
+    def _get(self, url: str, timeout_s: float) -> Any:
+        req = urllib.request.Request(url)
+        if self._auth is not None:
+            pair = f"{self._auth[0]}:{self._auth[1]}".encode()
+            req.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+        return urllib.request.urlopen(req, timeout=timeout_s, context=self._context)
 
     def alerts(self, **params: str) -> list[dict[str, Any]]:
         query = urllib.parse.urlencode(params)
-        return http_json(f"{self.url}/api/v2/alerts?{query}")
+        with self._get(f"{self.url}/api/v2/alerts?{query}", 5.0) as resp:
+            return json.load(resp)
 
 
 class DeployPrometheus(_Process):

@@ -31,12 +31,23 @@ SCHEMA = Path(__file__).with_name("compose-spec.schema.json")
 # Bind-mount sources that belong to the operator, not to the repository.
 OPERATOR_DIRS = {"../models", "../data"}
 
-_VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+# The innermost ${VAR:-default}: defaults may nest (${NEW:-${OLD:-default}}).
+_VAR = re.compile(r"\$\{(\w+)(?::?-([^${}]*))?\}")
 
 
-def expand(value: str) -> str:
-    """Compose-style ${VAR:-default} with the defaults (the environment is not consulted)."""
-    return _VAR.sub(lambda m: m.group(2) or "", value)
+def expand(value: str, environ: dict[str, str] | None = None) -> str:
+    """Compose-style ${VAR:-default}, nested too, from `environ` (default: nothing set)."""
+    environ = environ or {}
+    while True:
+        done = _VAR.sub(lambda m: environ.get(m.group(1)) or m.group(2) or "", value)
+        if done == value:
+            return done
+        value = done
+
+
+def variables(text: str) -> list[str]:
+    """Every variable a compose text interpolates, outer and nested ones."""
+    return re.findall(r"\$\{(\w+)", text)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +115,7 @@ def test_every_referenced_file_exists(compose: dict[str, Any]) -> None:
 
 def test_operator_dirs_are_documented_and_ignored() -> None:
     readme = (DEPLOY / "README.md").read_text()
-    assert "IOTAD_MODELS_DIR" in readme and "IOTAD_DATA_DIR" in readme
+    assert "STACK_MODELS_DIR" in readme and "STACK_DATA_DIR" in readme
     assert "/models/" in (ROOT / ".gitignore").read_text().split()
 
 
@@ -228,7 +239,7 @@ def test_worker_environment_names_real_settings(
     assert settings.mqtt.password.get_secret_value().strip() == "s3cret"
     assert settings.mqtt.host == "mosquitto"
     assert str(settings.model.path) == "/models/current"
-    assert settings.alertmanager.url == "http://alertmanager:9093"
+    assert settings.alertmanager.url == ["http://alertmanager:9093"]
 
 
 def test_prometheus_and_grafana_wiring(compose: dict[str, Any]) -> None:
@@ -295,3 +306,30 @@ def test_iotad_commands_parse(compose: dict[str, Any]) -> None:
     args = build_parser().parse_args(["simulate", *[expand(a) for a in sim["command"]]])
     assert args.host == "mosquitto" and args.username == "simulator"
     assert args.password_file == "/run/secrets/mqtt_simulator_password"
+
+
+def test_compose_variables_are_settings_or_the_stacks_own() -> None:
+    """``IOTAD_`` is the settings' namespace: `iotad run` in a shell that sets the stack's
+    knobs must not warn about them. Old names survive only as nested fallbacks."""
+    from detector.env_warnings import RENAMED
+    from detector.settings import unknown_env_vars
+
+    text = COMPOSE_FILE.read_text()
+    outer = set(re.findall(r"(?<!-)\$\{(\w+)", text))  # not inside another's default
+    nested = set(variables(text)) - outer
+    assert {n for n in outer if not n.startswith("IOTAD_")} == {
+        n for n in outer if n.startswith("STACK_")
+    }
+    assert unknown_env_vars({n: "x" for n in outer if n.startswith("IOTAD_")}) == []
+    assert nested and nested <= set(RENAMED)
+    assert not outer & set(RENAMED)
+
+
+def test_old_compose_names_still_work_for_one_release() -> None:
+    port = '"${STACK_BIND:-${IOTAD_BIND:-127.0.0.1}}:9090:9090"'
+    assert port in COMPOSE_FILE.read_text()
+    assert expand(port) == '"127.0.0.1:9090:9090"'
+    assert expand(port, {"IOTAD_BIND": "0.0.0.0"}) == '"0.0.0.0:9090:9090"'
+    assert expand(port, {"IOTAD_BIND": "0.0.0.0", "STACK_BIND": "10.0.0.1"}).startswith(
+        '"10.0.0.1:'
+    )

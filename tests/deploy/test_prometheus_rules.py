@@ -87,6 +87,7 @@ def test_every_alert_is_unit_tested() -> None:
         "IotadNoReadings",
         # the alerting path itself (issue 14)
         "IotadAlertmanagerDropped",
+        "IotadAlertmanagerPeerFailing",
         "IotadPublishFailed",
         "IotadCheckpointFailing",
         # the NATS workers' shards and partitions (iotad-shards.rules.yml)

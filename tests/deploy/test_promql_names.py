@@ -107,9 +107,14 @@ def test_deploy_names_are_the_contract() -> None:
         "iotad_alertmanager_sent_total",
         "iotad_alertmanager_errors_total",
         "iotad_alertmanager_dropped_total",
-        # issue 14: the alerting path (detector/metrics.py, detector/checkpoint.py)
+        # issue 14: the alerting path (detector/metrics.py)
         "iotad_publish_failed_total",
         "iotad_checkpoint_failures_total",
+        # prometheus_client's standard process collector, on the worker's registry
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        # per-device rules (detector/metrics.py, docs/rules.md)
+        "iotad_rules_stale",
         # issue 12: workers sharing the fleet through NATS (docs/scale-out.md)
         *SCALE_OUT_CONTRACT,
     }

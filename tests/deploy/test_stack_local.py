@@ -11,7 +11,6 @@ metric the dashboards and rules use must exist, and every dashboard query must r
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +46,7 @@ from tests.deploy.services import (
     service_secrets,
     wait_for,
 )
+from tests.deploy.test_compose import expand
 
 pytestmark = [
     pytest.mark.integration,
@@ -84,7 +84,7 @@ def stack(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
         compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
         env = {k: str(v) for k, v in compose["services"]["worker"]["environment"].items()}
-        env = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
+        env = {k: expand(v) for k, v in env.items()}
         # What ties the compose environment to containers: host names and mount points.
         for key in ("IOTAD_MQTT__HOST", "IOTAD_MODEL__PATH", "IOTAD_WORKER_ID"):
             env.pop(key)
@@ -167,7 +167,7 @@ def test_anomaly_reaches_alertmanager(stack: Stack) -> None:
     (alert,) = wait_for(shifted, 20, "SensorAnomaly for line2/temperature")
     assert alert["labels"]["alertname"] == "SensorAnomaly"
     assert alert["status"]["state"] == "active"
-    assert alert["receivers"] == [{"name": "blackhole"}]
+    assert alert["receivers"] == [{"name": "plant-maintenance"}]
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     env = compose["services"]["worker"]["environment"]
     assert alert["generatorURL"] == env["IOTAD_ALERTMANAGER__EXTERNAL_URL"]

@@ -31,3 +31,56 @@ def test_a_silence_is_said_as_one() -> None:
 def test_a_score_alert_names_its_signal() -> None:
     summary, signal = _summary("firing", "relation")
     assert summary.endswith("(score 1 > threshold 0.5, relation)") and signal == "relation"
+
+
+def test_series_labels_join_the_alertmanager_labels_but_never_replace_ours() -> None:
+    event = AlertEvent(
+        id="x", state="firing", device="press-7", metric="rpm", ts=100.0, value=42.0,
+        expected=42.0, lower=42.0, upper=42.0, score=1.0, threshold=0.5,
+        labels={"site": "north", "line": "L2"},
+    )  # fmt: skip
+    body = alert_payload(
+        event,
+        starts_at=100.0,
+        now=200.0,
+        ttl_s=60.0,
+        worker_url="http://w/",
+        labels={"plant": "p1", "site": "static"},
+    )
+    assert body["labels"] == {
+        "plant": "p1",
+        "site": "north",  # the series' own label wins over a static one
+        "line": "L2",
+        "alertname": "SensorAnomaly",
+        "device": "press-7",
+        "metric": "rpm",
+        "severity": "warning",
+    }
+
+
+def test_the_rules_severity_and_labels_win_over_the_sinks() -> None:
+    from dataclasses import replace
+
+    ruled = replace(_event("firing", "forecast"), severity="critical", labels={"team": "a"})
+    body = alert_payload(
+        ruled,
+        starts_at=100.0,
+        now=200.0,
+        ttl_s=60.0,
+        worker_url="http://w/",
+        severity="warning",
+        labels={"team": "plant", "site": "north"},
+    )
+    assert body["labels"] == {
+        "team": "a",
+        "site": "north",
+        "alertname": "SensorAnomaly",
+        "device": "press-7",
+        "metric": "rpm",
+        "severity": "critical",
+    }
+    plain = alert_payload(
+        _event("firing", "forecast"), starts_at=100.0, now=200.0, ttl_s=60.0,
+        worker_url="http://w/", severity="warning",
+    )  # fmt: skip
+    assert plain["labels"]["severity"] == "warning"

@@ -121,3 +121,56 @@ def test_two_workers_do_not_share_a_registry() -> None:
     WorkerMetrics(b)
     assert a.get_sample_value("iotad_messages_total") == 1
     assert b.get_sample_value("iotad_messages_total") == 0
+
+
+def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Samples of /metrics served by the worker's own HTTP endpoint, by name and labels."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from detector.health import HealthServer
+
+    server = HealthServer(registry, lambda: (True, "ready"), "127.0.0.1", 0)
+    server.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        server.stop()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_process_python_and_build_info_on_the_metrics_endpoint(registry: CollectorRegistry) -> None:
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    m = WorkerMetrics(registry)
+    samples = scrape(registry)
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_gc_collections_total",
+    ):
+        assert name in samples, name
+    assert samples["process_resident_memory_bytes"][()] > 1_000_000
+    # stdin, stdout, stderr at least; the scrape's own sockets come and go meanwhile.
+    assert samples["process_open_fds"][()] >= 3
+    python = "{}.{}.{}".format(*sys.version_info[:3])
+    (python_info,) = samples["python_info"]
+    assert dict(python_info)["version"] == python
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text())["project"]["version"]
+    build = (("model_version", ""), ("python_version", python), ("version", version))
+    assert samples["iotad_build_info"] == {build: 1.0}
+    m.set_model("20261130-lstm", "lstm", 32)
+    build = (("model_version", "20261130-lstm"), ("python_version", python), ("version", version))
+    assert scrape(registry)["iotad_build_info"] == {build: 1.0}

@@ -183,6 +183,8 @@ def test_every_decoder_reason_is_exercised() -> None:
     covered = {reason for *_, rs in REJECTIONS if rs for reason in rs}
     covered |= {"oversize", "too_many_readings", "decoder_error"}  # tested separately below
     covered |= {"malformed_line"}  # line protocol: tests/detector/test_metric_payloads.py
+    # Sparkplug B: tests/detector/test_sparkplug.py
+    covered |= {"malformed_protobuf", "unknown_alias", "alias_table_full", "not_a_measurement"}
     assert covered == set(DECODER_REASONS)
 
 

@@ -112,9 +112,11 @@ def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_there_is_no_password_flag() -> None:
+    """A password is never a flag's value: only a file holding it is."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert not any("pass" in opt for a in parser._actions for opt in a.option_strings)
+    options = [opt for a in parser._actions for opt in a.option_strings if "pass" in opt]
+    assert options == ["--password-file"]
 
 
 def test_dotenv_file(tmp_path: Path) -> None:
@@ -411,11 +413,14 @@ def test_payload_formats_and_keys_from_the_environment(monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
-        ("FORMATS", '{"telegraf/#": "xml"}', "'json', 'telegraf' or 'influx'"),
+        ("FORMATS", '{"telegraf/#": "xml"}', "'json', 'telegraf', 'influx' or 'sparkplug'"),
         ("FORMATS", '{"a/#/b": "influx"}', "not a valid MQTT topic filter"),
         ("TIME_KEYS", "ts,value", "both a time and a value"),
         ("DEVICE_TAGS", "", "one or more"),
         ("INFLUX_PRECISION", "h", "'s', 'ms', 'us' or 'ns'"),
+        ("SPARKPLUG_BOOLEANS", "maybe", "'skip' or 'number'"),
+        ("SPARKPLUG_MAX_NODES", "0", "greater than or equal to 1"),
+        ("SPARKPLUG_MAX_ALIASES", "2000000", "less than or equal to 1000000"),
     ],
 )
 def test_bad_payload_formats_and_keys_are_one_line_each(

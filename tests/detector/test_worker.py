@@ -453,3 +453,66 @@ def test_tokens_are_opaque_to_the_worker(broker: FakeBroker, registry: Collector
     w.process(w.queue.drain(100, 0.0))
     assert source.acked == ["$JS.ACK.S.c.1.1.1.1.0", ("any", "thing")]
     assert registry.get_sample_value("iotad_readings_total") == 3
+
+
+def test_a_death_in_a_batch_ends_the_series_between_the_readings_around_it(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    from detector.readings import Reading
+    from detector.sparkplug import Ended
+
+    worker = make_worker(broker, registry, real_core=True)
+    before = [Reading("gw1", "temp", T0 + i, 20.0 + i % 2) for i in range(10)]
+    after = [Reading("gw1", "temp", T0 + 100 + i, 80.0) for i in range(2)]
+    items = [
+        Inbound((1, 1, 1), b"spBv1.0/g/NDATA/gw1", before, []),
+        Inbound((2, 1, 1), b"spBv1.0/g/NDEATH/gw1", [], [], [Ended("gw1", T0 + 50)]),
+        Inbound((3, 1, 1), b"spBv1.0/g/NDATA/gw1", after, []),
+    ]
+    result = worker.process(items)
+    core = worker.core
+    assert isinstance(core, DetectionCore)
+    slot = core.store.slot("gw1/temp")
+    assert slot is not None
+    # only the two readings after the DEATH are in the series' new segment
+    assert int(core.store.count[slot]) == 2
+    assert [s.reading.ts for s in result.scored] == [T0 + i for i in range(3, 10)]
+    assert sorted(broker.acked) == [1, 2, 3]
+    assert registry.get_sample_value("iotad_readings_accepted_total") == 12
+
+
+def test_topic_labels_travel_into_alerts_and_dead_letters(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    worker = make_worker(broker, registry)
+    worker.intake.decoder = PayloadDecoder(
+        ["plant/{site}/{line}/{device}/{metric}", "sensors/{device}/{metric}"],
+        clock=lambda: T0 + 10_000,
+    )
+    feed(
+        worker,
+        [
+            reading(0, 50.0, "plant/north/L2/press-4/temp"),  # fires (ScriptedCore: > 10)
+            reading(1, 60.0, "sensors/d1/temp"),  # fires, no labels
+            ("plant/north/L2/press-4/temp", b'{"value": "hot"}'),  # dead letter
+        ],
+    )
+    alerts = {(a["device"], a["metric"]): a for a in broker.on("alerts/")}
+    assert alerts[("press-4", "temp")]["labels"] == {"site": "north", "line": "L2"}
+    assert alerts[("d1", "temp")]["labels"] == {}
+    (letter,) = broker.on("iotad/deadletter")
+    assert letter["reason"] == "not_a_number"
+    assert letter["labels"] == {"site": "north", "line": "L2"}
+    # the series keeps its labels for alerts raised later (silence, a later batch)
+    feed(worker, [reading(2, 70.0, "plant/south/L9/press-4/temp")], first_mid=10)
+    later = [a for a in broker.on("alerts/") if a["ts"] == T0 + 2]
+    assert later[0]["labels"] == {"site": "south", "line": "L9"}
+
+
+def test_labelled_series_are_bounded(broker: FakeBroker, registry: CollectorRegistry) -> None:
+    worker = make_worker(broker, registry, max_labelled_series=2)
+    worker.intake.decoder = PayloadDecoder(
+        ["plant/{site}/{device}/{metric}"], clock=lambda: T0 + 10_000
+    )
+    feed(worker, [reading(i, 1.0, f"plant/s{i}/d{i}/temp") for i in range(3)])
+    assert list(worker.series_labels) == ["d1/temp", "d2/temp"]

@@ -75,7 +75,8 @@ def test_firing_then_resolved(alertmanager: RealAlertmanager) -> None:
     assert not ours(alertmanager.alerts(active="false"))
     assert sink.close()
     assert registry.get_sample_value("iotad_alertmanager_sent_total") == 2
-    assert registry.get_sample_value("iotad_alertmanager_errors_total") == 0
+    errors = {"url": alertmanager.url}
+    assert registry.get_sample_value("iotad_alertmanager_errors_total", errors) == 0
 
 
 def test_reposts_push_ends_at_forward(alertmanager: RealAlertmanager) -> None:
@@ -103,7 +104,10 @@ def test_delivers_once_alertmanager_comes_up(tmp_path: Path) -> None:
         backoff_max_s=0.2,
     )
     sink.send(event("firing", time.time(), device="late"))
-    wait_for(lambda: (registry.get_sample_value("iotad_alertmanager_errors_total") or 0) >= 1)
+    errors = {"url": f"http://127.0.0.1:{port}"}
+    wait_for(
+        lambda: (registry.get_sample_value("iotad_alertmanager_errors_total", errors) or 0) >= 1
+    )
     am = RealAlertmanager(tmp_path, port=port)
     try:
         wait_for(lambda: ours(am.alerts(), "late"))

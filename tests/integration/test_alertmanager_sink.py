@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +35,8 @@ class FakeAlertmanager:
     def __init__(self, port: int = 0, statuses: list[int] | None = None) -> None:
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         self.statuses = list(statuses or [])
+        self.location: str | None = None  # sent with a 3xx status
+        self.gets: list[tuple[str, dict[str, str]]] = []
         self.hold = threading.Event()
         self.hold.set()
         self.arrived = threading.Event()  # a request reached the server (held or not)
@@ -47,6 +50,14 @@ class FakeAlertmanager:
                 status = outer.statuses.pop(0) if outer.statuses else 200
                 outer.requests.append((self.path, dict(self.headers), json.loads(body)))
                 self.send_response(status)
+                if outer.location and 300 <= status < 400:
+                    self.send_header("Location", outer.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                outer.gets.append((self.path, dict(self.headers)))
+                self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -168,7 +179,8 @@ def test_firing_payload_shape(am: FakeAlertmanager, registry: CollectorRegistry)
         }
     ]
     assert sample(registry, "iotad_alertmanager_sent_total") == 1
-    assert sample(registry, "iotad_alertmanager_errors_total") == 0
+    # Exported at 0 from the start, labelled with the URL as configured minus the last '/'.
+    assert registry.get_sample_value("iotad_alertmanager_errors_total", {"url": am.url}) == 0
 
 
 def test_resolved_keeps_labels_and_episode_start(
@@ -188,6 +200,20 @@ def test_resolved_keeps_labels_and_episode_start(
     assert sample(registry, "iotad_alertmanager_active_alerts") == 0
 
 
+def test_resolved_keeps_the_labels_it_fired_with_when_the_rules_changed(
+    am: FakeAlertmanager, registry: CollectorRegistry
+) -> None:
+    sink = AlertmanagerSink(am.url, "http://w:9108/", registry=registry, clock=lambda: T0 + 60)
+    sink.send(event("firing", ts=T0, severity="critical", labels={"team": "a"}))
+    # The rules were reloaded in between: the series now has other labels.
+    sink.send(event("resolved", ts=T0 + 30, severity="info", labels={"team": "b"}))
+    assert sink.close()
+
+    firing, resolved = am.alerts
+    assert firing["labels"]["severity"] == "critical" and firing["labels"]["team"] == "a"
+    assert resolved["labels"] == firing["labels"]  # Alertmanager's identity of the alert
+
+
 def test_timestamps_ahead_of_the_clock_are_clamped() -> None:
     # A sensor clock 10 s ahead must not produce startsAt > endsAt (the API answers 400).
     ahead = event("resolved", ts=T0 + 10)
@@ -205,7 +231,7 @@ def test_retries_after_500(registry: CollectorRegistry) -> None:
         assert sink.close()
         assert len(server.requests) == 3
         assert server.requests[0][2] == server.requests[2][2]
-        assert sample(registry, "iotad_alertmanager_errors_total") == 2
+        assert sample(registry, "iotad_alertmanager_errors_total", url=server.url) == 2
         assert sample(registry, "iotad_alertmanager_sent_total") == 1
     finally:
         server.stop()
@@ -213,8 +239,9 @@ def test_retries_after_500(registry: CollectorRegistry) -> None:
 
 def test_retries_while_alertmanager_is_down(registry: CollectorRegistry) -> None:
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     sink = AlertmanagerSink(
-        f"http://127.0.0.1:{port}",
+        url,
         "http://w/",
         registry=registry,
         backoff_initial_s=0.01,
@@ -222,7 +249,7 @@ def test_retries_while_alertmanager_is_down(registry: CollectorRegistry) -> None
         timeout_s=1,
     )
     sink.send(event())
-    wait_for(lambda: sample(registry, "iotad_alertmanager_errors_total") >= 2)
+    wait_for(lambda: sample(registry, "iotad_alertmanager_errors_total", url=url) >= 2)
     server = FakeAlertmanager(port=port)  # Alertmanager comes up
     try:
         wait_for(lambda: len(server.requests) == 1)
@@ -246,21 +273,16 @@ def test_rejected_alerts_are_not_retried(registry: CollectorRegistry) -> None:
 
 
 def test_full_queue_drops_oldest_and_counts(registry: CollectorRegistry) -> None:
-    sink = AlertmanagerSink(
-        f"http://127.0.0.1:{free_port()}",
-        "http://w/",
-        registry=registry,
-        queue_size=2,
-        backoff_initial_s=30,
-    )
+    url = f"http://127.0.0.1:{free_port()}"
+    sink = AlertmanagerSink(url, "http://w/", registry=registry, queue_size=2, backoff_initial_s=30)
     sink.send(event(device="d0"))
     # d0 is now in the delivery thread's batch, waiting to retry; the queue holds two.
-    wait_for(lambda: sample(registry, "iotad_alertmanager_errors_total") >= 1)
+    wait_for(lambda: sample(registry, "iotad_alertmanager_errors_total", url=url) >= 1)
     for i in (1, 2, 3):
         sink.send(event(device=f"d{i}"))
     # The sends went by while the only delivery attempt sits in its 30 s backoff: none of
     # them touched the network (no second attempt, no second error).
-    assert sample(registry, "iotad_alertmanager_errors_total") == 1
+    assert sample(registry, "iotad_alertmanager_errors_total", url=url) == 1
     assert sample(registry, "iotad_alertmanager_dropped_total", reason="queue_full") == 1
     assert [p.event.device for p in sink._queue] == ["d2", "d3"]
     assert not sink.close(timeout_s=0.2)  # nothing can be delivered: counted as shutdown
@@ -322,3 +344,38 @@ def test_from_settings(am: FakeAlertmanager, registry: CollectorRegistry) -> Non
     sink.send(event())
     assert sink.close()
     assert am.alerts[0]["labels"]["severity"] == "page"
+
+
+def test_from_settings_sends_the_token_and_the_static_labels(
+    am: FakeAlertmanager, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("tok-123\n")
+    settings = AlertmanagerSettings(url=am.url, token_file=token, labels="plant=north")
+    sink = AlertmanagerSink.from_settings(settings, registry=registry)
+    assert sink is not None
+    sink.send(event())
+    assert sink.close()
+    (_, headers, body), *_ = am.requests
+    assert headers["Authorization"] == "Bearer tok-123"
+    assert body[0]["labels"]["plant"] == "north"
+
+
+def test_a_redirect_is_not_followed(registry: CollectorRegistry) -> None:
+    # Following it would hand the credentials to wherever it points (urllib follows a 302
+    # of a POST as a GET, without the alerts).
+    elsewhere = FakeAlertmanager()
+    server = FakeAlertmanager(statuses=[302])
+    server.location = elsewhere.url + "/api/v2/alerts"
+    try:
+        sink = AlertmanagerSink(
+            server.url, "http://w/", registry=registry, headers={"Authorization": "Bearer x"}
+        )
+        sink.send(event())
+        assert sink.close()
+        assert len(server.requests) == 1
+        assert elsewhere.requests == [] and elsewhere.gets == []
+        assert sample(registry, "iotad_alertmanager_dropped_total", reason="rejected") == 1
+    finally:
+        server.stop()
+        elsewhere.stop()

@@ -23,10 +23,10 @@ NAB_FILE = "realAdExchange/exchange-2_cpc_results.csv"  # 1,624 rows, 243 of the
 
 
 def nab_root() -> Path:
-    env = os.environ.get("IOTAD_NAB_ROOT")
+    env = os.environ.get("NAB_ROOT") or os.environ.get("IOTAD_NAB_ROOT")
     root = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "nab"
     if not (root / "data" / NAB_FILE).is_file():
-        pytest.skip(f"NAB corpus not found at {root}: set IOTAD_NAB_ROOT")
+        pytest.skip(f"NAB corpus not found at {root}: set NAB_ROOT")
     return root
 
 

@@ -222,9 +222,9 @@ def test_unreachable_broker_is_an_error() -> None:
 
 
 def _cli(port: int, *args: str, password: str = "") -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != "IOTAD_SIM_PASSWORD"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTAD_")}
     if password:
-        env["IOTAD_SIM_PASSWORD"] = password
+        env["IOTAD_MQTT__PASSWORD"] = password
     return subprocess.Popen(
         [
             sys.executable,

@@ -59,6 +59,18 @@ def test_signal_exits_0_and_status_goes_offline(
     assert "Traceback" not in worker.log()
 
 
+def test_metrics_have_process_python_and_build_info(start_worker, tiny_artifact: Path) -> None:
+    worker: WorkerProcess = start_worker()
+    samples = worker.metrics()
+    assert samples[("process_resident_memory_bytes", ())] > 1_000_000
+    assert samples[("process_cpu_seconds_total", ())] > 0
+    assert any(name == "python_gc_collections_total" for name, _ in samples)
+    (build,) = [dict(labels) for name, labels in samples if name == "iotad_build_info"]
+    model_version = json.loads((tiny_artifact / "artifact.json").read_text())["version"]
+    assert build["model_version"] == model_version
+    assert build["version"] and build["python_version"]
+
+
 def test_processed_messages_are_acked_and_offline_ones_delivered_on_return(
     mosquitto: Mosquitto, start_worker
 ) -> None:

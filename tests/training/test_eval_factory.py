@@ -13,7 +13,7 @@ from detector.cli import main as cli_main
 
 def test_quick_naive_run_writes_its_figures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "factory"
-    assert cli_main(["eval", "factory", "--quick", "--model", "naive", "--out", str(out)]) == 0
+    assert cli_main(["eval", "factory", "--quick", "--forecaster", "naive", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "headline (pooled) against the issue's targets" in printed
     assert "false_alerts_per_series_day" in printed and "decoupled" in printed
@@ -44,7 +44,7 @@ def test_quick_naive_run_writes_its_figures(tmp_path: Path, capsys: pytest.Captu
 
 def test_a_run_that_fails_counts_as_no_detections_and_is_named(tmp_path: Path) -> None:
     out = tmp_path / "factory"
-    argv = ["eval", "factory", "--quick", "--quiet", "--model", "lstm", "--out", str(out)]
+    argv = ["eval", "factory", "--quick", "--quiet", "--forecaster", "lstm", "--out", str(out)]
     assert cli_main([*argv, "--train", "no_such_option=1"]) == 1
     summary = json.loads((out / "summary.json").read_text())
     lstm = summary["models"]["lstm"]
@@ -55,7 +55,27 @@ def test_a_run_that_fails_counts_as_no_detections_and_is_named(tmp_path: Path) -
 
 def test_without_device_relations_the_naive_forecast_is_the_last_value(tmp_path: Path) -> None:
     out = tmp_path / "factory"
-    argv = ["eval", "factory", "--quick", "--quiet", "--model", "naive", "--out", str(out)]
+    argv = ["eval", "factory", "--quick", "--quiet", "--forecaster", "naive", "--out", str(out)]
     assert cli_main([*argv, "--detection", "relate_devices=false"]) == 0
     naive = json.loads((out / "summary.json").read_text())["models"]["naive"]
     assert naive["rmse"]["pooled"]["ratio_vs_naive"] == pytest.approx(1.0)
+
+
+def test_a_rules_file_applies_in_the_evaluation_as_in_the_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "factory"
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[[rule]]\nmute = true\n")  # every series: scored, never alerts
+    argv = ["eval", "factory", "--quick", "--quiet", "--model", "naive", "--out", str(out)]
+    argv += ["--history-days", "1", "--stream-days", "0.5", "--prime-days", "0.25"]  # fast
+    assert cli_main(argv) == 0
+    plain = json.loads((out / "summary.json").read_text())
+    assert plain["models"]["naive"]["overall"]["alerts"] > 0
+    assert cli_main([*argv, "--rules", str(rules)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"]["naive"]["overall"]["alerts"] == 0
+    assert summary["config"]["rules"] == str(rules)
+    rules.write_text("[[rule]]\nmute = 1\n")
+    assert cli_main([*argv, "--rules", str(rules)]) == 2
+    assert f"{rules}:2: rule 1: mute: must be true or false" in capsys.readouterr().err

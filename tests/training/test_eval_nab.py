@@ -189,7 +189,7 @@ def test_select_files_by_name_stem_and_glob() -> None:
 
 
 def nab_root() -> Path | None:
-    env = os.environ.get("IOTAD_NAB_ROOT")
+    env = os.environ.get("NAB_ROOT") or os.environ.get("IOTAD_NAB_ROOT")
     root = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "nab"
     return root if (root / "labels" / "combined_windows.json").is_file() else None
 
@@ -203,9 +203,9 @@ def run_cli(argv: list[str]) -> int:
 def test_cli_naive_run_writes_csvs_summary_and_plot(tmp_path: Path, capsys) -> None:
     root = nab_root()
     if root is None:
-        pytest.skip("NAB corpus not found: set IOTAD_NAB_ROOT or put it at ../shared/nab")
+        pytest.skip("NAB corpus not found: set NAB_ROOT or put it at ../shared/nab")
     files = ["exchange-3_cpm_results", "exchange-4_cpc_results"]
-    argv = ["nab", "--nab-root", str(root), "--out", str(tmp_path), "--model", "naive"]
+    argv = ["nab", "--nab-root", str(root), "--out", str(tmp_path), "--forecaster", "naive"]
     argv += ["--jobs", "1", "--quiet", "--files", *files, "--plot", files[0]]
     assert run_cli(argv) == 0
     printed = capsys.readouterr().out
@@ -268,7 +268,7 @@ def test_a_file_that_fails_counts_as_no_detections_and_is_named(
 ) -> None:
     root = nab_root()
     if root is None:
-        pytest.skip("NAB corpus not found: set IOTAD_NAB_ROOT or put it at ../shared/nab")
+        pytest.skip("NAB corpus not found: set NAB_ROOT or put it at ../shared/nab")
     from training import nab_run
 
     bad = "realAdExchange/exchange-4_cpc_results.csv"
@@ -281,7 +281,7 @@ def test_a_file_that_fails_counts_as_no_detections_and_is_named(
 
     monkeypatch.setattr(nab_run, "evaluate_file", training_fails_on_one)
     files = ["exchange-3_cpm_results", "exchange-4_cpc_results"]
-    argv = ["nab", "--nab-root", str(root), "--out", str(tmp_path), "--model", "naive"]
+    argv = ["nab", "--nab-root", str(root), "--out", str(tmp_path), "--forecaster", "naive"]
     argv += ["--jobs", "1", "--quiet", "--files", *files, "--cv", "2", "--cv-grid", "defaults"]
     assert run_cli(argv) == 1  # the run says something failed...
     printed = capsys.readouterr().out

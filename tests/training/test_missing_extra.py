@@ -84,22 +84,25 @@ def test_train_when_the_extra_breaks_on_import(tmp_path: Path) -> None:
 
 def test_eval_nab_lstm_without_tensorflow(tmp_path: Path) -> None:
     nab = ("eval", "nab", "--nab-root", str(tmp_path / "no-nab"), "--out", str(tmp_path / "o"))
-    proc = iotad(tmp_path, ("tensorflow",), *nab, "--model", "lstm")
+    proc = iotad(tmp_path, ("tensorflow",), *nab, "--forecaster", "lstm")
     assert proc.returncode == 2
     line = one_line(proc)
-    assert line == f"iotad eval nab: TensorFlow is not installed; {INSTALL} (or --model naive)"
+    assert line == f"iotad eval nab: TensorFlow is not installed; {INSTALL} (or --forecaster naive)"
     # the naive baseline needs no extra: it gets as far as looking for the corpus
-    proc = iotad(tmp_path, ("tensorflow",), *nab, "--model", "naive")
+    proc = iotad(tmp_path, ("tensorflow",), *nab, "--forecaster", "naive")
     assert proc.returncode != 0
     assert "iotad[train]" not in proc.stderr and "no-nab" in proc.stderr
 
 
 def test_eval_factory_lstm_without_tensorflow(tmp_path: Path) -> None:
     out = str(tmp_path / "o")
-    proc = iotad(tmp_path, ("tensorflow",), "eval", "factory", "--model", "lstm", "--out", out)
+    proc = iotad(tmp_path, ("tensorflow",), "eval", "factory", "--forecaster", "lstm", "--out", out)
     assert proc.returncode == 2
     line = one_line(proc)
-    assert line == f"iotad eval factory: TensorFlow is not installed; {INSTALL} (or --model naive)"
+    assert (
+        line
+        == f"iotad eval factory: TensorFlow is not installed; {INSTALL} (or --forecaster naive)"
+    )
 
 
 def test_problem_lines() -> None:

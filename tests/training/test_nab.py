@@ -174,7 +174,7 @@ def test_sweep_matches_fixed_threshold_scoring_everywhere() -> None:
 
 
 def nab_root() -> Path | None:
-    env = os.environ.get("IOTAD_NAB_ROOT")
+    env = os.environ.get("NAB_ROOT") or os.environ.get("IOTAD_NAB_ROOT")
     root = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "nab"
     return root if (root / "labels" / "combined_windows.json").is_file() else None
 
@@ -183,7 +183,7 @@ def nab_root() -> Path | None:
 def corpus() -> Corpus:
     root = nab_root()
     if root is None:
-        pytest.skip("NAB corpus not found: set IOTAD_NAB_ROOT or put it at ../shared/nab")
+        pytest.skip("NAB corpus not found: set NAB_ROOT or put it at ../shared/nab")
     if not (root / "results" / "numenta").is_dir():
         pytest.skip(f"NAB reference results missing under {root / 'results'}")
     return load_corpus(root)
