@@ -8,7 +8,10 @@ detection thread never awaits anything: acks and publishes are put in boxes that
 task on the loop empties (one wake-up per burst, not per message: a thread-safe call per
 message cost more than the publish).
 
-At start the source checks the stream and the server's partition mapping
+Alerts and dead letters are JetStream publishes to the output stream, each done once the
+stream acknowledged it (`detector.nats_outbox`); scores and status are plain publishes.
+
+At start the source checks the streams and the server's partition mapping
 (`detector.nats_stream`) and refuses to run when they do not fit its settings.
 
 Redelivery: a message fetched but not acked (a killed worker, a batch still in the queue at
