@@ -368,18 +368,23 @@ class NatsSource:
         start: int | None = None
         deadline = time.monotonic() + REWIND_TIMEOUT_S
         jsm = self._nc.jsm(timeout=REWIND_REQUEST_TIMEOUT_S)
+        # Unacked deliveries of the consumer a try deleted: they come again from the new one
+        # (with a delivery count of 1), whether or not the answers of that try came back.
+        pending = 0
+        floor = 0
         while True:
             try:
                 try:
                     info = await jsm.consumer_info(s.stream, durable)
                 except NotFoundError:  # deleted by an earlier try whose re-creation failed
                     await jsm.add_consumer(s.stream, self._consumer_config(p, start))
-                    return
+                    break
                 if not info.num_ack_pending:
-                    return
+                    break  # nothing to send again, or re-created by a try whose answer was lost
                 floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
                 # A work queue keeps only what is not acked yet (and takes no start seq).
                 start = None if self._work_queue else floor + 1
+                pending = info.num_ack_pending
                 await jsm.delete_consumer(s.stream, durable)
                 await jsm.add_consumer(s.stream, self._consumer_config(p, start))
             except Exception as exc:  # a cluster electing leaders after a node died
@@ -388,16 +393,18 @@ class NatsSource:
                 log.debug("rewind of partition %s: %r; retrying", partition_name(p), exc)
                 await asyncio.sleep(REWIND_RETRY_S)
                 continue
-            self.rewinds += 1
-            # Delivered again by a new consumer: its own count says 1, this one does not.
-            self.metrics.redelivered.inc(info.num_ack_pending)
-            log.info(
-                "partition %s: %d delivered, unacked messages sent again (from seq %d)",
-                partition_name(p),
-                info.num_ack_pending,
-                floor + 1,
-            )
+            break
+        if not pending:
             return
+        self.rewinds += 1
+        # Delivered again by a new consumer: its own count says 1, this one does not.
+        self.metrics.redelivered.inc(pending)
+        log.info(
+            "partition %s: %d delivered, unacked messages sent again (from seq %d)",
+            partition_name(p),
+            pending,
+            floor + 1,
+        )
 
     async def _after_reconnect(self) -> None:
         """Pulls stay paused until what came before the outage is processed and acked; then
