@@ -277,7 +277,7 @@ class WorkerMetrics:
         )
         self.publish_failed = Counter(
             "iotad_publish_failed_total",
-            "Publishes the MQTT client refused (queue full, not connected), by kind",
+            "Publishes the broker client refused or the broker never confirmed, by kind",
             ["kind"],
             registry=r,
         )

@@ -92,6 +92,9 @@ class InfoDelivery:
         except (RuntimeError, ValueError):  # refused, or sent while away: cannot be confirmed
             return True
 
+    def lost(self) -> bool:
+        return False
+
 
 class MqttConnection:
     """One paho client with the worker's session, subscriptions and status topic.

@@ -231,6 +231,8 @@ class Service:
         self.core: Any = None
         self.checkpointer: Any = None
         self.connection: Any = None
+        # How long acks wait for alerts to be confirmed; None: the worker's default (MQTT).
+        self.confirm_timeout_s: float | None = None
         self.http: Any = None
         self.alertmanager: Any = None
         self.rules: Any = None  # the RulesReloader, when a rules file is set
@@ -286,7 +288,7 @@ class Service:
         from detector.payloads import PayloadDecoder
         from detector.ratelimit import RateLimitedLog
         from detector.rules_file import RulesError
-        from detector.worker import Worker, evict_interval, make_outputs
+        from detector.worker import CONFIRM_TIMEOUT_S, Worker, evict_interval, make_outputs
 
         log = logging.getLogger("iotad.run")
         s = self.settings
@@ -377,6 +379,7 @@ class Service:
             max_batch=s.max_batch,
             linger_s=s.linger_s,
             linger_above=s.linger_above,
+            confirm_timeout_s=self.confirm_timeout_s or CONFIRM_TIMEOUT_S,
             checkpoints=self.checkpointer,
             reloader=self.reloader,
             evict_every_s=evict_interval(s.detection.idle_evict_s),
@@ -487,7 +490,7 @@ class Service:
 
         from detector.metrics import NatsMetrics
         from detector.nats_checkpoint import PartitionCheckpointer
-        from detector.nats_source import NatsSource, SourceError
+        from detector.nats_source import NatsSource, SourceError, subject_of
 
         s = self.settings
         shard = s.shard_spec
@@ -499,8 +502,13 @@ class Service:
             metrics=NatsMetrics(self.registry),
             status_subject=f"{s.output.status_prefix}/{s.worker_id}",
             status_extra=status_extra,
+            output_subjects=[
+                f"{subject_of(s.output.alerts_prefix)}.>",
+                subject_of(s.output.deadletter_topic),
+            ],
         )
         self.connection = source
+        self.confirm_timeout_s = source.confirm_timeout_s
         try:
             source.start(stop=stop)
         except SourceError as exc:

@@ -50,13 +50,21 @@ HELD_POLL_S = 0.005
 
 
 class _Held:
-    """Messages whose acks wait until the alerts they raised are confirmed by the broker."""
+    """Messages whose acks wait until the alerts and dead letters they raised are confirmed
+    by the broker."""
 
-    __slots__ = ("deadline", "deliveries", "items")
+    __slots__ = ("alerts", "dead", "deadline", "items")
 
-    def __init__(self, items: list[Inbound], deliveries: list[Delivery], deadline: float) -> None:
+    def __init__(
+        self,
+        items: list[Inbound],
+        alerts: list[Delivery],
+        dead: list[Delivery],
+        deadline: float,
+    ) -> None:
         self.items = items
-        self.deliveries = deliveries
+        self.alerts = alerts
+        self.dead = dead
         self.deadline = deadline
 
 
@@ -136,6 +144,10 @@ class Worker:
             lingered, and ran batches of 12-17 at half the throughput (6.4k against 12.6k
             readings/s). Below the rate, batches are taken at once (no added latency when
             it is not needed); 0 disables lingering.
+        confirm_timeout_s: how long acks wait for the broker to confirm the alerts and dead
+            letters they raised; then they are sent all the same, and the alerts counted as
+            unconfirmed. A source whose deliveries end by themselves (NATS: confirmed, or
+            `lost` after its retries) is given more than those take.
         checkpoints: saves the core's state when due, on the detection thread between
             batches and never while acks wait for alert confirmations: a checkpoint then
             holds no reading the source would redeliver (the restored core would drop it as
@@ -164,6 +176,7 @@ class Worker:
         max_batch: int,
         linger_s: float,
         linger_above: float,
+        confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
         checkpoints: Checkpoints | None = None,
         reloader: Reloader | None = None,
         evict_every_s: float = EVICT_EVERY_S,
@@ -182,6 +195,7 @@ class Worker:
         self.acker = acker
         self.checkpoints = checkpoints
         self.reloader = reloader
+        self.confirm_timeout_s = confirm_timeout_s
         self.rules = rules
         self.max_batch = max_batch
         self.linger_s = linger_s
@@ -287,29 +301,39 @@ class Worker:
             self._dropped(items, result)
         if readings:
             self._record(readings, result, now)
-        deliveries = self._alert(result) if result.events else []
+        alerts = self._alert(result) if result.events else []
+        dead = self.deadletter.take_deliveries() if self.deadletter is not None else []
         if result.suppressed:
             self._suppressed(result)
         if self.scores is not None and result.scored:
             failed = self.scores.send_many(result.scored)
             if failed:
                 m.publish_failed.labels("scores").inc(failed)
-        if deliveries:
-            # The messages that raised alerts are acked once the broker has the alerts: a
-            # crash in between redelivers them rather than losing the alert. Only those wait:
-            # holding the whole batch kept the receive window full, and the broker's answer
-            # then queued behind thousands of messages (0.5 s holds, 1 s lag at 4k/s).
-            causes = {(e.device, e.metric, e.ts) for e in result.events}
+        if alerts or dead:
+            # The messages that raised alerts or dead letters are acked once the broker has
+            # them: a crash in between redelivers them rather than losing the alert. Only
+            # those wait: holding the whole batch kept the receive window full, and the
+            # broker's answer then queued behind thousands of messages (0.5 s holds, 1 s lag
+            # at 4k/s).
+            causes = {(e.device, e.metric, e.ts) for e in result.events} if alerts else set()
+            dropped = {id(d.reading) for d in result.dropped} if dead else set()
             held: list[Inbound] = []
             now_ok: list[Inbound] = []
             for i in items:
-                raised = bool(i.ended) or any(
-                    (r.device, r.metric, r.ts) in causes for r in i.readings
+                # A message that ended devices (a Sparkplug DEATH) raised their events.
+                raised = (
+                    (bool(alerts) and bool(i.ended))
+                    or (bool(dead) and bool(i.rejections))
+                    or any(
+                        (r.device, r.metric, r.ts) in causes or id(r) in dropped for r in i.readings
+                    )
                 )
                 (held if raised else now_ok).append(i)
             self._ack(now_ok)
             if held:
-                self._held.append(_Held(held, deliveries, time.monotonic() + CONFIRM_TIMEOUT_S))
+                deadline = time.monotonic() + self.confirm_timeout_s
+                self._held.append(_Held(held, alerts, dead, deadline))
+                self.release_held()  # those confirmed already (a test's broker) go now
         else:
             self._ack(items)
         m.queue_depth.set(len(self.queue))
@@ -398,15 +422,31 @@ class Worker:
         return bool(self._held)
 
     def release_held(self) -> None:
-        """Ack held messages whose alerts are confirmed (or that waited too long)."""
+        """Ack held messages whose alerts and dead letters are confirmed (or that waited too
+        long). Those of a lost one are not acked: the source sends them again."""
         now = time.monotonic()
+        failed = self.metrics.publish_failed
         while self._held:
             held = self._held[0]
-            if not all(d.done() for d in held.deliveries):
-                if now < held.deadline:
-                    return
-                self.metrics.publish_failed.labels("alert_unconfirmed").inc()
+            alerts_done = all(d.done() for d in held.alerts)
+            dead_done = all(d.done() for d in held.dead)
+            if not (alerts_done and dead_done) and now < held.deadline:
+                return
             self._held.popleft()
+            alerts_lost = any(d.lost() for d in held.alerts)
+            dead_lost = any(d.lost() for d in held.dead)
+            if alerts_lost or not alerts_done:
+                failed.labels("alert_unconfirmed").inc()
+            if dead_lost or not dead_done:
+                failed.labels("deadletter").inc()
+            if alerts_lost or dead_lost:
+                self.reject_log.warning(
+                    "output_lost",
+                    "%d messages not acked: the broker never confirmed their %s; they come again",
+                    len(held.items),
+                    "alerts" if alerts_lost else "dead letters",
+                )
+                continue
             self._ack(held.items)
 
     def _alert(self, result: BatchResult) -> list[Delivery]:

@@ -25,9 +25,13 @@ T0 = 1_700_000_000.0
 class Delivery:
     def __init__(self, confirmed: bool) -> None:
         self.confirmed = confirmed
+        self.given_up = False
 
     def done(self) -> bool:
-        return self.confirmed
+        return self.confirmed or self.given_up
+
+    def lost(self) -> bool:
+        return self.given_up
 
 
 class FakeBroker:
@@ -201,13 +205,10 @@ def test_only_the_message_that_raised_the_alert_waits(
 
 
 def test_unconfirmed_alert_releases_acks_after_the_timeout(
-    broker: FakeBroker, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+    broker: FakeBroker, registry: CollectorRegistry
 ) -> None:
-    import detector.worker as worker_module
-
-    monkeypatch.setattr(worker_module, "CONFIRM_TIMEOUT_S", 0.0)
     broker.confirm = False
-    w = make_worker(broker, registry)
+    w = make_worker(broker, registry, confirm_timeout_s=0.0)
     feed(w, [reading(i, 1.0) for i in range(6)])
     feed(w, [reading(6, 50.0)], first_mid=7)
     w.release_held()
@@ -215,6 +216,48 @@ def test_unconfirmed_alert_releases_acks_after_the_timeout(
     assert (
         registry.get_sample_value("iotad_publish_failed_total", {"kind": "alert_unconfirmed"}) == 1
     )
+
+
+def test_a_lost_alert_leaves_its_message_unacked(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [reading(i, 1.0) for i in range(6)])
+    feed(w, [reading(6, 50.0), reading(7, 1.0, "sensors/d2/temp")], first_mid=7)
+    assert 8 in broker.acked and 7 not in broker.acked
+    broker.deliveries[-1].given_up = True  # the source gave up: the message must come again
+    w.release_held()
+    assert 7 not in broker.acked
+    assert not w.acks_held
+    assert (
+        registry.get_sample_value("iotad_publish_failed_total", {"kind": "alert_unconfirmed"}) == 1
+    )
+
+
+def test_a_dead_letter_holds_its_message_until_confirmed(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [("sensors/d/m", b"oops"), reading(1, 1.0)])
+    assert broker.acked == [2]
+    (letter,) = broker.deliveries
+    letter.confirmed = True
+    w.release_held()
+    assert broker.acked == [2, 1]
+
+
+def test_a_lost_dead_letter_leaves_its_message_unacked(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [("sensors/d/m", b"oops")])
+    broker.deliveries[-1].given_up = True
+    w.release_held()
+    assert broker.acked == []
+    assert registry.get_sample_value("iotad_publish_failed_total", {"kind": "deadletter"}) == 1
 
 
 def test_acks_of_an_old_connection_are_not_sent(
