@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import platform
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import TYPE_CHECKING, Protocol
@@ -390,7 +390,7 @@ class ActiveAnomalies(Collector):
     ``iotad_anomaly_episodes_open`` counts them all. A series' silence (``signal="silence"``)
     is an episode of its own beside a forecast episode of the same series.
 
-    Fed by the detection thread (`fire`, `update`, `resolve`, `retain`), read at scrape time.
+    Fed by the detection thread (`fire`, `update`, `resolve`), read at scrape time.
     """
 
     def __init__(self, max_exported: int) -> None:
@@ -452,14 +452,6 @@ class ActiveAnomalies(Collector):
                 upper,
                 score,
             )
-
-    def retain(self, alive: Callable[[str, str], bool]) -> int:
-        """Forget the episodes of series `alive(device, metric)` says are gone (evicted by
-        the core without a `resolved` event); returns how many."""
-        gone = [key for key in list(self._open) if not alive(key[0], key[1])]
-        for key in gone:
-            self._drop(key)
-        return len(gone)
 
     def _drop(self, key: tuple[str, str, bool]) -> None:
         with self._lock:

@@ -23,7 +23,7 @@ import numpy as np
 
 from detector.alerts import Delivery, MqttAlertSink, Publisher, ScoreStream
 from detector.deadletter import DeadLetterPublisher
-from detector.events import AlertEvent, AlertSink, BatchResult, Dropped
+from detector.events import AlertEvent, AlertSink, BatchResult, Dropped, Eviction
 from detector.ingest import AckToken, Inbound, Intake
 from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
@@ -71,11 +71,9 @@ class Core(Protocol):
     @property
     def warming_series(self) -> int: ...
 
-    def evict_idle(self, now: float) -> int: ...
+    def evict_idle(self, now: float) -> Eviction: ...
 
     def end_devices(self, ended: Mapping[str, float]) -> list[AlertEvent]: ...
-
-    def has_series(self, key: str) -> bool: ...
 
 
 class Acker(Protocol):
@@ -516,13 +514,7 @@ class Worker:
         trim = False
         if mono >= self._next_evict:
             self._next_evict = mono + self.evict_every_s
-            evicted = self.core.evict_idle(self.clock())
-            if evicted:
-                log.info("evicted %d idle series", evicted)
-                if len(m.active_anomalies):
-                    # Eviction ends a series without a resolved event: its open episode
-                    # would otherwise stay in iotad_anomaly_active for good.
-                    m.active_anomalies.retain(lambda d, mt: self.core.has_series(f"{d}/{mt}"))
+            self._evict()
             trim = True
         active = self.core.active_series
         if trim or active >= self._trimmed_at * 1.1 + 1000:
@@ -530,6 +522,25 @@ class Worker:
             # copies (and a burst's decoded messages) back rather than keep them.
             self._trimmed_at = active
             release_free_memory()
+
+    def _evict(self) -> None:
+        """Sweep out idle series and send the resolved events of the alerts still open on
+        them like any others (sinks, counters, the open-episode gauges). No message raised
+        them, so no ack waits for their publishes; but they are held like a batch's, so no
+        checkpoint is saved before the broker has them (`_held`): one without the series
+        is the end of the only record that their alerts were open."""
+        try:
+            evicted = self.core.evict_idle(self.clock())
+        except Exception as exc:  # as for `_detect`: never kill the detection thread
+            self.reject_log.log(logging.ERROR, "core_error", "evicting idle series failed: %r", exc)
+            return
+        if evicted.series:
+            log.info("evicted %d idle series", evicted.series)
+        if not evicted.events:
+            return
+        deliveries = self._alert(BatchResult([], list(evicted.events), []))
+        if deliveries:
+            self._held.append(_Held([], deliveries, time.monotonic() + CONFIRM_TIMEOUT_S))
 
 
 def _merge(into: BatchResult, part: BatchResult) -> None:

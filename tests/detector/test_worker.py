@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from detector.alerts import MqttAlertSink, ScoreStream
 from detector.core import DetectionConfig, DetectionCore
 from detector.deadletter import DeadLetterPublisher
-from detector.events import AlertEvent, BatchResult, Scored
+from detector.events import AlertEvent, BatchResult, Eviction, Scored
 from detector.ingest import Inbound, IngestQueue, Intake
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
@@ -93,8 +93,8 @@ class ScriptedCore:
                 )
         return result
 
-    def evict_idle(self, now: float) -> int:
-        return 0
+    def evict_idle(self, now: float) -> Eviction:
+        return Eviction(0, [])
 
 
 def make_worker(
