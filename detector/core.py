@@ -28,7 +28,7 @@ from detector.events import (
 )
 from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
-from detector.readings import Reading
+from detector.readings import DUPLICATE, OUT_OF_ORDER, OUT_OF_RANGE, TOO_MANY_SERIES, Reading
 from detector.relations import RELATION_HALFLIFE, DeviceRelations
 from detector.rule_policy import NOT_SUPPRESSED, SUPPRESS_REASONS, SeriesRules
 from detector.rules import RuleSet
@@ -573,7 +573,7 @@ class DetectionCore:
         ahead = seen + store.future_slack_s  # no order bound moves past this
         for reading, slot in zip(readings, slot_list, strict=True):
             if slot is None or slot < 0:
-                reason = "too_many_series" if slot is None else "out_of_range"
+                reason = TOO_MANY_SERIES if slot is None else OUT_OF_RANGE
                 result.dropped.append(Dropped(reading, reason))
                 continue
             prev = last.get(slot)
@@ -590,7 +590,7 @@ class DetectionCore:
                     taken = _taken_by_slot(slots, stamps, values)
                 repeat = self._repeat(slot, ts, value, taken)
                 if repeat is not None or ts <= bound:
-                    reason = "duplicate" if repeat else "out_of_order"
+                    reason = DUPLICATE if repeat else OUT_OF_ORDER
                     result.dropped.append(Dropped(reading, reason))
                     continue
             if taken is not None:

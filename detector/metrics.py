@@ -37,10 +37,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 import detector
+from detector.payload_checks import DECODER_REASONS
+from detector.readings import DROP_REASONS, NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED
 
 if TYPE_CHECKING:
     from detector.events import AlertEvent
 
+REJECT_REASONS = (*DECODER_REASONS, *DROP_REASONS, RETAINED, OWN_OUTPUT, NOT_SUBSCRIBED)
+"""The `reason` label values of `iotad_readings_rejected_total`: the decoder's, the drops
+after decoding, and the messages that are not input at all."""
 PUBLISH_FAILED_KINDS = ("alert_unconfirmed", "deadletter", "scores")
 """The `kind` label values of `iotad_publish_failed_total`."""
 SUPPRESS_REASONS = ("mute", "maintenance")
@@ -186,6 +191,10 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+        # Every reason exported at 0 from the start: rate() and increase() cannot see a
+        # reason's first rejection when its series appears with it.
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
         self.scored = Counter(
             "iotad_readings_scored_total", "Readings the model forecast and scored", registry=r
         )

@@ -40,14 +40,13 @@ from detector.nats_stream import (
     ensure_stream,
 )
 from detector.partitions import Shard, partition_name, partition_of
-from detector.readings import Reading, Rejection
+from detector.readings import WRONG_PARTITION, Reading, Rejection
 
 log = logging.getLogger("iotad.nats")
 
 T = TypeVar("T")
 
 WORKER_HEADER = "Iotad-Worker"
-WRONG_PARTITION = "wrong_partition"
 PULL_EXPIRES_S = 5.0
 STATUS_HEADER = "Status"
 PENDING_REFRESH_S = 5.0

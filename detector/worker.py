@@ -28,7 +28,7 @@ from detector.ingest import AckToken, Inbound, Intake
 from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
 from detector.ratelimit import RateLimitedLog
-from detector.readings import NOT_DEAD_LETTERED, Reading, Rejection
+from detector.readings import CORE_ERROR, NOT_DEAD_LETTERED, Reading, Rejection
 from detector.topics import Labels
 
 log = logging.getLogger("iotad.worker")
@@ -298,12 +298,12 @@ class Worker:
         except Exception as exc:
             self.reject_log.log(
                 logging.ERROR,
-                "core_error",
+                CORE_ERROR,
                 "detection core failed on %d readings: %r",
                 len(readings),
                 exc,
             )
-            return BatchResult([], [], [Dropped(r, "core_error") for r in readings])
+            return BatchResult([], [], [Dropped(r, CORE_ERROR) for r in readings])
 
     def _detect_around_ends(self, items: list[Inbound]) -> BatchResult:
         """`_detect`, with the series of the devices a message ended (a Sparkplug DEATH)
@@ -321,7 +321,7 @@ class Worker:
             try:
                 result.events.extend(self.core.end_devices(ended))
             except Exception as exc:  # as for `_detect`: never kill the detection thread
-                self.reject_log.log(logging.ERROR, "core_error", "ending series failed: %r", exc)
+                self.reject_log.log(logging.ERROR, CORE_ERROR, "ending series failed: %r", exc)
                 continue
             self.reject_log.log(
                 logging.INFO,
@@ -532,7 +532,7 @@ class Worker:
         try:
             evicted = self.core.evict_idle(self.clock())
         except Exception as exc:  # as for `_detect`: never kill the detection thread
-            self.reject_log.log(logging.ERROR, "core_error", "evicting idle series failed: %r", exc)
+            self.reject_log.log(logging.ERROR, CORE_ERROR, "evicting idle series failed: %r", exc)
             return
         if evicted.series:
             log.info("evicted %d idle series", evicted.series)
