@@ -129,8 +129,9 @@ class DetectionConfig:
     max_series: int = 100_000
     """Active series beyond which new series are dropped with reason ``too_many_series``."""
     idle_evict_s: float = 86_400.0
-    """A series with no reading for this long is evicted (its slot is reused); the sweep runs
-    every quarter of this, at most once a minute."""
+    """A series with no reading for this long is evicted (its slot is reused, and an alert
+    still open on it resolves with reason ``evicted``); the sweep runs every quarter of this,
+    at most once a minute."""
 
     def scoring(self) -> ScoringConfig:
         return ScoringConfig(
