@@ -18,7 +18,6 @@ for ``IOTAD_DETECTION__IDLE_EVICT_S``): its state is gone, nothing else would re
 ENDED = "ended"
 """`AlertEvent.reason` of a `resolved` event whose series its source ended (a Sparkplug
 DEATH)."""
-RESOLVE_REASONS = (EVICTED, ENDED)
 
 
 class Scored(NamedTuple):
