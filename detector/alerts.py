@@ -61,6 +61,10 @@ class AlertMessage(msgspec.Struct, frozen=True):
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     """The series' extra labels: from its topic (site, line, ...) and the rules file (which
     win); empty when it has none."""
+    reason: str | None = None
+    """Why a ``resolved`` alert ended when no reading ended it: ``evicted`` (the series sent
+    nothing for ``IOTAD_DETECTION__IDLE_EVICT_S`` and its state was dropped) or ``ended`` (a
+    Sparkplug DEATH); null otherwise (`detector.events.AlertEvent.reason`)."""
 
 
 class ScoreMessage(msgspec.Struct, frozen=True):

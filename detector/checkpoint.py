@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from detector.core import DetectionCore
-    from detector.events import BatchResult
+    from detector.events import BatchResult, Eviction
     from detector.readings import Reading
 
 log = logging.getLogger("iotad.checkpoint")
@@ -353,7 +353,7 @@ class CheckpointingCore:
     def warming_series(self) -> int:
         return self.core.warming_series
 
-    def evict_idle(self, now: float) -> int:
+    def evict_idle(self, now: float) -> Eviction:
         return self.core.evict_idle(now)
 
     def __getattr__(self, name: str) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import platform
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import TYPE_CHECKING, Protocol
@@ -37,10 +37,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 import detector
+from detector.payload_checks import DECODER_REASONS
+from detector.readings import DROP_REASONS, NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED
 
 if TYPE_CHECKING:
     from detector.events import AlertEvent
 
+REJECT_REASONS = (*DECODER_REASONS, *DROP_REASONS, RETAINED, OWN_OUTPUT, NOT_SUBSCRIBED)
+"""The `reason` label values of `iotad_readings_rejected_total`: the decoder's, the drops
+after decoding, and the messages that are not input at all."""
 PUBLISH_FAILED_KINDS = ("alert_unconfirmed", "deadletter", "scores")
 """The `kind` label values of `iotad_publish_failed_total`."""
 SUPPRESS_REASONS = ("mute", "maintenance")
@@ -187,6 +192,10 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+        # Every reason exported at 0 from the start: rate() and increase() cannot see a
+        # reason's first rejection when its series appears with it.
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
         self.scored = Counter(
             "iotad_readings_scored_total", "Readings the model forecast and scored", registry=r
         )
@@ -410,7 +419,7 @@ class ActiveAnomalies(Collector):
     ``iotad_anomaly_episodes_open`` counts them all. A series' silence (``signal="silence"``)
     is an episode of its own beside a forecast episode of the same series.
 
-    Fed by the detection thread (`fire`, `update`, `resolve`, `retain`), read at scrape time.
+    Fed by the detection thread (`fire`, `update`, `resolve`), read at scrape time.
     """
 
     def __init__(self, max_exported: int) -> None:
@@ -472,14 +481,6 @@ class ActiveAnomalies(Collector):
                 upper,
                 score,
             )
-
-    def retain(self, alive: Callable[[str, str], bool]) -> int:
-        """Forget the episodes of series `alive(device, metric)` says are gone (evicted by
-        the core without a `resolved` event); returns how many."""
-        gone = [key for key in list(self._open) if not alive(key[0], key[1])]
-        for key in gone:
-            self._drop(key)
-        return len(gone)
 
     def _drop(self, key: tuple[str, str, bool]) -> None:
         with self._lock:

@@ -44,14 +44,13 @@ from detector.nats_stream import (
     ensure_stream,
 )
 from detector.partitions import Shard, partition_name, partition_of
-from detector.readings import Reading, Rejection
+from detector.readings import WRONG_PARTITION, Reading, Rejection
 
 log = logging.getLogger("iotad.nats")
 
 T = TypeVar("T")
 
 WORKER_HEADER = "Iotad-Worker"
-WRONG_PARTITION = "wrong_partition"
 PULL_EXPIRES_S = 5.0
 PULL_EXPIRES_SHORT_S = 1.0
 """Expiry of a partition's pull requests after a reconnect, and after a request nobody

@@ -23,12 +23,12 @@ import numpy as np
 
 from detector.alerts import Delivery, MqttAlertSink, Publisher, ScoreStream
 from detector.deadletter import DeadLetterPublisher
-from detector.events import AlertEvent, AlertSink, BatchResult, Dropped
+from detector.events import AlertEvent, AlertSink, BatchResult, Dropped, Eviction
 from detector.ingest import AckToken, Inbound, Intake
 from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
 from detector.ratelimit import RateLimitedLog
-from detector.readings import NOT_DEAD_LETTERED, Reading, Rejection
+from detector.readings import CORE_ERROR, NOT_DEAD_LETTERED, Reading, Rejection
 from detector.topics import Labels
 
 log = logging.getLogger("iotad.worker")
@@ -79,11 +79,9 @@ class Core(Protocol):
     @property
     def warming_series(self) -> int: ...
 
-    def evict_idle(self, now: float) -> int: ...
+    def evict_idle(self, now: float) -> Eviction: ...
 
     def end_devices(self, ended: Mapping[str, float]) -> list[AlertEvent]: ...
-
-    def has_series(self, key: str) -> bool: ...
 
 
 class Acker(Protocol):
@@ -350,12 +348,12 @@ class Worker:
         except Exception as exc:
             self.reject_log.log(
                 logging.ERROR,
-                "core_error",
+                CORE_ERROR,
                 "detection core failed on %d readings: %r",
                 len(readings),
                 exc,
             )
-            return BatchResult([], [], [Dropped(r, "core_error") for r in readings])
+            return BatchResult([], [], [Dropped(r, CORE_ERROR) for r in readings])
 
     def _detect_around_ends(self, items: list[Inbound]) -> BatchResult:
         """`_detect`, with the series of the devices a message ended (a Sparkplug DEATH)
@@ -373,7 +371,7 @@ class Worker:
             try:
                 result.events.extend(self.core.end_devices(ended))
             except Exception as exc:  # as for `_detect`: never kill the detection thread
-                self.reject_log.log(logging.ERROR, "core_error", "ending series failed: %r", exc)
+                self.reject_log.log(logging.ERROR, CORE_ERROR, "ending series failed: %r", exc)
                 continue
             self.reject_log.log(
                 logging.INFO,
@@ -582,13 +580,7 @@ class Worker:
         trim = False
         if mono >= self._next_evict:
             self._next_evict = mono + self.evict_every_s
-            evicted = self.core.evict_idle(self.clock())
-            if evicted:
-                log.info("evicted %d idle series", evicted)
-                if len(m.active_anomalies):
-                    # Eviction ends a series without a resolved event: its open episode
-                    # would otherwise stay in iotad_anomaly_active for good.
-                    m.active_anomalies.retain(lambda d, mt: self.core.has_series(f"{d}/{mt}"))
+            self._evict()
             trim = True
         active = self.core.active_series
         if trim or active >= self._trimmed_at * 1.1 + 1000:
@@ -596,6 +588,25 @@ class Worker:
             # copies (and a burst's decoded messages) back rather than keep them.
             self._trimmed_at = active
             release_free_memory()
+
+    def _evict(self) -> None:
+        """Sweep out idle series and send the resolved events of the alerts still open on
+        them like any others (sinks, counters, the open-episode gauges). No message raised
+        them, so no ack waits for their publishes; but they are held like a batch's, so no
+        checkpoint is saved before the broker has them (`_held`): one without the series
+        is the end of the only record that their alerts were open."""
+        try:
+            evicted = self.core.evict_idle(self.clock())
+        except Exception as exc:  # as for `_detect`: never kill the detection thread
+            self.reject_log.log(logging.ERROR, CORE_ERROR, "evicting idle series failed: %r", exc)
+            return
+        if evicted.series:
+            log.info("evicted %d idle series", evicted.series)
+        if not evicted.events:
+            return
+        deliveries = self._alert(BatchResult([], list(evicted.events), []))
+        if deliveries:
+            self._held.append(_Held([], deliveries, time.monotonic() + CONFIRM_TIMEOUT_S))
 
 
 def _merge(into: BatchResult, part: BatchResult) -> None:

@@ -389,7 +389,7 @@ def test_checkpointing_core_saves_between_batches_when_due(tmp_path: Path) -> No
     core.process(batches[3])
     assert path.stat().st_mtime_ns == mtime  # next one only after another interval
     assert core.active_series == len(SERIES)
-    assert core.evict_idle(now=1e12) == len(SERIES)
+    assert core.evict_idle(now=1e12).series == len(SERIES)
 
 
 def test_checkpoint_path_directory_must_exist(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from detector.alerts import MqttAlertSink, ScoreStream
 from detector.core import DetectionConfig, DetectionCore
 from detector.deadletter import DeadLetterPublisher
-from detector.events import AlertEvent, BatchResult, Scored
+from detector.events import AlertEvent, BatchResult, Eviction, Scored
 from detector.ingest import Inbound, IngestQueue, Intake
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
@@ -97,8 +97,8 @@ class ScriptedCore:
                 )
         return result
 
-    def evict_idle(self, now: float) -> int:
-        return 0
+    def evict_idle(self, now: float) -> Eviction:
+        return Eviction(0, [])
 
 
 def make_worker(
@@ -516,3 +516,41 @@ def test_labelled_series_are_bounded(broker: FakeBroker, registry: CollectorRegi
     )
     feed(worker, [reading(i, 1.0, f"plant/s{i}/d{i}/temp") for i in range(3)])
     assert list(worker.series_labels) == ["d1/temp", "d2/temp"]
+
+
+def test_an_evicted_series_resolves_its_alert_everywhere(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    """The eviction sweep's resolved events go out like a batch's: to the sinks, in the
+    counters and the open-episode gauges; no checkpoint is due while they are unconfirmed."""
+    core = DetectionCore(
+        make_artifact(window_len=3, global_error=(0.0, 0.1)),
+        LastValueForecaster(),
+        DetectionConfig(learn_readings=0, idle_evict_s=60.0),
+    )
+    clock = [T0]
+    w = make_worker(broker, registry, clock=lambda: clock[0], evict_every_s=0.0)
+    w.core = core
+    feed(w, [reading(i, 1.0 + 0.01 * (i % 2)) for i in range(10)] + [reading(10, 50.0)])
+    (fired,) = broker.on("alerts/")
+    assert fired["state"] == "firing" and fired["reason"] is None
+    get = registry.get_sample_value
+    open_ = {"device": "d1", "metric": "temp", "signal": fired["signal"]}
+    assert get("iotad_anomaly_active", open_) == 1
+    broker.confirm = False
+    w._housekeeping()  # the clock has not moved: nothing is idle yet
+    assert len(broker.on("alerts/")) == 1 and core.active_series == 1
+    clock[0] = time.time() + 61.0  # the core stamps what it is given with the wall clock
+    w._next_housekeeping = 0.0
+    w._housekeeping()
+    assert core.active_series == 0
+    resolved = broker.on("alerts/")[1:]
+    assert [(a["id"], a["state"], a["reason"], a["ts"]) for a in resolved] == [
+        (f"{fired['id']}-resolved", "resolved", "evicted", clock[0])
+    ]
+    assert get("iotad_alert_events_total", {"state": "resolved"}) == 1
+    assert get("iotad_anomaly_active", open_) is None
+    assert w.acks_held  # a checkpoint waits for the broker to have the resolved alert
+    broker.deliveries[-1].confirmed = True
+    w.release_held()
+    assert not w.acks_held
