@@ -606,7 +606,8 @@ class Worker:
             return
         deliveries = self._alert(BatchResult([], list(evicted.events), []))
         if deliveries:
-            self._held.append(_Held([], deliveries, time.monotonic() + CONFIRM_TIMEOUT_S))
+            deadline = time.monotonic() + self.confirm_timeout_s
+            self._held.append(_Held([], deliveries, [], deadline))
 
 
 def _merge(into: BatchResult, part: BatchResult) -> None:
