@@ -12,7 +12,9 @@ only in their time range:
   Prometheus does. A worker that dies therefore leaves no alert firing forever: it expires
   ``ttl_s`` after the last re-post.
 - resolved: ``endsAt`` is the time of the event, which Alertmanager merges into the
-  firing alert it already holds.
+  firing alert it already holds. A series evicted as idle or ended by a Sparkplug DEATH
+  resolves too (annotation ``resolved_reason``: ``evicted``, ``ended``), so the sink stops
+  re-posting it rather than keep it firing for good.
 
 ``send`` never blocks: it appends to a bounded queue that a daemon thread drains, retrying
 with capped exponential backoff while no Alertmanager accepts. The HTTP side (several URLs
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from detector.alertmanager_client import AlertmanagerClient, Answer
 from detector.alertmanager_settings import AlertmanagerSettings
-from detector.events import AlertEvent
+from detector.events import ENDED, EVICTED, AlertEvent
 from detector.metrics import AlertmanagerMetrics
 
 if TYPE_CHECKING:
@@ -71,6 +73,14 @@ def _num(x: float) -> str:
     return f"{x:.6g}"
 
 
+_RESOLVED = {
+    "silence": "reports again",
+    EVICTED: "sent nothing for the idle time and was evicted (resolved without a reading)",
+    ENDED: "ended: its source said the device is gone (Sparkplug DEATH)",
+}
+"""The summary of a resolved alert, by its reason (or ``silence``); else back in its band."""
+
+
 def alert_payload(
     event: AlertEvent,
     *,
@@ -102,25 +112,26 @@ def alert_payload(
             f"threshold {_num(ev.threshold)}, {ev.signal})"
         )
         ends = now + ttl_s
-    elif ev.signal == "silence":
-        summary = f"{ev.device}/{ev.metric} reports again"
-        ends = max(min(ev.ts, now), start)
     else:
-        summary = f"{ev.device}/{ev.metric} is back within its expected band"
+        summary = _RESOLVED.get(ev.reason or ("silence" if ev.signal == "silence" else ""), "")
+        summary = f"{ev.device}/{ev.metric} {summary or 'is back within its expected band'}"
         ends = max(min(ev.ts, now), start)
+    annotations = {
+        "summary": summary,
+        "value": _num(ev.value),
+        "expected": _num(ev.expected),
+        "lower": _num(ev.lower),
+        "upper": _num(ev.upper),
+        "score": _num(ev.score),
+        "threshold": _num(ev.threshold),
+        "alert_id": ev.id,
+        "signal": ev.signal,
+    }
+    if ev.reason:
+        annotations["resolved_reason"] = ev.reason
     return {
         "labels": all_labels,
-        "annotations": {
-            "summary": summary,
-            "value": _num(ev.value),
-            "expected": _num(ev.expected),
-            "lower": _num(ev.lower),
-            "upper": _num(ev.upper),
-            "score": _num(ev.score),
-            "threshold": _num(ev.threshold),
-            "alert_id": ev.id,
-            "signal": ev.signal,
-        },
+        "annotations": annotations,
         "startsAt": iso_utc(start),
         "endsAt": iso_utc(ends),
         "generatorURL": worker_url,

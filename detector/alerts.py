@@ -19,9 +19,14 @@ from detector.events import AlertEvent, Scored
 
 class Delivery(Protocol):
     """A queued publish. `done` is True once the broker confirmed it (QoS 0: once sent) or
-    once it can no longer be confirmed (refused, or the connection it was sent on is gone)."""
+    once it can no longer be confirmed (refused, or the connection it was sent on is gone).
+    `lost` is True when it was given up and the input that raised it must not be acked: that
+    input comes again (NATS: the output stream never acknowledged it). MQTT's are never lost:
+    the worker acks what raised them once they are done, confirmed or not."""
 
     def done(self) -> bool: ...
+
+    def lost(self) -> bool: ...
 
 
 class Publisher(Protocol):
@@ -56,6 +61,10 @@ class AlertMessage(msgspec.Struct, frozen=True):
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     """The series' extra labels: from its topic (site, line, ...) and the rules file (which
     win); empty when it has none."""
+    reason: str | None = None
+    """Why a ``resolved`` alert ended when no reading ended it: ``evicted`` (the series sent
+    nothing for ``IOTAD_DETECTION__IDLE_EVICT_S`` and its state was dropped) or ``ended`` (a
+    Sparkplug DEATH); null otherwise (`detector.events.AlertEvent.reason`)."""
 
 
 class ScoreMessage(msgspec.Struct, frozen=True):

@@ -8,7 +8,9 @@ checkpoint intact and nobody can plant or read the temp file. Series keys are st
 fixed unicode array, never as objects, and files are read with ``allow_pickle=False``:
 loading a checkpoint can never execute code.
 
-A checkpoint that is missing, corrupt, truncated or made for another model or window is
+A checkpoint of another model version is carried over (`detector.model_carry`: windows and
+value statistics kept, error statistics from the new calibration) and says so in one line.
+A checkpoint that is missing, corrupt, truncated or made for another configuration is
 reported in one log line and ignored: the worker then starts cold, which is never fatal. An
 ignored file is first moved aside to ``<name>.bad`` (replacing an older one), so the next
 save does not destroy what someone may want to inspect or roll back to. Series whose saved
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from detector.core import DetectionCore
-    from detector.events import BatchResult
+    from detector.events import BatchResult, Eviction
     from detector.readings import Reading
 
 log = logging.getLogger("iotad.checkpoint")
@@ -128,11 +130,13 @@ def load_state(path: str | Path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"unreadable ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
-def check_state(state: dict[str, np.ndarray], window_len: int) -> int:
+def check_state(state: dict[str, np.ndarray], window_len: int, model_version: str = "") -> int:
     """Validate the shape of a loaded snapshot before it touches a core; returns its series.
 
     Series keys must be ``device/metric`` with valid names (they come from a file, and keys
-    end up in topics and labels); every per-series array must have one row per key.
+    end up in topics and labels); every per-series array must have one row per key. Windows
+    must be `window_len` long unless the snapshot is of another model than `model_version`
+    (the core then carries it over, see `detector.model_carry`).
     """
     missing = [n for n in ("keys", *_ROW_ARRAYS, *_SCALARS) if n not in state]
     if missing:
@@ -155,7 +159,14 @@ def check_state(state: dict[str, np.ndarray], window_len: int) -> int:
             raise CheckpointError(f"array {name!r} is not numeric ({array.dtype})")
         if name not in _SCALARS and (array.ndim == 0 or array.shape[0] != n):
             raise CheckpointError(f"array {name!r} has {array.shape} rows, not {n}")
-    if state["values"].shape != (n, window_len):
+    # The windows must be as long as the snapshot says; a snapshot of another model may
+    # have another length (the core re-lays them when it carries the state over).
+    saved_len = int(state["window_len"])
+    if saved_len < 1 or state["values"].shape != (n, saved_len):
+        raise CheckpointError(
+            f"windows are {state['values'].shape[1:]} long, the snapshot says ({saved_len},)"
+        )
+    if saved_len != window_len and str(state["model_version"]) == model_version:
         raise CheckpointError(
             f"windows are {state['values'].shape[1:]} long, the model's are ({window_len},)"
         )
@@ -236,7 +247,7 @@ class Checkpointer:
         """
         try:
             state = load_state(self.path)
-            check_state(state, core.window_len)
+            check_state(state, core.window_len, core.artifact.version)
             finite = finite_rows(state)
             if not finite.all():
                 log.warning(
@@ -262,6 +273,7 @@ class Checkpointer:
             return 0
         self.restored.set(n)
         log.info("restored %d series from checkpoint %s", n, self.path)
+        log_carry(core)
         return n
 
     def _move_aside(self) -> Path | None:
@@ -292,6 +304,13 @@ class Checkpointer:
 
     def due(self) -> bool:
         return self.clock() >= self.next_due
+
+
+def log_carry(core: DetectionCore) -> None:
+    """One line when the restore carried another model's state over."""
+    carry = getattr(core, "last_carry", None)
+    if carry is not None:
+        log.info("%s", carry.line())
 
 
 def _forget_all(core: DetectionCore) -> None:
@@ -334,7 +353,7 @@ class CheckpointingCore:
     def warming_series(self) -> int:
         return self.core.warming_series
 
-    def evict_idle(self, now: float) -> int:
+    def evict_idle(self, now: float) -> Eviction:
         return self.core.evict_idle(now)
 
     def __getattr__(self, name: str) -> Any:

@@ -9,16 +9,27 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from detector.artifact import Artifact
 from detector.decision import EpisodeTracker, event_id
-from detector.events import NO_LABELS, AlertEvent, BatchResult, Dropped, Scored, Suppressed
+from detector.events import (
+    ENDED,
+    EVICTED,
+    NO_LABELS,
+    AlertEvent,
+    BatchResult,
+    Dropped,
+    Eviction,
+    Scored,
+    Suppressed,
+)
 from detector.features import fit_scale, model_input
 from detector.forecaster import Forecaster
-from detector.readings import Reading
+from detector.model_carry import CarryReport, ErrorRule, carry_over
+from detector.readings import DUPLICATE, OUT_OF_ORDER, OUT_OF_RANGE, TOO_MANY_SERIES, Reading
 from detector.relations import RELATION_HALFLIFE, DeviceRelations
 from detector.rule_policy import NOT_SUPPRESSED, SUPPRESS_REASONS, SeriesRules
 from detector.rules import RuleSet
@@ -49,6 +60,7 @@ _OPTIONAL_STATE = frozenset(
         "relation_run_mean",
         "relation_run_var",
         "relation_seen",
+        "seasonal_period",
         "silent_suppressed",
         "held_active",
         "held_normal_run",
@@ -119,8 +131,9 @@ class DetectionConfig:
     max_series: int = 100_000
     """Active series beyond which new series are dropped with reason ``too_many_series``."""
     idle_evict_s: float = 86_400.0
-    """A series with no reading for this long is evicted (its slot is reused); the sweep runs
-    every quarter of this, at most once a minute."""
+    """A series with no reading for this long is evicted (its slot is reused, and an alert
+    still open on it resolves with reason ``evicted``); the sweep runs every quarter of this,
+    at most once a minute."""
 
     def scoring(self) -> ScoringConfig:
         return ScoringConfig(
@@ -204,6 +217,10 @@ class DetectionCore:
         self.clock = -np.inf
         self._clock_points = np.empty(0)
         self._silence_checked = -np.inf  # the clock at the last silence sweep
+        self.carry_errors: ErrorRule = "calibration"
+        """How `restore` treats the error statistics of a snapshot of another model."""
+        self.last_carry: CarryReport | None = None
+        """What the last `restore` of another model's snapshot carried over (None: none)."""
         self.trace: list[tuple[np.ndarray, ...]] | None = None
         """When a list, each scored round appends (slots, ts, z, flag, signal): the input of
         alert calibration (`training.alerting`)."""
@@ -287,22 +304,32 @@ class DetectionCore:
     def _used(self) -> list[int]:
         return [int(s) for s in self.store.used_slots().tolist()]
 
-    def has_series(self, key: str) -> bool:
-        """Whether the series ``device/metric`` has state here (not evicted or ended)."""
-        return self.store.slot(key) is not None
+    def evict_idle(self, now: float) -> Eviction:
+        """Free the slots of series idle for longer than `idle_evict_s` (clock time `now`).
 
-    def evict_idle(self, now: float) -> int:
-        """Free the slots of series idle for longer than `idle_evict_s`; returns how many."""
+        An alert still open on an evicted series (an episode, or a silence) is resolved,
+        stamped `now` and with reason ``evicted``: with its state gone nothing else would
+        ever resolve it, and it would stay firing downstream for good. Returns how many
+        series were evicted and those events.
+        """
         stale = self.store.idle(now - self.config.idle_evict_s)
+        events: list[AlertEvent] = []
         for key in stale:
-            self._release(key)
-        return len(stale)
+            events.extend(self._release(key, now, EVICTED))
+        return Eviction(len(stale), events)
 
-    def _release(self, key: str) -> None:
-        slot = self.store.release(key)
-        if slot is not None:
-            self._set_period(slot, None)  # its ring is freed, not kept until reuse
-            self._detach_device(key, slot)
+    def _release(self, key: str, at: float, reason: str) -> list[AlertEvent]:
+        """Forget series `key`; returns the resolved events (stamped `at`, with `reason`) of
+        the alerts still open on it."""
+        slot = self.store.slot(key)
+        if slot is None:
+            return []
+        device, _, metric = key.partition("/")
+        events = self._close(slot, device, metric, at, reason)
+        self.store.release(key)
+        self._set_period(slot, None)  # its ring is freed, not kept until reuse
+        self._detach_device(key, slot)
+        return events
 
     def end_devices(self, ended: Mapping[str, float]) -> list[AlertEvent]:
         """End every series of the devices `ended` names (device -> time it ended): their
@@ -312,47 +339,51 @@ class DetectionCore:
         them, and the first reading after they come back starts a new segment (a fresh
         window that warms up, seeded from the artifact like any new series) rather than
         being judged against the readings before the gap. An open episode (or silence) of
-        an ended series is resolved, stamped with the time it ended: nothing else would
-        ever resolve it. Returns those events.
+        an ended series is resolved, stamped with the time it ended and with reason
+        ``ended``: nothing else would ever resolve it. Returns those events.
         """
         if not ended:
             return []
         events: list[AlertEvent] = []
         keys = self.store.keys()  # a copy: releasing changes the store
         for key in keys:
-            device, _, metric = key.partition("/")
-            at = ended.get(device)
-            if at is None:
-                continue
-            slot = self.store.slot(key)
-            if slot is not None:
-                events.extend(self._close(slot, device, metric, at))
-            self._release(key)
+            at = ended.get(key.partition("/")[0])
+            if at is not None:
+                events.extend(self._release(key, at, ENDED))
         return events
 
-    def _close(self, slot: int, device: str, metric: str, at: float) -> list[AlertEvent]:
-        """Resolved events of the open episode and silence of a series that ends at `at`."""
-        events = []
+    def _close(
+        self, slot: int, device: str, metric: str, at: float, reason: str
+    ) -> list[AlertEvent]:
+        """Resolved events of the open episode and silence of a series that ends at `at`
+        (never before the alert's onset). A silence whose firing a rule kept back ends
+        unseen, as it would with a reading."""
+        events: list[AlertEvent] = []
         value = float(self.store.last_value[slot])
-        if self.silent[slot]:
+        if self.silent[slot] and not self.silent_suppressed[slot]:
             onset = float(self.store.order_ts[slot])
-            events.append(self._silence_event("resolved", device, metric, at, value, onset))
+            resolved = self._silence_event("resolved", device, metric, max(at, onset), value, onset)
+            events.append(replace(resolved, reason=reason))
         if self.episodes.active[slot]:
-            base = event_id(f"{device}/{metric}", float(self.episodes.onset_ts[slot]))
+            onset = float(self.episodes.onset_ts[slot])
+            rules = self.rules
             events.append(
                 AlertEvent(
-                    id=f"{base}-resolved",
+                    id=f"{event_id(f'{device}/{metric}', onset)}-resolved",
                     state="resolved",
                     device=device,
                     metric=metric,
-                    ts=max(at, float(self.episodes.onset_ts[slot])),
+                    ts=max(at, onset),
                     value=value,
                     expected=value,
                     lower=value,
                     upper=value,
                     score=0.0,
-                    threshold=self.config.threshold,
+                    threshold=float(rules.threshold[slot]),
                     signal=SIGNALS[int(self.episode_signal[slot])],
+                    severity=rules.severity(slot),
+                    labels=rules.labels(slot),
+                    reason=reason,
                 )
             )
         return events
@@ -549,7 +580,7 @@ class DetectionCore:
         ahead = seen + store.future_slack_s  # no order bound moves past this
         for reading, slot in zip(readings, slot_list, strict=True):
             if slot is None or slot < 0:
-                reason = "too_many_series" if slot is None else "out_of_range"
+                reason = TOO_MANY_SERIES if slot is None else OUT_OF_RANGE
                 result.dropped.append(Dropped(reading, reason))
                 continue
             prev = last.get(slot)
@@ -566,7 +597,7 @@ class DetectionCore:
                     taken = _taken_by_slot(slots, stamps, values)
                 repeat = self._repeat(slot, ts, value, taken)
                 if repeat is not None or ts <= bound:
-                    reason = "duplicate" if repeat else "out_of_order"
+                    reason = DUPLICATE if repeat else OUT_OF_ORDER
                     result.dropped.append(Dropped(reading, reason))
                     continue
             if taken is not None:
@@ -892,24 +923,30 @@ class DetectionCore:
         width = max((r.size for r in rings if r is not None), default=0)
         state["seasonal_ring"] = np.zeros((len(rings), width))
         state["seasonal_count"] = np.zeros(len(rings), dtype=np.int64)
+        # The period each ring was kept for: a model with another period starts it afresh.
+        state["seasonal_period"] = np.zeros(len(rings), dtype=np.int64)
         for i, (slot, ring) in enumerate(zip(slots.tolist(), rings, strict=True)):
             if ring is not None:
                 state["seasonal_ring"][i, : ring.size] = ring
                 state["seasonal_count"][i] = self.seasonal.count[slot]
+                state["seasonal_period"][i] = ring.size
         return state
 
     def restore(self, state: dict[str, np.ndarray]) -> int:
-        """Load a `snapshot`; raises ValueError when it does not fit this model and config."""
+        """Load a `snapshot`; raises ValueError when it does not fit this core's config.
+
+        A snapshot of another model version is carried over first (`detector.model_carry`,
+        with `carry_errors` as the error rule); `last_carry` then says what that did.
+        """
         if int(state["format"]) != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {int(state['format'])} is not supported")
-        if int(state["window_len"]) != self.window_len:
-            raise ValueError("checkpoint window length differs from the model's")
         if int(state["short_window"]) != self.config.short_window:
             raise ValueError("checkpoint short_window differs from the configured one")
+        self.last_carry = None
         if str(state["model_version"]) != self.artifact.version:
-            raise ValueError(
-                f"checkpoint is for model {state['model_version']}, not {self.artifact.version}"
-            )
+            state, self.last_carry = carry_over(state, self.artifact, self.carry_errors)
+        if int(state["window_len"]) != self.window_len:
+            raise ValueError("checkpoint window length differs from the model's")
         missing = [
             name
             for name in [
@@ -932,6 +969,12 @@ class DetectionCore:
         for name, array in self._slot_arrays().items():
             if name in state:  # an optional one absent keeps the value seeded at allocation
                 array[rows] = state[name][: len(slots)]
+        if "seasonal_period" in state:
+            # A period the artifact does not give (a series a new model was not trained on)
+            # is kept: its seasonal forecast is still the value one period ago.
+            for slot, period in zip(slots, state["seasonal_period"].tolist(), strict=False):
+                if period and slot not in self.seasonal.rings:
+                    self._set_period(slot, int(period))
         self.scorer.seasonal.restore(rows, state)
         for i, slot in enumerate(slots):
             ring = self.seasonal.rings.get(slot)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
-from detector.alerts import Publisher
+from detector.alerts import Delivery, Publisher
 from detector.events import Dropped
 from detector.readings import Rejection
 
@@ -87,6 +87,7 @@ class DeadLetterPublisher:
         self.qos = qos
         self._clock = clock
         self.failed = 0
+        self._pending: list[Delivery] = []
 
     def encode(
         self,
@@ -122,10 +123,19 @@ class DeadLetterPublisher:
     ) -> bool:
         """Publish one dead letter; False when the client refused it (counted in `failed`)."""
         body = self.encode(reason, detail, topic, payload, labels)
-        if self.publisher.publish(self.topic, body, self.qos) is None:
+        delivery = self.publisher.publish(self.topic, body, self.qos)
+        if delivery is None:
             self.failed += 1
             return False
+        if self.qos:
+            self._pending.append(delivery)
         return True
+
+    def take_deliveries(self) -> list[Delivery]:
+        """The publishes of the dead letters sent since the last call: the worker acks the
+        messages they came from once these are done, as for alerts."""
+        pending, self._pending = self._pending, []
+        return pending
 
     def send_rejection(self, rejection: Rejection) -> bool:
         return self.send(rejection.reason, rejection.detail, rejection.topic, rejection.payload)

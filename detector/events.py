@@ -12,6 +12,13 @@ from detector.readings import Reading
 AlertState = Literal["firing", "resolved"]
 NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
+EVICTED = "evicted"
+"""`AlertEvent.reason` of a `resolved` event whose series was evicted as idle (no reading
+for ``IOTAD_DETECTION__IDLE_EVICT_S``): its state is gone, nothing else would resolve it."""
+ENDED = "ended"
+"""`AlertEvent.reason` of a `resolved` event whose series its source ended (a Sparkplug
+DEATH)."""
+
 
 class Scored(NamedTuple):
     """A reading the model forecast: the band it was expected in and how far outside it was.
@@ -58,6 +65,10 @@ class AlertEvent:
     labels: Mapping[str, str] = field(default_factory=lambda: NO_LABELS)
     """Extra labels of the series: from its topic (site, line, ...; `detector.topics`, set
     by the worker) and from the rules (`detector.rules`, which win)."""
+    reason: str | None = None
+    """Why a `resolved` event ended its episode when no reading did: ``evicted`` (`EVICTED`)
+    or ``ended`` (`ENDED`); None when readings ended it (back to normal, or reporting again)
+    and on `firing` events."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -80,6 +91,15 @@ class Dropped:
 
     reading: Reading
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """What one sweep for idle series did (`DetectionCore.evict_idle`): how many series it
+    freed, and the `resolved` events of the alerts that were still open on them."""
+
+    series: int
+    events: list[AlertEvent]
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import platform
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import TYPE_CHECKING, Protocol
@@ -37,10 +37,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 import detector
+from detector.payload_checks import DECODER_REASONS
+from detector.readings import DROP_REASONS, NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED
 
 if TYPE_CHECKING:
     from detector.events import AlertEvent
 
+REJECT_REASONS = (*DECODER_REASONS, *DROP_REASONS, RETAINED, OWN_OUTPUT, NOT_SUBSCRIBED)
+"""The `reason` label values of `iotad_readings_rejected_total`: the decoder's, the drops
+after decoding, and the messages that are not input at all."""
 PUBLISH_FAILED_KINDS = ("alert_unconfirmed", "deadletter", "scores")
 """The `kind` label values of `iotad_publish_failed_total`."""
 SUPPRESS_REASONS = ("mute", "maintenance")
@@ -172,6 +177,7 @@ class WorkerMetrics:
             ["version", "python_version", "model_version"],
             registry=r,
         )
+        self._build_labels: set[tuple[str, str, str]] = set()
         self._set_build_info(model_version="")
         self.messages = Counter("iotad_messages_total", "MQTT messages received", registry=r)
         self.readings = Counter(
@@ -186,6 +192,10 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+        # Every reason exported at 0 from the start: rate() and increase() cannot see a
+        # reason's first rejection when its series appears with it.
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
         self.scored = Counter(
             "iotad_readings_scored_total", "Readings the model forecast and scored", registry=r
         )
@@ -260,12 +270,23 @@ class WorkerMetrics:
             ["version", "cell", "window"],
             registry=r,
         )
+        self._model_labels: tuple[str, str, str] | None = None
+        self.model_reloads = Counter(
+            "iotad_model_reloads_total",
+            "Models swapped in while running (SIGHUP or a new artifact at the model path)",
+            registry=r,
+        )
+        self.model_reload_failures = Counter(
+            "iotad_model_reload_failures_total",
+            "New artifacts refused while running (the old model kept working)",
+            registry=r,
+        )
         self.deadletter = Counter(
             "iotad_deadletter_total", "Messages published to the dead-letter topic", registry=r
         )
         self.publish_failed = Counter(
             "iotad_publish_failed_total",
-            "Publishes the MQTT client refused (queue full, not connected), by kind",
+            "Publishes the broker client refused or the broker never confirmed, by kind",
             ["kind"],
             registry=r,
         )
@@ -318,15 +339,23 @@ class WorkerMetrics:
             )
 
     def _set_build_info(self, model_version: str) -> None:
-        self.build_info.clear()
-        python = platform.python_version()
-        self.build_info.labels(detector.__version__, python, model_version).set(1)
+        labels = (detector.__version__, platform.python_version(), model_version)
+        # As for the model info: the new series first, so a scrape never finds none.
+        self.build_info.labels(*labels).set(1)
+        for old in list(self._build_labels):
+            if old != labels:
+                self.build_info.remove(*old)
+        self._build_labels = {labels}
 
     def set_model(self, version: str, cell: str, window: int) -> None:
         """Publish the loaded artifact as ``iotad_model_info{version,cell,window} 1`` (and
         in ``iotad_build_info``)."""
-        self.model_info.clear()
-        self.model_info.labels(version, cell, str(window)).set(1)
+        labels = (version, cell, str(window))
+        # The new series first, then the old one goes: a scrape in between never finds none.
+        self.model_info.labels(*labels).set(1)
+        if self._model_labels is not None and self._model_labels != labels:
+            self.model_info.remove(*self._model_labels)
+        self._model_labels = labels
         self._set_build_info(model_version=version)
 
     def set_shard(self, shard: str, source: str, partitions_owned: int) -> None:
@@ -390,7 +419,7 @@ class ActiveAnomalies(Collector):
     ``iotad_anomaly_episodes_open`` counts them all. A series' silence (``signal="silence"``)
     is an episode of its own beside a forecast episode of the same series.
 
-    Fed by the detection thread (`fire`, `update`, `resolve`, `retain`), read at scrape time.
+    Fed by the detection thread (`fire`, `update`, `resolve`), read at scrape time.
     """
 
     def __init__(self, max_exported: int) -> None:
@@ -452,14 +481,6 @@ class ActiveAnomalies(Collector):
                 upper,
                 score,
             )
-
-    def retain(self, alive: Callable[[str, str], bool]) -> int:
-        """Forget the episodes of series `alive(device, metric)` says are gone (evicted by
-        the core without a `resolved` event); returns how many."""
-        gone = [key for key in list(self._open) if not alive(key[0], key[1])]
-        for key in gone:
-            self._drop(key)
-        return len(gone)
 
     def _drop(self, key: tuple[str, str, bool]) -> None:
         with self._lock:

@@ -92,6 +92,9 @@ class InfoDelivery:
         except (RuntimeError, ValueError):  # refused, or sent while away: cannot be confirmed
             return True
 
+    def lost(self) -> bool:
+        return False
+
 
 class MqttConnection:
     """One paho client with the worker's session, subscriptions and status topic.
@@ -150,6 +153,11 @@ class MqttConnection:
         self.client = self._make_client()
 
     # -- setup ---------------------------------------------------------------------------
+
+    def update_status(self, **fields: Any) -> None:
+        """Fields of the online status to say from the next status published on (e.g. the
+        model version after a reload)."""
+        self._status_extra.update(fields)
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings

@@ -40,6 +40,7 @@ from detector.checkpoint import (
     state_from_bytes,
 )
 from detector.metrics import CheckpointMetrics
+from detector.model_carry import CarryReport, carry_over
 from detector.partitions import partition_name, partition_of
 
 if TYPE_CHECKING:
@@ -98,7 +99,10 @@ def merge_states(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     `DetectionCore.restore` reads as an empty ring tail.
     """
     merged: dict[str, np.ndarray] = {}
-    for name in states[0]:
+    # An array some partitions lack (written before it existed) is left out for all: the
+    # core restores without it (optional state), rather than every partition starting cold.
+    names = [n for n in states[0] if all(n in s for s in states[1:])]
+    for name in names:
         if name in _SCALARS:
             merged[name] = states[0][name]
             continue
@@ -189,10 +193,16 @@ class PartitionCheckpointer:
             log.warning("checkpoints in %s not read, starting cold: %s", self.path, exc)
             return 0
         states = []
+        carried: list[CarryReport] = []
         for p, data in sorted(found.items()):
             try:
                 state = state_from_bytes(data)
-                check_state(state, core.window_len)
+                check_state(state, core.window_len, core.artifact.version)
+                if str(state["model_version"]) != core.artifact.version:
+                    # Per partition, before merging: partitions saved around a model swap
+                    # may hold different versions (and window lengths).
+                    state, carry = carry_over(state, core.artifact, core.carry_errors)
+                    carried.append(carry)
                 keep = finite_rows(state) & (partition_rows(state["keys"], self.partitions) == p)
                 if not keep.all():
                     log.warning(
@@ -219,6 +229,15 @@ class PartitionCheckpointer:
             return 0
         self.metrics.restored.set(n)
         log.info("restored %d series of %d partitions from %s", n, len(states), self.path)
+        if carried:
+            log.info(
+                "checkpoints of %d partitions carried over from model %s to %s (%d series; "
+                "docs/model-lifecycle.md)",
+                len(carried),
+                ", ".join(sorted({c.from_version for c in carried})),
+                core.artifact.version,
+                sum(c.series for c in carried),
+            )
         return n
 
     def _owned_text(self) -> str:

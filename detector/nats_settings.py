@@ -54,7 +54,19 @@ class NatsSettings(BaseModel):
     """P of the server's `partition(P,1)` subject mapping; the worker refuses to start when
     the server maps devices otherwise."""
     replicas: int = Field(1, ge=1, le=5)
-    """Replicas of the stream and the checkpoint bucket when the worker creates them."""
+    """Replicas of the streams and the checkpoint bucket when the worker creates them."""
+    output_stream: str = "IOTAD_OUTPUT"
+    """JetStream stream that keeps the alerts and dead letters (`alerts.>`, `iotad.deadletter`);
+    created when missing. The worker acks a reading once the stream acknowledged its alerts."""
+    output_max_age_s: float = Field(7 * 86_400, ge=60, le=366 * 86_400)
+    """Seconds the output stream keeps an alert or dead letter when the worker creates it."""
+    output_max_bytes: int = Field(1 << 30, ge=1 << 20, le=1 << 40)
+    """Bytes the output stream holds at most per replica when the worker creates it (the
+    oldest go first)."""
+    output_retry_s: float = Field(60.0, ge=1, le=3600)
+    """Seconds the worker retries an alert or dead letter the output stream did not
+    acknowledge (a node died, no leader yet); then it gives up, counts it and leaves the
+    reading unacked, to come again after `ack_wait_s`."""
     checkpoint_bucket: str = "iotad-checkpoints"
     """Key-value bucket of the per-partition checkpoints (key `p<NN>`); created when missing."""
     durable_prefix: str = "iotad"
@@ -81,7 +93,7 @@ class NatsSettings(BaseModel):
                 raise ValueError(f"{url!r} is not nats://host:port or tls://host:port")
         return urls
 
-    @field_validator("stream", "checkpoint_bucket", "durable_prefix")
+    @field_validator("stream", "output_stream", "checkpoint_bucket", "durable_prefix")
     @classmethod
     def _name(cls, value: str) -> str:
         if not _NAME.match(value):
@@ -110,4 +122,6 @@ class NatsSettings(BaseModel):
         ]
         if sum(ways) > 1:
             raise ValueError("give one of user/password, token, creds_file, nkey_seed_file")
+        if self.output_stream == self.stream:
+            raise ValueError("output_stream must differ from stream (the readings' stream)")
         return self

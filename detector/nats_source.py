@@ -8,7 +8,10 @@ detection thread never awaits anything: acks and publishes are put in boxes that
 task on the loop empties (one wake-up per burst, not per message: a thread-safe call per
 message cost more than the publish).
 
-At start the source checks the stream and the server's partition mapping
+Alerts and dead letters are JetStream publishes to the output stream, each done once the
+stream acknowledged it (`detector.nats_outbox`); scores and status are plain publishes.
+
+At start the source checks the streams and the server's partition mapping
 (`detector.nats_stream`) and refuses to run when they do not fit its settings.
 
 Redelivery: a message fetched but not acked (a killed worker, a batch still in the queue at
@@ -30,29 +33,41 @@ import msgspec
 
 from detector.ingest import AckToken, Intake
 from detector.metrics import NatsMetrics
-from detector.nats_outbox import NatsDelivery, Outbox
+from detector.nats_outbox import PUB_ACK_TIMEOUT_S, NatsDelivery, Outbox
 from detector.nats_settings import NatsSettings
 from detector.nats_stream import (
     PROBE_HEADER,
     SourceError,
     check_mapping,
     describe_error,
+    ensure_output_stream,
     ensure_stream,
 )
 from detector.partitions import Shard, partition_name, partition_of
-from detector.readings import Reading, Rejection
+from detector.readings import WRONG_PARTITION, Reading, Rejection
 
 log = logging.getLogger("iotad.nats")
 
 T = TypeVar("T")
 
 WORKER_HEADER = "Iotad-Worker"
-WRONG_PARTITION = "wrong_partition"
 PULL_EXPIRES_S = 5.0
+PULL_EXPIRES_SHORT_S = 1.0
+"""Expiry of a partition's pull requests after a reconnect, and after a request nobody
+answered, until one is answered: a request sent while the consumer has no leader (its node
+died) is answered by nobody, and with 5 s requests a partition waited 6 s past the election
+for its next one (measured: a 13.4 s pause where the leader took 8 s to come)."""
+PULL_GRACE_S = 0.5
 STATUS_HEADER = "Status"
 PENDING_REFRESH_S = 5.0
 QUIESCE_S = 10.0
 REWIND_TIMEOUT_S = 30.0
+REWIND_REQUEST_TIMEOUT_S = 1.0
+"""Each JetStream API request of a rewind: a consumer whose leader died answers nothing
+until the survivors elect a new one. With nats-py's 5 s a rewind found the new leader up to
+6 s late (5 s timeout + 1 s pause: measured 11.5 s of pause where the election took 7.7 s);
+short requests retried at once find it within about a second."""
+REWIND_RETRY_S = 0.2
 SETUP_TIMEOUT_S = 120.0
 STATUS_EVERY_S = 30.0
 
@@ -98,6 +113,8 @@ class NatsSource:
         status_subject: where ``{"state": "online"|"offline", ...}`` is published (at start,
             every 30 s, at close; NATS keeps no retained message, so it repeats).
         status_extra: more fields of the status (model version, pid, ...).
+        output_subjects: the subjects of the QoS 1 outputs (alerts, dead letters), which the
+            output stream must capture (`detector.nats_stream.ensure_output_stream`).
     """
 
     def __init__(
@@ -110,8 +127,10 @@ class NatsSource:
         metrics: NatsMetrics,
         status_subject: str,
         status_extra: dict[str, Any] | None = None,
+        output_subjects: Sequence[str] = ("alerts.>", "iotad.deadletter"),
     ) -> None:
         self.settings = settings
+        self.output_subjects = list(output_subjects)
         self.shard = shard
         self.partitions = shard.owned(settings.partitions)
         self.intake = intake
@@ -134,10 +153,15 @@ class NatsSource:
         self._last_error: str | None = None
         self._refused = False  # the last error came from the server, not the socket
         self._work_queue = True
-        self.outbox = Outbox({WORKER_HEADER: worker_id})
+        self.outbox = Outbox({WORKER_HEADER: worker_id}, retry_s=settings.output_retry_s)
         self.probes_acked = 0
 
     # -- lifecycle (caller's thread) -------------------------------------------------------
+
+    def update_status(self, **fields: Any) -> None:
+        """Fields of the online status to say from the next status published on (e.g. the
+        model version after a reload)."""
+        self._status_extra.update(fields)
 
     @property
     def connected(self) -> bool:
@@ -146,6 +170,13 @@ class NatsSource:
     @property
     def url(self) -> str:
         return ",".join(self.settings.urls)
+
+    @property
+    def confirm_timeout_s(self) -> float:
+        """Longer than an output publish can stay unconfirmed: it is confirmed or lost by
+        then (`detector.nats_outbox`), so the worker never acks a reading whose alert may
+        still be lost."""
+        return self.settings.output_retry_s + PUB_ACK_TIMEOUT_S + 5.0
 
     @property
     def max_payload(self) -> int:
@@ -214,9 +245,10 @@ class NatsSource:
     def publish(
         self, topic: str, payload: bytes, qos: int = 0, retain: bool = False
     ) -> NatsDelivery | None:
-        """Publish on the subject of `topic` (`subject_of`); QoS 1 gets a `NatsDelivery`
-        confirmed by a flush. None when the source is closing. `retain` has no NATS
-        equivalent and is ignored."""
+        """Publish on the subject of `topic` (`subject_of`). QoS 1 goes through the output
+        stream and gets a `NatsDelivery`, done once the stream acknowledged it (or gave up:
+        `lost`); QoS 0 is a plain publish. None when the source is closing. `retain` has no
+        NATS equivalent and is ignored."""
         return self.outbox.publish(subject_of(topic), payload, qos)
 
     # -- loop --------------------------------------------------------------------------------
@@ -269,8 +301,9 @@ class NatsSource:
 
     async def _setup(self) -> None:
         self._work_queue = await ensure_stream(self.js, self.settings)
+        await ensure_output_stream(self.js, self.settings, self.output_subjects)
         await check_mapping(self._nc, self.settings.partitions, self.worker_id)
-        self._tasks.append(self.outbox.bind(asyncio.get_running_loop(), self._nc))
+        self._tasks.append(await self.outbox.start(asyncio.get_running_loop(), self._nc))
         for p in self.partitions:
             durable = await self._consumer(p)
             self._tasks.append(asyncio.ensure_future(self._pull(p, durable)))
@@ -338,36 +371,44 @@ class NatsSource:
         durable = self._durable(p)
         start: int | None = None
         deadline = time.monotonic() + REWIND_TIMEOUT_S
+        jsm = self._nc.jsm(timeout=REWIND_REQUEST_TIMEOUT_S)
+        # Unacked deliveries of the consumer a try deleted: they come again from the new one
+        # (with a delivery count of 1), whether or not the answers of that try came back.
+        pending = 0
+        floor = 0
         while True:
             try:
                 try:
-                    info = await self.js.consumer_info(s.stream, durable)
+                    info = await jsm.consumer_info(s.stream, durable)
                 except NotFoundError:  # deleted by an earlier try whose re-creation failed
-                    await self.js.add_consumer(s.stream, self._consumer_config(p, start))
-                    return
+                    await jsm.add_consumer(s.stream, self._consumer_config(p, start))
+                    break
                 if not info.num_ack_pending:
-                    return
+                    break  # nothing to send again, or re-created by a try whose answer was lost
                 floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
                 # A work queue keeps only what is not acked yet (and takes no start seq).
                 start = None if self._work_queue else floor + 1
-                await self.js.delete_consumer(s.stream, durable)
-                await self.js.add_consumer(s.stream, self._consumer_config(p, start))
+                pending = info.num_ack_pending
+                await jsm.delete_consumer(s.stream, durable)
+                await jsm.add_consumer(s.stream, self._consumer_config(p, start))
             except Exception as exc:  # a cluster electing leaders after a node died
                 if time.monotonic() > deadline:
                     raise
                 log.debug("rewind of partition %s: %r; retrying", partition_name(p), exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(REWIND_RETRY_S)
                 continue
-            self.rewinds += 1
-            # Delivered again by a new consumer: its own count says 1, this one does not.
-            self.metrics.redelivered.inc(info.num_ack_pending)
-            log.info(
-                "partition %s: %d delivered, unacked messages sent again (from seq %d)",
-                partition_name(p),
-                info.num_ack_pending,
-                floor + 1,
-            )
+            break
+        if not pending:
             return
+        self.rewinds += 1
+        # Delivered again by a new consumer: its own count says 1, this one does not.
+        self.metrics.redelivered.inc(pending)
+        log.info(
+            "partition %s: %d delivered, unacked messages sent again (from seq %d)",
+            partition_name(p),
+            pending,
+            floor + 1,
+        )
 
     async def _after_reconnect(self) -> None:
         """Pulls stay paused until what came before the outage is processed and acked; then
@@ -433,7 +474,7 @@ class NatsSource:
 
         sub, inbox, epoch = await subscribe()
         request_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.settings.stream}.{durable}"
-        expires_ns = int(PULL_EXPIRES_S * 1e9)
+        short = False  # see PULL_EXPIRES_SHORT_S
         try:
             while not self._stopping:
                 # Each partition asks for its share of the room: the rest of the stream
@@ -446,15 +487,20 @@ class NatsSource:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
                     sub, inbox, epoch = await subscribe()
+                    short = True
                 pull.start(batch)
-                request = b'{"batch":%d,"expires":%d}' % (batch, expires_ns)
+                expires_s = PULL_EXPIRES_SHORT_S if short else PULL_EXPIRES_S
+                request = b'{"batch":%d,"expires":%d}' % (batch, int(expires_s * 1e9))
                 try:
                     await self._nc.publish(request_subject, request, reply=inbox)
                     # A request lost to a reconnect is given up after its expiry.
-                    await asyncio.wait_for(pull.done.wait(), PULL_EXPIRES_S + 1.0)
+                    await asyncio.wait_for(pull.done.wait(), expires_s + PULL_GRACE_S)
+                    short = False
                     if pull.refused:
                         await asyncio.sleep(0.5)
                 except TimeoutError:
+                    short = True
+                    log.debug("pull of partition %d: no answer in %.1f s", p, expires_s)
                     continue
                 except asyncio.CancelledError:
                     raise

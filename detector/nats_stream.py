@@ -1,7 +1,10 @@
-"""The start-up checks of the NATS source: the stream and the server's partition mapping.
+"""The start-up checks of the NATS source: the streams and the server's partition mapping.
 
 - The stream exists and captures ``part.*.sensors.>``. It is created when missing, with work
   queue retention: an acked reading is deleted, and a slow worker leaves the rest on disk.
+- The output stream exists and captures the alert and dead-letter subjects; the worker
+  publishes them through it and acks a reading once it acknowledged them. Created when
+  missing, with limits retention (age and bytes from the settings, the oldest go first).
 - The server's subject mapping puts each device on the partition `partition_of` computes
   with IOTAD_NATS__PARTITIONS: probe readings published on ``sensors.<probe>.iotad-probe``
   must come back on ``part.<p>.sensors...`` with the expected p (8 probe devices: another P
@@ -60,6 +63,44 @@ async def ensure_stream(js: Any, s: NatsSettings) -> bool:
             f"{INPUT_FILTER}: the partitions would not reach it"
         )
     return info.config.retention == api.RetentionPolicy.WORK_QUEUE
+
+
+OUTPUT_DUPLICATE_WINDOW_S = 120.0
+"""A retried alert (same ``Nats-Msg-Id``) is stored once within this window: longer than the
+worker retries by default (`NatsSettings.output_retry_s`)."""
+
+
+async def ensure_output_stream(js: Any, s: NatsSettings, subjects: list[str]) -> None:
+    """Create the output stream when missing; refuse one that does not capture `subjects`."""
+    from nats.js import api
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await js.stream_info(s.output_stream)
+    except NotFoundError:
+        await js.add_stream(
+            api.StreamConfig(
+                name=s.output_stream,
+                subjects=subjects,
+                retention=api.RetentionPolicy.LIMITS,
+                discard=api.DiscardPolicy.OLD,
+                storage=api.StorageType.FILE,
+                num_replicas=s.replicas,
+                max_age=s.output_max_age_s,
+                max_bytes=s.output_max_bytes,
+                duplicate_window=max(OUTPUT_DUPLICATE_WINDOW_S, s.output_retry_s + 10),
+            )
+        )
+        log.info("created stream %s on %s (replicas %d)", s.output_stream, subjects, s.replicas)
+        return
+    have = list(info.config.subjects or [])
+    missing = [subject for subject in subjects if subject not in have]
+    if missing:
+        raise SourceError(
+            f"stream {s.output_stream} captures {', '.join(have) or 'nothing'}, not "
+            f"{', '.join(missing)}: alerts would not be kept (add the subjects, or delete it "
+            "and let the worker create it)"
+        )
 
 
 async def check_mapping(nc: Any, p_count: int, worker_id: str) -> None:

@@ -64,3 +64,20 @@ NOT_DEAD_LETTERED = frozenset({RETAINED, OWN_OUTPUT, NOT_A_MEASUREMENT})
 """Counted and logged, never dead-lettered: a dead letter of the worker's own output is how
 it once looped, one per retained topic at every restart is noise, not news, and so would be
 one per string tag of every message of a Sparkplug gateway."""
+
+# Why a decoded reading is dropped before it is scored (the decoder's own reasons are
+# `detector.payload_checks.DECODER_REASONS`).
+OUT_OF_ORDER = "out_of_order"
+"""Not after its series' order bound (`detector.core`)."""
+DUPLICATE = "duplicate"
+"""A reading with the same time and value is in its series' window: a redelivery."""
+OUT_OF_RANGE = "out_of_range"
+"""A value beyond ``detector.core.MAX_ABS_VALUE`` (or a non-finite one)."""
+TOO_MANY_SERIES = "too_many_series"
+"""A new series while ``max_series`` are active."""
+CORE_ERROR = "core_error"
+"""The detection core failed on the batch (`detector.worker`): dropped, never retried."""
+WRONG_PARTITION = "wrong_partition"
+"""NATS only: a reading whose device hashes to another partition (`detector.nats_source`)."""
+DROP_REASONS = (OUT_OF_ORDER, DUPLICATE, OUT_OF_RANGE, TOO_MANY_SERIES, CORE_ERROR, WRONG_PARTITION)
+"""Every reason a reading is dropped after decoding."""

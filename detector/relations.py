@@ -144,7 +144,7 @@ class DeviceRelations:
         n = x.shape[0]
         resid = np.full(n, np.nan)
         z = np.full(n, np.nan)
-        rows = np.where(devs >= 0, self.row_of[np.maximum(devs, 0)], -1)
+        rows = self._rows(devs)
         use = np.flatnonzero((rows >= 0) & (pos >= 0) & np.isfinite(x))
         if use.size < 2:
             return resid, z
@@ -246,11 +246,18 @@ class DeviceRelations:
 
     # -- checkpoints ---------------------------------------------------------------------------
 
+    def _rows(self, devs: np.ndarray) -> np.ndarray:
+        """The numeric row of each device id (-1: none; every id is -1 while no device was
+        ever attached, e.g. with relate_devices off)."""
+        if not self.row_of.size:
+            return np.full(devs.shape, -1, dtype=np.int64)
+        return np.where(devs >= 0, self.row_of[np.maximum(devs, 0)], -1)
+
     def slot_state(self, devs: np.ndarray, pos: np.ndarray) -> dict[str, np.ndarray]:
         """The model as per-series rows (checkpoints hold one row per series): each series'
         position, mean, covariance row over positions and readings learnt."""
         n = devs.shape[0]
-        rows = np.where(devs >= 0, self.row_of[np.maximum(devs, 0)], -1)
+        rows = self._rows(devs)
         related = (rows >= 0) & (pos >= 0)
         r, q = rows[related], pos[related]
         out: dict[str, np.ndarray] = {
@@ -269,7 +276,7 @@ class DeviceRelations:
     ) -> None:
         """Load `slot_state` rows into the series now at (`devs`, `pos`): positions may have
         changed, so covariances are mapped through each device's old positions."""
-        rows = np.where(devs >= 0, self.row_of[np.maximum(devs, 0)], -1)
+        rows = self._rows(devs)
         old_pos = state["pos"]
         for row in np.unique(rows[rows >= 0]).tolist():
             members = np.flatnonzero((rows == row) & (pos >= 0) & (old_pos >= 0))

@@ -66,6 +66,8 @@ A TOML settings file (--config FILE, or IOTAD_CONFIG) holds the same settings as
 ([mqtt] host = "broker"; example: deploy/iotad.example.toml). Precedence, highest first:
 flags, environment, .env, secrets directory, the TOML file, defaults. `iotad config` prints
 the settings in effect. The flags are the same as other subcommands': docs/cli.md.
+SIGHUP (or a new artifact at the model path, checked every IOTAD_MODEL__RELOAD_CHECK_S) swaps
+the model between batches, keeping every series' state (docs/model-lifecycle.md).
 Exit codes: 0 after SIGTERM/SIGINT, 1 when the model, the broker or NATS cannot be used,
 2 for invalid settings or an invalid rules file."""
 
@@ -145,7 +147,7 @@ def main(args: argparse.Namespace) -> int:
     disable_created_metrics()
     stop = threading.Event()
     _install_signal_handlers(stop)
-    return serve(settings, stop=stop, built=_install_rules_reload_signal)
+    return serve(settings, stop=stop, built=_install_reload_signal)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
@@ -158,16 +160,19 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-# -- SIGHUP: reload the rules file ------------------------------------------------------------
+# -- SIGHUP: reload the rules file and the model ---------------------------------------------
 
 
-def _install_rules_reload_signal(service: Service) -> None:
-    """SIGHUP asks the service to reload its rules file (between batches, on the detection
-    thread). Installed before the service starts: SIGHUP's default would end the process."""
+def _install_reload_signal(service: Service) -> None:
+    """SIGHUP asks the service to reload its rules file and its model (each between batches,
+    on the detection thread: `detector.rules_reload`, `detector.model_reload`). The handler
+    only sets flags. Installed before the service starts: SIGHUP's default would end the
+    process."""
     import signal
 
     def handler(signum: int, frame: Any) -> None:
         service.reload_rules()
+        service.request_reload()
 
     signal.signal(signal.SIGHUP, handler)
 
@@ -226,10 +231,15 @@ class Service:
         self.core: Any = None
         self.checkpointer: Any = None
         self.connection: Any = None
+        # How long acks wait for alerts to be confirmed; None: the worker's default (MQTT).
+        self.confirm_timeout_s: float | None = None
         self.http: Any = None
         self.alertmanager: Any = None
         self.rules: Any = None  # the RulesReloader, when a rules file is set
         self.model_version = ""
+        self.reload_model = threading.Event()  # SIGHUP sets it (see `request_reload`)
+        self.reloader: Any = None
+        self.alert_sink: Any = None
         self.started_s = time.monotonic()
         self.ready_after_s: float | None = None
 
@@ -278,7 +288,7 @@ class Service:
         from detector.payloads import PayloadDecoder
         from detector.ratelimit import RateLimitedLog
         from detector.rules_file import RulesError
-        from detector.worker import Worker, evict_interval, make_outputs
+        from detector.worker import CONFIRM_TIMEOUT_S, Worker, evict_interval, make_outputs
 
         log = logging.getLogger("iotad.run")
         s = self.settings
@@ -289,8 +299,16 @@ class Service:
             log.error("cannot listen on %s:%d: %s", s.metrics.host, s.metrics.port, exc.strerror)
             self.http = None
             return EXIT_FAILED
+
+        def build_core(artifact: Any) -> DetectionCore:
+            """A core for `artifact` under the rules in force (a reload builds one too)."""
+            rules = self.rules.rules if self.rules is not None else None
+            with native_stderr_logged("litert"):
+                forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
+            return DetectionCore(artifact, forecaster, s.detection, rules)
+
         try:
-            rules = self._load_rules()
+            self._load_rules()
         except RulesError as exc:
             for line in exc.lines:
                 log.error("rules: %s", line)
@@ -299,8 +317,7 @@ class Service:
         try:
             with native_stderr_logged("litert"):
                 artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
-                forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
-                core = DetectionCore(artifact, forecaster, s.detection, rules)
+            core = build_core(artifact)
         except ArtifactError as exc:
             log.error("cannot load the model: %s", exc)
             return EXIT_FAILED
@@ -348,7 +365,9 @@ class Service:
         self.alertmanager = AlertmanagerSink.from_settings(
             s.alertmanager, metrics_port=s.metrics.port, registry=self.registry
         )
+        self.alert_sink = sink
         sinks: list[Any] = [sink] if self.alertmanager is None else [sink, self.alertmanager]
+        self.reloader = self._model_reloader(build_core)
         worker = Worker(
             core,
             self.metrics,
@@ -360,7 +379,9 @@ class Service:
             max_batch=s.max_batch,
             linger_s=s.linger_s,
             linger_above=s.linger_above,
+            confirm_timeout_s=self.confirm_timeout_s or CONFIRM_TIMEOUT_S,
             checkpoints=self.checkpointer,
+            reloader=self.reloader,
             evict_every_s=evict_interval(s.detection.idle_evict_s),
             rules=self.rules,
             reject_log=RateLimitedLog(
@@ -401,6 +422,36 @@ class Service:
         self.metrics.ready.set(1)
         return EXIT_OK
 
+    # -- model reload (SIGHUP or a new artifact at the model path) ---------------------------
+
+    def _model_reloader(self, build_core: Any) -> Any:
+        from detector.model_reload import ModelReloader
+
+        return ModelReloader(
+            self.settings.model.path,  # type: ignore[arg-type]
+            build_core,
+            self.metrics,
+            requested=self.reload_model,
+            check_every_s=self.settings.model.reload_check_s,
+            on_swap=self._model_swapped,
+        )
+
+    def request_reload(self) -> None:
+        """Swap in the artifact at the model path at the next batch boundary."""
+        self.reload_model.set()
+
+    def _model_swapped(self, core: Any) -> None:
+        """On the detection thread, after a swap: what names the model follows it."""
+        artifact = core.artifact
+        self.model_version = artifact.version
+        self.core = core
+        if self.alert_sink is not None:
+            self.alert_sink.model_version = artifact.version
+        if self.rules is not None:  # rules reloaded from now on apply to the new core
+            self.rules.apply = core.set_rules
+        if self.connection is not None:
+            self.connection.update_status(model=artifact.version)
+
     def _build_mqtt(self, intake: Any, status_extra: dict[str, Any]) -> int:
         """The MQTT connection (connected later, once the detection thread runs) and the
         file checkpoints when configured."""
@@ -439,7 +490,7 @@ class Service:
 
         from detector.metrics import NatsMetrics
         from detector.nats_checkpoint import PartitionCheckpointer
-        from detector.nats_source import NatsSource, SourceError
+        from detector.nats_source import NatsSource, SourceError, subject_of
 
         s = self.settings
         shard = s.shard_spec
@@ -451,8 +502,13 @@ class Service:
             metrics=NatsMetrics(self.registry),
             status_subject=f"{s.output.status_prefix}/{s.worker_id}",
             status_extra=status_extra,
+            output_subjects=[
+                f"{subject_of(s.output.alerts_prefix)}.>",
+                subject_of(s.output.deadletter_topic),
+            ],
         )
         self.connection = source
+        self.confirm_timeout_s = source.confirm_timeout_s
         try:
             source.start(stop=stop)
         except SourceError as exc:
@@ -503,6 +559,7 @@ class Service:
         """Save the state once more, now that the detection thread (its owner) has ended."""
         if self.checkpointer is None or self.core is None or self.worker is None:
             return  # nothing processed since the restore: the stored state stands
+        self.core = self.worker.core  # a reload may have swapped it
         if self.worker.alive or self.worker.failed is not None:
             log.warning("detection thread did not stop cleanly: no final checkpoint")
             return

@@ -375,6 +375,9 @@ class ModelSettings(BaseModel):
     """Required to run; checked by `load_settings` so the error names IOTAD_MODEL__PATH."""
     threads: int = Field(1, ge=1, le=64)
     """LiteRT interpreter threads (the network thread needs the other core)."""
+    reload_check_s: float = Field(5.0, ge=0, le=3600)
+    """How often the worker looks for a new artifact at the model path and swaps it in
+    between batches (docs/model-lifecycle.md); 0: only on SIGHUP."""
 
 
 class LogSettings(BaseModel):

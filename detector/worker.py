@@ -23,12 +23,12 @@ import numpy as np
 
 from detector.alerts import Delivery, MqttAlertSink, Publisher, ScoreStream
 from detector.deadletter import DeadLetterPublisher
-from detector.events import AlertEvent, AlertSink, BatchResult, Dropped
+from detector.events import AlertEvent, AlertSink, BatchResult, Dropped, Eviction
 from detector.ingest import AckToken, Inbound, Intake
 from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
 from detector.ratelimit import RateLimitedLog
-from detector.readings import NOT_DEAD_LETTERED, Reading, Rejection
+from detector.readings import CORE_ERROR, NOT_DEAD_LETTERED, Reading, Rejection
 from detector.topics import Labels
 
 log = logging.getLogger("iotad.worker")
@@ -50,13 +50,21 @@ HELD_POLL_S = 0.005
 
 
 class _Held:
-    """Messages whose acks wait until the alerts they raised are confirmed by the broker."""
+    """Messages whose acks wait until the alerts and dead letters they raised are confirmed
+    by the broker."""
 
-    __slots__ = ("deadline", "deliveries", "items")
+    __slots__ = ("alerts", "dead", "deadline", "items")
 
-    def __init__(self, items: list[Inbound], deliveries: list[Delivery], deadline: float) -> None:
+    def __init__(
+        self,
+        items: list[Inbound],
+        alerts: list[Delivery],
+        dead: list[Delivery],
+        deadline: float,
+    ) -> None:
         self.items = items
-        self.deliveries = deliveries
+        self.alerts = alerts
+        self.dead = dead
         self.deadline = deadline
 
 
@@ -71,11 +79,9 @@ class Core(Protocol):
     @property
     def warming_series(self) -> int: ...
 
-    def evict_idle(self, now: float) -> int: ...
+    def evict_idle(self, now: float) -> Eviction: ...
 
     def end_devices(self, ended: Mapping[str, float]) -> list[AlertEvent]: ...
-
-    def has_series(self, key: str) -> bool: ...
 
 
 class Acker(Protocol):
@@ -102,6 +108,16 @@ class Checkpoints(Protocol):
     def save(self, core: Any) -> bool: ...
 
 
+class Reloader(Protocol):
+    """Swaps the model between batches (`detector.model_reload.ModelReloader`)."""
+
+    def due(self) -> bool: ...
+
+    def reload(self, core: Any) -> Any:
+        """The new core, carrying `core`'s state; None to keep `core`."""
+        ...
+
+
 class Worker:
     """Ties the queue, the core, the sinks and the metrics together on a detection thread.
 
@@ -126,10 +142,16 @@ class Worker:
             lingered, and ran batches of 12-17 at half the throughput (6.4k against 12.6k
             readings/s). Below the rate, batches are taken at once (no added latency when
             it is not needed); 0 disables lingering.
+        confirm_timeout_s: how long acks wait for the broker to confirm the alerts and dead
+            letters they raised; then they are sent all the same, and the alerts counted as
+            unconfirmed. A source whose deliveries end by themselves (NATS: confirmed, or
+            `lost` after its retries) is given more than those take.
         checkpoints: saves the core's state when due, on the detection thread between
             batches and never while acks wait for alert confirmations: a checkpoint then
             holds no reading the source would redeliver (the restored core would drop it as
             a duplicate). None: no checkpoints.
+        reloader: swaps the model on the detection thread between two batches, so each
+            batch is processed whole by one model (None: the model never changes).
         evict_every_s: how often idle series are swept out (see `evict_interval`).
         rules: reloads the rules file between batches (None: no rules file).
         reject_log: the rate-limited log for rejected input.
@@ -152,7 +174,9 @@ class Worker:
         max_batch: int,
         linger_s: float,
         linger_above: float,
+        confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
         checkpoints: Checkpoints | None = None,
+        reloader: Reloader | None = None,
         evict_every_s: float = EVICT_EVERY_S,
         rules: RulesPoll | None = None,
         reject_log: RateLimitedLog | None = None,
@@ -168,6 +192,8 @@ class Worker:
         self.scores = scores
         self.acker = acker
         self.checkpoints = checkpoints
+        self.reloader = reloader
+        self.confirm_timeout_s = confirm_timeout_s
         self.rules = rules
         self.max_batch = max_batch
         self.linger_s = linger_s
@@ -223,6 +249,8 @@ class Worker:
                     self._poll_rules()
                 if self.checkpoints is not None and not self._held and self.checkpoints.due():
                     self.checkpoints.save(self.core)
+                if self.reloader is not None and self.reloader.due():
+                    self._swap_model()
                 self._housekeeping()
             # Give the last batch's alerts a moment to be confirmed, then ack what we can.
             deadline = time.monotonic() + 2.0
@@ -232,6 +260,16 @@ class Worker:
         except BaseException as exc:  # reported by run_cli, which exits non-zero
             self.failed = exc
             log.exception("detection thread failed")
+
+    def _swap_model(self) -> None:
+        """Between two batches: the next batch goes to the new model's core, if any."""
+        assert self.reloader is not None
+        core = self.reloader.reload(self.core)
+        if core is not None:
+            self.core = core
+            # The old core's arrays (as large as the new one's) go back to the system now,
+            # not at the next eviction sweep.
+            release_free_memory()
 
     def process(self, items: list[Inbound]) -> BatchResult:
         """Process one drained batch of messages and acknowledge them."""
@@ -261,29 +299,39 @@ class Worker:
             self._dropped(items, result)
         if readings:
             self._record(readings, result, now)
-        deliveries = self._alert(result) if result.events else []
+        alerts = self._alert(result) if result.events else []
+        dead = self.deadletter.take_deliveries() if self.deadletter is not None else []
         if result.suppressed:
             self._suppressed(result)
         if self.scores is not None and result.scored:
             failed = self.scores.send_many(result.scored)
             if failed:
                 m.publish_failed.labels("scores").inc(failed)
-        if deliveries:
-            # The messages that raised alerts are acked once the broker has the alerts: a
-            # crash in between redelivers them rather than losing the alert. Only those wait:
-            # holding the whole batch kept the receive window full, and the broker's answer
-            # then queued behind thousands of messages (0.5 s holds, 1 s lag at 4k/s).
-            causes = {(e.device, e.metric, e.ts) for e in result.events}
+        if alerts or dead:
+            # The messages that raised alerts or dead letters are acked once the broker has
+            # them: a crash in between redelivers them rather than losing the alert. Only
+            # those wait: holding the whole batch kept the receive window full, and the
+            # broker's answer then queued behind thousands of messages (0.5 s holds, 1 s lag
+            # at 4k/s).
+            causes = {(e.device, e.metric, e.ts) for e in result.events} if alerts else set()
+            dropped = {id(d.reading) for d in result.dropped} if dead else set()
             held: list[Inbound] = []
             now_ok: list[Inbound] = []
             for i in items:
-                raised = bool(i.ended) or any(
-                    (r.device, r.metric, r.ts) in causes for r in i.readings
+                # A message that ended devices (a Sparkplug DEATH) raised their events.
+                raised = (
+                    (bool(alerts) and bool(i.ended))
+                    or (bool(dead) and bool(i.rejections))
+                    or any(
+                        (r.device, r.metric, r.ts) in causes or id(r) in dropped for r in i.readings
+                    )
                 )
                 (held if raised else now_ok).append(i)
             self._ack(now_ok)
             if held:
-                self._held.append(_Held(held, deliveries, time.monotonic() + CONFIRM_TIMEOUT_S))
+                deadline = time.monotonic() + self.confirm_timeout_s
+                self._held.append(_Held(held, alerts, dead, deadline))
+                self.release_held()  # those confirmed already (a test's broker) go now
         else:
             self._ack(items)
         m.queue_depth.set(len(self.queue))
@@ -300,12 +348,12 @@ class Worker:
         except Exception as exc:
             self.reject_log.log(
                 logging.ERROR,
-                "core_error",
+                CORE_ERROR,
                 "detection core failed on %d readings: %r",
                 len(readings),
                 exc,
             )
-            return BatchResult([], [], [Dropped(r, "core_error") for r in readings])
+            return BatchResult([], [], [Dropped(r, CORE_ERROR) for r in readings])
 
     def _detect_around_ends(self, items: list[Inbound]) -> BatchResult:
         """`_detect`, with the series of the devices a message ended (a Sparkplug DEATH)
@@ -323,7 +371,7 @@ class Worker:
             try:
                 result.events.extend(self.core.end_devices(ended))
             except Exception as exc:  # as for `_detect`: never kill the detection thread
-                self.reject_log.log(logging.ERROR, "core_error", "ending series failed: %r", exc)
+                self.reject_log.log(logging.ERROR, CORE_ERROR, "ending series failed: %r", exc)
                 continue
             self.reject_log.log(
                 logging.INFO,
@@ -372,15 +420,31 @@ class Worker:
         return bool(self._held)
 
     def release_held(self) -> None:
-        """Ack held messages whose alerts are confirmed (or that waited too long)."""
+        """Ack held messages whose alerts and dead letters are confirmed (or that waited too
+        long). Those of a lost one are not acked: the source sends them again."""
         now = time.monotonic()
+        failed = self.metrics.publish_failed
         while self._held:
             held = self._held[0]
-            if not all(d.done() for d in held.deliveries):
-                if now < held.deadline:
-                    return
-                self.metrics.publish_failed.labels("alert_unconfirmed").inc()
+            alerts_done = all(d.done() for d in held.alerts)
+            dead_done = all(d.done() for d in held.dead)
+            if not (alerts_done and dead_done) and now < held.deadline:
+                return
             self._held.popleft()
+            alerts_lost = any(d.lost() for d in held.alerts)
+            dead_lost = any(d.lost() for d in held.dead)
+            if alerts_lost or not alerts_done:
+                failed.labels("alert_unconfirmed").inc()
+            if dead_lost or not dead_done:
+                failed.labels("deadletter").inc()
+            if alerts_lost or dead_lost:
+                self.reject_log.warning(
+                    "output_lost",
+                    "%d messages not acked: the broker never confirmed their %s; they come again",
+                    len(held.items),
+                    "alerts" if alerts_lost else "dead letters",
+                )
+                continue
             self._ack(held.items)
 
     def _alert(self, result: BatchResult) -> list[Delivery]:
@@ -516,13 +580,7 @@ class Worker:
         trim = False
         if mono >= self._next_evict:
             self._next_evict = mono + self.evict_every_s
-            evicted = self.core.evict_idle(self.clock())
-            if evicted:
-                log.info("evicted %d idle series", evicted)
-                if len(m.active_anomalies):
-                    # Eviction ends a series without a resolved event: its open episode
-                    # would otherwise stay in iotad_anomaly_active for good.
-                    m.active_anomalies.retain(lambda d, mt: self.core.has_series(f"{d}/{mt}"))
+            self._evict()
             trim = True
         active = self.core.active_series
         if trim or active >= self._trimmed_at * 1.1 + 1000:
@@ -530,6 +588,26 @@ class Worker:
             # copies (and a burst's decoded messages) back rather than keep them.
             self._trimmed_at = active
             release_free_memory()
+
+    def _evict(self) -> None:
+        """Sweep out idle series and send the resolved events of the alerts still open on
+        them like any others (sinks, counters, the open-episode gauges). No message raised
+        them, so no ack waits for their publishes; but they are held like a batch's, so no
+        checkpoint is saved before the broker has them (`_held`): one without the series
+        is the end of the only record that their alerts were open."""
+        try:
+            evicted = self.core.evict_idle(self.clock())
+        except Exception as exc:  # as for `_detect`: never kill the detection thread
+            self.reject_log.log(logging.ERROR, CORE_ERROR, "evicting idle series failed: %r", exc)
+            return
+        if evicted.series:
+            log.info("evicted %d idle series", evicted.series)
+        if not evicted.events:
+            return
+        deliveries = self._alert(BatchResult([], list(evicted.events), []))
+        if deliveries:
+            deadline = time.monotonic() + self.confirm_timeout_s
+            self._held.append(_Held([], deliveries, [], deadline))
 
 
 def _merge(into: BatchResult, part: BatchResult) -> None:

@@ -150,6 +150,8 @@ class NatsMessage:
     subject: str
     data: bytes
     headers: dict[str, str]
+    received_s: float = 0.0
+    """`time.monotonic()` when the collector got it."""
 
 
 class NatsCollector:
@@ -170,7 +172,7 @@ class NatsCollector:
         self._nc = await nats.connect(url.split(","), max_reconnect_attempts=-1)
 
         async def on_msg(msg: Any) -> None:
-            m = NatsMessage(msg.subject, msg.data, dict(msg.headers or {}))
+            m = NatsMessage(msg.subject, msg.data, dict(msg.headers or {}), time.monotonic())
             with self._lock:
                 self.messages.append(m)
 

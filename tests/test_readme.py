@@ -71,3 +71,22 @@ def test_the_table_reads_field_descriptions_and_docstrings() -> None:
         ("X_A", "1", "[0, ∞)", "Said in the field."),
         ("X_B", "x", "", "Said under the field, over two lines."),
     ]
+
+
+def documented_reject_reasons() -> set[str]:
+    """The rejection reasons the README lists (its Input section, from "Anything else is
+    rejected with a reason" to "Every reason is exported")."""
+    start = README.index("Anything else is rejected with a reason")
+    end = README.index("Every reason is exported", start)
+    return set(re.findall(r"`([a-z]+(?:_[a-z]+)*)`", README[start:end]))
+
+
+def test_every_rejection_reason_is_documented() -> None:
+    from detector.metrics import REJECT_REASONS
+
+    documented = documented_reject_reasons()
+    assert len(documented) >= 25  # the paragraph was found and read
+    assert set(REJECT_REASONS) == documented, (
+        f"in the code only: {set(REJECT_REASONS) - documented}; "
+        f"in the README only: {documented - set(REJECT_REASONS)}"
+    )

@@ -88,6 +88,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="LiteRT batch sizes to export, e.g. 1,8,64,1024 (1,8,64; 64 is model.tflite)",
     )
     data.add_argument("--no-plots", action="store_true", help="skip forecast.png and loss.png")
+    cont = parser.add_argument_group("continuing a model (docs/model-lifecycle.md)")
+    cont.add_argument(
+        "--from",
+        dest="parent",
+        type=Path,
+        metavar="ARTIFACT",
+        help="fine-tune this artifact's model on the data: its shape and weights, and its "
+        "normalisation of every series whose new data fits its stored range",
+    )
+    cont.add_argument(
+        "--fit-margin",
+        type=float,
+        default=0.25,
+        help="how far (fraction of a series' stored span, each side) new data may leave the "
+        "parent's range and keep its normalisation (0.25)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -131,6 +147,8 @@ def main(args: argparse.Namespace) -> int:
         batch_sizes=args.export_batch_sizes,
         plots=not args.no_plots,
         alert_budget=args.alert_budget,
+        parent=args.parent,
+        fit_margin=args.fit_margin,
     )
     try:
         cfg.validate()

@@ -23,7 +23,7 @@ import numpy as np
 
 from detector.artifact import ARTIFACT_JSON, KNOWN_SCALING, Artifact
 from detector.features import TIME_FEATURES
-from training import alerting, artifact_writer, export, fitting, report, windowing
+from training import alerting, artifact_writer, continuation, export, fitting, report, windowing
 from training.calibration import calibrate
 from training.data import DataError, LoadedData, Series, from_arrays, load_files
 from training.models import CELLS, ModelSpec, build_model, resolve_units
@@ -78,6 +78,12 @@ class TrainConfig:
     alert_budget: float = alerting.DEFAULT_BUDGET
     """Alerts per series per day the held-out history may raise; the artifact's alert
     calibration is chosen for it (see `training.alerting`). 0: no calibration."""
+    parent: Path | None = None
+    """An artifact to continue from (``--from``): its shape, weights and, where the new data
+    fits, its normalisation (see `training.continuation`). None: a new model."""
+    fit_margin: float = continuation.FIT_MARGIN
+    """How far new data may leave a parent series' range (fraction of its span) and keep
+    the parent's normalisation."""
 
     def layer_units(self) -> tuple[int, ...]:
         """Units of each recurrent layer."""
@@ -108,6 +114,7 @@ class TrainConfig:
             ),
             (bool(self.batch_sizes) and min(self.batch_sizes) >= 1, "bad export batch sizes"),
             (0.0 <= self.alert_budget <= 1000.0, "alert budget must be between 0 and 1000"),
+            (0.0 <= self.fit_margin <= 100.0, "fit margin must be between 0 and 100"),
         ]
         for ok, message in checks:
             if not ok:
@@ -116,7 +123,7 @@ class TrainConfig:
     def options(self) -> dict[str, Any]:
         """The options as JSON (for the report and the version hash), paths aside."""
         doc = asdict(self)
-        for key in ("data", "out", "quiet"):
+        for key in ("data", "out", "quiet", "parent"):
             doc.pop(key)
         doc["units"] = list(self.layer_units())
         doc["layers"] = len(doc["units"])
@@ -149,6 +156,9 @@ class _Plan:
     dropped: dict[str, int]
     started: float
     timing: dict[str, float] = field(default_factory=dict)
+    parent: continuation.Parent | None = None
+    normalisation: dict[str, list[str]] = field(default_factory=dict)
+    """Which normalisation rule each series took (continued models only)."""
 
     def log(self, message: str) -> None:
         if not self.cfg.quiet:
@@ -184,8 +194,17 @@ def _version(created: datetime, fingerprint: str, options: dict[str, Any]) -> st
 
 
 def _plan(loaded: LoadedData, cfg: TrainConfig, out: Path | None, started: float) -> _Plan:
+    parent = None
+    fixed: dict[str, tuple[float, float]] | None = None
+    rules: dict[str, list[str]] = {}
+    if cfg.parent is not None:
+        parent = continuation.load_parent(cfg.parent)
+        cfg = continuation.adopt_shape(cfg, parent)
+        fixed, rules = continuation.kept_scales(parent, loaded.series, cfg.fit_margin)
     features = cfg.features()
-    ws = windowing.build_windows(loaded.series, cfg.window, cfg.split, cfg.scaling, features)
+    ws = windowing.build_windows(
+        loaded.series, cfg.window, cfg.split, cfg.scaling, features, fixed_scales=fixed
+    )
     if ws.train_pos.size == 0:
         need = windowing.min_readings(cfg.window, cfg.split)
         longest = max((v.size for _, v in loaded.series.values()), default=0)
@@ -201,7 +220,10 @@ def _plan(loaded: LoadedData, cfg: TrainConfig, out: Path | None, started: float
     if ws.skipped:
         dropped[SHORT_SERIES] = sum(ws.skipped.values())
     created = datetime.now(UTC).replace(microsecond=0)
-    version = _version(created, loaded.fingerprint, cfg.options())
+    options = cfg.options()
+    if parent is not None:
+        options["continued_from"] = parent.version
+    version = _version(created, loaded.fingerprint, options)
     target = Path(out) if out is not None else Path("models") / version
     artifact_writer.check_target(target)  # fail now, not after minutes of training
     return _Plan(
@@ -223,6 +245,8 @@ def _plan(loaded: LoadedData, cfg: TrainConfig, out: Path | None, started: float
         dropped=dropped,
         started=started,
         timing={"load_s": time.perf_counter() - started},
+        parent=parent,
+        normalisation=rules,
     )
 
 
@@ -253,7 +277,11 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
 
     cfg, ws, spec = plan.cfg, plan.ws, plan.spec
     fitting.set_seed(cfg.seed, cfg.deterministic)
-    model = build_model(spec)
+    if plan.parent is not None:
+        plan.log(f"continuing from {plan.parent.version} (its weights, loaded in safe mode)")
+        model = continuation.load_keras(plan.parent)
+    else:
+        model = build_model(spec)
     t = time.perf_counter()
     with fitting.native_stderr_captured():  # TensorFlow's notices; Keras' progress is stdout
         history = fitting.fit_model(
@@ -291,15 +319,20 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
         naive_error = y_val - ws.last_values(ws.val_pos)
         seasonal_error = y_val - report.seasonal_naive(ws, ws.val_pos)
         per_series_errors, global_errors = calibrate(residual, ws.series_id[ws.val_pos], ws.keys)
+        scales, ranges, periods = dict(ws.scales), dict(ws.ranges), dict(ws.periods)
+        if plan.parent is not None:
+            continuation.merge_parent_series(
+                plan.parent, plan.normalisation, scales, ranges, periods, per_series_errors
+            )
         doc = artifact_writer.artifact_doc(
             version=plan.version,
             created_at=plan.created.isoformat().replace("+00:00", "Z"),
             spec=spec,
             features=ws.features,
             scaling_method=cfg.scaling,
-            scales=ws.scales,
-            ranges=ws.ranges,
-            periods=ws.periods,
+            scales=scales,
+            ranges=ranges,
+            periods=periods,
             calibration_per_series=per_series_errors,
             calibration_global=global_errors,
             tflite_files=names,
@@ -375,4 +408,13 @@ def _training_section(plan: _Plan, epochs_run: int) -> dict[str, Any]:
         "seed": plan.cfg.seed,
         "epochs_run": epochs_run,
         "options": plan.cfg.options(),
+        **(
+            {
+                "continued_from": continuation.report_section(
+                    plan.parent, plan.normalisation, plan.cfg.fit_margin
+                )
+            }
+            if plan.parent is not None
+            else {}
+        ),
     }

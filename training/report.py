@@ -149,6 +149,11 @@ def summary_lines(report: dict[str, Any]) -> Sequence[str]:
     seasonal = m.get("rmse_ratio_vs_seasonal_naive")
     if seasonal is not None:
         lines.insert(2, f"validation RMSE ratio vs seasonal-naive (one season ago) {seasonal:.3f}")
+    continued = report.get("training", {}).get("continued_from")
+    if continued:
+        from training.continuation import summary_line
+
+        lines.insert(1, summary_line(continued))
     alerting = report.get("alerting")
     if alerting:
         held = alerting["heldout"]

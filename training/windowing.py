@@ -13,7 +13,7 @@ of its target, so subsampling or pooling millions of windows never copies them u
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,8 +94,12 @@ def build_windows(
     split: float,
     method: str,
     features: Sequence[str] = ("value",),
+    fixed_scales: Mapping[str, tuple[float, float]] | None = None,
 ) -> WindowSet:
     """Scale each series on its training part and index its training/validation windows.
+
+    A series in `fixed_scales` keeps the (offset, scale) given there instead (a continued
+    model keeps its parent's normalisation, see `training.continuation`).
 
     A series with too few readings for one training window is left out and listed in
     `WindowSet.skipped`; the caller decides whether what is left is enough.
@@ -123,7 +127,10 @@ def build_windows(
         if n_train < window_len + 1:
             skipped[key] = n
             continue
-        offset, scale = fit_scale(values[:n_train], method)
+        if fixed_scales is not None and key in fixed_scales:
+            offset, scale = fixed_scales[key]
+        else:
+            offset, scale = fit_scale(values[:n_train], method)
         sid = len(keys)
         keys.append(key)
         scales[key] = (offset, scale)

@@ -380,7 +380,9 @@ def fleet_overview() -> dict[str, Any]:
                 "Rejected/s by reason",
                 targets(
                     (
-                        f"sum by (reason) (rate(iotad_readings_rejected_total{{{INST}}}[{RI}]))",
+                        # Every reason is exported from the start: only those that occur.
+                        f"sum by (reason) (rate(iotad_readings_rejected_total{{{INST}}}[{RI}]))"
+                        " > 0",
                         "{{reason}}",
                     ),
                     (rate("iotad_deadletter_total"), "dead-lettered"),

@@ -90,6 +90,7 @@ def test_every_alert_is_unit_tested() -> None:
         "IotadAlertmanagerPeerFailing",
         "IotadPublishFailed",
         "IotadCheckpointFailing",
+        "IotadModelReloadFailed",  # docs/model-lifecycle.md
         # the anomaly table's cap (IOTAD_METRICS__MAX_ACTIVE_ANOMALIES)
         "IotadAnomalyTableFull",
         # the NATS workers' shards and partitions (iotad-shards.rules.yml)

@@ -115,6 +115,8 @@ def test_deploy_names_are_the_contract() -> None:
         # issue 14: the alerting path (detector/metrics.py)
         "iotad_publish_failed_total",
         "iotad_checkpoint_failures_total",
+        # model lifecycle (docs/model-lifecycle.md)
+        "iotad_model_reload_failures_total",
         # prometheus_client's standard process collector, on the worker's registry
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",

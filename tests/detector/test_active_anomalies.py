@@ -6,7 +6,7 @@ import json
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from detector.events import AlertEvent, BatchResult, Scored
+from detector.events import AlertEvent, BatchResult, Eviction, Scored
 from detector.metrics import ActiveAnomalies, WorkerMetrics
 from tests.detector.test_worker import T0, FakeBroker, ScriptedCore, feed, make_worker
 
@@ -110,20 +110,17 @@ def test_a_cap_of_zero_exports_only_the_counts(registry: CollectorRegistry) -> N
     assert registry.get_sample_value("iotad_anomaly_active_overflow_total") == 1
 
 
-def test_unknown_resolutions_and_evicted_series(registry: CollectorRegistry) -> None:
+def test_unknown_resolutions_are_ignored(registry: CollectorRegistry) -> None:
     active = tracker(registry)
     active.resolve(event("resolved", device="never-fired"))  # e.g. opened before a restart
-    active.fire(event("firing", device="a"))
     active.fire(event("firing", device="b"))
-    assert active.retain(lambda device, metric: device != "a") == 1
-    assert registry.get_sample_value("iotad_anomaly_active", labels("a")) is None
     assert registry.get_sample_value("iotad_anomaly_active", labels("b")) == 1
     assert len(active) == 1
 
 
 class EpisodeCore(ScriptedCore):
     """Fires at a value above 10, resolves at a value of 0, band [0, 2] around 1; series
-    named in `evicted` are gone at the next sweep."""
+    named in `evicted` are gone at the next sweep, their open episodes resolved."""
 
     def __init__(self) -> None:
         self.open: set[str] = set()
@@ -157,11 +154,26 @@ class EpisodeCore(ScriptedCore):
                 )
         return result
 
-    def evict_idle(self, now: float) -> int:
-        return len(self.evicted)
-
-    def has_series(self, key: str) -> bool:
-        return key not in self.evicted
+    def evict_idle(self, now: float) -> Eviction:
+        gone = sorted(self.evicted & self.open)
+        self.open -= self.evicted
+        events = [
+            AlertEvent(
+                f"{key}-resolved",
+                "resolved",
+                *key.split("/"),
+                now,
+                0.0,
+                1.0,
+                0.0,
+                2.0,
+                0.0,
+                0.5,
+                reason="evicted",
+            )
+            for key in gone
+        ]
+        return Eviction(len(self.evicted), events)
 
 
 def reading(i: int, value: float, device: str = "d1") -> tuple[str, bytes]:
@@ -188,13 +200,18 @@ def test_the_worker_follows_episodes_from_its_alert_events(registry: CollectorRe
     feed(w, [reading(4, 0.0)], first_mid=5)
     assert get("iotad_anomaly_active", d1) is None
     assert get("iotad_anomaly_episodes_open") == 1
-    # d2 is evicted without a resolved event: the next sweep forgets it
+    # d2 is evicted: its resolved event takes it out like any other
     core.evicted.add("d2/temp")
     w.evict_every_s = 0.0
     w._next_evict = w._next_housekeeping = 0.0
     w._housekeeping()
     assert get("iotad_anomaly_active", labels("d2", "temp")) is None
     assert get("iotad_anomaly_episodes_open") == 0
+    assert [(a["device"], a["state"], a["reason"]) for a in broker.on("alerts/")][-1] == (
+        "d2",
+        "resolved",
+        "evicted",
+    )
 
 
 def test_per_series_gauges_carry_the_band(registry: CollectorRegistry) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from detector.alertmanager import alert_payload
 from detector.events import AlertEvent
 
@@ -84,3 +86,24 @@ def test_the_rules_severity_and_labels_win_over_the_sinks() -> None:
         worker_url="http://w/", severity="warning",
     )  # fmt: skip
     assert plain["labels"]["severity"] == "warning"
+
+
+def test_a_resolved_alert_says_why_when_no_reading_resolved_it() -> None:
+    def annotations(signal: str, reason: str | None) -> dict[str, str]:
+        event = replace(_event("resolved", signal), reason=reason)
+        body = alert_payload(event, starts_at=100.0, now=200.0, ttl_s=60.0, worker_url="w")
+        assert body["endsAt"] == "1970-01-01T00:01:40.000Z"  # the event's time: it ends
+        return body["annotations"]
+
+    evicted = annotations("forecast", "evicted")
+    assert evicted["resolved_reason"] == "evicted"
+    assert evicted["summary"] == (
+        "press-7/rpm sent nothing for the idle time and was evicted (resolved without a reading)"
+    )
+    assert annotations("silence", "evicted")["summary"] == evicted["summary"]
+    assert annotations("forecast", "ended")["summary"] == (
+        "press-7/rpm ended: its source said the device is gone (Sparkplug DEATH)"
+    )
+    plain = annotations("forecast", None)
+    assert "resolved_reason" not in plain
+    assert plain["summary"] == "press-7/rpm is back within its expected band"

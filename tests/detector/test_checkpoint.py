@@ -220,10 +220,6 @@ def truncated(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def other_model(path: Path) -> None:
-    _rewrite(path, model_version=np.array("another-model"))
-
-
 def other_window(path: Path) -> None:
     core = new_core(window_len=6)
     core.process(stream(10))
@@ -284,7 +280,6 @@ CORRUPTIONS = [
     garbage,
     empty,
     truncated,
-    other_model,
     other_window,
     other_format,
     bad_key,
@@ -357,13 +352,16 @@ def test_missing_checkpoint_is_a_quiet_cold_start(
     assert registry.get_sample_value("iotad_checkpoint_failures_total", {"op": "restore"}) == 0
 
 
-def test_other_model_version_is_refused(tmp_path: Path) -> None:
+def test_other_model_version_is_carried_over(tmp_path: Path) -> None:
+    """Not refused any more (a new model does not start cold): tests/detector/
+    test_model_carry.py checks what is carried."""
     path = good_file(tmp_path)
     core = new_core()
     other = DetectionCore(
         dataclasses.replace(core.artifact, version="v2"), LastValueForecaster(), CFG
     )
-    assert checkpointer(path).restore(other) == 0
+    assert checkpointer(path).restore(other) == len(SERIES)
+    assert other.last_carry is not None and other.last_carry.to_version == "v2"
 
 
 # -- when checkpoints are taken ---------------------------------------------------------------
@@ -391,7 +389,7 @@ def test_checkpointing_core_saves_between_batches_when_due(tmp_path: Path) -> No
     core.process(batches[3])
     assert path.stat().st_mtime_ns == mtime  # next one only after another interval
     assert core.active_series == len(SERIES)
-    assert core.evict_idle(now=1e12) == len(SERIES)
+    assert core.evict_idle(now=1e12).series == len(SERIES)
 
 
 def test_checkpoint_path_directory_must_exist(tmp_path: Path) -> None:

@@ -173,7 +173,7 @@ def test_idle_series_are_evicted() -> None:
     core = DetectionCore(art, LastValueForecaster(), DetectionConfig(idle_evict_s=60))
     core.process(readings("old", [1.0]), now=1000.0)
     core.process(readings("new", [1.0]), now=1100.0)
-    assert core.evict_idle(now=1070.0) == 1
+    assert core.evict_idle(now=1070.0).series == 1
     assert core.store.slot("old/temp") is None and core.active_series == 1
 
 

@@ -27,6 +27,8 @@ CONTRACT = {
     "iotad_mqtt_reconnects_total": "counter",
     "iotad_ready": "gauge",
     "iotad_model_info": "gauge",
+    "iotad_model_reloads_total": "counter",
+    "iotad_model_reload_failures_total": "counter",
     "iotad_deadletter_total": "counter",
 }
 
@@ -174,3 +176,13 @@ def test_process_python_and_build_info_on_the_metrics_endpoint(registry: Collect
     m.set_model("20261130-lstm", "lstm", 32)
     build = (("model_version", "20261130-lstm"), ("python_version", python), ("version", version))
     assert scrape(registry)["iotad_build_info"] == {build: 1.0}
+
+
+def test_every_rejection_reason_is_exported_at_zero_from_the_start(
+    registry: CollectorRegistry,
+) -> None:
+    from tests.test_readme import documented_reject_reasons
+
+    WorkerMetrics(registry)
+    for reason in documented_reject_reasons():
+        assert registry.get_sample_value("iotad_readings_rejected_total", {"reason": reason}) == 0

@@ -121,3 +121,29 @@ def test_nats_variables_are_known_settings() -> None:
         "IOTAD_NATS__PARTITION": "8",  # misspelt
     }
     assert unknown_env_vars(env) == ["IOTAD_NATS__PARTITION"]
+
+
+def test_output_stream_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    n = load(monkeypatch).nats
+    assert (n.output_stream, n.output_max_age_s, n.output_max_bytes, n.output_retry_s) == (
+        "IOTAD_OUTPUT",
+        7 * 86_400,
+        1 << 30,
+        60.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("IOTAD_NATS__OUTPUT_MAX_AGE_S", "59", "greater than or equal to 60"),
+        ("IOTAD_NATS__OUTPUT_MAX_BYTES", "1000", "greater than or equal to 1048576"),
+        ("IOTAD_NATS__OUTPUT_RETRY_S", "0", "greater than or equal to 1"),
+        ("IOTAD_NATS__OUTPUT_STREAM", "a.b", "JetStream name"),
+        ("IOTAD_NATS__OUTPUT_STREAM", "SENSORS", "must differ from stream"),
+    ],
+)
+def test_bad_output_stream_settings(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str, says: str
+) -> None:
+    assert says in errors(monkeypatch, **{key: value})

@@ -74,6 +74,7 @@ def test_an_open_episode_of_an_ended_series_is_resolved() -> None:
     ]
     assert events[0].id == f"{fired[0].id}-resolved"
     assert events[0].signal == fired[0].signal
+    assert events[0].reason == "ended"
     assert core.end_devices({"gw1": 62 * STEP}) == []  # nothing left to end
 
 
@@ -84,5 +85,7 @@ def test_a_silent_series_that_ends_resolves_its_silence() -> None:
     fired = [e for e in events if e.device == "gw1" and e.signal == "silence"]
     assert [e.state for e in fired] == ["firing"]
     resolved = core.end_devices({"gw1": 70 * STEP})
-    assert [(e.state, e.signal, e.ts) for e in resolved] == [("resolved", "silence", 70 * STEP)]
+    assert [(e.state, e.signal, e.ts, e.reason) for e in resolved] == [
+        ("resolved", "silence", 70 * STEP, "ended")
+    ]
     assert resolved[0].id == f"{fired[0].id}-resolved"

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from detector.alerts import MqttAlertSink, ScoreStream
 from detector.core import DetectionConfig, DetectionCore
 from detector.deadletter import DeadLetterPublisher
-from detector.events import AlertEvent, BatchResult, Scored
+from detector.events import AlertEvent, BatchResult, Eviction, Scored
 from detector.ingest import Inbound, IngestQueue, Intake
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
@@ -25,9 +25,13 @@ T0 = 1_700_000_000.0
 class Delivery:
     def __init__(self, confirmed: bool) -> None:
         self.confirmed = confirmed
+        self.given_up = False
 
     def done(self) -> bool:
-        return self.confirmed
+        return self.confirmed or self.given_up
+
+    def lost(self) -> bool:
+        return self.given_up
 
 
 class FakeBroker:
@@ -93,8 +97,8 @@ class ScriptedCore:
                 )
         return result
 
-    def evict_idle(self, now: float) -> int:
-        return 0
+    def evict_idle(self, now: float) -> Eviction:
+        return Eviction(0, [])
 
 
 def make_worker(
@@ -201,13 +205,10 @@ def test_only_the_message_that_raised_the_alert_waits(
 
 
 def test_unconfirmed_alert_releases_acks_after_the_timeout(
-    broker: FakeBroker, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+    broker: FakeBroker, registry: CollectorRegistry
 ) -> None:
-    import detector.worker as worker_module
-
-    monkeypatch.setattr(worker_module, "CONFIRM_TIMEOUT_S", 0.0)
     broker.confirm = False
-    w = make_worker(broker, registry)
+    w = make_worker(broker, registry, confirm_timeout_s=0.0)
     feed(w, [reading(i, 1.0) for i in range(6)])
     feed(w, [reading(6, 50.0)], first_mid=7)
     w.release_held()
@@ -215,6 +216,48 @@ def test_unconfirmed_alert_releases_acks_after_the_timeout(
     assert (
         registry.get_sample_value("iotad_publish_failed_total", {"kind": "alert_unconfirmed"}) == 1
     )
+
+
+def test_a_lost_alert_leaves_its_message_unacked(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [reading(i, 1.0) for i in range(6)])
+    feed(w, [reading(6, 50.0), reading(7, 1.0, "sensors/d2/temp")], first_mid=7)
+    assert 8 in broker.acked and 7 not in broker.acked
+    broker.deliveries[-1].given_up = True  # the source gave up: the message must come again
+    w.release_held()
+    assert 7 not in broker.acked
+    assert not w.acks_held
+    assert (
+        registry.get_sample_value("iotad_publish_failed_total", {"kind": "alert_unconfirmed"}) == 1
+    )
+
+
+def test_a_dead_letter_holds_its_message_until_confirmed(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [("sensors/d/m", b"oops"), reading(1, 1.0)])
+    assert broker.acked == [2]
+    (letter,) = broker.deliveries
+    letter.confirmed = True
+    w.release_held()
+    assert broker.acked == [2, 1]
+
+
+def test_a_lost_dead_letter_leaves_its_message_unacked(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [("sensors/d/m", b"oops")])
+    broker.deliveries[-1].given_up = True
+    w.release_held()
+    assert broker.acked == []
+    assert registry.get_sample_value("iotad_publish_failed_total", {"kind": "deadletter"}) == 1
 
 
 def test_acks_of_an_old_connection_are_not_sent(
@@ -473,3 +516,41 @@ def test_labelled_series_are_bounded(broker: FakeBroker, registry: CollectorRegi
     )
     feed(worker, [reading(i, 1.0, f"plant/s{i}/d{i}/temp") for i in range(3)])
     assert list(worker.series_labels) == ["d1/temp", "d2/temp"]
+
+
+def test_an_evicted_series_resolves_its_alert_everywhere(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    """The eviction sweep's resolved events go out like a batch's: to the sinks, in the
+    counters and the open-episode gauges; no checkpoint is due while they are unconfirmed."""
+    core = DetectionCore(
+        make_artifact(window_len=3, global_error=(0.0, 0.1)),
+        LastValueForecaster(),
+        DetectionConfig(learn_readings=0, idle_evict_s=60.0),
+    )
+    clock = [T0]
+    w = make_worker(broker, registry, clock=lambda: clock[0], evict_every_s=0.0)
+    w.core = core
+    feed(w, [reading(i, 1.0 + 0.01 * (i % 2)) for i in range(10)] + [reading(10, 50.0)])
+    (fired,) = broker.on("alerts/")
+    assert fired["state"] == "firing" and fired["reason"] is None
+    get = registry.get_sample_value
+    open_ = {"device": "d1", "metric": "temp", "signal": fired["signal"]}
+    assert get("iotad_anomaly_active", open_) == 1
+    broker.confirm = False
+    w._housekeeping()  # the clock has not moved: nothing is idle yet
+    assert len(broker.on("alerts/")) == 1 and core.active_series == 1
+    clock[0] = time.time() + 61.0  # the core stamps what it is given with the wall clock
+    w._next_housekeeping = 0.0
+    w._housekeeping()
+    assert core.active_series == 0
+    resolved = broker.on("alerts/")[1:]
+    assert [(a["id"], a["state"], a["reason"], a["ts"]) for a in resolved] == [
+        (f"{fired['id']}-resolved", "resolved", "evicted", clock[0])
+    ]
+    assert get("iotad_alert_events_total", {"state": "resolved"}) == 1
+    assert get("iotad_anomaly_active", open_) is None
+    assert w.acks_held  # a checkpoint waits for the broker to have the resolved alert
+    broker.deliveries[-1].confirmed = True
+    w.release_held()
+    assert not w.acks_held

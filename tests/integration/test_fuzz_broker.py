@@ -23,15 +23,15 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from detector.payloads import DECODER_REASONS, PayloadDecoder, PayloadLimits
-from detector.readings import NOT_DEAD_LETTERED, NOT_SUBSCRIBED, OWN_OUTPUT, RETAINED
+from detector.metrics import REJECT_REASONS
+from detector.payloads import PayloadDecoder, PayloadLimits
+from detector.readings import NOT_DEAD_LETTERED
 from tests.conftest import TINY_SERIES, Mosquitto, publish_all
 from tests.detector.core_fixtures import non_finite_state
 
 pytestmark = pytest.mark.integration
 
-CORE_REASONS = ("out_of_order", "duplicate", "too_many_series", "out_of_range", "core_error")
-KNOWN_REASONS = {*DECODER_REASONS, *CORE_REASONS, RETAINED, OWN_OUTPUT, NOT_SUBSCRIBED}
+KNOWN_REASONS = set(REJECT_REASONS)  # each documented: tests/test_readme.py
 LIMITS = PayloadLimits(max_bytes=2048, max_readings=20)
 NOW = time.time()
 

@@ -134,3 +134,25 @@ def test_a_corrupt_partition_starts_cold_alone(small_payload_server: NatsCluster
         assert n == len(DEVICES) * 2 - 2 * lost == len(keys)
     finally:
         source.close()
+
+
+def test_partitions_of_another_model_version_are_carried_over(
+    small_payload_server: NatsCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new artifact (another version, a longer window) takes every partition's state: one
+    line says so, nothing starts cold (docs/model-lifecycle.md)."""
+    import dataclasses
+    import logging
+
+    source = connect(small_payload_server, Shard(0, 1))
+    try:
+        assert checkpointer(source).save(fed_core())
+        art = dataclasses.replace(make_artifact(window_len=6), version="v2")
+        new = DetectionCore(art, LastValueForecaster(), DetectionConfig())
+        with caplog.at_level(logging.INFO, logger="iotad.checkpoint"):
+            n = checkpointer(source).restore(new)
+        assert n == len(DEVICES) * 2 == new.active_series
+        lines = [r.getMessage() for r in caplog.records if "carried over" in r.getMessage()]
+        assert len(lines) == 1 and "from model test-model to v2" in lines[0]
+    finally:
+        source.close()

@@ -1,0 +1,197 @@
+"""Alerts and dead letters of a NATS worker go through the JetStream output stream: each is
+stored there (the worker's delivery is its publish ack) and MQTT clients of NATS still see
+alerts on ``alerts/...``. When the stream cannot take them, the reading that raised them is
+not acked, the failure is counted, and the reading comes again until they are stored.
+
+Waits are on conditions, each with one generous safety timeout against hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detector.partitions import partition_of
+from tests.conftest import WorkerProcess
+from tests.integration.test_worker_pipeline import stream
+from tests.nats_servers import PARTITIONS, NatsCluster
+
+pytestmark = pytest.mark.integration
+
+SAFETY_S = 120.0
+OUTPUT = "IOTAD_OUTPUT"
+OUTPUT_SUBJECTS = ["alerts.>", "iotad.deadletter"]
+
+
+def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + SAFETY_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
+async def _with_js(url: str, job: Callable[[Any], Any]) -> Any:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        return await job(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+def js(url: str, job: Callable[[Any], Any]) -> Any:
+    return asyncio.run(_with_js(url, job))
+
+
+async def _stored(jsc: Any) -> list[tuple[str, dict]]:
+    """Every message of the output stream: (subject, JSON body)."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await jsc.stream_info(OUTPUT)
+    except NotFoundError:
+        return []
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            msg = await jsc.get_msg(OUTPUT, seq)
+        except NotFoundError:
+            continue
+        out.append((msg.subject, json.loads(msg.data)))
+    return out
+
+
+async def _ack_pending(jsc: Any, partition: int) -> int:
+    info = await jsc.consumer_info("SENSORS", f"iotad-p{partition:02d}")
+    return int(info.num_ack_pending or 0)
+
+
+async def _publish(jsc: Any, messages: list[tuple[str, bytes]]) -> None:
+    for topic, payload in messages:
+        await jsc.publish(topic.replace("/", "."), payload)
+
+
+class MqttAlerts:
+    """An MQTT 3.1.1 client of the NATS server (NATS refuses 5) subscribed to alerts/#."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.topics: list[str] = []
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, clean_session=True
+        )
+        client.on_message = lambda _c, _u, msg: self._got(msg.topic)
+        client.on_subscribe = lambda *_: subscribed.set()
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        client.subscribe("alerts/#", qos=0)
+        assert subscribed.wait(SAFETY_S)
+        self.client = client
+
+    def _got(self, topic: str) -> None:
+        with self._lock:
+            self.topics.append(topic)
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return list(self.topics)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def worker(nats_server: NatsCluster, tiny_artifact: Path, tmp_path: Path) -> WorkerProcess:
+    w = WorkerProcess(
+        nats_server,  # type: ignore[arg-type]
+        tiny_artifact,
+        tmp_path,
+        "w-out",
+        env={
+            "IOTAD_SOURCE": "nats",
+            "IOTAD_NATS__URLS": nats_server.urls,
+            "IOTAD_NATS__PARTITIONS": str(PARTITIONS),
+            # A missing stream is given up on soon, and the reading comes again soon.
+            "IOTAD_NATS__OUTPUT_RETRY_S": "1",
+            "IOTAD_NATS__ACK_WAIT_S": "2",
+        },
+    )
+    w.start()
+    w.wait_ready(timeout_s=SAFETY_S)
+    yield w
+    w.stop()
+
+
+def test_alerts_are_stored_in_the_output_stream_and_seen_over_mqtt(
+    nats_server: NatsCluster, worker: WorkerProcess
+) -> None:
+    url = nats_server.nodes[0].url
+    mqtt = MqttAlerts(nats_server.nodes[0].mqtt_port)
+    try:
+        good = stream()  # the training series continued, with a spike and a level shift
+        js(url, lambda jsc: _publish(jsc, good))
+        wait_until(lambda: worker.sample("iotad_readings_total") >= len(good), "readings processed")
+        events = sum(
+            worker.sample("iotad_alert_events_total", state=s) for s in ("firing", "resolved")
+        )
+        assert events >= 1, "the injected spike and level shift raise no event at all"
+
+        def alerts() -> list[dict]:
+            return [body for subject, body in js(url, _stored) if subject.startswith("alerts.")]
+
+        # Acked only once stored: with every reading acked, every alert is in the stream.
+        wait_until(
+            lambda: all(js(url, lambda jsc, p=p: _ack_pending(jsc, p)) == 0 for p in range(8)),
+            "every reading acked",
+        )
+        stored = alerts()
+        assert len(stored) == events
+        assert len({(a["id"], a["state"], a["ts"]) for a in stored}) == events
+        assert worker.sample("iotad_publish_failed_total", kind="alert_unconfirmed") == 0
+        # MQTT clients of the cluster see them where they always did.
+        wait_until(lambda: len(mqtt.snapshot()) >= events, "alerts over MQTT")
+        assert sorted(mqtt.snapshot()) == sorted(
+            f"alerts/{a['device']}/{a['metric']}" for a in stored
+        )
+    finally:
+        mqtt.close()
+
+
+def test_without_the_output_stream_the_reading_is_not_acked_and_comes_again(
+    nats_server: NatsCluster, worker: WorkerProcess
+) -> None:
+    url = nats_server.nodes[0].url
+    js(url, lambda jsc: jsc.delete_stream(OUTPUT))
+    bad = ("sensors/m00/temp", b"not a reading")
+    partition = partition_of("m00", PARTITIONS)
+    js(url, lambda jsc: _publish(jsc, [bad]))
+    wait_until(
+        lambda: worker.sample("iotad_publish_failed_total", kind="deadletter") >= 1,
+        "the lost dead letter counted",
+    )
+    # Its dead letter was never stored: the message stays unacked...
+    assert js(url, lambda jsc: _ack_pending(jsc, partition)) == 1
+    assert js(url, _stored) == []
+    # ... and comes again (ack wait) until the stream is back and takes the dead letter.
+    from nats.js import api
+
+    js(url, lambda jsc: jsc.add_stream(api.StreamConfig(name=OUTPUT, subjects=OUTPUT_SUBJECTS)))
+    wait_until(lambda: js(url, lambda jsc: _ack_pending(jsc, partition)) == 0, "the message acked")
+    letters = [body for subject, body in js(url, _stored) if subject == "iotad.deadletter"]
+    assert [(d["reason"], d["topic"]) for d in letters] == [("malformed_json", bad[0])]
+    assert worker.sample("iotad_nats_redelivered_total") >= 1
+    assert worker.sample("iotad_readings_rejected_total", reason="malformed_json") >= 2
