@@ -200,8 +200,8 @@ def _convert(out: dict[str, np.ndarray], a: np.ndarray, b: np.ndarray) -> None:
         put("low", out["low"] * a + b)
         put("high", out["high"] * a + b)
     if "seasonal_ring" in out:
-        ring = out["seasonal_ring"]  # unfilled entries are written before they are read
-        put("seasonal_ring", ring * _col(a, ring) + _col(b, ring))
+        seasonal = out["seasonal_ring"]  # unfilled entries are written before they are read
+        put("seasonal_ring", seasonal * _col(a, seasonal) + _col(b, seasonal))
     # The recent values: only the filled entries (the rest are zeros outside the total).
     ring, total, count = (out.get(f"recent_value_{k}") for k in ("ring", "total", "count"))
     if ring is not None and total is not None and count is not None:

@@ -114,7 +114,12 @@ def _clone(x: Any) -> Any:
         return tuple(v if isinstance(v, _IMMUTABLE) else _clone(v) for v in x)
     if isinstance(x, dict):
         return {k: v if isinstance(v, _IMMUTABLE) else _clone(v) for k, v in x.items()}
-    if dataclasses.is_dataclass(x) and type(x).__dataclass_params__.frozen:  # type: ignore[attr-defined]
+    # typeshed's DataclassInstance does not declare the (runtime) __dataclass_params__.
+    if (
+        dataclasses.is_dataclass(x)
+        and not isinstance(x, type)
+        and type(x).__dataclass_params__.frozen  # type: ignore[attr-defined]
+    ):
         return x  # settings
     obj = copy.copy(x)
     for name, value in vars(obj).items():
