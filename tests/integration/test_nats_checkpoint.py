@@ -20,10 +20,10 @@ from detector.nats_settings import NatsSettings
 from detector.nats_source import NatsSource
 from detector.partitions import Shard
 from detector.payloads import PayloadDecoder
+from support.nats_servers import PARTITIONS, NatsCluster
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact
 from tests.detector.test_nats_checkpoint import DEVICES, fed_core
 from tests.integration.conftest import _need_nats
-from tests.nats_servers import PARTITIONS, NatsCluster
 
 pytestmark = pytest.mark.integration
 MAX_PAYLOAD = 16_384

@@ -28,9 +28,9 @@ import msgspec
 import pytest
 
 from detector.partitions import partition_of
+from support.nats_servers import PARTITIONS, NatsCluster, NatsCollector, NatsMessage
 from tests.conftest import WorkerProcess
 from tests.integration.test_nats_outputs import _stored, js
-from tests.nats_servers import PARTITIONS, NatsCluster, NatsCollector, NatsMessage
 
 pytestmark = pytest.mark.integration
 
