@@ -203,8 +203,9 @@ class LongRun:
 
 @dataclass(frozen=True, slots=True)
 class ScoringConfig:
-    """Parameters of `AnomalyScorer`: built by `detector.core.DetectionConfig.scoring()`,
-    which holds their defaults and documentation (one place, the worker's settings)."""
+    """Parameters of `AnomalyScorer`: built by `DetectionConfig.scoring()`
+    (`detector.detection_config`), which holds their defaults and documentation (one place,
+    the worker's settings)."""
 
     likelihood_halflife: float
     level_halflife: float

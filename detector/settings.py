@@ -58,7 +58,7 @@ from pydantic_settings.sources import NestedSecretsSettingsSource
 from detector.alertmanager_settings import AlertmanagerSettings
 from detector.attribute_docs import attribute_docs
 from detector.config_file import has_key, key_of, read_config
-from detector.core import DetectionConfig
+from detector.detection_config import DetectionConfig
 from detector.nats_settings import NatsSettings
 from detector.partitions import Shard, parse_shard
 from detector.payloads import PayloadLimits

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from detector.artifact import ErrorStats
-from detector.core import DetectionConfig
+from detector.detection_config import DetectionConfig
 from detector.scoring import AnomalyScorer, ErrorTracker, RecentMean, tail_score
 
 

@@ -10,8 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from detector.alerts import MqttAlertSink, ScoreStream
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
 from detector.deadletter import DeadLetterPublisher
+from detector.detection_config import DetectionConfig
 from detector.events import AlertEvent, BatchResult, Eviction, Scored
 from detector.ingest import Inbound, IngestQueue, Intake
 from detector.metrics import WorkerMetrics

@@ -9,8 +9,9 @@ import threading
 from prometheus_client import CollectorRegistry
 
 from detector.alerts import MqttAlertSink
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
 from detector.deadletter import DeadLetterPublisher
+from detector.detection_config import DetectionConfig
 from detector.ingest import Intake
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.ingest import Intake
 from detector.metrics import NatsMetrics
 from detector.nats_checkpoint import PartitionCheckpointer, partition_rows

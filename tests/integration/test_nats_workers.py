@@ -262,7 +262,8 @@ def test_a_killed_worker_resumes_its_partitions_and_loses_nothing(
 def single_worker_scores(artifact: Path, messages: list[Message]) -> dict[Key, dict]:
     """What one worker that never stopped scores: the same core, in process, in order."""
     from detector.artifact import load_artifact
-    from detector.core import DetectionConfig, DetectionCore
+    from detector.core import DetectionCore
+    from detector.detection_config import DetectionConfig
     from detector.forecaster import LiteRTForecaster
     from detector.readings import Reading
 
