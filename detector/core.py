@@ -121,7 +121,7 @@ class DetectionCore:
         self.has_scale = np.zeros(cap, dtype=bool)
         self.errors = ErrorTracker(cap, self.config.error_halflife, self.config.error_clip)
         self.scorer = AnomalyScorer(cap, self.config.scoring())
-        self.seasonal = SeasonalRings()
+        self.seasonal_rings = SeasonalRings()
         self.episodes = EpisodeTracker(cap, self.config.resolve_after, self.config.quiet_period)
         # The episodes a mute or maintenance rule kept back, followed as the real ones would
         # be, so that each is counted once (`BatchResult.suppressed`), not once per reading.
@@ -325,11 +325,11 @@ class DetectionCore:
     def _set_period(self, slot: int, period: int | None) -> None:
         """A slot's seasonal ring and its seasonal error statistics come and go together
         (a fresh row when it gets a period)."""
-        self.seasonal.set_period(slot, period)
+        self.seasonal_rings.set_period(slot, period)
         if period:
-            self.scorer.seasonal.attach(slot)
+            self.scorer.seasonal_errors.attach(slot)
         else:
-            self.scorer.seasonal.detach(slot)
+            self.scorer.seasonal_errors.detach(slot)
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -348,15 +348,15 @@ class DetectionCore:
         Scored readings and events of one series come out in time order.
         """
         result = BatchResult(scored=[], events=[], dropped=[])
-        seen = time.time() if now is None else now
-        admitted = self._admit(readings, result, seen)
+        seen_at = time.time() if now is None else now
+        admitted = self._admit(readings, result, seen_at)
         if admitted is None:
             return result
         # The clock silence is judged by is the readings' time, never ahead of `now`: a
         # reading stamped in the future must not make every other series look silent.
-        clock = admitted.ts[admitted.ts <= seen]
+        clock = admitted.ts[admitted.ts <= seen_at]
         self._clock_points = np.unique(np.append(clock, self.clock))
-        windows, owners, previous = self._collect_windows(admitted, seen, result)
+        windows, owners, previous = self._collect_windows(admitted, seen_at, result)
         if owners.size:
             started = time.perf_counter()
             forecast = np.asarray(self.forecaster.predict(windows), dtype=np.float64)
@@ -466,7 +466,7 @@ class DetectionCore:
         )
 
     def _admit(
-        self, readings: Sequence[Reading], result: BatchResult, seen: float
+        self, readings: Sequence[Reading], result: BatchResult, seen_at: float
     ) -> _Admitted | None:
         store = self.store
         slot_of = store.slot
@@ -504,7 +504,7 @@ class DetectionCore:
         stamps: list[float] = []
         last: dict[int, tuple[float, float, int]] = {}  # slot -> (bound, newest, readings)
         taken: dict[int, dict[float, float]] | None = None  # slot -> {ts: value}, on demand
-        ahead = seen + store.future_slack_s  # no order bound moves past this
+        ahead = seen_at + store.future_slack_s  # no order bound moves past this
         for reading, slot in zip(readings, slot_list, strict=True):
             if slot is None or slot < 0:
                 reason = TOO_MANY_SERIES if slot is None else OUT_OF_RANGE
@@ -558,7 +558,7 @@ class DetectionCore:
         return self.store.repeat_of(slot, ts, value)
 
     def _collect_windows(
-        self, adm: _Admitted, seen: float, result: BatchResult
+        self, adm: _Admitted, seen_at: float, result: BatchResult
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Build the model input of every ready reading, pushing readings into the windows.
 
@@ -589,7 +589,7 @@ class DetectionCore:
             if self.config.silence_after > 0:
                 self._silence_round(adm, idx, result)
             self._learn_gap(slots, adm.ts[idx])
-            store.push(slots, adm.values[idx], adm.ts[idx], seen)
+            store.push(slots, adm.values[idx], adm.ts[idx], seen_at)
         if not owners:
             empty = np.empty((0, self.window_len, len(self.features)), np.float32)
             return empty, np.empty(0, int), np.empty(0)
@@ -648,13 +648,13 @@ class DetectionCore:
             lower = expected + (mean - cfg.band_sigmas * std) * scale
             upper = expected + (mean + cfg.band_sigmas * std) * scale
             self.errors.update(slots, residual)
-            seasonal = self.seasonal.forecast_and_push(slots, scaled)
+            seasonal_forecast = self.seasonal_rings.forecast_and_push(slots, scaled)
             repeated = values == previous[rows]
             score = self.scorer.score(
                 slots,
                 scaled,
                 residual,
-                scaled - seasonal,
+                scaled - seasonal_forecast,
                 repeated,
                 relation_z,
                 self.z_scale[slots],
@@ -813,8 +813,8 @@ class DetectionCore:
             "seen": sc.seen,
             "trusted_stats": sc.trusted_stats,
             "trusted_range": sc.trusted_range,
-            "flat_run": sc.run,
-            "flat_longest_run": sc.longest_run,
+            "flat_run": sc.repeat_run,
+            "flat_longest_run": sc.longest_repeat_run,
             "repeat_rate": sc.repeat_rate,
             "relation_ring": sc.recent_relation.ring,
             "relation_total": sc.recent_relation.total,
@@ -842,11 +842,11 @@ class DetectionCore:
         )
         for name, array in self._slot_arrays().items():
             state[name] = array[slots].copy()
-        state.update(self.scorer.seasonal.state(slots))
+        state.update(self.scorer.seasonal_errors.state(slots))
         for prefix, relations in zip(_RELATION_PREFIXES, self.relations, strict=True):
             rows = relations.slot_state(self.dev_row[slots], self.dev_pos[slots])
             state.update({f"{prefix}_{k}": v for k, v in rows.items()})
-        rings = [self.seasonal.rings.get(int(slot)) for slot in slots]
+        rings = [self.seasonal_rings.rings.get(int(slot)) for slot in slots]
         width = max((r.size for r in rings if r is not None), default=0)
         state["seasonal_ring"] = np.zeros((len(rings), width))
         state["seasonal_count"] = np.zeros(len(rings), dtype=np.int64)
@@ -855,7 +855,7 @@ class DetectionCore:
         for i, (slot, ring) in enumerate(zip(slots.tolist(), rings, strict=True)):
             if ring is not None:
                 state["seasonal_ring"][i, : ring.size] = ring
-                state["seasonal_count"][i] = self.seasonal.count[slot]
+                state["seasonal_count"][i] = self.seasonal_rings.count[slot]
                 state["seasonal_period"][i] = ring.size
         return state
 
@@ -900,14 +900,14 @@ class DetectionCore:
             # A period the artifact does not give (a series a new model was not trained on)
             # is kept: its seasonal forecast is still the value one period ago.
             for slot, period in zip(slots, state["seasonal_period"].tolist(), strict=False):
-                if period and slot not in self.seasonal.rings:
+                if period and slot not in self.seasonal_rings.rings:
                     self._set_period(slot, int(period))
-        self.scorer.seasonal.restore(rows, state)
+        self.scorer.seasonal_errors.restore(rows, state)
         for i, slot in enumerate(slots):
-            ring = self.seasonal.rings.get(slot)
+            ring = self.seasonal_rings.rings.get(slot)
             if ring is not None and state["seasonal_ring"].shape[1] >= ring.size:
                 ring[:] = state["seasonal_ring"][i, : ring.size]
-                self.seasonal.count[slot] = int(state["seasonal_count"][i])
+                self.seasonal_rings.count[slot] = int(state["seasonal_count"][i])
         self.store.restore_rows(slots, state)
         rows_ = np.array(slots, dtype=np.int64)
         for prefix, relations in zip(_RELATION_PREFIXES, self.relations, strict=True):

@@ -127,7 +127,7 @@ def make_worker(
             "acker": broker,
             "max_batch": sizes["max_batch"],
             "linger_s": 0.0,
-            "linger_above": 1e9,
+            "linger_above_msgs_per_s": 1e9,
             **kwargs,
         },
     )

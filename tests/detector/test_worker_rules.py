@@ -40,7 +40,7 @@ def make(broker: FakeBroker, registry: CollectorRegistry, ruleset: RuleSet, **kw
         deadletter=DeadLetterPublisher(broker, worker_id="w1"),
         max_batch=1000,
         linger_s=0.0,
-        linger_above=1e9,
+        linger_above_msgs_per_s=1e9,
         **kw,
     )
 
