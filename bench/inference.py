@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from detector.artifact import load_artifact  # noqa: E402
-from detector.core import DetectionConfig, DetectionCore  # noqa: E402
+from detector.core import DetectionCore  # noqa: E402
+from detector.detection_config import DetectionConfig  # noqa: E402
 from detector.features import model_input  # noqa: E402
 from detector.forecaster import LiteRTForecaster  # noqa: E402
 from detector.readings import Reading  # noqa: E402

@@ -43,7 +43,8 @@ def main(argv: list[str]) -> int:
     import numpy as np
 
     from detector.artifact import load_artifact
-    from detector.core import DetectionConfig, DetectionCore
+    from detector.core import DetectionCore
+    from detector.detection_config import DetectionConfig
     from detector.forecaster import LiteRTForecaster
     from detector.readings import Reading
     from detector.simulation import FactoryConfig, generate_history

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector.nats_outbox import Outbox
 from detector.nats_settings import NatsSettings
 from detector.nats_stream import ensure_output_stream
-from tests.nats_servers import NatsCluster
+from support.nats_servers import NatsCluster
 
 SUBJECTS = ["alerts.>", "iotad.deadletter"]
 BODY = b'{"id":"x","state":"firing","device":"m01","metric":"temp","ts":1.0,"value":1.0}'

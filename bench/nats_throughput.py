@@ -46,8 +46,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.throughput import cpu_s, lag_quantiles, series_names, train_model, value  # noqa: E402
-from tests.conftest import WorkerProcess  # noqa: E402
-from tests.nats_servers import NatsCluster  # noqa: E402
+from support.nats_servers import NatsCluster  # noqa: E402
+from support.worker_process import WorkerProcess  # noqa: E402
 
 STREAM = "SENSORS"
 POLL_S = 0.25

@@ -43,7 +43,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from bench.throughput import Worker, cpu_s, lag_quantiles, train_model  # noqa: E402
-from tests.conftest import Mosquitto  # noqa: E402
+from support.mosquitto import Mosquitto  # noqa: E402
 
 METRICS = ("temperature", "vibration", "pressure", "current", "speed", "flow", "humidity", "rpm")
 MAX_OUTSTANDING = 5000  # unacknowledged QoS 1 publishes (paho stalls past 65,535)

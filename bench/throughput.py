@@ -45,7 +45,8 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from tests.conftest import Mosquitto, WorkerProcess  # noqa: E402
+from support.mosquitto import Mosquitto  # noqa: E402
+from support.worker_process import WorkerProcess  # noqa: E402
 
 RECEIVE_MAXIMUM = 4096
 LIVE_IN_FLIGHT = 100

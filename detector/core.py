@@ -15,6 +15,7 @@ import numpy as np
 
 from detector.artifact import Artifact
 from detector.decision import EpisodeTracker, event_id
+from detector.detection_config import DetectionConfig
 from detector.events import (
     ENDED,
     EVICTED,
@@ -33,7 +34,7 @@ from detector.readings import DUPLICATE, OUT_OF_ORDER, OUT_OF_RANGE, TOO_MANY_SE
 from detector.relations import RELATION_HALFLIFE, DeviceRelations
 from detector.rule_policy import NOT_SUPPRESSED, SUPPRESS_REASONS, SeriesRules
 from detector.rules import RuleSet
-from detector.scoring import SIGNALS, AnomalyScorer, ErrorTracker, ScoringConfig, SeasonalErrors
+from detector.scoring import SIGNALS, AnomalyScorer, ErrorTracker, SeasonalErrors
 from detector.seasonality import SeasonalRings
 from detector.slot_arrays import grown
 from detector.windows import WindowStore
@@ -72,80 +73,6 @@ _RELATION_PREFIXES = ("rel", "rres")
 """Checkpoint names of the device relations of values and of forecast residuals."""
 _GAP_ALPHA = 0.1
 """Weight of the newest interval in a series' typical interval between readings."""
-
-
-@dataclass(frozen=True, slots=True)
-class DetectionConfig:
-    """Tunables of the detection core (the worker's `IOTAD_DETECTION__*` settings).
-
-    The defaults are the ones measured best on the Numenta Anomaly Benchmark (see
-    docs/detection.md); `iotad eval nab` and `iotad run` use the same.
-    """
-
-    threshold: float = 0.5
-    """Score (in [0, 1]) at or above which a reading is anomalous; 0.5 is a tail
-    probability of 1e-5 (see `detector.scoring`)."""
-    resolve_after: int = 5
-    """Normal readings in a row that end an anomalous episode (hysteresis)."""
-    quiet_period: int = 100
-    """Readings after an episode fires before it may resolve (and so fire again)."""
-    band_sigmas: float = 3.0
-    """Half-width of the expected band, in residual standard deviations."""
-    error_halflife: int = 1000
-    """Readings over which the residual statistics of the band forget half their past."""
-    error_clip: float = 6.0
-    """Residuals enter the band's statistics clipped to this many standard deviations."""
-    likelihood_halflife: int = 800
-    """Readings over which the long-run distributions of forecast errors (the model's and
-    the seasonal one's) forget half (NAB: 700-1000 within 0.3 of each other, 600 one window
-    fewer)."""
-    level_halflife: int = 2500
-    """Readings over which the long-run distribution of values forgets half. Longer than the
-    errors': a recent level is judged against days of history, not against a trend of the
-    last hours it is part of (NAB: 1000 found one window fewer, 2000-3000 within 0.4)."""
-    short_window: int = 10
-    """Readings in the recent mean of errors and of values that the long run is asked about."""
-    range_tolerance: float = 0.004
-    """A value beyond the range seen so far by more than this fraction of it scores 1. A
-    little above 0: a new maximum by a hair (a quantisation step, noise at a ceiling) is not
-    news (NAB: 0 gave 32 more false alarms; 0.005 found one window fewer)."""
-    use_level: bool = True
-    """Score unusual recent levels, not only unusual forecast errors."""
-    use_range: bool = True
-    """Score values outside the range seen so far."""
-    flatline_min: int = 100
-    """A series that repeats exactly one value for longer than it ever did before, and for at
-    least this many readings, scores 1 (a stuck sensor or feed); 0 turns the signal off
-    (NAB: one more window found; 50-200 within 0.3)."""
-    learn_readings: int = 100
-    """A series the model was not trained on scores 0 while its statistics learn from its
-    first this many scored readings; a series without a recorded range learns it as long."""
-    relate_devices: bool = True
-    """Judge each reading against its device's other sensors at the same timestamp (see
-    `detector.relations`): a machine changing state moves its sensors together, a fault
-    moves one against the others. Off: every series is judged on its own."""
-    silence_after: float = 5.0
-    """A series that has not reported for this many of its typical intervals, while others
-    have (the clock is the newest reading's timestamp), fires a ``silence`` alert; it
-    resolves with the series' next reading. 0 turns it off."""
-    max_series: int = 100_000
-    """Active series beyond which new series are dropped with reason ``too_many_series``."""
-    idle_evict_s: float = 86_400.0
-    """A series with no reading for this long is evicted (its slot is reused, and an alert
-    still open on it resolves with reason ``evicted``); the sweep runs every quarter of this,
-    at most once a minute."""
-
-    def scoring(self) -> ScoringConfig:
-        return ScoringConfig(
-            likelihood_halflife=self.likelihood_halflife,
-            level_halflife=self.level_halflife,
-            short_window=self.short_window,
-            range_tolerance=self.range_tolerance,
-            use_level=self.use_level,
-            use_range=self.use_range,
-            learn_readings=self.learn_readings,
-            flatline_min=self.flatline_min,
-        )
 
 
 @dataclass(slots=True)
@@ -194,7 +121,7 @@ class DetectionCore:
         self.has_scale = np.zeros(cap, dtype=bool)
         self.errors = ErrorTracker(cap, self.config.error_halflife, self.config.error_clip)
         self.scorer = AnomalyScorer(cap, self.config.scoring())
-        self.seasonal = SeasonalRings()
+        self.seasonal_rings = SeasonalRings()
         self.episodes = EpisodeTracker(cap, self.config.resolve_after, self.config.quiet_period)
         # The episodes a mute or maintenance rule kept back, followed as the real ones would
         # be, so that each is counted once (`BatchResult.suppressed`), not once per reading.
@@ -398,11 +325,11 @@ class DetectionCore:
     def _set_period(self, slot: int, period: int | None) -> None:
         """A slot's seasonal ring and its seasonal error statistics come and go together
         (a fresh row when it gets a period)."""
-        self.seasonal.set_period(slot, period)
+        self.seasonal_rings.set_period(slot, period)
         if period:
-            self.scorer.seasonal.attach(slot)
+            self.scorer.seasonal_errors.attach(slot)
         else:
-            self.scorer.seasonal.detach(slot)
+            self.scorer.seasonal_errors.detach(slot)
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -421,15 +348,15 @@ class DetectionCore:
         Scored readings and events of one series come out in time order.
         """
         result = BatchResult(scored=[], events=[], dropped=[])
-        seen = time.time() if now is None else now
-        admitted = self._admit(readings, result, seen)
+        seen_at = time.time() if now is None else now
+        admitted = self._admit(readings, result, seen_at)
         if admitted is None:
             return result
         # The clock silence is judged by is the readings' time, never ahead of `now`: a
         # reading stamped in the future must not make every other series look silent.
-        clock = admitted.ts[admitted.ts <= seen]
+        clock = admitted.ts[admitted.ts <= seen_at]
         self._clock_points = np.unique(np.append(clock, self.clock))
-        windows, owners, previous = self._collect_windows(admitted, seen, result)
+        windows, owners, previous = self._collect_windows(admitted, seen_at, result)
         if owners.size:
             started = time.perf_counter()
             forecast = np.asarray(self.forecaster.predict(windows), dtype=np.float64)
@@ -539,7 +466,7 @@ class DetectionCore:
         )
 
     def _admit(
-        self, readings: Sequence[Reading], result: BatchResult, seen: float
+        self, readings: Sequence[Reading], result: BatchResult, seen_at: float
     ) -> _Admitted | None:
         store = self.store
         slot_of = store.slot
@@ -577,7 +504,7 @@ class DetectionCore:
         stamps: list[float] = []
         last: dict[int, tuple[float, float, int]] = {}  # slot -> (bound, newest, readings)
         taken: dict[int, dict[float, float]] | None = None  # slot -> {ts: value}, on demand
-        ahead = seen + store.future_slack_s  # no order bound moves past this
+        ahead = seen_at + store.future_slack_s  # no order bound moves past this
         for reading, slot in zip(readings, slot_list, strict=True):
             if slot is None or slot < 0:
                 reason = TOO_MANY_SERIES if slot is None else OUT_OF_RANGE
@@ -631,7 +558,7 @@ class DetectionCore:
         return self.store.repeat_of(slot, ts, value)
 
     def _collect_windows(
-        self, adm: _Admitted, seen: float, result: BatchResult
+        self, adm: _Admitted, seen_at: float, result: BatchResult
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Build the model input of every ready reading, pushing readings into the windows.
 
@@ -662,7 +589,7 @@ class DetectionCore:
             if self.config.silence_after > 0:
                 self._silence_round(adm, idx, result)
             self._learn_gap(slots, adm.ts[idx])
-            store.push(slots, adm.values[idx], adm.ts[idx], seen)
+            store.push(slots, adm.values[idx], adm.ts[idx], seen_at)
         if not owners:
             empty = np.empty((0, self.window_len, len(self.features)), np.float32)
             return empty, np.empty(0, int), np.empty(0)
@@ -721,13 +648,13 @@ class DetectionCore:
             lower = expected + (mean - cfg.band_sigmas * std) * scale
             upper = expected + (mean + cfg.band_sigmas * std) * scale
             self.errors.update(slots, residual)
-            seasonal = self.seasonal.forecast_and_push(slots, scaled)
+            seasonal_forecast = self.seasonal_rings.forecast_and_push(slots, scaled)
             repeated = values == previous[rows]
             score = self.scorer.score(
                 slots,
                 scaled,
                 residual,
-                scaled - seasonal,
+                scaled - seasonal_forecast,
                 repeated,
                 relation_z,
                 self.z_scale[slots],
@@ -886,8 +813,8 @@ class DetectionCore:
             "seen": sc.seen,
             "trusted_stats": sc.trusted_stats,
             "trusted_range": sc.trusted_range,
-            "flat_run": sc.run,
-            "flat_longest_run": sc.longest_run,
+            "flat_run": sc.repeat_run,
+            "flat_longest_run": sc.longest_repeat_run,
             "repeat_rate": sc.repeat_rate,
             "relation_ring": sc.recent_relation.ring,
             "relation_total": sc.recent_relation.total,
@@ -915,11 +842,11 @@ class DetectionCore:
         )
         for name, array in self._slot_arrays().items():
             state[name] = array[slots].copy()
-        state.update(self.scorer.seasonal.state(slots))
+        state.update(self.scorer.seasonal_errors.state(slots))
         for prefix, relations in zip(_RELATION_PREFIXES, self.relations, strict=True):
             rows = relations.slot_state(self.dev_row[slots], self.dev_pos[slots])
             state.update({f"{prefix}_{k}": v for k, v in rows.items()})
-        rings = [self.seasonal.rings.get(int(slot)) for slot in slots]
+        rings = [self.seasonal_rings.rings.get(int(slot)) for slot in slots]
         width = max((r.size for r in rings if r is not None), default=0)
         state["seasonal_ring"] = np.zeros((len(rings), width))
         state["seasonal_count"] = np.zeros(len(rings), dtype=np.int64)
@@ -928,7 +855,7 @@ class DetectionCore:
         for i, (slot, ring) in enumerate(zip(slots.tolist(), rings, strict=True)):
             if ring is not None:
                 state["seasonal_ring"][i, : ring.size] = ring
-                state["seasonal_count"][i] = self.seasonal.count[slot]
+                state["seasonal_count"][i] = self.seasonal_rings.count[slot]
                 state["seasonal_period"][i] = ring.size
         return state
 
@@ -973,14 +900,14 @@ class DetectionCore:
             # A period the artifact does not give (a series a new model was not trained on)
             # is kept: its seasonal forecast is still the value one period ago.
             for slot, period in zip(slots, state["seasonal_period"].tolist(), strict=False):
-                if period and slot not in self.seasonal.rings:
+                if period and slot not in self.seasonal_rings.rings:
                     self._set_period(slot, int(period))
-        self.scorer.seasonal.restore(rows, state)
+        self.scorer.seasonal_errors.restore(rows, state)
         for i, slot in enumerate(slots):
-            ring = self.seasonal.rings.get(slot)
+            ring = self.seasonal_rings.rings.get(slot)
             if ring is not None and state["seasonal_ring"].shape[1] >= ring.size:
                 ring[:] = state["seasonal_ring"][i, : ring.size]
-                self.seasonal.count[slot] = int(state["seasonal_count"][i])
+                self.seasonal_rings.count[slot] = int(state["seasonal_count"][i])
         self.store.restore_rows(slots, state)
         rows_ = np.array(slots, dtype=np.int64)
         for prefix, relations in zip(_RELATION_PREFIXES, self.relations, strict=True):

@@ -32,7 +32,7 @@ _ADOPTED = (
     "has_scale",
     "errors",
     "scorer",
-    "seasonal",
+    "seasonal_rings",
     "episodes",
     "held",
     "relations",
@@ -69,8 +69,8 @@ def take_over(new: DetectionCore, old: DetectionCore) -> CarryReport:
     used = store.used_slots()
     keys = [str(store.key(int(slot))) for slot in used.tolist()]
     view: dict[str, np.ndarray] = {name: a[used] for name, a in old._slot_arrays().items()}
-    view.update(old.scorer.seasonal.state(used))
-    rings = old.seasonal.rings
+    view.update(old.scorer.seasonal_errors.state(used))
+    rings = old.seasonal_rings.rings
     view["seasonal_period"] = np.array([rings[s].size if s in rings else 0 for s in used.tolist()])
     view.update(
         keys=np.array(keys, dtype=object),
@@ -141,11 +141,11 @@ def _seasonal(
         if new_period[i] != old_period[i]:
             core._set_period(slot, int(new_period[i]) or None)
         else:
-            ring = core.seasonal.rings.get(slot)
+            ring = core.seasonal_rings.rings.get(slot)
             if ring is not None:
                 ring *= a[i]
                 ring += b[i]
-    core.scorer.seasonal.restore(used, converted)
+    core.scorer.seasonal_errors.restore(used, converted)
 
 
 def _relations(core: DetectionCore, used: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:

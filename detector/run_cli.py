@@ -378,7 +378,7 @@ class Service:
             scores=stream,
             max_batch=s.max_batch,
             linger_s=s.linger_s,
-            linger_above=s.linger_above,
+            linger_above_msgs_per_s=s.linger_above,
             confirm_timeout_s=self.confirm_timeout_s or CONFIRM_TIMEOUT_S,
             checkpoints=self.checkpointer,
             reloader=self.reloader,

@@ -203,8 +203,9 @@ class LongRun:
 
 @dataclass(frozen=True, slots=True)
 class ScoringConfig:
-    """Parameters of `AnomalyScorer`: built by `detector.core.DetectionConfig.scoring()`,
-    which holds their defaults and documentation (one place, the worker's settings)."""
+    """Parameters of `AnomalyScorer`: built by `DetectionConfig.scoring()`
+    (`detector.detection_config`), which holds their defaults and documentation (one place,
+    the worker's settings)."""
 
     likelihood_halflife: float
     level_halflife: float
@@ -239,7 +240,7 @@ class SeasonalErrors:
     def __init__(self, capacity: int, short_window: int, halflife: float) -> None:
         self.row = np.full(capacity, -1, dtype=np.int32)  # -1: no period, no row
         self.recent = RecentMean(0, short_window)
-        self.run = LongRun(0, halflife)
+        self.error_run = LongRun(0, halflife)
         self.seen = np.zeros(0, dtype=np.int32)
         self._free: list[int] = []
         self._used = 0
@@ -259,11 +260,11 @@ class SeasonalErrors:
                 if row >= self.seen.shape[0]:
                     rows = max(64, row + row // 8)
                     self.recent.ensure_capacity(rows)
-                    self.run.ensure_capacity(rows)
+                    self.error_run.ensure_capacity(rows)
                     self.seen = grown(self.seen, rows, 0)
             self.row[slot] = row
         self.recent.reset(row)
-        self.run.mean[row], self.run.var[row] = 0.0, 1.0
+        self.error_run.mean[row], self.error_run.var[row] = 0.0, 1.0
         self.seen[row] = 0
 
     def detach(self, slot: int) -> None:
@@ -286,14 +287,14 @@ class SeasonalErrors:
         recent = self.recent.push(r, error)
         seen = self.seen[r]
         learnt = seen >= learn_readings
-        out[have] = np.where(learnt, self.run.z(r, recent), 0.0)
-        self.run.update(r, error, np.where(learnt, np.inf, seen))
+        out[have] = np.where(learnt, self.error_run.z(r, recent), 0.0)
+        self.error_run.update(r, error, np.where(learnt, np.inf, seen))
         self.seen[r] = np.minimum(seen, COUNTER_CAP) + 1
         return out
 
     def _columns(self) -> tuple[np.ndarray, ...]:
         rc = self.recent
-        return (rc.ring, rc.total, rc.count, self.run.mean, self.run.var, self.seen)
+        return (rc.ring, rc.total, rc.count, self.error_run.mean, self.error_run.var, self.seen)
 
     def state(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """The state of `slots` as per-slot arrays (a slot without a row: its initial one)."""
@@ -320,7 +321,7 @@ SIGNALS = ("forecast", "level", "relation", "seasonal", "repeat", "range", "flat
 """Names of the signals, in the order `AnomalyScorer.last_signal` indexes them."""
 
 NO_RUN_YET = np.iinfo(np.int32).max
-"""`AnomalyScorer.longest_run` of a series that has not changed value yet."""
+"""`AnomalyScorer.longest_repeat_run` of a series that has not changed value yet."""
 
 
 class AnomalyScorer:
@@ -330,7 +331,9 @@ class AnomalyScorer:
         self.config = config
         self.recent_error = RecentMean(capacity, config.short_window)
         self.recent_value = RecentMean(capacity, config.short_window)
-        self.seasonal = SeasonalErrors(capacity, config.short_window, config.likelihood_halflife)
+        self.seasonal_errors = SeasonalErrors(
+            capacity, config.short_window, config.likelihood_halflife
+        )
         self.error_run = LongRun(capacity, config.likelihood_halflife)
         self.value_run = LongRun(capacity, config.level_halflife)
         # The recent mean of the deviation from what a device's other sensors imply, against
@@ -346,8 +349,8 @@ class AnomalyScorer:
         self.trusted_range = np.zeros(capacity, dtype=bool)
         # Flatline: repeats of the previous value in a row now, and the longest such run that
         # ended so far (NO_RUN_YET until the value first changes).
-        self.run = np.zeros(capacity, dtype=np.int32)
-        self.longest_run = np.full(capacity, NO_RUN_YET, dtype=np.int32)
+        self.repeat_run = np.zeros(capacity, dtype=np.int32)
+        self.longest_repeat_run = np.full(capacity, NO_RUN_YET, dtype=np.int32)
         # How often the series repeats its previous value exactly (a long-run rate).
         self.repeat_rate = np.zeros(capacity, dtype=np.float64)
         self._repeat_alpha = 1.0 - 0.5 ** (1.0 / max(config.level_halflife, 1.0))
@@ -359,7 +362,7 @@ class AnomalyScorer:
         parts = (
             self.recent_error,
             self.recent_value,
-            self.seasonal,
+            self.seasonal_errors,
             self.error_run,
             self.value_run,
             self.recent_relation,
@@ -372,10 +375,10 @@ class AnomalyScorer:
         self.seen = grown(self.seen, capacity, 0)
         self.trusted_stats = grown(self.trusted_stats, capacity, False)
         self.trusted_range = grown(self.trusted_range, capacity, False)
-        self.run = grown(self.run, capacity, 0)
+        self.repeat_run = grown(self.repeat_run, capacity, 0)
         self.repeat_rate = grown(self.repeat_rate, capacity, 0.0)
         self.relation_seen = grown(self.relation_seen, capacity, 0)
-        self.longest_run = grown(self.longest_run, capacity, NO_RUN_YET)
+        self.longest_repeat_run = grown(self.longest_repeat_run, capacity, NO_RUN_YET)
 
     def seed(
         self,
@@ -400,12 +403,12 @@ class AnomalyScorer:
         self.value_run.var[slot] = max(value_std, MIN_STD) ** 2
         self.low[slot], self.high[slot] = value_range if value_range else (np.inf, -np.inf)
         self.seen[slot] = 0
-        self.run[slot] = 0
+        self.repeat_run[slot] = 0
         self.repeat_rate[slot] = 0.0
         self.recent_relation.reset(slot)
         self.relation_run.mean[slot], self.relation_run.var[slot] = 0.0, 1.0
         self.relation_seen[slot] = 0
-        self.longest_run[slot] = NO_RUN_YET
+        self.longest_repeat_run[slot] = NO_RUN_YET
         self.trusted_stats[slot] = trained
         # A series without a recorded range (new, or an older artifact) learns it first.
         self.trusted_range[slot] = value_range is not None
@@ -508,14 +511,14 @@ class AnomalyScorer:
     def _stuck(self, slots: np.ndarray, repeated: np.ndarray) -> np.ndarray:
         """Which series have now repeated one value longer than ever before (and at least
         `flatline_min` times); then count the run or close it."""
-        before = self.run[slots]
+        before = self.repeat_run[slots]
         run = np.where(repeated, np.minimum(before, COUNTER_CAP) + 1, 0).astype(np.int32)
-        longest = self.longest_run[slots]
+        longest = self.longest_repeat_run[slots]
         # A run that just ended is a completed run; the first change of a series makes it
         # the first one (NO_RUN_YET is above any run, hence the explicit case).
         closed = np.where(longest == NO_RUN_YET, before, np.maximum(longest, before))
-        self.longest_run[slots] = np.where(repeated, longest, closed)
-        self.run[slots] = run
+        self.longest_repeat_run[slots] = np.where(repeated, longest, closed)
+        self.repeat_run[slots] = run
         minimum = self.config.flatline_min
         if minimum <= 0:
             return np.zeros(slots.shape, dtype=bool)
@@ -551,8 +554,8 @@ class AnomalyScorer:
         alpha = np.maximum(self._repeat_alpha, 1.0 / (seen + 1.0))
         rate = self.repeat_rate[slots]
         floor = np.maximum(rate, np.maximum(self._repeat_alpha, 1.0 / (seen + 2.0)))
-        run = self.run[slots]
-        longest = self.longest_run[slots]
+        run = self.repeat_run[slots]
+        longest = self.longest_repeat_run[slots]
         # Only a run longer than any the series completed before (as for the flatline
         # signal): counts that sit still for a while every night are not stuck.
         news = (run > 0) & (longest != NO_RUN_YET) & (run > longest)
@@ -570,7 +573,7 @@ class AnomalyScorer:
         out = np.zeros(slots.shape)
         have = np.flatnonzero(np.isfinite(seasonal_residuals))
         if have.size:
-            out[have] = self.seasonal.score(
+            out[have] = self.seasonal_errors.score(
                 slots[have], np.abs(seasonal_residuals[have]), self.config.learn_readings
             )
         return out

@@ -58,7 +58,7 @@ from pydantic_settings.sources import NestedSecretsSettingsSource
 from detector.alertmanager_settings import AlertmanagerSettings
 from detector.attribute_docs import attribute_docs
 from detector.config_file import has_key, key_of, read_config
-from detector.core import DetectionConfig
+from detector.detection_config import DetectionConfig
 from detector.nats_settings import NatsSettings
 from detector.partitions import Shard, parse_shard
 from detector.payloads import PayloadLimits
@@ -485,6 +485,8 @@ class WorkerSettings(BaseSettings):
     linger_s: float = Field(0.005, ge=0, le=1)
     """Under load, wait this long when fewer than 64 messages are waiting so that more
     make the batch (fewer, larger batches: less GIL contention). 0: never."""
+    # In messages per second (the worker's `linger_above_msgs_per_s`); the public name stays
+    # `IOTAD_LINGER_ABOVE`, which deployments already set.
     linger_above: float = Field(1000.0, ge=0, le=1e9)
     """Messages/s above which the worker lingers (below it, batches are taken at once)."""
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

@@ -63,7 +63,7 @@ class WindowStore:
         self.last_ts = np.full(cap, -np.inf, dtype=np.float64)  # the newest reading's ts
         self.order_ts = np.full(cap, -np.inf, dtype=np.float64)  # see the module docstring
         self.last_value = np.full(cap, np.nan, dtype=np.float64)  # the last reading pushed
-        self.last_seen = np.zeros(cap, dtype=np.float64)  # clock time of the last reading
+        self.last_seen_at = np.zeros(cap, dtype=np.float64)  # clock time of the last reading
 
     # -- slots -------------------------------------------------------------------------------
 
@@ -123,7 +123,7 @@ class WindowStore:
     def idle(self, older_than: float) -> list[str]:
         """Keys of series whose last reading was seen before clock time `older_than`."""
         used = self.used_slots()
-        stale = used[self.last_seen[used] < older_than]
+        stale = used[self.last_seen_at[used] < older_than]
         return [k for k in (self._keys[s] for s in stale.tolist()) if k is not None]
 
     def _reset(self, slot: int) -> None:
@@ -134,7 +134,7 @@ class WindowStore:
         self.last_ts[slot] = -np.inf
         self.order_ts[slot] = -np.inf
         self.last_value[slot] = np.nan
-        self.last_seen[slot] = 0.0
+        self.last_seen_at[slot] = 0.0
 
     def _grow(self, new_cap: int) -> None:
         self.values = grown(self.values, new_cap, 0.0)
@@ -144,7 +144,7 @@ class WindowStore:
         self.last_ts = grown(self.last_ts, new_cap, -np.inf)
         self.order_ts = grown(self.order_ts, new_cap, -np.inf)
         self.last_value = grown(self.last_value, new_cap, np.nan)
-        self.last_seen = grown(self.last_seen, new_cap, 0.0)
+        self.last_seen_at = grown(self.last_seen_at, new_cap, 0.0)
 
     # -- data --------------------------------------------------------------------------------
 
@@ -162,7 +162,7 @@ class WindowStore:
         ts = self.ts[rows, order] if self.keep_ts else None
         return values, ts
 
-    def push(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray, seen: float) -> None:
+    def push(self, slots: np.ndarray, values: np.ndarray, ts: np.ndarray, seen_at: float) -> None:
         """Append one reading to each of `slots` (which must be distinct)."""
         pos = self.pos[slots]
         self.values[slots, pos] = values
@@ -170,14 +170,14 @@ class WindowStore:
         self.pos[slots] = (pos + 1) % self.window_len
         self.count[slots] = np.minimum(self.count[slots] + 1, self.window_len)
         self.last_ts[slots] = np.maximum(self.last_ts[slots], ts)
-        self.order_ts[slots] = np.maximum(self.order_ts[slots], self.order_bound(ts, seen))
+        self.order_ts[slots] = np.maximum(self.order_ts[slots], self.order_bound(ts, seen_at))
         self.last_value[slots] = values
-        self.last_seen[slots] = seen
+        self.last_seen_at[slots] = seen_at
 
-    def order_bound(self, ts: np.ndarray | float, seen: float) -> np.ndarray | float:
-        """What a reading stamped `ts` and taken at clock time `seen` makes its series'
+    def order_bound(self, ts: np.ndarray | float, seen_at: float) -> np.ndarray | float:
+        """What a reading stamped `ts` and taken at clock time `seen_at` makes its series'
         order bound (at least): its ts, but at most `future_slack_s` ahead of the clock."""
-        return np.minimum(ts, seen + self.future_slack_s)
+        return np.minimum(ts, seen_at + self.future_slack_s)
 
     def repeat_of(self, slot: int, ts: float, value: float) -> bool | None:
         """Whether the window of `slot` holds a reading at `ts`: True when it has that value
@@ -219,7 +219,7 @@ class WindowStore:
             "last_ts": self.last_ts[slots].copy(),
             "order_ts": self.order_ts[slots].copy(),
             "last_value": self.last_value[slots].copy(),
-            "last_seen": self.last_seen[slots].copy(),
+            "last_seen": self.last_seen_at[slots].copy(),  # the checkpoints' name for it
         }
 
     def restore_rows(self, slots: list[int], state: dict[str, np.ndarray]) -> None:
@@ -237,4 +237,4 @@ class WindowStore:
             self.last_ts[slot] = state["last_ts"][i]
             self.order_ts[slot] = order[i]
             self.last_value[slot] = state["last_value"][i]
-            self.last_seen[slot] = state["last_seen"][i]
+            self.last_seen_at[slot] = state["last_seen"][i]

@@ -132,16 +132,15 @@ class Worker:
         scores: the opt-in stream of scored readings (None: off).
         max_batch: readings of one drain at most. No default here:
             `detector.settings.WorkerSettings` states it (and its bounds) once.
-        linger_s, linger_above: under load (more than `linger_above` messages/s over the
-            last second), wait `linger_s` when fewer than 64 messages are waiting so that
-            more make the batch. Measured (2 cores, QoS 1 backlog): waking per message ran
-            batches of ~5, and the network and detection threads fighting over the GIL cost
-            twice the CPU per message in both; lingering gave batches of 50-150 and 1.5-2x
-            the throughput. Lingering only after waking on an *empty* queue was not enough
-            on a quiet machine: a fast detection thread always found a few messages, never
-            lingered, and ran batches of 12-17 at half the throughput (6.4k against 12.6k
-            readings/s). Below the rate, batches are taken at once (no added latency when
-            it is not needed); 0 disables lingering.
+        linger_s, linger_above_msgs_per_s: under load (more than `linger_above_msgs_per_s` messages
+            over the last second), wait `linger_s` when fewer than 64 messages are waiting so that
+            more make the batch. Measured (2 cores, QoS 1 backlog): waking per message ran batches
+            of ~5, and the network and detection threads fighting over the GIL cost twice the CPU
+            per message in both; lingering gave batches of 50-150 and 1.5-2x the throughput.
+            Lingering only after waking on an *empty* queue was not enough on a quiet machine: a
+            fast detection thread always found a few messages, never lingered, and ran batches of
+            12-17 at half the throughput (6.4k against 12.6k readings/s). Below the rate, batches
+            are taken at once (no added latency when it is not needed); 0 disables lingering.
         confirm_timeout_s: how long acks wait for the broker to confirm the alerts and dead
             letters they raised; then they are sent all the same, and the alerts counted as
             unconfirmed. A source whose deliveries end by themselves (NATS: confirmed, or
@@ -173,7 +172,7 @@ class Worker:
         scores: ScoreStream | None = None,
         max_batch: int,
         linger_s: float,
-        linger_above: float,
+        linger_above_msgs_per_s: float,
         confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
         checkpoints: Checkpoints | None = None,
         reloader: Reloader | None = None,
@@ -197,7 +196,7 @@ class Worker:
         self.rules = rules
         self.max_batch = max_batch
         self.linger_s = linger_s
-        self.linger_above = linger_above
+        self.linger_above_msgs_per_s = linger_above_msgs_per_s
         self.rate = 0.0  # messages/s over the last housekeeping period
         self._rate_count = 0
         self._rate_since = time.monotonic()
@@ -239,7 +238,7 @@ class Worker:
             while not self._stop.is_set():
                 # Poll quickly while acks wait for alert confirmations, else block longer.
                 timeout = HELD_POLL_S if self._held else 0.25
-                linger = self.linger_s if self.rate >= self.linger_above else 0.0
+                linger = self.linger_s if self.rate >= self.linger_above_msgs_per_s else 0.0
                 items = self.queue.drain(self.max_batch, timeout, linger)
                 if items and not self._stop.is_set():
                     self.process(items)

@@ -6,6 +6,11 @@
   restore it with ``mosquitto.restart(conf=[])``. The system broker on 1883 is never used.
 - `Collector` / `collect`: subscribe and gather messages, with `wait_for`.
 - `publish_all`: publish a list of messages at QoS 1 and wait until the broker has them all.
+- `start_worker`: `iotad run` as a ready subprocess (`WorkerProcess`) on the session broker.
+
+The process classes (`Mosquitto`, `WorkerProcess`, `free_port`, `publish_all`, ...) live in
+the top-level `support` package, which `bench/` imports too; they are re-exported here so
+tests keep importing them from one place.
 - `tiny_artifact`: trains a small LSTM (window 16, 8 units, 2 epochs) once per session on a
   few noisy sine series; skipped when `training.pipeline` is not importable.
 """
@@ -15,8 +20,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,118 +28,14 @@ from pathlib import Path
 
 import pytest
 
+from support.mosquitto import MOSQUITTO as MOSQUITTO
+from support.mosquitto import Mosquitto as Mosquitto
+from support.mosquitto import publish_all as publish_all
+from support.ports import free_port as free_port
+from support.ports import wait_port as wait_port
+from support.worker_process import WorkerProcess as WorkerProcess
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -> None:
-    """Block until something accepts TCP connections on `port`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port}") from None
-            time.sleep(0.05)
-
-
-class Mosquitto:
-    """A mosquitto broker in a temp dir, on 127.0.0.1:`port`.
-
-    Args:
-        workdir: where the config and log go.
-        port: the port (default: a free one, kept across restarts).
-        conf: extra config lines (e.g. ``["max_queued_messages 300000"]``).
-    """
-
-    BASE_CONF = (
-        "persistence false",
-        "allow_anonymous true",
-        "max_queued_messages 100000",
-        "log_type error",
-        "log_type warning",
-    )
-
-    def __init__(self, workdir: Path, port: int | None = None, conf: Sequence[str] = ()) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.conf = list(conf)
-        self.host = "127.0.0.1"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def config_path(self) -> Path:
-        return self.workdir / "mosquitto.conf"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "mosquitto.log"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def write_config(self) -> None:
-        lines = [f"listener {self.port} {self.host}", *self.BASE_CONF]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            # As root mosquitto drops to user "mosquitto", who cannot read pytest's 0700 tmp
-            # dirs (password files, certificates, its own log).
-            lines.append("user root")
-        lines.extend(self.conf)
-        lines.append(f"log_dest file {self.log_path}")
-        self.config_path.write_text("\n".join(lines) + "\n")
-
-    def start(self, timeout_s: float = 10.0) -> Mosquitto:
-        if self.running:
-            return self
-        self.write_config()
-        with open(self.workdir / "mosquitto.out", "ab") as out:
-            self._proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.config_path)], stdout=out, stderr=subprocess.STDOUT
-            )
-        try:
-            wait_port(self.port, timeout_s)
-        except TimeoutError:
-            self.stop()
-            logs = [
-                p.read_text(errors="replace")
-                for p in (self.log_path, self.workdir / "mosquitto.out")
-                if p.exists()
-            ]
-            raise RuntimeError(
-                f"mosquitto did not start on port {self.port}: {' '.join(logs)}"
-            ) from None
-        return self
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-
-    def restart(self, conf: Sequence[str] | None = None) -> Mosquitto:
-        """Stop and start again on the same port; `conf` replaces the extra lines if given."""
-        self.stop()
-        if conf is not None:
-            self.conf = list(conf)
-        return self.start()
 
 
 @pytest.fixture(scope="session")
@@ -224,36 +123,6 @@ def collect(mosquitto: Mosquitto) -> Iterator[Callable[..., Collector]]:
     yield make
     for c in made:
         c.close()
-
-
-def publish_all(
-    port: int,
-    messages: Sequence[tuple[str, bytes | str]],
-    qos: int = 1,
-    host: str = "127.0.0.1",
-    timeout_s: float = 30.0,
-    retain: bool = False,
-) -> None:
-    """Publish `messages` in order and return once the broker acknowledged all of them."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(1000)
-    client.connect(host, port)
-    client.loop_start()
-    try:
-        infos = []
-        for topic, payload in messages:
-            infos.append(client.publish(topic, payload, qos=qos, retain=retain))
-            # paho stalls past 65,535 outstanding QoS 1 messages: keep the window bounded.
-            if qos and len(infos) % 10_000 == 0:
-                infos[-10_000].wait_for_publish(timeout_s)
-        for info in infos:
-            info.wait_for_publish(timeout_s)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 # -- the tiny model ---------------------------------------------------------------------------
@@ -350,165 +219,6 @@ def registry():  # type: ignore[no-untyped-def]
     from prometheus_client import CollectorRegistry
 
     return CollectorRegistry()
-
-
-# -- the worker as a subprocess ---------------------------------------------------------------
-
-
-class WorkerProcess:
-    """`iotad run` as a subprocess against the test broker, with a free metrics port.
-
-    Args:
-        broker: the test broker.
-        artifact: model artifact directory.
-        workdir: where its log goes (``worker.log``).
-        worker_id: stable id (the MQTT client id): reuse it to resume a session.
-        env: extra IOTAD_* variables; args: extra flags.
-    """
-
-    def __init__(
-        self,
-        broker: Mosquitto,
-        artifact: Path,
-        workdir: Path,
-        worker_id: str,
-        env: dict[str, str] | None = None,
-        args: Sequence[str] = (),
-    ) -> None:
-        import sys
-
-        self.metrics_port = free_port()
-        self.worker_id = worker_id
-        self.log_path = Path(workdir) / f"{worker_id}.log"
-        base = {k: v for k, v in os.environ.items() if not k.upper().startswith("IOTAD_")}
-        base.update(
-            {
-                "IOTAD_MQTT__HOST": broker.host,
-                "IOTAD_MQTT__PORT": str(broker.port),
-                "IOTAD_MODEL__PATH": str(artifact),
-                "IOTAD_METRICS__HOST": "127.0.0.1",
-                "IOTAD_METRICS__PORT": str(self.metrics_port),
-                "IOTAD_WORKER_ID": worker_id,
-                # Test sessions expire soon after the worker goes: nothing piles up.
-                "IOTAD_MQTT__SESSION_EXPIRY_S": "60",
-                "IOTAD_MQTT__CONNECT_TIMEOUT_S": "10",
-                "IOTAD_LOG__REJECT_INTERVAL_S": "1",
-                "OPENBLAS_NUM_THREADS": "1",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        base.update(env or {})
-        self.env = base
-        self.args = [sys.executable, "-m", "detector", "run", "--env-file", "", *args]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-
-    def start(self) -> WorkerProcess:
-        self.started_at = time.monotonic()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in wait/kill)
-        self.proc = subprocess.Popen(
-            self.args,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.log_path.parent,
-        )
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}"
-
-    def get(self, path: str) -> tuple[int, str]:
-        import urllib.error
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read().decode()
-
-    def wait_ready(self, timeout_s: float = 30.0, poll_s: float = 0.05) -> float:
-        """Seconds from start until /readyz said 200 (raises with the log if it never does)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return time.monotonic() - self.started_at
-            except OSError:
-                pass
-            time.sleep(poll_s)
-        raise TimeoutError(f"worker not ready after {timeout_s} s:\n{self.log()}")
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """Samples of /metrics as ``{(name, sorted labels): value}``."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        _, text = self.get("/metrics")
-        out = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
-
-    def sample(self, name: str, **labels: str) -> float:
-        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
-
-    def wait_metric(
-        self, name: str, predicate: Callable[[float], bool], timeout_s: float = 20.0, **labels: str
-    ) -> float:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = self.sample(name, **labels)
-            if predicate(value):
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name}{labels} = {value}:\n{self.log()[-3000:]}")
-            time.sleep(0.05)
-
-    def settle(self, port: int) -> None:
-        """Return once the worker has fully handled every message delivered to it so far.
-
-        A barrier, twice: a message it rejects as ``bad_topic`` (``sensors/settle/x/y``),
-        and a wait for that count. Deliveries reach the worker in order (on reconnect,
-        redeliveries first) and batches run one after another; the second barrier is
-        published after the first was counted, so it lands in a later batch, and the
-        earlier batches have finished by then (alerts and dead letters published). Each
-        call adds two ``bad_topic`` rejections and two dead letters.
-        """
-        for _ in range(2):
-            before = self.sample("iotad_readings_rejected_total", reason="bad_topic")
-            publish_all(port, [("sensors/settle/x/y", b"1")])
-            self.wait_metric(
-                "iotad_readings_rejected_total",
-                lambda v, before=before: v >= before + 1,
-                reason="bad_topic",
-            )
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout_s: float = 20.0) -> int:
-        assert self.proc is not None
-        code = self.proc.wait(timeout_s)
-        self._log.close()
-        return code
-
-    def stop(self) -> None:
-        """Kill if still running (cleanup)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc is not None:
-            self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.artifact import Artifact
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
 from detector.decision import EpisodeTracker
+from detector.detection_config import DetectionConfig
 from detector.forecaster import Forecaster
 from detector.readings import Reading
 from detector.scoring import tail_score

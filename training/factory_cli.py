@@ -104,7 +104,7 @@ def add_arguments(sub: Any) -> None:
 
 def factory_config(args: argparse.Namespace) -> Any:
     """The `BenchConfig` the flags ask for (``--quick`` starts from `QUICK`)."""
-    from detector.core import DetectionConfig
+    from detector.detection_config import DetectionConfig
     from training.factory_eval import QUICK, BenchConfig
 
     base = QUICK if args.quick else BenchConfig()

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from detector.artifact import SCHEMA_VERSION, Artifact, parse_artifact
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.faults import ALL_METRICS, FAULT_KINDS, Fault
 from detector.features import fit_scale
 from detector.forecaster import Forecaster

@@ -18,7 +18,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from detector.core import DetectionConfig
+from detector.detection_config import DetectionConfig
 from detector.seasonality import MIN_AUTOCORRELATION
 from training.nab_multi import Variant
 

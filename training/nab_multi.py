@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.artifact import Artifact
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.forecaster import Forecaster
 from detector.readings import Reading
 from detector.seasonality import MIN_AUTOCORRELATION, estimate_period

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from detector.artifact import SCHEMA_VERSION, Artifact, load_artifact, parse_artifact
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.features import fit_scale
 from detector.forecaster import Forecaster
 from detector.readings import Reading

@@ -131,7 +131,7 @@ def run_model(
     """
     import numpy as np
 
-    from detector.core import DetectionConfig
+    from detector.detection_config import DetectionConfig
     from training.eval_cli import detection_config, parse_overrides
     from training.nab import FileScores, score_profiles
     from training.nab_replay import DEFAULT_NAB_THRESHOLD, ReplayConfig

@@ -69,7 +69,7 @@ def non_finite_state(core: DetectionCore) -> list[str]:
     store = core.store
     arrays = {
         **core._slot_arrays(),
-        **core.scorer.seasonal.state(used),
+        **core.scorer.seasonal_errors.state(used),
         "values": store.values,
         "ts": store.ts,
         "last_ts": store.last_ts,
@@ -78,7 +78,7 @@ def non_finite_state(core: DetectionCore) -> list[str]:
     }
     bad = []
     for name, array in arrays.items():
-        rows = array if name in core.scorer.seasonal.STATE else array[used]
+        rows = array if name in core.scorer.seasonal_errors.STATE else array[used]
         if rows.dtype.kind != "f":
             continue
         sentinel = {"low": np.inf, "high": -np.inf, "gap": np.nan}.get(name)

@@ -21,7 +21,8 @@ from detector.checkpoint import (
     load_state,
     save_state,
 )
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.readings import Reading
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact
 

@@ -6,7 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.readings import Reading
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact, non_finite_state
 

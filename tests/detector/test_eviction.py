@@ -4,7 +4,8 @@ checkpoint restored with the alert open resolves it the same way."""
 
 from __future__ import annotations
 
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.events import AlertEvent
 from detector.readings import Reading
 from detector.rules import Rule, RuleSet

@@ -15,3 +15,19 @@ def test_import_detector_does_not_import_tensorflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"detector imported: {out.stdout.strip()}"
+
+
+def test_settings_and_mqtt_client_do_not_load_the_detection_core() -> None:
+    # The settings are read before anything else at start-up (and by every CLI command that
+    # fails on a bad one): they hold the core's tunables, not the core.
+    code = (
+        "import sys, detector.settings\n"
+        "after_settings = 'numpy' in sys.modules\n"
+        "import detector.mqtt_client\n"
+        "core = {'detector.core', 'detector.scoring', 'detector.relations', 'detector.windows'}\n"
+        "print(after_settings, ','.join(sorted(core & set(sys.modules))), sep=';')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    numpy_after_settings, core_loaded = out.stdout.strip().split(";")
+    assert core_loaded == "", f"detection core loaded: {core_loaded}"
+    assert numpy_after_settings == "False", "importing detector.settings loaded numpy"

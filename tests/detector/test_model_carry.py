@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 
 from detector.artifact import Artifact, SeriesScale
 from detector.checkpoint import Checkpointer
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.model_carry import carry_over
 from detector.readings import Reading
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact

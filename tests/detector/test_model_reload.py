@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from detector.artifact import SCHEMA_VERSION, Artifact, ArtifactError, load_artifact
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.metrics import WorkerMetrics
 from detector.model_reload import ModelReloader, check_keras_safe
 from detector.readings import Reading

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from detector.artifact import Artifact, ErrorStats, SeriesScale
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.events import BatchResult
 from detector.model_takeover import can_take_over, take_over
 from detector.readings import Reading

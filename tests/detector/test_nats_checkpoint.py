@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.nats_checkpoint import merge_states, partition_rows, split_state
 from detector.partitions import partition_of
 from detector.readings import Reading

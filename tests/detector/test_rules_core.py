@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import time
 
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.readings import Reading
 from detector.rule_windows import ALL_DAYS, OneOffWindow, RecurringWindow
 from detector.rules import Rule, RuleSet

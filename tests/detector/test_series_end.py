@@ -4,7 +4,8 @@ their open alerts resolved."""
 
 from __future__ import annotations
 
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.events import AlertEvent
 from detector.readings import Reading
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.core import DetectionConfig
+from detector.detection_config import DetectionConfig
 from detector.payloads import PayloadLimits
 from detector.run_cli import add_arguments, overrides_from_args
 from detector.settings import (

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.readings import Reading
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact
 

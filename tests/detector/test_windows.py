@@ -5,8 +5,8 @@ import numpy as np
 from detector.windows import WindowStore
 
 
-def push(store: WindowStore, slot: int, value: float, ts: float, seen: float = 0.0) -> None:
-    store.push(np.array([slot]), np.array([value]), np.array([ts]), seen)
+def push(store: WindowStore, slot: int, value: float, ts: float, seen_at: float = 0.0) -> None:
+    store.push(np.array([slot]), np.array([value]), np.array([ts]), seen_at)
 
 
 def test_window_wraps_around_oldest_first() -> None:
@@ -45,11 +45,11 @@ def test_capacity_bound_and_slot_reuse_after_release() -> None:
     assert store.count[c] == 0 and store.last_ts[c] == -np.inf
 
 
-def test_idle_series_are_found_by_last_seen() -> None:
+def test_idle_series_are_found_by_last_seen_at() -> None:
     store = WindowStore(window_len=2, max_series=8)
     a, b = store.allocate("d/old"), store.allocate("d/new")
-    push(store, a, 1.0, ts=1.0, seen=100.0)
-    push(store, b, 1.0, ts=1.0, seen=500.0)
+    push(store, a, 1.0, ts=1.0, seen_at=100.0)
+    push(store, b, 1.0, ts=1.0, seen_at=500.0)
     assert store.idle(older_than=200.0) == ["d/old"]
 
 
@@ -84,9 +84,9 @@ def test_the_order_bound_stays_within_the_slack_of_the_clock() -> None:
     store = WindowStore(window_len=3, max_series=2, future_slack_s=2.0)
     slot = store.allocate("a/b")
     assert slot is not None
-    push(store, slot, 1.0, ts=100.0, seen=105.0)
+    push(store, slot, 1.0, ts=100.0, seen_at=105.0)
     assert (store.last_ts[slot], store.order_ts[slot]) == (100.0, 100.0)
-    push(store, slot, 1.0, ts=400.0, seen=106.0)  # from the future
+    push(store, slot, 1.0, ts=400.0, seen_at=106.0)  # from the future
     assert (store.last_ts[slot], store.order_ts[slot]) == (400.0, 108.0)
-    push(store, slot, 1.0, ts=110.0, seen=111.0)
+    push(store, slot, 1.0, ts=110.0, seen_at=111.0)
     assert (store.last_ts[slot], store.order_ts[slot]) == (400.0, 110.0)

@@ -10,8 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from detector.alerts import MqttAlertSink, ScoreStream
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
 from detector.deadletter import DeadLetterPublisher
+from detector.detection_config import DetectionConfig
 from detector.events import AlertEvent, BatchResult, Eviction, Scored
 from detector.ingest import Inbound, IngestQueue, Intake
 from detector.metrics import WorkerMetrics
@@ -126,7 +127,7 @@ def make_worker(
             "acker": broker,
             "max_batch": sizes["max_batch"],
             "linger_s": 0.0,
-            "linger_above": 1e9,
+            "linger_above_msgs_per_s": 1e9,
             **kwargs,
         },
     )

@@ -9,8 +9,9 @@ import threading
 from prometheus_client import CollectorRegistry
 
 from detector.alerts import MqttAlertSink
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
 from detector.deadletter import DeadLetterPublisher
+from detector.detection_config import DetectionConfig
 from detector.ingest import Intake
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
@@ -39,7 +40,7 @@ def make(broker: FakeBroker, registry: CollectorRegistry, ruleset: RuleSet, **kw
         deadletter=DeadLetterPublisher(broker, worker_id="w1"),
         max_batch=1000,
         linger_s=0.0,
-        linger_above=1e9,
+        linger_above_msgs_per_s=1e9,
         **kw,
     )
 

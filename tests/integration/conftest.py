@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nats_servers import NATS_SERVER, NatsCluster
+from support.nats_servers import NATS_SERVER, NatsCluster
 
 
 def _need_nats() -> None:

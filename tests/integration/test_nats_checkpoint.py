@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector.core import DetectionConfig, DetectionCore
+from detector.core import DetectionCore
+from detector.detection_config import DetectionConfig
 from detector.ingest import Intake
 from detector.metrics import NatsMetrics
 from detector.nats_checkpoint import PartitionCheckpointer, partition_rows
@@ -20,10 +21,10 @@ from detector.nats_settings import NatsSettings
 from detector.nats_source import NatsSource
 from detector.partitions import Shard
 from detector.payloads import PayloadDecoder
+from support.nats_servers import PARTITIONS, NatsCluster
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact
 from tests.detector.test_nats_checkpoint import DEVICES, fed_core
 from tests.integration.conftest import _need_nats
-from tests.nats_servers import PARTITIONS, NatsCluster
 
 pytestmark = pytest.mark.integration
 MAX_PAYLOAD = 16_384

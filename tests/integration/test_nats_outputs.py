@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from detector.partitions import partition_of
+from support.nats_servers import PARTITIONS, NatsCluster
 from tests.conftest import WorkerProcess
 from tests.integration.test_worker_pipeline import stream
-from tests.nats_servers import PARTITIONS, NatsCluster
 
 pytestmark = pytest.mark.integration
 

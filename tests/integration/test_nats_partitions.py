@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from detector.partitions import partition_of
+from support.nats_servers import PARTITIONS, NatsCluster
 from tests.conftest import WorkerProcess
-from tests.nats_servers import PARTITIONS, NatsCluster
 
 DEVICES = [f"dev{i}" for i in range(200)] + ["press-4", "a_b", "Z", "x-1", "héat"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from support.nats_servers import PARTITIONS, NatsNode
 from tests.conftest import WorkerProcess
 from tests.integration.conftest import _need_nats
-from tests.nats_servers import PARTITIONS, NatsNode
 from tests.pki import make_ca, make_cert
 
 pytestmark = pytest.mark.integration

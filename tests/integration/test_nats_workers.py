@@ -28,9 +28,9 @@ import msgspec
 import pytest
 
 from detector.partitions import partition_of
+from support.nats_servers import PARTITIONS, NatsCluster, NatsCollector, NatsMessage
 from tests.conftest import WorkerProcess
 from tests.integration.test_nats_outputs import _stored, js
-from tests.nats_servers import PARTITIONS, NatsCluster, NatsCollector, NatsMessage
 
 pytestmark = pytest.mark.integration
 
@@ -262,7 +262,8 @@ def test_a_killed_worker_resumes_its_partitions_and_loses_nothing(
 def single_worker_scores(artifact: Path, messages: list[Message]) -> dict[Key, dict]:
     """What one worker that never stopped scores: the same core, in process, in order."""
     from detector.artifact import load_artifact
-    from detector.core import DetectionConfig, DetectionCore
+    from detector.core import DetectionCore
+    from detector.detection_config import DetectionConfig
     from detector.forecaster import LiteRTForecaster
     from detector.readings import Reading
 

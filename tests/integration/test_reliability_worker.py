@@ -174,7 +174,8 @@ def test_restart_from_checkpoint_scores_like_no_restart(
 def straight_scores(artifact_dir: Path, messages: list) -> dict:
     """``{(series, ts): (score, expected)}`` of the core fed the whole stream, no restart."""
     from detector.artifact import load_artifact
-    from detector.core import DetectionConfig, DetectionCore
+    from detector.core import DetectionCore
+    from detector.detection_config import DetectionConfig
     from detector.forecaster import LiteRTForecaster
     from detector.payloads import PayloadDecoder
 

@@ -143,7 +143,8 @@ def expected_events(artifact_dir, messages: list[tuple[str, bytes]]) -> list:
     """The core's alert events for `messages`, one reading at a time (the worker batches
     differently; per-series results must not depend on batching)."""
     from detector.artifact import load_artifact
-    from detector.core import DetectionConfig, DetectionCore
+    from detector.core import DetectionCore
+    from detector.detection_config import DetectionConfig
     from detector.forecaster import LiteRTForecaster
     from detector.payloads import PayloadDecoder
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from detector.core import DetectionConfig
+from detector.detection_config import DetectionConfig
 from training.alerting import calibrate, count_alerts, heldout_stream
 
 CFG = DetectionConfig(resolve_after=1, quiet_period=0)

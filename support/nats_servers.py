@@ -1,6 +1,7 @@
-"""Real nats-server processes for tests: one server or a 3-node cluster, with JetStream, the
-MQTT listener and the partition mapping, on free loopback ports in temp directories (never
-the services on 4222/1883). Plus a NATS subscriber that gathers messages with their headers.
+"""Real nats-server processes for tests and benchmarks: one server or a 3-node cluster, with
+JetStream, the MQTT listener and the partition mapping, on free loopback ports in temp
+directories (never the services on 4222/1883). Plus a NATS subscriber that gathers messages
+with their headers.
 
 The mapping is the one docs/scale-out.md gives, with P = `PARTITIONS`:
 ``sensors.*.*`` -> ``part.{{partition(P,1)}}.sensors.{{wildcard(1)}}.{{wildcard(2)}}``.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port, wait_port
+from support.ports import free_port, wait_port
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 PARTITIONS = 8
