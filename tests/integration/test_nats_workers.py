@@ -30,7 +30,7 @@ import pytest
 from detector.partitions import partition_of
 from support.nats_servers import PARTITIONS, NatsCluster, NatsCollector, NatsMessage
 from tests.conftest import WorkerProcess
-from tests.integration.test_nats_outputs import _stored, js
+from tests.integration.test_nats_outputs import read_outputs
 
 pytestmark = pytest.mark.integration
 
@@ -402,7 +402,7 @@ def test_a_nats_node_dies_and_nothing_is_lost(
         # before the reading that raised it is acked, and sent again while it is not: every
         # one the workers counted is stored, once, whichever node died.
         def outputs_stored() -> tuple[int, int]:
-            stored = js(survivors[0], _stored)
+            stored = read_outputs(survivors[0])
             return (
                 len({(a["id"], a["state"], a["ts"]) for s, a in stored if s.startswith("alerts.")}),
                 sum(1 for s, _ in stored if s == "iotad.deadletter"),
@@ -415,7 +415,7 @@ def test_a_nats_node_dies_and_nothing_is_lost(
             )
 
         wait_until(lambda: outputs_stored() == outputs_counted(), "alerts and dead letters stored")
-        stored = js(survivors[0], _stored)
+        stored = read_outputs(survivors[0])
         alerts = [a for s, a in stored if s.startswith("alerts.")]
         assert len(alerts) == outputs_counted()[0]  # none twice (Nats-Msg-Id of a retry)
         for w in ws:
