@@ -33,6 +33,7 @@ from detector.alertmanager_client import (
     has_control_chars,
     read_secret_file,
 )
+from detector.setting_values import split_list
 
 MAX_URLS = 10
 """Alertmanager peers posted to at most (an HA cluster has 2 or 3); also bounds the
@@ -49,14 +50,7 @@ _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 def _urls(value: Any) -> Any:
     """One URL or several, comma-separated (or a JSON / TOML list); empty: off."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
+    return [] if value is None else split_list(value)
 
 
 def _labels(value: Any) -> Any:

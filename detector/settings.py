@@ -63,6 +63,7 @@ from detector.nats_settings import NatsSettings
 from detector.partitions import Shard, parse_shard
 from detector.payloads import PayloadLimits
 from detector.readings import valid_name
+from detector.setting_values import split_list
 from detector.topics import DEFAULT_PATTERNS, TopicPattern, filters_overlap
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ def settings_from_dataclass(
         hint = hints[f.name]
         if hint == tuple[str, ...]:
             # Names from the environment: comma-separated or JSON, as for the other lists.
-            hint = Annotated[hint, NoDecode, BeforeValidator(lambda v: _split_list(v))]
+            hint = Annotated[hint, NoDecode, BeforeValidator(lambda v: split_list(v))]
         fields[f.name] = (hint, info)
     unknown = set(bounds) - set(fields)
     if unknown:
@@ -186,18 +187,6 @@ if TYPE_CHECKING:
 else:
     DetectionSettings = settings_from_dataclass(DetectionConfig, DETECTION_BOUNDS)
     PayloadSettings = settings_from_dataclass(PayloadLimits, PAYLOAD_BOUNDS)
-
-
-def _split_list(value: Any) -> Any:
-    """Lists from the environment: JSON (``["a","b"]``) or comma-separated (``a,b``)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            import json
-
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
 
 
 StrList = Annotated[list[str], NoDecode]
@@ -285,7 +274,7 @@ class MqttSettings(BaseModel):
     """Outgoing QoS 1 messages (alerts, dead letters) held while the broker is away."""
     tls: TLSSettings = Field(default_factory=TLSSettings)
 
-    _split = field_validator("topics", "topic_patterns", mode="before")(_split_list)
+    _split = field_validator("topics", "topic_patterns", mode="before")(split_list)
 
     @field_validator("topics")
     @classmethod
@@ -363,7 +352,7 @@ class MetricsSettings(BaseModel):
     """Open anomalous episodes exported with their labels (iotad_anomaly_active...); more are
     counted in iotad_anomaly_active_overflow_total."""
 
-    _split = field_validator("series_devices", mode="before")(_split_list)
+    _split = field_validator("series_devices", mode="before")(split_list)
 
 
 class ModelSettings(BaseModel):
