@@ -113,3 +113,18 @@ def add_password_file(args: argparse.Namespace, overrides: dict[str, Any]) -> di
     if path:
         overrides.setdefault("mqtt", {})["password"] = read_password_file(path)
     return overrides
+
+
+def flag_overrides(
+    args: argparse.Namespace, flags: dict[str, tuple[str, str]]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings the given flags set (nested, ``--quiet`` folded into the log level, the
+    password from ``--password-file``), and the flag that set each one: a settings error
+    names a flag only when it was the flag that set the bad value. `flags` maps argparse
+    dests to (setting path, flag), as `iotad run` and `iotad record` declare them."""
+    from detector.cli_flags import log_level_flag
+    from detector.settings import overrides_from_flags
+
+    given = argparse.Namespace(**{**vars(args), "log_level": log_level_flag(args)})
+    named = {d: f for dest, (d, f) in flags.items() if getattr(given, dest, None) is not None}
+    return add_password_file(args, overrides_from_flags(given, flags)), named

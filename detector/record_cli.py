@@ -21,7 +21,6 @@ from detector.cli_flags import (
     LOG_FLAGS,
     add_log_arguments,
     add_settings_file_arguments,
-    log_level_flag,
 )
 from detector.mqtt_flags import MQTT_FLAGS, SUBSCRIBE_FLAGS, add_mqtt_arguments
 
@@ -101,33 +100,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_file_arguments(parser)
 
 
-def _given(args: argparse.Namespace) -> argparse.Namespace:
-    """`args` with ``--quiet`` folded into the log level it stands for."""
-    return argparse.Namespace(**{**vars(args), "log_level": log_level_flag(args)})
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Nested settings from the flags that were given (None means not given), with the
-    password from ``--password-file``."""
-    from detector.mqtt_flags import add_password_file
-    from detector.settings import overrides_from_flags
-
-    return add_password_file(args, overrides_from_flags(_given(args), FLAGS))
-
-
 def load_record_settings(args: argparse.Namespace) -> WorkerSettings:
     """The worker's settings without the model (`iotad record` needs none); raises
     `SettingsError` with one line per problem."""
     from detector.config_file import config_path
-    from detector.mqtt_flags import PasswordFileError
+    from detector.mqtt_flags import PasswordFileError, flag_overrides
     from detector.readings import valid_name
     from detector.settings import SettingsError, load_settings
 
-    given = _given(args)
-    flags = {d: f for dest, (d, f) in FLAGS.items() if getattr(given, dest, None) is not None}
     try:
+        overrides, flags = flag_overrides(args, FLAGS)
         settings = load_settings(
-            _overrides(args),
+            overrides,
             env_file=args.env_file or None,
             config_file=config_path(args.config),
             flags=flags,

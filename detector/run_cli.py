@@ -22,7 +22,6 @@ from detector.cli_flags import (
     LOG_FLAGS,
     add_log_arguments,
     add_settings_file_arguments,
-    log_level_flag,
 )
 from detector.mqtt_flags import MQTT_FLAGS, SUBSCRIBE_FLAGS, add_mqtt_arguments
 
@@ -97,35 +96,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_file_arguments(parser)
 
 
-def flag_values(args: argparse.Namespace) -> argparse.Namespace:
-    """`args` with ``--quiet`` folded into the log level it stands for."""
-    return argparse.Namespace(**{**vars(args), "log_level": log_level_flag(args)})
-
-
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Nested settings from the flags that were given (None means not given), with the
     password from ``--password-file``."""
-    from detector.mqtt_flags import add_password_file
-    from detector.settings import overrides_from_flags
+    from detector.mqtt_flags import flag_overrides
 
-    return add_password_file(args, overrides_from_flags(flag_values(args), FLAGS))
+    return flag_overrides(args, FLAGS)[0]
 
 
 def main(args: argparse.Namespace) -> int:
     from detector.config_file import config_path
-    from detector.mqtt_flags import PasswordFileError
+    from detector.mqtt_flags import PasswordFileError, flag_overrides
     from detector.settings import SettingsError, load_settings
 
-    given = flag_values(args)
     try:
+        overrides, flags = flag_overrides(args, FLAGS)
         settings = load_settings(
-            overrides_from_args(args),
+            overrides,
             env_file=args.env_file or None,
             config_file=config_path(args.config),
-            # Name a flag in an error only when it was the flag that set the bad value.
-            flags={
-                d: f for dest, (d, f) in FLAGS.items() if getattr(given, dest, None) is not None
-            },
+            flags=flags,
         )
     except SettingsError as exc:
         for line in exc.lines:
