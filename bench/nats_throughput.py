@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.throughput import backlog as mqtt_backlog  # noqa: E402
 from bench.throughput import cpu_s, lag_quantiles, series_names, train_model, value  # noqa: E402
 from support.nats_servers import NatsCluster  # noqa: E402
 from support.worker_process import WorkerProcess  # noqa: E402
@@ -54,16 +55,8 @@ POLL_S = 0.25
 
 
 def backlog(n: int, n_series: int, t0: float) -> list[tuple[str, bytes]]:
-    """Round-robin readings over the series as NATS subjects."""
-    rng = np.random.default_rng(0)
-    names = series_names(n_series)
-    out = []
-    for j in range(n):
-        k, i = j % n_series, j // n_series
-        device, metric = names[k]
-        body = json.dumps({"ts": t0 + i, "value": round(value(k, i, rng), 4)}).encode()
-        out.append((f"sensors.{device}.{metric}", body))
-    return out
+    """`bench.throughput`'s backlog, its MQTT topics as the NATS subjects they map to."""
+    return [(topic.replace("/", "."), body) for topic, body in mqtt_backlog(n, n_series, t0)]
 
 
 async def _stream_count(js: Any) -> int:
