@@ -250,6 +250,7 @@ class DeployPrometheus(_Process):
         assert PROMETHEUS
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.started_at = time.time()
         config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
         config["rule_files"] = [str(DEPLOY / "prometheus" / "rules" / "*.yml")]
@@ -293,6 +294,16 @@ class DeployPrometheus(_Process):
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Instant query; the result vector."""
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        body = http_json(url)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def ever(self, expr: str) -> list[dict[str, Any]]:
+        """Range query over this Prometheus's whole life, every second: the series `expr`
+        returned at any time. A panel shows a time range, and an anomaly or a rejection
+        rate can be over by the time a test looks."""
+        args = {"query": expr, "start": self.started_at, "end": time.time(), "step": 1}
+        url = f"{self.url}/api/v1/query_range?" + urllib.parse.urlencode(args)
         body = http_json(url)
         assert body["status"] == "success", body
         return body["data"]["result"]

@@ -39,7 +39,7 @@ from tests.deploy.services import (
 )
 from tests.deploy.test_compose import expand, rules_source
 from tests.deploy.test_nats_config import MqttClient, partition_of
-from tests.deploy.test_stack_local import empty_dashboard_queries, exported_names
+from tests.deploy.test_stack_local import dashboard_queries_answer, exported_names
 
 pytestmark = [
     pytest.mark.integration,
@@ -238,6 +238,6 @@ def test_every_dashboard_query_runs(stack: Stack) -> None:
     assert prom is not None
     wait_for(lambda: prom.query("iotad_nats_redelivered_total"), 30, "a scrape")
     # the MQTT workers' connection (those of NATS workers are shown beside it)
-    empty, checked = empty_dashboard_queries(prom, {"iotad_mqtt_connected"})
+    empty, checked = dashboard_queries_answer(prom, {"iotad_mqtt_connected"})
     assert checked >= 30
     assert empty == []
