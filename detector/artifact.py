@@ -63,6 +63,15 @@ class ErrorStats:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceModelEntry:
+    """artifact.json's description of one device model file."""
+
+    metrics: tuple[str, ...]
+    window: int
+    file: str
+
+
+@dataclass(frozen=True, slots=True)
 class Artifact:
     """A validated model artifact. Paths are resolved inside `directory`."""
 
@@ -92,6 +101,12 @@ class Artifact:
     `alert_budget` alerts per series per day. 1.0 in artifacts without calibration."""
     alert_budget: float | None = None
     """Alerts per series per day the calibration allowed on held-out history (None: none)."""
+    alert_signal_scales: dict[str, float] = field(default_factory=dict)
+    """Per signal (`detector.scoring.SIGNALS` names), the divisor its deviations take before
+    the pooled `alert_z_scale`: each signal calibrated to its share of the budget. Signals
+    not named: 1."""
+    device_models: tuple[DeviceModelEntry, ...] = ()
+    """The device models (`detector.device_model`), one per metric signature."""
 
     @property
     def n_features(self) -> int:
@@ -116,6 +131,9 @@ class Artifact:
         """The calibrated divisor of series `key`'s likelihood deviations (pooled: one for
         every series)."""
         return self.alert_z_scale
+
+    def device_model_path(self, entry: DeviceModelEntry) -> Path:
+        return _inside(self.directory, entry.file)
 
     def errors_for(self, key: str) -> ErrorStats:
         """Residual statistics of series `key`, falling back to the pooled ones."""
@@ -208,7 +226,53 @@ def _alerting(obj: Any) -> dict[str, Any]:
         budget = _finite(budget, "alerting.budget")
         if budget < 0:
             raise ArtifactError("alerting.budget must not be negative")
-    return {"alert_z_scale": scale, "alert_budget": budget}
+    per_signal = obj.get("z_scales", {})
+    if not isinstance(per_signal, dict):
+        raise ArtifactError("alerting.z_scales must be a JSON object of signal: divisor")
+    scales: dict[str, float] = {}
+    for name, value in per_signal.items():
+        where = f"alerting.z_scales[{name}]"
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ArtifactError(f"{where} must be a number")
+        v = _finite(value, where)
+        if v < 1.0 or v > 1e6:
+            raise ArtifactError(f"{where} {v} is outside [1, 1e6]")
+        scales[str(name)] = v
+    return {"alert_z_scale": scale, "alert_budget": budget, "alert_signal_scales": scales}
+
+
+MAX_DEVICE_METRICS = 8
+"""Metrics in one device model's signature (its judged variants grow with the square)."""
+
+
+def _device_models(obj: Any, directory: Path, window_len: int) -> tuple[DeviceModelEntry, ...]:
+    if obj is None:
+        return ()
+    if not isinstance(obj, list):
+        raise ArtifactError("device_models must be a list")
+    out = []
+    for i, entry in enumerate(obj):
+        where = f"device_models[{i}]"
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{where} must be an object")
+        metrics = _req(entry, "metrics", list, where)
+        if (
+            not 2 <= len(metrics) <= MAX_DEVICE_METRICS
+            or not all(isinstance(m, str) and m for m in metrics)
+            or metrics != sorted(set(metrics))
+        ):
+            raise ArtifactError(
+                f"{where}.metrics must be 2 to {MAX_DEVICE_METRICS} distinct names, sorted"
+            )
+        window = _req(entry, "window", int, where)
+        if not 1 <= window <= window_len:
+            raise ArtifactError(f"{where}.window must be between 1 and window_len ({window_len})")
+        file = _req(entry, "file", str, where)
+        _inside(directory, file)
+        out.append(DeviceModelEntry(tuple(metrics), window, file))
+    if len({e.metrics for e in out}) != len(out):
+        raise ArtifactError("device_models: two models for one metric signature")
+    return tuple(out)
 
 
 def parse_artifact(doc: Any, directory: Path) -> Artifact:
@@ -291,6 +355,7 @@ def parse_artifact(doc: Any, directory: Path) -> Artifact:
         keras_file=keras_file,
         training=doc.get("training", {}) if isinstance(doc.get("training"), dict) else {},
         **_alerting(doc.get("alerting")),
+        device_models=_device_models(doc.get("device_models"), directory, window_len),
         metrics=doc.get("metrics", {}) if isinstance(doc.get("metrics"), dict) else {},
     )
 
@@ -323,6 +388,10 @@ def load_artifact(path: str | Path, *, check_files: bool = True) -> Artifact:
     if check_files:
         for batch in artifact.batch_sizes:
             model_file = artifact.tflite_path(batch)
+            if not model_file.is_file():
+                raise ArtifactError(f"{model_file} is missing (named in {ARTIFACT_JSON})")
+        for entry in artifact.device_models:
+            model_file = artifact.device_model_path(entry)
             if not model_file.is_file():
                 raise ArtifactError(f"{model_file} is missing (named in {ARTIFACT_JSON})")
     return artifact

@@ -16,6 +16,7 @@ import numpy as np
 from detector.artifact import Artifact
 from detector.decision import EpisodeTracker, event_id
 from detector.detection_config import DetectionConfig
+from detector.device_judge import DeviceJudge
 from detector.events import (
     ENDED,
     EVICTED,
@@ -75,6 +76,10 @@ _GAP_ALPHA = 0.1
 """Weight of the newest interval in a series' typical interval between readings."""
 
 
+_Past = tuple[np.ndarray, np.ndarray] | None
+"""Per model input row, its scaled window and timestamps (for the device models)."""
+
+
 @dataclass(slots=True)
 class _Admitted:
     """The readings of one batch the core accepted, as parallel arrays."""
@@ -112,9 +117,10 @@ class DetectionCore:
         self.config = config or DetectionConfig()
         self.window_len = artifact.window_len
         self.features = artifact.features
-        self.store = WindowStore(
-            artifact.window_len, self.config.max_series, keep_ts=len(artifact.features) > 1
-        )
+        self.device_judge = DeviceJudge.from_artifact(artifact)
+        # Device models need to know that a device's windows were taken together.
+        keep_ts = len(artifact.features) > 1 or self.device_judge.active
+        self.store = WindowStore(artifact.window_len, self.config.max_series, keep_ts=keep_ts)
         cap = self.store.capacity
         self.offset = np.zeros(cap, dtype=np.float64)
         self.scale = np.ones(cap, dtype=np.float64)
@@ -137,6 +143,8 @@ class DetectionCore:
         self.dev_pos = np.full(cap, -1, dtype=np.int32)
         self.dev_row = np.full(cap, -1, dtype=np.int32)
         self.z_scale = np.ones(cap, dtype=np.float64)
+        named = artifact.alert_signal_scales
+        self.signal_scales = np.array([named.get(name, 1.0) for name in SIGNALS]) if named else None
         self.gap = np.full(cap, np.nan, dtype=np.float64)
         self.silent = np.zeros(cap, dtype=bool)
         self.silent_suppressed = np.zeros(cap, dtype=bool)  # its silence alert was kept back
@@ -356,13 +364,13 @@ class DetectionCore:
         # reading stamped in the future must not make every other series look silent.
         clock = admitted.ts[admitted.ts <= seen_at]
         self._clock_points = np.unique(np.append(clock, self.clock))
-        windows, owners, previous = self._collect_windows(admitted, seen_at, result)
+        windows, owners, previous, past = self._collect_windows(admitted, seen_at, result)
         if owners.size:
             started = time.perf_counter()
             forecast = np.asarray(self.forecaster.predict(windows), dtype=np.float64)
             result.inference_s = time.perf_counter() - started
             result.model_batch = int(owners.size)
-            self._score(admitted, owners, forecast, previous, result)
+            self._score(admitted, owners, forecast, previous, past, result)
         self.clock = float(self._clock_points[-1])
         if self.config.silence_after > 0:
             self._detect_silence(result)
@@ -559,18 +567,22 @@ class DetectionCore:
 
     def _collect_windows(
         self, adm: _Admitted, seen_at: float, result: BatchResult
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Past]:
         """Build the model input of every ready reading, pushing readings into the windows.
 
         Readings are taken in rounds (round k = the k-th reading of each series in the batch)
         so that a reading's window holds exactly the readings before it, batch included.
         Returns the stacked model input and, per row, the index of its reading in `adm` and
-        the series' previous reading (exact, for the flatline signal; the window is float32).
+        the series' previous reading (exact, for the flatline signal; the window is float32),
+        and, when the artifact has device models, each row's scaled window and timestamps.
         """
         store = self.store
         inputs: list[np.ndarray] = []
         owners: list[np.ndarray] = []
         previous: list[np.ndarray] = []
+        past_values: list[np.ndarray] = []
+        past_ts: list[np.ndarray] = []
+        judging = self.device_judge.active
         for k in range(int(adm.rank.max()) + 1):
             idx = np.flatnonzero(adm.rank == k)
             slots = adm.slots[idx]
@@ -585,6 +597,9 @@ class DetectionCore:
                 inputs.append(model_input(scaled, ts, self.features))
                 owners.append(r_idx)
                 previous.append(store.last_value[r_slots])
+                if judging and ts is not None:
+                    past_values.append(scaled)
+                    past_ts.append(ts)
             result.warming += int(np.count_nonzero(~ready))
             if self.config.silence_after > 0:
                 self._silence_round(adm, idx, result)
@@ -592,8 +607,9 @@ class DetectionCore:
             store.push(slots, adm.values[idx], adm.ts[idx], seen_at)
         if not owners:
             empty = np.empty((0, self.window_len, len(self.features)), np.float32)
-            return empty, np.empty(0, int), np.empty(0)
-        return np.concatenate(inputs), np.concatenate(owners), np.concatenate(previous)
+            return empty, np.empty(0, int), np.empty(0), None
+        past = (np.concatenate(past_values), np.concatenate(past_ts)) if past_ts else None
+        return np.concatenate(inputs), np.concatenate(owners), np.concatenate(previous), past
 
     def _learn_gap(self, slots: np.ndarray, ts: np.ndarray) -> None:
         """A series' typical interval between readings (for silence): an exponentially
@@ -625,6 +641,7 @@ class DetectionCore:
         owners: np.ndarray,
         forecast: np.ndarray,
         previous: np.ndarray,
+        past: _Past,
         result: BatchResult,
     ) -> None:
         cfg = self.config
@@ -647,6 +664,20 @@ class DetectionCore:
             expected = (scaled - residual) * scale + offset
             lower = expected + (mean - cfg.band_sigmas * std) * scale
             upper = expected + (mean + cfg.band_sigmas * std) * scale
+            if cfg.relate_devices and past is not None:
+                judged = self._judge_devices(adm, idx, scaled, past[0][rows], past[1][rows])
+                if judged is not None:
+                    on, dz, d_expected, d_sigma = judged
+                    # The device model's deviation, in its own units, is what every
+                    # device-level signal and the error likelihood judge from here on.
+                    residual = np.where(on, dz, residual)
+                    relation_z = np.where(on, dz, relation_z)
+                    relation_resid = np.where(on, dz, relation_resid)
+                    centre = d_expected * scale + offset
+                    half = cfg.band_sigmas * d_sigma * scale
+                    expected = np.where(on, centre, expected)
+                    lower = np.where(on, centre - half, lower)
+                    upper = np.where(on, centre + half, upper)
             self.errors.update(slots, residual)
             seasonal_forecast = self.seasonal_rings.forecast_and_push(slots, scaled)
             repeated = values == previous[rows]
@@ -659,10 +690,13 @@ class DetectionCore:
                 relation_z,
                 self.z_scale[slots],
                 relation_resid,
+                self.signal_scales,
             )
             if self.trace is not None:
                 sc = self.scorer
-                self.trace.append((slots, adm.ts[idx], sc.last_z, sc.last_flag, sc.last_signal))
+                self.trace.append(
+                    (slots, adm.ts[idx], sc.last_z, sc.last_flag, sc.last_signal, sc.last_parts)
+                )
             anomalous = score >= self.rules.threshold[slots]
             # Muted readings and those in a maintenance window are scored and counted, but
             # open no episode: for the episodes they count as normal. A fault that starts in
@@ -713,6 +747,23 @@ class DetectionCore:
                     self.episode_signal[slot] = self.scorer.last_signal[i]
                 signal = SIGNALS[int(self.episode_signal[slot])]
                 result.events.append(self._event(scored, *change, signal))
+
+    def _judge_devices(
+        self,
+        adm: _Admitted,
+        idx: np.ndarray,
+        scaled: np.ndarray,
+        windows: np.ndarray,
+        window_ts: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The device models' view of one round: (judged, z, expected, sigma), scaled
+        units; None when no reading of the round was judged."""
+        readings = [adm.readings[j] for j in idx.tolist()]
+        z, expected, sigma = self.device_judge.judge(readings, scaled, windows, window_ts)
+        on = np.isfinite(z)
+        if not on.any():
+            return None
+        return on, np.where(on, z, 0.0), expected, sigma
 
     def _relate(
         self, slots: np.ndarray, ts: np.ndarray, scaled: np.ndarray, residual: np.ndarray

@@ -317,8 +317,22 @@ class SeasonalErrors:
                 column[rows[has]] = state[name][: len(slots)][has]
 
 
-SIGNALS = ("forecast", "level", "relation", "seasonal", "repeat", "range", "flatline")
-"""Names of the signals, in the order `AnomalyScorer.last_signal` indexes them."""
+SIGNALS = (
+    "forecast",
+    "level",
+    "relation",
+    "seasonal",
+    "repeat",
+    "range",
+    "flatline",
+    "lasting",
+)
+"""Names of the signals, in the order `AnomalyScorer.last_signal` indexes them. ``relation``
+is a reading's deviation from what its device's other sensors imply, ``lasting`` the recent
+mean of that deviation (a relation that stays broken)."""
+LASTING = SIGNALS.index("lasting")
+CERTAIN = (SIGNALS.index("range"), SIGNALS.index("flatline"))
+"""Signals that fire outright (score 1): no divisor applies to them."""
 
 NO_RUN_YET = np.iinfo(np.int32).max
 """`AnomalyScorer.longest_repeat_run` of a series that has not changed value yet."""
@@ -357,6 +371,10 @@ class AnomalyScorer:
         self.last_z: np.ndarray = np.zeros(0)
         self.last_flag: np.ndarray = np.zeros(0, dtype=bool)
         self.last_signal: np.ndarray = np.zeros(0, dtype=np.int8)
+        self.record_parts = False
+        """When set, `last_parts` keeps every signal's deviation of the last call (alert
+        calibration needs them one by one)."""
+        self.last_parts: np.ndarray = np.zeros((0, len(SIGNALS)))
 
     def ensure_capacity(self, capacity: int) -> None:
         parts = (
@@ -428,6 +446,7 @@ class AnomalyScorer:
         relation_z: np.ndarray | None = None,
         z_scale: np.ndarray | float = 1.0,
         relation_resid: np.ndarray | None = None,
+        signal_scales: np.ndarray | None = None,
     ) -> np.ndarray:
         """Scores in [0, 1] of one reading per distinct slot, then learn from it.
 
@@ -438,11 +457,14 @@ class AnomalyScorer:
         (NaN where there is none, see `detector.relations`): where it is given, it replaces
         the series' own level, range and seasonal signals, which a machine's normal changes
         of state would set off. The likelihood deviations are divided by `z_scale` (the
-        alerting calibration, see `training.alerting`) before they become scores.
+        alerting calibration, see `training.alerting`) before they become scores, each
+        signal's first by its own divisor in `signal_scales` (indexed like `SIGNALS`; None:
+        all 1).
 
-        After the call, `last_z` holds each reading's largest likelihood deviation and
-        `last_flag` whether a certain signal (range, flatline) fired, before learning and
-        scaling: what threshold calibration needs.
+        After the call, `last_z` holds each reading's largest likelihood deviation (divided
+        by its signal's divisor, not by `z_scale`) and `last_flag` whether a certain signal
+        (range, flatline) fired, before learning: what threshold calibration needs; with
+        `record_parts`, `last_parts` holds each signal's deviation undivided.
 
         A score that is not a number (state that went bad) comes out as 1, never as 0.
         """
@@ -461,10 +483,19 @@ class AnomalyScorer:
         error = np.abs(residuals)
         recent_error = self.recent_error.push(slots, error)
         z = self.error_run.z(slots, recent_error)
+        parts = np.zeros((len(slots), len(SIGNALS))) if self.record_parts else None
+        if parts is not None:
+            parts[:, 0] = z
+        if signal_scales is not None:
+            z = z / signal_scales[0]
         which = np.zeros(slots.shape, dtype=np.int8)  # index into SIGNALS
 
         def take(k: int, candidate: np.ndarray) -> None:
             nonlocal z
+            if parts is not None:
+                parts[:, k] = np.maximum(parts[:, k], candidate)
+            if signal_scales is not None:
+                candidate = candidate / signal_scales[k]
             which[candidate > z] = k
             z = np.maximum(z, candidate)
 
@@ -477,7 +508,7 @@ class AnomalyScorer:
         if relation_resid is not None:
             lasting = related & np.isfinite(relation_resid)
             if lasting.any():
-                take(2, self._lasting_relation(slots, lasting, relation_resid))
+                take(LASTING, self._lasting_relation(slots, lasting, relation_resid))
         flag = np.zeros(slots.shape, dtype=bool)
         if cfg.use_range:
             low, high = self.low[slots], self.high[slots]
@@ -497,6 +528,8 @@ class AnomalyScorer:
             flag |= stuck
         which[flag & (which != 6)] = 5  # a flag that is not the flatline is the range
         self.last_z = np.where(learning, 0.0, z)
+        if parts is not None:
+            self.last_parts = np.where(learning[:, None], 0.0, parts)
         self.last_flag = flag & ~learning
         self.last_signal = which
         score = np.where(self.last_flag, 1.0, tail_score(self.last_z / z_scale))

@@ -9,6 +9,15 @@ the smallest divisor of z (`z_scale` >= 1) at which that normal history raises a
 `budget` alerts per series per day, counting alerts as the worker does (episodes with
 hysteresis and a quiet period). One divisor for all series (pooled): per-series divisors
 fitted to a few days each would follow the noise of the few largest normal events.
+
+The divisor is chosen per signal (`calibrate_signals`): each signal that fires on normal
+history at all gets an equal share of the budget and the smallest divisor that keeps it
+within its share. Signals differ in how heavy their normal tails are: a device model's
+deviation at a machine's start-up is a rare, large event, the mean of its deviations over
+ten readings is not; one pooled divisor set by the heaviest tail left the others blunt
+(measured: a noise burst's error likelihood of 10 below a divisor set by start-ups at 15).
+The certain signals (range, flatline) take no divisor; their alerts come off the budget
+first.
 """
 
 from __future__ import annotations
@@ -24,10 +33,11 @@ from detector.decision import EpisodeTracker
 from detector.detection_config import DetectionConfig
 from detector.forecaster import Forecaster
 from detector.readings import Reading
-from detector.scoring import tail_score
+from detector.scoring import CERTAIN, SIGNALS, tail_score
 
 Trace = Sequence[tuple[np.ndarray, ...]]
-"""What `DetectionCore.trace` collects: per scored round (slots, ts, z, flag, signal)."""
+"""What `DetectionCore.trace` collects: per scored round (slots, ts, z, flag, signal) and,
+when its scorer records them, each signal's deviation (n, len(SIGNALS))."""
 
 MAX_Z_SCALE = 1e6
 DEFAULT_BUDGET = 0.05
@@ -47,6 +57,8 @@ class Calibration:
     reachable: bool
     """False when the certain signals alone (range, flatline) exceed the budget: no divisor
     can meet it, and `z_scale` is the largest tried."""
+    signal_scales: dict[str, float] | None = None
+    """Per-signal divisors (`calibrate_signals`); None for one pooled `z_scale`."""
 
     @property
     def alerts_per_series_day(self) -> float:
@@ -56,6 +68,7 @@ class Calibration:
         return {
             "budget": budget,
             "z_scale": self.z_scale,
+            **({"z_scales": self.signal_scales} if self.signal_scales is not None else {}),
             "heldout": {
                 "series": self.series,
                 "days": round(self.days, 4),
@@ -107,6 +120,48 @@ def calibrate(
         else:
             low = mid
     return Calibration(high, high_alerts, at_one, allowed, series, days, True)
+
+
+def calibrate_signals(
+    trace: Trace, config: DetectionConfig, budget: float, series: int, days: float
+) -> Calibration:
+    """One divisor per signal, each the smallest that keeps the signal alone within an
+    equal share of what the certain signals leave of the budget (see the module's
+    docstring); the alerts reported are those of all signals together."""
+    capacity = 1 + max((int(s.max()) for s, *_ in trace if s.size), default=0)
+    allowed = budget * series * days
+    no_flag = [np.zeros(len(row[0]), dtype=bool) for row in trace]
+    zeros = [np.zeros(len(row[0])) for row in trace]
+    certain_only = [(r[0], r[1], z, r[3]) for r, z in zip(trace, zeros, strict=True)]
+    certain = count_alerts(certain_only, 1.0, config, capacity)
+    at_one = count_alerts(trace, 1.0, config, capacity)
+    firing: dict[int, list[tuple[np.ndarray, ...]]] = {}
+    for k in range(len(SIGNALS)):
+        if k in CERTAIN:
+            continue
+        alone = [
+            (r[0], r[1], r[5][:, k], f) for r, f in zip(trace, no_flag, strict=True) if len(r) > 5
+        ]
+        if alone and count_alerts(alone, 1.0, config, capacity) > 0:
+            firing[k] = alone
+    share = max(allowed - certain, 0.0) / max(len(firing), 1)
+    scales = np.ones(len(SIGNALS))
+    for k, alone in firing.items():
+        scales[k] = calibrate(alone, config, share / max(series * days, 1e-9), series, days).z_scale
+    combined = [
+        (r[0], r[1], np.max(r[5] / scales, axis=1) if len(r) > 5 else r[2], r[3]) for r in trace
+    ]
+    alerts = count_alerts(combined, 1.0, config, capacity)
+    return Calibration(
+        1.0,
+        alerts,
+        at_one,
+        allowed,
+        series,
+        days,
+        certain <= allowed,
+        {SIGNALS[k]: float(scales[k]) for k in firing},
+    )
 
 
 PRIME_READINGS = 10_000
@@ -176,6 +231,7 @@ def trace_heldout(core: DetectionCore, stream: HeldOut) -> Trace:
     """Replay `stream` through `core` (whole timestamps per call, as devices' payloads
     arrive) and return the trace of the held-out readings only."""
     core.trace = []
+    core.scorer.record_parts = True
     bounds = np.flatnonzero(np.diff(stream.ts)) + 1
     starts = np.concatenate([[0], bounds])[::REPLAY_TIMESTAMPS]
     ends = np.concatenate([starts[1:], [stream.ts.size]])
@@ -193,6 +249,7 @@ def trace_heldout(core: DetectionCore, stream: HeldOut) -> Trace:
         if slot is not None:
             starts[slot] = t0
     trace, core.trace = core.trace, None
+    core.scorer.record_parts = False
     out = []
     for slots, ts, *columns in trace:
         keep = ts >= starts[slots]
@@ -214,4 +271,4 @@ def calibrate_artifact(
     stream = heldout_stream(series, n_train)
     trace = trace_heldout(core, stream)
     n = max(len(stream.heldout_from), 1)
-    return calibrate(trace, core.config, budget, n, stream.series_days / n)
+    return calibrate_signals(trace, core.config, budget, n, stream.series_days / n)

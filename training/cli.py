@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "calibration stored in the artifact is chosen for it (0.05; 0: no calibration)",
     )
     data.add_argument(
+        "--no-device-models",
+        action="store_true",
+        help="do not train the device models (one per set of metrics a device reports: "
+        "each reading judged against the device's other sensors now and its recent past)",
+    )
+    data.add_argument(
         "--max-windows",
         type=int,
         default=8192,
@@ -147,6 +153,7 @@ def main(args: argparse.Namespace) -> int:
         batch_sizes=args.export_batch_sizes,
         plots=not args.no_plots,
         alert_budget=args.alert_budget,
+        device_models=not args.no_device_models,
         parent=args.parent,
         fit_margin=args.fit_margin,
     )

@@ -202,7 +202,12 @@ def fit(
             split = TrainConfig().split
             n_train = {k: split_point(len(ts), split) for k, (ts, _) in series.items()}
             cal = calibrate_artifact(artifact, forecaster, series, n_train, budget)
-            artifact = dataclasses.replace(artifact, alert_z_scale=cal.z_scale, alert_budget=budget)
+            artifact = dataclasses.replace(
+                artifact,
+                alert_z_scale=cal.z_scale,
+                alert_budget=budget,
+                alert_signal_scales=cal.signal_scales or {},
+            )
             info["alerting"] = cal.to_dict(budget)
         return artifact, forecaster, info
     from detector.artifact import load_artifact

@@ -24,7 +24,7 @@ import numpy as np
 from detector.artifact import ARTIFACT_JSON, KNOWN_SCALING, Artifact
 from detector.features import TIME_FEATURES
 from training import alerting, artifact_writer, continuation, export, fitting, report, windowing
-from training.calibration import calibrate
+from training.calibration import calibrate, error_stats
 from training.data import DataError, LoadedData, Series, from_arrays, load_files
 from training.models import CELLS, ModelSpec, build_model, resolve_units
 from training.report import summary_lines
@@ -78,6 +78,8 @@ class TrainConfig:
     alert_budget: float = alerting.DEFAULT_BUDGET
     """Alerts per series per day the held-out history may raise; the artifact's alert
     calibration is chosen for it (see `training.alerting`). 0: no calibration."""
+    device_models: bool = True
+    """Train a device model per metric signature (`training.device_training`)."""
     parent: Path | None = None
     """An artifact to continue from (``--from``): its shape, weights and, where the new data
     fits, its normalisation (see `training.continuation`). None: a new model."""
@@ -319,6 +321,11 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
         naive_error = y_val - ws.last_values(ws.val_pos)
         seasonal_error = y_val - report.seasonal_naive(ws, ws.val_pos)
         per_series_errors, global_errors = calibrate(residual, ws.series_id[ws.val_pos], ws.keys)
+        devices = _device_models(plan, tmp)
+        t = _timed(plan, "device_models_s", t)
+        for key, deviations in devices.deviations.items():
+            # The core's error statistics of a judged series follow the device model's z.
+            per_series_errors[key] = error_stats(deviations)
         scales, ranges, periods = dict(ws.scales), dict(ws.ranges), dict(ws.periods)
         if plan.parent is not None:
             continuation.merge_parent_series(
@@ -339,6 +346,8 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
             training=_training_section(plan, len(history["loss"])),
             metrics=report.metrics(residual, naive_error, global_errors, worst, seasonal_error),
         )
+        if devices.entries:
+            doc["device_models"] = devices.entries
         if cfg.alert_budget > 0:
             plan.log(f"calibrating alerts on the held-out history (budget {cfg.alert_budget:g})")
             doc["alerting"] = _calibrate_alerts(plan, doc, tmp)
@@ -359,10 +368,32 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
             "timing_s": {k: round(v, 3) for k, v in plan.timing.items()},
             "tflite_max_diff_per_batch": {str(b): d for b, d in sorted(diffs.items())},
             "per_series": report.per_series(ws, residual, naive_error, seasonal_error),
+            "device_models": devices.reports,
         }
         artifact_writer.write_json(tmp / "report.json", full)
         artifact_writer.publish(tmp, plan.target)
     return TrainResult(plan.target, full, artifact_writer.self_check(plan.target))
+
+
+@dataclass
+class _Devices:
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    deviations: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _device_models(plan: _Plan, directory: Path) -> _Devices:
+    """Train the device models into `directory` (none when switched off)."""
+    from training import device_training
+
+    cfg = plan.cfg
+    if not cfg.device_models:
+        return _Devices()
+    dcfg = device_training.DeviceTrainConfig(window=min(cfg.window, 16), seed=cfg.seed)
+    entries, reports, deviations = device_training.train_device_models(
+        plan.loaded.series, plan.ws.scales, plan.ws.n_train_readings, dcfg, directory, plan.log
+    )
+    return _Devices(entries, reports, deviations)
 
 
 def _calibrate_alerts(plan: _Plan, doc: dict[str, Any], directory: Path) -> dict[str, Any]:
@@ -381,7 +412,9 @@ def _calibrate_alerts(plan: _Plan, doc: dict[str, Any], directory: Path) -> dict
     )
     plan.log(
         f"held-out history: {calibration.alerts_at_default} alerts uncalibrated, "
-        f"{calibration.alerts} at z scale {calibration.z_scale:.3g} "
+        f"{calibration.alerts} with divisors "
+        + ", ".join(f"{k} {v:.3g}" for k, v in (calibration.signal_scales or {}).items())
+        + " "
         f"({calibration.alerts_per_series_day:.3f} per series-day)"
     )
     return calibration.to_dict(plan.cfg.alert_budget)

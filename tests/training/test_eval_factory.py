@@ -30,7 +30,17 @@ def test_quick_naive_run_writes_its_figures(tmp_path: Path, capsys: pytest.Captu
     assert len(faults) == 18 and len(alerts) == naive["overall"]["alerts"]
     assert sum(a["fault_kind"] != "" for a in alerts) == naive["overall"]["true_alerts"]
     # Every alert names the signal that fired it; the summary counts them per signal.
-    known = {"forecast", "level", "relation", "seasonal", "repeat", "range", "flatline", "silence"}
+    known = {
+        "forecast",
+        "level",
+        "relation",
+        "seasonal",
+        "repeat",
+        "range",
+        "flatline",
+        "lasting",
+        "silence",
+    }
     assert alerts and {a["signal"] for a in alerts} <= known
     by_signal = naive["alerts_by_signal"]
     assert sum(v["true"] + v["false"] for v in by_signal.values()) == len(alerts)
