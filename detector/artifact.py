@@ -42,6 +42,9 @@ class SeriesScale:
     """Largest raw value in the training data."""
     period: int | None = None
     """Readings per season (e.g. a day) found in the training data, or None."""
+    repeat_run: int | None = None
+    """The longest run of readings equal to the one before in the training data (None: the
+    series never changed value, or the artifact does not say)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +184,10 @@ def _scale(obj: Any, where: str) -> SeriesScale:
     bad_period = isinstance(period, bool) or not isinstance(period, int) or period < 2
     if period is not None and bad_period:
         raise ArtifactError(f"{where}.period must be an integer of at least 2, or null")
-    return SeriesScale(offset, scale, low, high, period)
+    run = obj.get("repeat_run")
+    if run is not None and (isinstance(run, bool) or not isinstance(run, int) or run < 0):
+        raise ArtifactError(f"{where}.repeat_run must be a non-negative integer, or null")
+    return SeriesScale(offset, scale, low, high, period, run)
 
 
 def _errors(obj: Any, where: str) -> ErrorStats:

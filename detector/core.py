@@ -224,6 +224,9 @@ class DetectionCore:
             self.scorer.seed(slot, errors, 0.5, 12**-0.5, value_range, trained)
         else:
             self.scorer.seed(slot, errors, 0.0, 1.0, value_range, trained)
+        if known is not None and known.repeat_run is not None:
+            # A stopped machine's weekend of zeros is in the history: not news on Saturday.
+            self.scorer.longest_repeat_run[slot] = known.repeat_run
         self.episodes.reset(slot)
         self.held.reset(slot)
         return slot
@@ -654,7 +657,7 @@ class DetectionCore:
             values = adm.values[idx]
             scaled = (values - offset) / scale
             residual = scaled - forecast[rows]
-            relation_z = relation_resid = None
+            relation_z = relation_resid = judged_rows = None
             if cfg.relate_devices:
                 residual, relation_z, relation_resid = self._relate(
                     slots, adm.ts[idx], scaled, residual
@@ -668,6 +671,7 @@ class DetectionCore:
                 judged = self._judge_devices(adm, idx, scaled, past[0][rows], past[1][rows])
                 if judged is not None:
                     on, dz, d_expected, d_sigma = judged
+                    judged_rows = on
                     # The device model's deviation, in its own units, is what every
                     # device-level signal and the error likelihood judge from here on.
                     residual = np.where(on, dz, residual)
@@ -691,6 +695,7 @@ class DetectionCore:
                 self.z_scale[slots],
                 relation_resid,
                 self.signal_scales,
+                judged_rows,
             )
             if self.trace is not None:
                 sc = self.scorer

@@ -447,6 +447,7 @@ class AnomalyScorer:
         z_scale: np.ndarray | float = 1.0,
         relation_resid: np.ndarray | None = None,
         signal_scales: np.ndarray | None = None,
+        standardised: np.ndarray | None = None,
     ) -> np.ndarray:
         """Scores in [0, 1] of one reading per distinct slot, then learn from it.
 
@@ -459,7 +460,9 @@ class AnomalyScorer:
         of state would set off. The likelihood deviations are divided by `z_scale` (the
         alerting calibration, see `training.alerting`) before they become scores, each
         signal's first by its own divisor in `signal_scales` (indexed like `SIGNALS`; None:
-        all 1).
+        all 1). `standardised` marks readings whose `relation_resid` is already a deviation
+        in units of its own predicted spread (a device model's z): their lasting signal is
+        the recent mean of it against its law under that model, not against a learnt long run.
 
         After the call, `last_z` holds each reading's largest likelihood deviation (divided
         by its signal's divisor, not by `z_scale`) and `last_flag` whether a certain signal
@@ -508,7 +511,7 @@ class AnomalyScorer:
         if relation_resid is not None:
             lasting = related & np.isfinite(relation_resid)
             if lasting.any():
-                take(LASTING, self._lasting_relation(slots, lasting, relation_resid))
+                take(LASTING, self._lasting_relation(slots, lasting, relation_resid, standardised))
         flag = np.zeros(slots.shape, dtype=bool)
         if cfg.use_range:
             low, high = self.low[slots], self.high[slots]
@@ -559,17 +562,33 @@ class AnomalyScorer:
         return stuck
 
     def _lasting_relation(
-        self, slots: np.ndarray, related: np.ndarray, resid: np.ndarray
+        self,
+        slots: np.ndarray,
+        related: np.ndarray,
+        resid: np.ndarray,
+        standardised: np.ndarray | None = None,
     ) -> np.ndarray:
         """|z| of the recent mean of the signed relation residual against its long run (0
-        while a series has fewer than `learn_readings` related readings), then learn."""
+        while a series has fewer than `learn_readings` related readings), then learn.
+
+        A standardised residual (unit spread under the model that made it) needs no learnt
+        long run: the mean of n of them has spread 1/sqrt(n). A learnt one was fragile here:
+        its spread settles on the first `learn_readings` readings and then moves with a
+        half-life of weeks, so a core primed at night judged every morning's start-up
+        against the calm of a stopped machine.
+        """
         out = np.zeros(slots.shape)
         r = np.flatnonzero(related)
         s = slots[r]
         recent = self.recent_relation.push(s, resid[r])
         seen = self.relation_seen[s]
         learnt = seen >= self.config.learn_readings
-        out[r] = np.where(learnt, np.abs(self.relation_run.z(s, recent)), 0.0)
+        lasting = np.abs(self.relation_run.z(s, recent))
+        if standardised is not None:
+            own = standardised[r]
+            root_n = float(np.sqrt(self.config.short_window))
+            lasting = np.where(own, np.abs(recent) * root_n, lasting)
+        out[r] = np.where(learnt, lasting, 0.0)
         self.relation_run.update(s, recent, np.where(learnt, np.inf, seen))
         self.relation_seen[s] = np.minimum(seen, COUNTER_CAP) + 1
         return out

@@ -36,6 +36,7 @@ def artifact_doc(
     scales: dict[str, tuple[float, float]],
     ranges: dict[str, tuple[float, float]],
     periods: dict[str, int | None],
+    repeat_runs: dict[str, int | None],
     calibration_per_series: dict[str, dict[str, object]],
     calibration_global: dict[str, object],
     tflite_files: dict[int, str],
@@ -63,6 +64,8 @@ def artifact_doc(
                     "high": ranges[key][1],
                     # readings per season, for the worker's seasonal forecast (or null)
                     "period": periods.get(key),
+                    # longest run of exact repeats: what a stuck sensor must outlast
+                    "repeat_run": repeat_runs.get(key),
                 }
                 for key, (offset, scale) in sorted(scales.items())
             },

@@ -163,6 +163,7 @@ def naive_artifact(series: dict[str, tuple[np.ndarray, np.ndarray]], directory: 
                     "low": ws.ranges[key][0],
                     "high": ws.ranges[key][1],
                     "period": ws.periods.get(key),
+                    "repeat_run": ws.repeat_runs.get(key),
                 }
                 for key, (offset, scale) in ws.scales.items()
             },

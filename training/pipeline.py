@@ -340,6 +340,7 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
             scales=scales,
             ranges=ranges,
             periods=periods,
+            repeat_runs=ws.repeat_runs,
             calibration_per_series=per_series_errors,
             calibration_global=global_errors,
             tflite_files=names,

@@ -70,6 +70,9 @@ class WindowSet:
     train_pos: np.ndarray
     val_pos: np.ndarray
     n_train_readings: dict[str, int] = field(default_factory=dict)
+    repeat_runs: dict[str, int | None] = field(default_factory=dict)
+    """Series key -> the longest run of readings equal to the one before (both parts; None
+    for a series that never changed value)."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Series too short to give a training window -> its number of readings."""
 
@@ -86,6 +89,22 @@ class WindowSet:
     def last_values(self, pos: np.ndarray) -> np.ndarray:
         """The naive "repeat the last value" forecast of each window ``(B,)``."""
         return self.values[np.asarray(pos) - 1]
+
+
+def longest_repeat_run(values: np.ndarray) -> int | None:
+    """The most readings in a row equal to the one before; None when the series never
+    changes value (it has no run to compare with: see `detector.scoring`).
+
+    >>> longest_repeat_run(np.array([1.0, 1.0, 1.0, 2.0, 2.0, 3.0]))
+    2
+    >>> longest_repeat_run(np.array([5.0, 5.0])) is None
+    True
+    """
+    same = values[1:] == values[:-1]
+    if same.all():
+        return None
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], same.astype(np.int8), [0]])))
+    return int((edges[1::2] - edges[::2]).max()) if edges.size else 0
 
 
 def build_windows(
@@ -111,6 +130,7 @@ def build_windows(
     keys: list[str] = []
     scales: dict[str, tuple[float, float]] = {}
     ranges: dict[str, tuple[float, float]] = {}
+    repeat_runs: dict[str, int | None] = {}
     periods: dict[str, int | None] = {}
     n_train_readings: dict[str, int] = {}
     skipped: dict[str, int] = {}
@@ -135,6 +155,7 @@ def build_windows(
         keys.append(key)
         scales[key] = (offset, scale)
         ranges[key] = (float(values.min()), float(values.max()))
+        repeat_runs[key] = longest_repeat_run(values)
         # The most recent readings suffice to find a period and bound the cost on long series.
         periods[key] = estimate_period(values[-PERIOD_SAMPLE:])
         n_train_readings[key] = n_train
@@ -155,6 +176,7 @@ def build_windows(
         keys=keys,
         scales=scales,
         ranges=ranges,
+        repeat_runs=repeat_runs,
         periods=periods,
         values=cat(values_parts, np.float32),
         ts=cat(ts_parts, np.float64),
