@@ -672,6 +672,7 @@ class DetectionCore:
                 if judged is not None:
                     on, dz, d_expected, d_sigma = judged
                     judged_rows = on
+                    assert relation_z is not None and relation_resid is not None
                     # The device model's deviation, in its own units, is what every
                     # device-level signal and the error likelihood judge from here on.
                     residual = np.where(on, dz, residual)

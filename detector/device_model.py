@@ -203,7 +203,7 @@ def weight_arrays(model: DeviceModel) -> dict[str, np.ndarray]:
 
 def save_device_model(model: DeviceModel, path: Path) -> None:
     with open(path, "wb") as f:
-        np.savez(f, **weight_arrays(model))
+        np.savez(f, **weight_arrays(model))  # type: ignore[arg-type]  # numpy's stub: allow_pickle
 
 
 def load_device_model(path: Path, metrics: tuple[str, ...], window: int) -> DeviceModel:
@@ -214,7 +214,7 @@ def load_device_model(path: Path, metrics: tuple[str, ...], window: int) -> Devi
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DeviceModelError(f"{path}: not a readable device model ({exc})") from None
     try:
-        dense = []
+        dense: list[tuple[np.ndarray, np.ndarray]] = []
         while f"{DENSE_PREFIX}{len(dense)}_kernel" in arrays:
             i = len(dense)
             dense.append((arrays[f"{DENSE_PREFIX}{i}_kernel"], arrays[f"{DENSE_PREFIX}{i}_bias"]))

@@ -139,7 +139,7 @@ def calibrate_signals(
     for k in range(len(SIGNALS)):
         if k in CERTAIN:
             continue
-        alone = [
+        alone: list[tuple[np.ndarray, ...]] = [
             (r[0], r[1], r[5][:, k], f) for r, f in zip(trace, no_flag, strict=True) if len(r) > 5
         ]
         if alone and count_alerts(alone, 1.0, config, capacity) > 0:
