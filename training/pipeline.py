@@ -327,9 +327,16 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
             # The core's error statistics of a judged series follow the device model's z.
             per_series_errors[key] = error_stats(deviations)
         scales, ranges, periods = dict(ws.scales), dict(ws.ranges), dict(ws.periods)
+        repeat_runs = dict(ws.repeat_runs)
         if plan.parent is not None:
             continuation.merge_parent_series(
-                plan.parent, plan.normalisation, scales, ranges, periods, per_series_errors
+                plan.parent,
+                plan.normalisation,
+                scales,
+                ranges,
+                periods,
+                per_series_errors,
+                repeat_runs,
             )
         doc = artifact_writer.artifact_doc(
             version=plan.version,
@@ -340,7 +347,7 @@ def _fit_and_write(plan: _Plan) -> TrainResult:
             scales=scales,
             ranges=ranges,
             periods=periods,
-            repeat_runs=ws.repeat_runs,
+            repeat_runs=repeat_runs,
             calibration_per_series=per_series_errors,
             calibration_global=global_errors,
             tflite_files=names,
