@@ -35,7 +35,7 @@ from detector.readings import DUPLICATE, OUT_OF_ORDER, OUT_OF_RANGE, TOO_MANY_SE
 from detector.relations import RELATION_HALFLIFE, DeviceRelations
 from detector.rule_policy import NOT_SUPPRESSED, SUPPRESS_REASONS, SeriesRules
 from detector.rules import RuleSet
-from detector.scoring import NO_RUN_YET, SIGNALS, AnomalyScorer, ErrorTracker, SeasonalErrors
+from detector.scoring import SIGNALS, AnomalyScorer, ErrorTracker, SeasonalErrors
 from detector.seasonality import SeasonalRings
 from detector.slot_arrays import grown
 from detector.windows import WindowStore
@@ -950,19 +950,9 @@ class DetectionCore:
                 break  # more series than max_series: the rest warm up again
             slots.append(slot)
         rows = np.array(slots, dtype=np.int64)
-        seeded_runs = self.scorer.longest_repeat_run[rows].copy()
         for name, array in self._slot_arrays().items():
             if name in state:  # an optional one absent keeps the value seeded at allocation
                 array[rows] = state[name][: len(slots)]
-        # The artifact's longest run of repeats (its whole history) stands unless the state
-        # saw a longer one: a checkpoint of a few days must not forget the weekend stop.
-        saved_runs = self.scorer.longest_repeat_run[rows]
-        known = seeded_runs != NO_RUN_YET
-        self.scorer.longest_repeat_run[rows] = np.where(
-            known & ((saved_runs == NO_RUN_YET) | (saved_runs < seeded_runs)),
-            seeded_runs,
-            saved_runs,
-        )
         if "seasonal_period" in state:
             # A period the artifact does not give (a series a new model was not trained on)
             # is kept: its seasonal forecast is still the value one period ago.

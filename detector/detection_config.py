@@ -61,9 +61,10 @@ class DetectionConfig:
     """A series the model was not trained on scores 0 while its statistics learn from its
     first this many scored readings; a series without a recorded range learns it as long."""
     relate_devices: bool = True
-    """Judge each reading against its device's other sensors at the same timestamp (see
-    `detector.relations`): a machine changing state moves its sensors together, a fault
-    moves one against the others. Off: every series is judged on its own."""
+    """Judge each reading against its device's other sensors at the same timestamp (the
+    artifact's device models where they apply, see `detector.device_model`, otherwise the
+    linear relations of `detector.relations`): a machine changing state moves its sensors
+    together, a fault moves one against the others. Off: every series is judged on its own."""
     silence_after: float = 5.0
     """A series that has not reported for this many of its typical intervals, while others
     have (the clock is the newest reading's timestamp), fires a ``silence`` alert; it

@@ -71,7 +71,7 @@ class DeviceJudge:
         groups: dict[tuple[str, float], dict[str, int]] = {}
         known = self.known
         for i, r in enumerate(readings):
-            if f"{r.device}/{r.metric}" in known:
+            if r.key in known:
                 groups.setdefault((r.device, r.ts), {})[r.metric] = i
         batches: dict[int, list[list[int]]] = {}
         for members in groups.values():

@@ -43,10 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from detector.artifact import MAX_DEVICE_METRICS
+
 LOG_SIGMA_MIN = -7.0
 LOG_SIGMA_MAX = 5.0
-MAX_METRICS = 8
-"""Metrics in one device signature: the judged variants grow with its square."""
 DENSE_PREFIX = "dense"
 
 
@@ -84,8 +84,10 @@ class DeviceModel:
 
     def validate(self) -> None:
         m, u = self.n_metrics, self.units
-        if not 2 <= m <= MAX_METRICS:
-            raise DeviceModelError(f"a device model needs 2 to {MAX_METRICS} metrics, got {m}")
+        if not 2 <= m <= MAX_DEVICE_METRICS:
+            raise DeviceModelError(
+                f"a device model needs 2 to {MAX_DEVICE_METRICS} metrics, got {m}"
+            )
         if len(set(self.metrics)) != m or list(self.metrics) != sorted(self.metrics):
             raise DeviceModelError("a device model's metrics must be distinct and sorted")
         if self.window < 1:

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from detector.artifact import Artifact
-from detector.scoring import MIN_STD, expected_abs
+from detector.scoring import MIN_STD, NO_RUN_YET, expected_abs
 
 ErrorRule = Literal["calibration", "keep"]
 ERROR_RULES: tuple[str, ...] = ("calibration", "keep")
@@ -121,6 +121,7 @@ def carry_over(
 
     _convert(out, a, b)
     _range(out, keys, known, artifact)
+    _repeat_runs(out, keys, known, artifact)
     _seasonal(out, keys, artifact)
     for prefix, shift in (("rel", True), ("rres", False)):
         _relations(out, keys, prefix, a, b if shift else np.zeros(n))
@@ -235,6 +236,21 @@ def _range(
         trusted = out["trusted_range"].astype(bool)
         trusted[idx] = True
         out["trusted_range"] = trusted
+
+
+def _repeat_runs(
+    out: dict[str, np.ndarray], keys: list[str], known: np.ndarray, artifact: Artifact
+) -> None:
+    """A series the new artifact knows: the longest run of repeats seen so far, or the
+    artifact's (its whole history) when that is longer: a checkpoint of a few days must not
+    forget the weekend stop."""
+    if "flat_longest_run" not in out:
+        return
+    runs = out["flat_longest_run"]
+    for i in np.flatnonzero(known).tolist():
+        trained = artifact.series_scales[keys[i]].repeat_run
+        if trained is not None and (runs[i] == NO_RUN_YET or runs[i] < trained):
+            runs[i] = trained
 
 
 def _seasonal(out: dict[str, np.ndarray], keys: list[str], artifact: Artifact) -> None:

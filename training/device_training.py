@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from detector.artifact import MAX_DEVICE_METRICS
 from detector.device_model import (
     LOG_SIGMA_MAX,
     LOG_SIGMA_MIN,
-    MAX_METRICS,
     DeviceModel,
     describe,
     save_device_model,
@@ -65,7 +65,7 @@ class DeviceData:
 
 
 def signatures(keys: list[str]) -> dict[tuple[str, ...], list[str]]:
-    """Devices by the sorted names of their metrics, for devices with 2..MAX_METRICS."""
+    """Devices by the sorted names of their metrics, for devices with 2..MAX_DEVICE_METRICS."""
     by_device: dict[str, list[str]] = {}
     for key in keys:
         device, sep, metric = key.partition("/")
@@ -73,7 +73,7 @@ def signatures(keys: list[str]) -> dict[tuple[str, ...], list[str]]:
             by_device.setdefault(device, []).append(metric)
     out: dict[tuple[str, ...], list[str]] = {}
     for device, metrics in sorted(by_device.items()):
-        if 2 <= len(metrics) <= MAX_METRICS:
+        if 2 <= len(metrics) <= MAX_DEVICE_METRICS:
             out.setdefault(tuple(sorted(metrics)), []).append(device)
     return out
 

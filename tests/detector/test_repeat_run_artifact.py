@@ -52,13 +52,13 @@ WINDOW = 3
 RUN = 5
 
 
-def artifact(repeat_run: int | None):  # type: ignore[no-untyped-def]
+def artifact(repeat_run: int | None, version: str = "test-model"):  # type: ignore[no-untyped-def]
     scale: dict[str, Any] = {"offset": 0.0, "scale": 1.0, "low": -100.0, "high": 100.0}
     scale["repeat_run"] = repeat_run
     err = {"mean": 0.0, "std": 1.0, "abs_quantiles": {}, "n": 100}
     doc = {
         "schema_version": SCHEMA_VERSION,
-        "version": "test-model",
+        "version": version,
         "created_at": "2026-11-28T00:00:00Z",
         "code_version": "iotad test",
         "model": {"cell": "lstm", "units": [4], "layers": 1, "bidirectional": False},
@@ -76,11 +76,11 @@ def artifact(repeat_run: int | None):  # type: ignore[no-untyped-def]
     return parse_artifact(doc, Path("/nonexistent"))
 
 
-def core_for(repeat_run: int | None) -> DetectionCore:
+def core_for(repeat_run: int | None, version: str = "test-model") -> DetectionCore:
     cfg = DetectionConfig(
         use_level=False, use_range=False, flatline_min=3, quiet_period=0, resolve_after=2
     )
-    return DetectionCore(artifact(repeat_run), LastValueForecaster(), cfg)
+    return DetectionCore(artifact(repeat_run, version), LastValueForecaster(), cfg)
 
 
 def feed(core: DetectionCore, values: list[float]) -> list[tuple[float, bool, int]]:
@@ -163,7 +163,7 @@ def test_a_checkpoint_of_the_same_model_keeps_the_seeded_run() -> None:
 def test_a_checkpoint_that_never_saw_the_run_does_not_erase_the_artifacts() -> None:
     # A core without the artifact's run (an older model) saved a series that never changed:
     # restored into a core whose artifact knows RUN, the series keeps RUN.
-    old = core_for(None)
+    old = core_for(None, "older-model")
     feed(old, [7.0] * (WINDOW + 2))
     restored = core_for(RUN)
     restored.restore(old.snapshot())
@@ -173,7 +173,7 @@ def test_a_checkpoint_that_never_saw_the_run_does_not_erase_the_artifacts() -> N
 
 
 def test_a_checkpoint_that_saw_a_longer_run_keeps_it() -> None:
-    old = core_for(RUN + 4)
+    old = core_for(RUN + 4, "older-model")
     feed(old, [7.0] * (WINDOW + 2))
     restored = core_for(RUN)
     restored.restore(old.snapshot())
