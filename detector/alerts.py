@@ -20,13 +20,20 @@ from detector.events import AlertEvent, Scored
 class Delivery(Protocol):
     """A queued publish. `done` is True once the broker confirmed it (QoS 0: once sent) or
     once it can no longer be confirmed (refused, or the connection it was sent on is gone).
-    `lost` is True when it was given up and the input that raised it must not be acked: that
-    input comes again (NATS: the output stream never acknowledged it). MQTT's are never lost:
-    the worker acks what raised them once they are done, confirmed or not."""
+    `lost` is True when it was given up and the input that raised it must not be acked yet
+    (NATS: the output stream never acknowledged it); the worker then calls `send_again` until
+    it is confirmed (`detector.resends`). MQTT's are never lost: the worker acks what raised
+    them once they are done, confirmed or not."""
 
     def done(self) -> bool: ...
 
     def lost(self) -> bool: ...
+
+    def send_again(self) -> None:
+        """Publish a lost delivery again as the same message (NATS: the same
+        ``Nats-Msg-Id``, which the output stream stores once); it is pending again. It stays
+        lost when it cannot be sent now."""
+        ...
 
 
 class Publisher(Protocol):

@@ -28,7 +28,7 @@ that made a token reads it."""
 class Inbound:
     """One message after decoding, waiting for the detection thread."""
 
-    __slots__ = ("ended", "labels", "readings", "rejections", "token", "topic")
+    __slots__ = ("ended", "labels", "readings", "redelivered", "rejections", "token", "topic")
 
     def __init__(
         self,
@@ -38,6 +38,7 @@ class Inbound:
         rejections: list[Rejection],
         ended: list[Ended] | None = None,
         labels: Labels | None = None,
+        redelivered: bool = False,
     ) -> None:
         self.token = token
         self.topic = topic
@@ -47,6 +48,10 @@ class Inbound:
         """Devices whose series this message ended (a Sparkplug DEATH), or None."""
         self.labels = labels
         """The labels of the message's topic (site, line, ...), or None."""
+        self.redelivered = redelivered
+        """The source sent it before and it was not acked (NATS); the MQTT source never says
+        so. The worker matches these to the messages whose outputs it still waits for
+        (`detector.resends`)."""
 
 
 def _size(item: Inbound) -> int:
@@ -209,9 +214,11 @@ class Intake:
         rejections: list[Rejection],
         wait: bool = True,
         labels: Labels | None = None,
+        redelivered: bool = False,
     ) -> bool:
         """Enqueue a message the source decoded (and checked) itself."""
-        return self.queue.put(Inbound(token, topic, readings, rejections, None, labels), wait)
+        item = Inbound(token, topic, readings, rejections, None, labels, redelivered)
+        return self.queue.put(item, wait)
 
     def skipped(self, topic: bytes, payload: bytes, token: AckToken, reason: str) -> bool:
         """A message that is not input at all (`detector.readings` reasons: retained, the

@@ -294,6 +294,24 @@ class WorkerMetrics:
         # failure when the series appears with it.
         for kind in PUBLISH_FAILED_KINDS:
             self.publish_failed.labels(kind)
+        self.outputs_resending = Gauge(
+            "iotad_outputs_resending",
+            "Alerts and dead letters the output stream never confirmed (NATS), sent again "
+            "until it does; the messages that raised them wait unacked",
+            registry=r,
+        )
+        self.outputs_resent = Counter(
+            "iotad_outputs_resent_total",
+            "Alerts and dead letters sent again (same message id) after the output stream "
+            "never confirmed them (NATS)",
+            registry=r,
+        )
+        self.outputs_dropped = Counter(
+            "iotad_outputs_dropped_total",
+            "Alerts and dead letters never confirmed and not sent again: more were waiting "
+            "than the worker keeps (NATS)",
+            registry=r,
+        )
         self.shard_info = Gauge(
             "iotad_shard_info",
             "This worker's shard (i/N) and source (mqtt, nats)",

@@ -95,6 +95,9 @@ class InfoDelivery:
     def lost(self) -> bool:
         return False
 
+    def send_again(self) -> None:
+        """Never called: an MQTT publish is never `lost`."""
+
 
 class MqttConnection:
     """One paho client with the worker's session, subscriptions and status topic.

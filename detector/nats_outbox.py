@@ -13,8 +13,10 @@ the acks: it publishes the whole round, and one timer per round fails what is st
 unanswered after ``PUB_ACK_TIMEOUT_S`` (awaiting each ack in turn would hold every publish
 behind the one before). A failed publish (no answer, no stream, a stream error, no
 connection) is sent again with the same ``Nats-Msg-Id``, so the stream stores it once, until
-``retry_s`` has passed; then its delivery is `lost` and the worker leaves the reading that
-raised it unacked, to come again. QoS 0 publishes (scores, status) stay plain publishes: at
+``retry_s`` has passed; then its delivery is `lost`. The worker keeps it and sends it again
+(`NatsDelivery.send_again`: the same ``Nats-Msg-Id``, another ``retry_s`` of tries) until the
+stream confirms it, and only then acks the reading that raised it (`detector.resends`).
+QoS 0 publishes (scores, status) stay plain publishes: at
 most once, confirmed by nothing.
 """
 
@@ -52,13 +54,16 @@ class NatsDelivery:
     """A JetStream publish as an `alerts.Delivery`: done once the stream acknowledged it, or
     once it was given up (`lost`)."""
 
-    __slots__ = ("give_up_at", "msg_id", "payload", "state", "subject")
+    __slots__ = ("give_up_at", "msg_id", "outbox", "payload", "state", "subject")
 
-    def __init__(self, subject: str, payload: bytes, msg_id: str, give_up_at: float) -> None:
+    def __init__(
+        self, subject: str, payload: bytes, msg_id: str, give_up_at: float, outbox: Outbox
+    ) -> None:
         self.subject = subject
         self.payload = payload
         self.msg_id = msg_id
         self.give_up_at = give_up_at
+        self.outbox = outbox
         self.state = _PENDING
 
     def done(self) -> bool:
@@ -66,6 +71,10 @@ class NatsDelivery:
 
     def lost(self) -> bool:
         return self.state == _LOST
+
+    def send_again(self) -> None:
+        """Publish a lost one again under the same message id (`Outbox.send_again`)."""
+        self.outbox.send_again(self)
 
 
 class Outbox:
@@ -128,6 +137,7 @@ class Outbox:
                 payload,
                 self._id_prefix + str(next(self._ids)),
                 time.monotonic() + self.retry_s,
+                self,
             )
             if self.unconfirmed >= MAX_UNCONFIRMED:
                 delivery.state = _LOST  # never sent
@@ -137,6 +147,19 @@ class Outbox:
         self._publishes.append((subject, payload, delivery))
         self._kick()
         return delivery
+
+    def send_again(self, delivery: NatsDelivery) -> None:
+        """Box a lost publish again, with the same ``Nats-Msg-Id`` (the stream stores it once
+        within its duplicate window) and another ``retry_s`` of tries: it is pending again.
+        It stays lost when the outbox is closed or full (the caller tries again later)."""
+        if delivery.state != _LOST or self.closed or self.unconfirmed >= MAX_UNCONFIRMED:
+            return
+        delivery.give_up_at = time.monotonic() + self.retry_s
+        # Pending before it is boxed: the loop only sends pending publishes.
+        delivery.state = _PENDING
+        self._js_published += 1
+        self._publishes.append((delivery.subject, delivery.payload, delivery))
+        self._kick()
 
     @property
     def unconfirmed(self) -> int:

@@ -65,8 +65,8 @@ class NatsSettings(BaseModel):
     oldest go first)."""
     output_retry_s: float = Field(60.0, ge=1, le=3600)
     """Seconds the worker retries an alert or dead letter the output stream did not
-    acknowledge (a node died, no leader yet); then it gives up, counts it and leaves the
-    reading unacked, to come again after `ack_wait_s`."""
+    acknowledge (a node died, no leader yet); then it counts it as unconfirmed and keeps
+    sending it again until the stream confirms it, the reading that raised it unacked."""
     checkpoint_bucket: str = "iotad-checkpoints"
     """Key-value bucket of the per-partition checkpoints (key `p<NN>`); created when missing."""
     durable_prefix: str = "iotad"

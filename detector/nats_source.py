@@ -520,7 +520,8 @@ class NatsSource:
             self.outbox.ack_many([reply])  # a start-up probe of some worker: not input
             self.probes_acked += 1
             return
-        if _delivered_more_than_once(reply):
+        redelivered = _delivered_more_than_once(reply)
+        if redelivered:
             self.metrics.redelivered.inc()
         subject = msg.subject
         topic = topic_of(subject)
@@ -534,7 +535,15 @@ class NatsSource:
             readings, moved = self._own_partition(p, readings, topic, msg.data)
             rejections = rejections + moved
         # Never waits: `_pull` asked for no more than the queue has room for.
-        self.intake.decoded(topic, reply, readings, rejections, wait=False, labels=decoded.labels)
+        self.intake.decoded(
+            topic,
+            reply,
+            readings,
+            rejections,
+            wait=False,
+            labels=decoded.labels,
+            redelivered=redelivered,
+        )
 
     def _own_partition(
         self, p: int, readings: list[Reading], topic: bytes, payload: bytes

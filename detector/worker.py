@@ -7,6 +7,8 @@ takes everything that has accumulated since (up to ``max_batch`` readings), runs
 `DetectionCore.process` once, publishes alert events, dead letters and (opt-in) scores,
 updates the metrics and only then hands the batch's tokens back to the source to acknowledge.
 A worker killed at any point loses nothing: unacknowledged messages are redelivered.
+Outputs the source gave up on (NATS: `lost`) are sent again until confirmed, and the messages
+that raised them wait for that (`detector.resends`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from detector.memory import release_free_memory
 from detector.metrics import WorkerMetrics
 from detector.ratelimit import RateLimitedLog
 from detector.readings import CORE_ERROR, NOT_DEAD_LETTERED, Reading, Rejection
+from detector.resends import Resends, claim
 from detector.topics import Labels
 
 log = logging.getLogger("iotad.worker")
@@ -206,6 +209,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._rejected_children: dict[str, Any] = {}
         self._held: deque[_Held] = deque()
+        self.resends = Resends()
         self._next_housekeeping = 0.0
         self.evict_every_s = evict_every_s
         self._next_evict = time.monotonic() + evict_every_s
@@ -237,23 +241,23 @@ class Worker:
         try:
             while not self._stop.is_set():
                 # Poll quickly while acks wait for alert confirmations, else block longer.
-                timeout = HELD_POLL_S if self._held else 0.25
+                timeout = HELD_POLL_S if self._held or self.resends else 0.25
                 linger = self.linger_s if self.rate >= self.linger_above_msgs_per_s else 0.0
                 items = self.queue.drain(self.max_batch, timeout, linger)
                 if items and not self._stop.is_set():
                     self.process(items)
-                if self._held:
+                if self._held or self.resends:
                     self.release_held()
                 if self.rules is not None:
                     self._poll_rules()
-                if self.checkpoints is not None and not self._held and self.checkpoints.due():
+                if self.checkpoints is not None and not self.acks_held and self.checkpoints.due():
                     self.checkpoints.save(self.core)
                 if self.reloader is not None and self.reloader.due():
                     self._swap_model()
                 self._housekeeping()
             # Give the last batch's alerts a moment to be confirmed, then ack what we can.
             deadline = time.monotonic() + 2.0
-            while self._held and time.monotonic() < deadline:
+            while self.acks_held and time.monotonic() < deadline:
                 self.release_held()
                 time.sleep(HELD_POLL_S)
         except BaseException as exc:  # reported by run_cli, which exits non-zero
@@ -273,6 +277,10 @@ class Worker:
     def process(self, items: list[Inbound]) -> BatchResult:
         """Process one drained batch of messages and acknowledge them."""
         m = self.metrics
+        if self.resends or self._held:
+            items = self._claim_copies(items)
+            if not items:
+                return BatchResult([], [], [])
         readings: list[Reading] = []
         rejections: list[Rejection] = []
         for item in items:
@@ -415,12 +423,14 @@ class Worker:
 
     @property
     def acks_held(self) -> bool:
-        """Whether some processed messages still wait for their alerts to be confirmed."""
-        return bool(self._held)
+        """Whether some processed messages still wait for their alerts to be confirmed (or
+        sent again: `detector.resends`)."""
+        return bool(self._held) or bool(self.resends)
 
     def release_held(self) -> None:
         """Ack held messages whose alerts and dead letters are confirmed (or that waited too
-        long). Those of a lost one are not acked: the source sends them again."""
+        long). Those of a lost one are not acked: the lost outputs are sent again, and the
+        messages acked once they are confirmed (`detector.resends`)."""
         now = time.monotonic()
         failed = self.metrics.publish_failed
         while self._held:
@@ -428,7 +438,7 @@ class Worker:
             alerts_done = all(d.done() for d in held.alerts)
             dead_done = all(d.done() for d in held.dead)
             if not (alerts_done and dead_done) and now < held.deadline:
-                return
+                break
             self._held.popleft()
             alerts_lost = any(d.lost() for d in held.alerts)
             dead_lost = any(d.lost() for d in held.dead)
@@ -437,14 +447,72 @@ class Worker:
             if dead_lost or not dead_done:
                 failed.labels("deadletter").inc()
             if alerts_lost or dead_lost:
-                self.reject_log.warning(
-                    "output_lost",
-                    "%d messages not acked: the broker never confirmed their %s; they come again",
-                    len(held.items),
-                    "alerts" if alerts_lost else "dead letters",
-                )
+                self._lost(held, "alerts" if alerts_lost else "dead letters", now)
                 continue
             self._ack(held.items)
+        if self.resends:
+            self._send_again(now)
+
+    def _lost(self, held: _Held, what: str, now: float) -> None:
+        """Keep the lost outputs of `held` to be sent again, its messages unacked until then;
+        with no room left, leave them unacked: they come again as duplicates, and these
+        outputs are not sent again (counted)."""
+        outputs = [*held.alerts, *held.dead]
+        if self.resends.keep(held.items, outputs, now):
+            self.reject_log.warning(
+                "output_lost",
+                "%d messages wait: the broker never confirmed their %s; sending them again",
+                len(held.items),
+                what,
+            )
+            return
+        dropped = sum(1 for d in outputs if d.lost())
+        self.metrics.outputs_dropped.inc(dropped)
+        self.reject_log.log(
+            logging.ERROR,
+            "output_dropped",
+            "%d %s never confirmed and not kept (%d outputs wait to be sent again already); "
+            "%d messages not acked: they come again",
+            dropped,
+            what,
+            self.resends.outputs,
+            len(held.items),
+        )
+
+    def _send_again(self, now: float) -> None:
+        m = self.metrics
+        confirmed, sent = self.resends.poll(now)
+        if sent:
+            m.outputs_resent.inc(sent)
+        if confirmed:
+            self._ack(confirmed)
+        m.outputs_resending.set(self.resends.outputs)
+
+    def _claim_copies(self, items: list[Inbound]) -> list[Inbound]:
+        """The messages of `items` to process: a copy of a message whose outputs are sent
+        again waits with it instead (its readings are in the core already: it would only be
+        dropped as a duplicate, and acked before those outputs are confirmed). So does a
+        message the source says it sent again (NATS ack wait) while the one it copies is
+        still held; a message equal to a held one is otherwise processed as before (an MQTT
+        source never says it sent one again)."""
+        before = len(items)
+        if self.resends:
+            items = claim(items, self.resends.waiting())
+        if self._held and any(i.redelivered for i in items):
+            again = claim([i for i in items if i.redelivered], [h.items for h in self._held])
+            kept = {id(i) for i in again}
+            items = [i for i in items if not i.redelivered or id(i) in kept]
+        claimed = before - len(items)
+        if claimed:
+            self.metrics.messages.inc(claimed)
+            self._rate_count += claimed
+            self.reject_log.info(
+                "output_wait",
+                "%d messages came again while their alerts or dead letters are unconfirmed: "
+                "they wait for those",
+                claimed,
+            )
+        return items
 
     def _alert(self, result: BatchResult) -> list[Delivery]:
         """Send the batch's events to every sink; returns the publishes to confirm."""

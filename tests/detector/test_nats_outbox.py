@@ -35,3 +35,35 @@ def test_nothing_is_boxed_once_closed() -> None:
     box.closed = True
     assert box.publish("alerts.d.m", b"{}", 1) is None
     assert not box.busy
+
+
+def test_a_lost_publish_is_boxed_again_under_its_message_id() -> None:
+    box = Outbox({})
+    delivery = box.publish("alerts.d.m", b"{}", 1)
+    assert delivery is not None
+    box._publishes.clear()  # as if the sender had sent it
+    box._lose(delivery, "no stream")
+    assert delivery.lost() and box.unconfirmed == 0
+    delivery.send_again()
+    assert not delivery.done() and box.unconfirmed == 1
+    assert list(box._publishes) == [("alerts.d.m", b"{}", delivery)]
+    delivery.send_again()  # pending: nothing to do
+    assert len(box._publishes) == 1 and box.unconfirmed == 1
+
+
+def test_a_lost_publish_stays_lost_while_the_box_is_full_or_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbox_module, "MAX_UNCONFIRMED", 1)
+    box = Outbox({})
+    first = box.publish("alerts.d.m", b"{}", 1)
+    refused = box.publish("alerts.d.m", b"{}", 1)
+    assert first is not None and refused is not None and refused.lost()
+    refused.send_again()
+    assert refused.lost()
+    box._lose(first, "no stream")
+    refused.send_again()
+    assert not refused.done()
+    box.closed = True
+    first.send_again()
+    assert first.lost()

@@ -17,6 +17,7 @@ from detector.events import AlertEvent, BatchResult, Eviction, Scored
 from detector.ingest import Inbound, IngestQueue, Intake
 from detector.metrics import WorkerMetrics
 from detector.payloads import PayloadDecoder
+from detector.readings import Reading
 from detector.worker import EVICT_EVERY_S, Worker, evict_interval
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact
 
@@ -27,12 +28,17 @@ class Delivery:
     def __init__(self, confirmed: bool) -> None:
         self.confirmed = confirmed
         self.given_up = False
+        self.sent_again = 0
 
     def done(self) -> bool:
         return self.confirmed or self.given_up
 
     def lost(self) -> bool:
         return self.given_up
+
+    def send_again(self) -> None:
+        self.given_up = False
+        self.sent_again += 1
 
 
 class FakeBroker:
@@ -219,7 +225,7 @@ def test_unconfirmed_alert_releases_acks_after_the_timeout(
     )
 
 
-def test_a_lost_alert_leaves_its_message_unacked(
+def test_a_lost_alert_is_sent_again_and_its_message_acked_once_confirmed(
     broker: FakeBroker, registry: CollectorRegistry
 ) -> None:
     broker.confirm = False
@@ -227,13 +233,103 @@ def test_a_lost_alert_leaves_its_message_unacked(
     feed(w, [reading(i, 1.0) for i in range(6)])
     feed(w, [reading(6, 50.0), reading(7, 1.0, "sensors/d2/temp")], first_mid=7)
     assert 8 in broker.acked and 7 not in broker.acked
-    broker.deliveries[-1].given_up = True  # the source gave up: the message must come again
+    alert = broker.deliveries[-1]
+    alert.given_up = True  # the source gave up on it
     w.release_held()
-    assert 7 not in broker.acked
-    assert not w.acks_held
-    assert (
-        registry.get_sample_value("iotad_publish_failed_total", {"kind": "alert_unconfirmed"}) == 1
+    # Sent again (the same delivery: the same message id), the message still unacked.
+    assert alert.sent_again == 1 and not alert.lost()
+    assert 7 not in broker.acked and w.acks_held
+    get = registry.get_sample_value
+    assert get("iotad_publish_failed_total", {"kind": "alert_unconfirmed"}) == 1
+    assert get("iotad_outputs_resending") == 1
+    assert get("iotad_outputs_resent_total") == 1
+    assert len(broker.on("alerts/")) == 1  # nothing new published: the delivery was resent
+    alert.confirmed = True
+    w.release_held()
+    assert 7 in broker.acked and not w.acks_held
+    assert get("iotad_outputs_resending") == 0
+
+
+def test_a_copy_of_a_message_whose_alert_is_sent_again_waits_with_it(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    """The source sends the message again: it is not processed again (the real core would
+    drop its reading as a duplicate, dead-letter it and ack it before the alert is
+    confirmed; the scripted one would alert again), it waits."""
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [reading(i, 1.0) for i in range(6)])
+    feed(w, [reading(6, 50.0)], first_mid=7)
+    published = len(broker.published)
+    alert = broker.deliveries[-1]
+    assert broker.on("alerts/") and 7 not in broker.acked
+    alert.given_up = True
+    w.release_held()
+    for mid in (70, 71):  # the ack wait passes twice
+        w.intake.decoded(
+            b"sensors/d1/temp",
+            (mid, 1, 1),
+            [Reading("d1", "temp", T0 + 6, 50.0)],
+            [],
+            redelivered=True,
+        )
+        w.process(w.queue.drain(100, 0.0))
+    assert len(broker.published) == published  # no new alert, no dead letter
+    assert not {7, 70, 71} & set(broker.acked)
+    alert.confirmed = True
+    w.release_held()
+    assert {7, 71} <= set(broker.acked) and 70 not in broker.acked  # 71 replaced 70
+
+
+def test_a_copy_that_comes_while_the_alert_is_still_retried_waits_too(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [reading(i, 1.0) for i in range(6)])
+    feed(w, [reading(6, 50.0)], first_mid=7)
+    alert = broker.deliveries[-1]
+    # Not given up yet (NATS retries for output_retry_s), but the ack wait is over.
+    w.intake.decoded(
+        b"sensors/d1/temp",
+        (70, 1, 1),
+        [Reading("d1", "temp", T0 + 6, 50.0)],
+        [],
+        redelivered=True,
     )
+    w.process(w.queue.drain(100, 0.0))
+    assert len(broker.on("alerts/")) == 1 and not {7, 70} & set(broker.acked)
+    alert.confirmed = True
+    w.release_held()
+    assert {7, 70} <= set(broker.acked)
+
+
+def test_an_equal_message_the_source_did_not_send_again_is_processed(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    """While the alert is only held (MQTT's case: never lost), an equal message is a new
+    one: processed as it always was."""
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    feed(w, [reading(i, 1.0) for i in range(6)])
+    feed(w, [reading(6, 50.0)], first_mid=7)
+    feed(w, [reading(6, 50.0)], first_mid=8)
+    assert len(broker.on("alerts/")) == 2
+
+
+def test_past_the_bound_a_lost_alert_is_dropped_and_counted(
+    broker: FakeBroker, registry: CollectorRegistry
+) -> None:
+    broker.confirm = False
+    w = make_worker(broker, registry)
+    w.resends.max_outputs = 0
+    feed(w, [reading(i, 1.0) for i in range(6)])
+    feed(w, [reading(6, 50.0)], first_mid=7)
+    broker.deliveries[-1].given_up = True
+    w.release_held()
+    assert broker.deliveries[-1].sent_again == 0
+    assert 7 not in broker.acked and not w.acks_held  # comes again, as before
+    assert registry.get_sample_value("iotad_outputs_dropped_total") == 1
 
 
 def test_a_dead_letter_holds_its_message_until_confirmed(
@@ -249,16 +345,27 @@ def test_a_dead_letter_holds_its_message_until_confirmed(
     assert broker.acked == [2, 1]
 
 
-def test_a_lost_dead_letter_leaves_its_message_unacked(
+def test_a_lost_dead_letter_is_sent_again_and_a_copy_of_its_message_waits(
     broker: FakeBroker, registry: CollectorRegistry
 ) -> None:
     broker.confirm = False
     w = make_worker(broker, registry)
     feed(w, [("sensors/d/m", b"oops")])
-    broker.deliveries[-1].given_up = True
+    (letter,) = broker.deliveries
+    letter.given_up = True
     w.release_held()
-    assert broker.acked == []
+    assert broker.acked == [] and letter.sent_again == 1
     assert registry.get_sample_value("iotad_publish_failed_total", {"kind": "deadletter"}) == 1
+    # Any copy of it waits (after a NATS rewind it is not even marked as sent again).
+    feed(w, [("sensors/d/m", b"oops")], first_mid=2)
+    assert len(broker.published) == 1 and broker.acked == []
+    letter.confirmed = True
+    w.release_held()
+    assert sorted(broker.acked) == [1, 2]
+    assert (
+        registry.get_sample_value("iotad_readings_rejected_total", {"reason": "malformed_json"})
+        == 1
+    )
 
 
 def test_acks_of_an_old_connection_are_not_sent(

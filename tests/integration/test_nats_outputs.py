@@ -1,7 +1,8 @@
 """Alerts and dead letters of a NATS worker go through the JetStream output stream: each is
 stored there (the worker's delivery is its publish ack) and MQTT clients of NATS still see
 alerts on ``alerts/...``. When the stream cannot take them, the reading that raised them is
-not acked, the failure is counted, and the reading comes again until they are stored.
+not acked, the failure is counted, and they are sent again until they are stored; the copy
+of the reading the stream sends meanwhile waits with them.
 
 Waits are on conditions, each with one generous safety timeout against hangs.
 """
@@ -199,12 +200,70 @@ def test_without_the_output_stream_the_reading_is_not_acked_and_comes_again(
     # Its dead letter was never stored: the message stays unacked...
     assert js(url, lambda jsc: _ack_pending(jsc, partition)) == 1
     assert read_outputs(url) == []
-    # ... and comes again (ack wait) until the stream is back and takes the dead letter.
-    from nats.js import api
-
-    js(url, lambda jsc: jsc.add_stream(api.StreamConfig(name=OUTPUT, subjects=OUTPUT_SUBJECTS)))
+    # ... and comes again (ack wait), to wait with its dead letter, sent again until the
+    # stream is back and takes it.
+    wait_until(lambda: worker.sample("iotad_nats_redelivered_total") >= 1, "the message again")
+    add_output_stream(url)
     wait_until(lambda: js(url, lambda jsc: _ack_pending(jsc, partition)) == 0, "the message acked")
     letters = [body for subject, body in read_outputs(url) if subject == "iotad.deadletter"]
     assert [(d["reason"], d["topic"]) for d in letters] == [("malformed_json", bad[0])]
-    assert worker.sample("iotad_nats_redelivered_total") >= 1
-    assert worker.sample("iotad_readings_rejected_total", reason="malformed_json") >= 2
+    assert worker.sample("iotad_outputs_resent_total") >= 1
+    # The copy was not decoded again: one rejection, one dead letter.
+    assert worker.sample("iotad_readings_rejected_total", reason="malformed_json") == 1
+
+
+def add_output_stream(url: str) -> None:
+    from nats.js import api
+
+    js(url, lambda jsc: jsc.add_stream(api.StreamConfig(name=OUTPUT, subjects=OUTPUT_SUBJECTS)))
+
+
+def ack_pending(url: str) -> int:
+    """Readings delivered and not acked, all partitions."""
+    return sum(js(url, lambda jsc, p=p: _ack_pending(jsc, p)) for p in range(PARTITIONS))
+
+
+def test_an_alert_given_up_is_stored_once_later_and_its_reading_acked_only_then(
+    nats_server: NatsCluster, worker: WorkerProcess
+) -> None:
+    """Issue 12: an alert whose publish was given up used to be lost. Its reading came again
+    unacked, the core dropped it as a duplicate, and nothing raised the alert again."""
+    url = nats_server.nodes[0].url
+    js(url, lambda jsc: jsc.delete_stream(OUTPUT))
+    good = stream()
+    js(url, lambda jsc: _publish(jsc, good))
+    wait_until(lambda: worker.sample("iotad_readings_total") >= len(good), "readings processed")
+    events = sum(worker.sample("iotad_alert_events_total", state=s) for s in ("firing", "resolved"))
+    assert events >= 1, "the injected spike and level shift raise no event at all"
+    # Given up after output_retry_s, and the readings that raised them sent again by the
+    # stream after ack_wait_s: the path that lost them.
+    wait_until(
+        lambda: worker.sample("iotad_publish_failed_total", kind="alert_unconfirmed") >= 1,
+        "an alert given up",
+    )
+    wait_until(lambda: worker.sample("iotad_nats_redelivered_total") >= 1, "a reading again")
+    assert ack_pending(url) >= 1
+    assert read_outputs(url) == []
+    add_output_stream(url)
+
+    # Acked only once stored: whenever every reading is seen acked, a read of the stream
+    # made after that finds every alert.
+    seen: list[dict] = []
+
+    def acked_and_stored() -> bool:
+        pending = ack_pending(url)
+        stored = read_outputs(url)
+        seen[:] = [body for subject, body in stored if subject.startswith("alerts.")]
+        if pending == 0:
+            assert len(seen) == events, (len(seen), events)
+            return True
+        return False
+
+    wait_until(acked_and_stored, "every reading acked")
+    # Each alert once (the stream dropped the copies sent again under the same message id).
+    assert len({(a["id"], a["state"], a["ts"]) for a in seen}) == events
+    assert worker.sample("iotad_outputs_resent_total") >= 1
+    wait_until(lambda: worker.sample("iotad_outputs_resending") == 0, "nothing left to resend")
+    # The copies of the readings waited: none was processed again as a duplicate.
+    letters = [body for subject, body in read_outputs(url) if subject == "iotad.deadletter"]
+    assert [d for d in letters if d["reason"] == "duplicate"] == []
