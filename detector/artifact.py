@@ -241,12 +241,14 @@ def _alerting(obj: Any) -> dict[str, Any]:
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ArtifactError(f"{where} must be a number")
         v = _finite(value, where)
-        if v < 1.0 or v > 1e6:
-            raise ArtifactError(f"{where} {v} is outside [1, 1e6]")
+        if v < 1.0 or v > MAX_SIGNAL_DIVISOR:
+            raise ArtifactError(f"{where} {v} is outside [1, {MAX_SIGNAL_DIVISOR:g}]")
         scales[str(name)] = v
     return {"alert_z_scale": scale, "alert_budget": budget, "alert_signal_scales": scales}
 
 
+MAX_SIGNAL_DIVISOR = 1e6
+"""The largest divisor `alerting.z_scales` may give a signal."""
 MAX_DEVICE_METRICS = 8
 """Metrics in one device model's signature (its judged variants grow with the square)."""
 

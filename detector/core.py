@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from detector.artifact import Artifact
+from detector.artifact import MAX_SIGNAL_DIVISOR, Artifact
 from detector.decision import EpisodeTracker, event_id
 from detector.detection_config import DetectionConfig
 from detector.device_judge import DeviceJudge
@@ -62,6 +62,7 @@ _OPTIONAL_STATE = frozenset(
         "relation_run_mean",
         "relation_run_var",
         "relation_seen",
+        "sustained",
         "seasonal_period",
         "silent_suppressed",
         "held_active",
@@ -144,7 +145,12 @@ class DetectionCore:
         self.dev_row = np.full(cap, -1, dtype=np.int32)
         self.z_scale = np.ones(cap, dtype=np.float64)
         named = artifact.alert_signal_scales
-        self.signal_scales = np.array([named.get(name, 1.0) for name in SIGNALS]) if named else None
+        # A signal the artifact's calibration does not name came after it was calibrated:
+        # undivided, it would spend a budget nobody measured, so it stays off (the largest
+        # divisor an artifact may hold) until the model is retrained.
+        self.signal_scales = (
+            np.array([named.get(name, MAX_SIGNAL_DIVISOR) for name in SIGNALS]) if named else None
+        )
         self.gap = np.full(cap, np.nan, dtype=np.float64)
         self.silent = np.zeros(cap, dtype=bool)
         self.silent_suppressed = np.zeros(cap, dtype=bool)  # its silence alert was kept back
@@ -879,6 +885,7 @@ class DetectionCore:
             "relation_run_mean": sc.relation_run.mean,
             "relation_run_var": sc.relation_run.var,
             "relation_seen": sc.relation_seen,
+            "sustained": sc.sustained,
             "gap": self.gap,
             "silent": self.silent,
             "episode_signal": self.episode_signal,

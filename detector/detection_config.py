@@ -57,6 +57,11 @@ class DetectionConfig:
     """A series that repeats exactly one value for longer than it ever did before, and for at
     least this many readings, scores 1 (a stuck sensor or feed); 0 turns the signal off
     (NAB: one more window found; 50-200 within 0.3)."""
+    sustained_window: int = 60
+    """Readings the `sustained` signal averages a device model's deviations over (an
+    exponentially weighted mean of this equivalent length): a sensor that creeps away from
+    what its machine implies, too slowly for the mean of `short_window` deviations to show
+    it (set before any benchmark run: an hour of one reading a minute; not tuned)."""
     learn_readings: int = 100
     """A series the model was not trained on scores 0 while its statistics learn from its
     first this many scored readings; a series without a recorded range learns it as long."""
@@ -90,4 +95,5 @@ class DetectionConfig:
             use_range=self.use_range,
             learn_readings=self.learn_readings,
             flatline_min=self.flatline_min,
+            sustained_window=self.sustained_window,
         )

@@ -216,6 +216,7 @@ class ScoringConfig:
     learn_readings: int
     flatline_min: int = 0
     relation_halflife: float = RELATION_HALFLIFE
+    sustained_window: int = 60
 
 
 class SeasonalErrors:
@@ -326,11 +327,15 @@ SIGNALS = (
     "range",
     "flatline",
     "lasting",
+    "sustained",
 )
 """Names of the signals, in the order `AnomalyScorer.last_signal` indexes them. ``relation``
 is a reading's deviation from what its device's other sensors imply, ``lasting`` the recent
-mean of that deviation (a relation that stays broken)."""
+mean of that deviation (a relation that stays broken), ``sustained`` a device model's
+deviations averaged over `sustained_window` readings and judged by their law under the model
+(a sensor creeping away from what its machine implies)."""
 LASTING = SIGNALS.index("lasting")
+SUSTAINED = SIGNALS.index("sustained")
 CERTAIN = (SIGNALS.index("range"), SIGNALS.index("flatline"))
 """Signals that fire outright (score 1): no divisor applies to them."""
 
@@ -356,6 +361,10 @@ class AnomalyScorer:
         self.recent_relation = RecentMean(capacity, config.short_window)
         self.relation_run = LongRun(capacity, config.relation_halflife)
         self.relation_seen = np.zeros(capacity, dtype=np.int32)
+        # A device model's deviations (unit normal under the model), exponentially weighted
+        # over `sustained_window` readings: one float per series, where a ring would be 60.
+        self.sustained = np.zeros(capacity)
+        self._sustained_alpha = 2.0 / (max(config.sustained_window, 1) + 1.0)
         self.low = np.full(capacity, np.inf)
         self.high = np.full(capacity, -np.inf)
         self.seen = np.zeros(capacity, dtype=np.int32)
@@ -396,6 +405,7 @@ class AnomalyScorer:
         self.repeat_run = grown(self.repeat_run, capacity, 0)
         self.repeat_rate = grown(self.repeat_rate, capacity, 0.0)
         self.relation_seen = grown(self.relation_seen, capacity, 0)
+        self.sustained = grown(self.sustained, capacity, 0.0)
         self.longest_repeat_run = grown(self.longest_repeat_run, capacity, NO_RUN_YET)
 
     def seed(
@@ -426,6 +436,7 @@ class AnomalyScorer:
         self.recent_relation.reset(slot)
         self.relation_run.mean[slot], self.relation_run.var[slot] = 0.0, 1.0
         self.relation_seen[slot] = 0
+        self.sustained[slot] = 0.0
         self.longest_repeat_run[slot] = NO_RUN_YET
         self.trusted_stats[slot] = trained
         # A series without a recorded range (new, or an older artifact) learns it first.
@@ -512,6 +523,10 @@ class AnomalyScorer:
             lasting = related & np.isfinite(relation_resid)
             if lasting.any():
                 take(LASTING, self._lasting_relation(slots, lasting, relation_resid, standardised))
+            if standardised is not None:
+                own = lasting & standardised
+                if own.any():
+                    take(SUSTAINED, self._sustained(slots, own, relation_resid))
         flag = np.zeros(slots.shape, dtype=bool)
         if cfg.use_range:
             low, high = self.low[slots], self.high[slots]
@@ -591,6 +606,21 @@ class AnomalyScorer:
         out[r] = np.where(learnt, lasting, 0.0)
         self.relation_run.update(s, recent, np.where(learnt, np.inf, seen))
         self.relation_seen[s] = np.minimum(seen, COUNTER_CAP) + 1
+        return out
+
+    def _sustained(self, slots: np.ndarray, own: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """|weighted mean| of the `own` readings' device-model deviations against its law
+        under the model, then learn: a mean with weight a of independent unit normals has
+        variance a / (2 - a). No long run is learnt (see `_lasting_relation`); at a start-up
+        the model is uncertain and says so in its sigma, and calibration sets the divisor.
+        """
+        out = np.zeros(slots.shape)
+        r = np.flatnonzero(own)
+        s = slots[r]
+        a = self._sustained_alpha
+        mean = self.sustained[s] + a * (z[r] - self.sustained[s])
+        self.sustained[s] = mean
+        out[r] = np.abs(mean) / np.sqrt(a / (2.0 - a))
         return out
 
     def _repeats(self, slots: np.ndarray, repeated: np.ndarray, seen: np.ndarray) -> np.ndarray:

@@ -113,6 +113,7 @@ DETECTION_BOUNDS: dict[str, dict[str, float]] = {
     "level_halflife": {"ge": 1, "le": COUNT_MAX},
     # Three float32 rings of this length per series: 10,000 is 12 GB at 100,000 series.
     "short_window": {"ge": 1, "le": 10_000},
+    "sustained_window": {"ge": 1, "le": 100_000},
     "range_tolerance": {"ge": 0, "le": 100},
     "flatline_min": {"ge": 0, "le": COUNT_MAX},
     "learn_readings": {"ge": 0, "le": COUNT_MAX},

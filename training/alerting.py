@@ -160,7 +160,9 @@ def calibrate_signals(
         series,
         days,
         certain <= allowed,
-        {SIGNALS[k]: float(scales[k]) for k in firing},
+        # Every signal calibrated, those that never fired at 1: a signal an artifact does not
+        # name was not there when it was calibrated, and the core leaves it off.
+        {SIGNALS[k]: float(scales[k]) for k in range(len(SIGNALS)) if k not in CERTAIN},
     )
 
 

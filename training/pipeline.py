@@ -421,7 +421,9 @@ def _calibrate_alerts(plan: _Plan, doc: dict[str, Any], directory: Path) -> dict
     plan.log(
         f"held-out history: {calibration.alerts_at_default} alerts uncalibrated, "
         f"{calibration.alerts} with divisors "
-        + ", ".join(f"{k} {v:.3g}" for k, v in (calibration.signal_scales or {}).items())
+        + ", ".join(
+            f"{k} {v:.3g}" for k, v in (calibration.signal_scales or {}).items() if v != 1.0
+        )
         + " "
         f"({calibration.alerts_per_series_day:.3f} per series-day)"
     )

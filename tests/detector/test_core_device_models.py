@@ -252,3 +252,54 @@ def test_judged_readings_last_as_the_mean_of_their_device_z(tmp_path: Path) -> N
         pytest.approx([0.0, 0.0], abs=1e-9),
         pytest.approx([0.1 * root2, 0.2 * root2], rel=1e-5),
     ]
+
+
+def test_judged_readings_sustain_their_device_z_across_a_restart(tmp_path: Path) -> None:
+    artifact = load_artifact(write_artifact(tmp_path / "sustained"))
+    cfg = DetectionConfig(band_sigmas=BAND, learn_readings=0, sustained_window=3)
+    sustained = SIGNALS.index("sustained")
+
+    def fresh() -> DetectionCore:
+        c = DetectionCore(artifact, LastValueForecaster(), cfg)
+        c.scorer.record_parts = True
+        return c
+
+    core = fresh()
+    for i in range(len(A)):
+        step(core, i, a=A[i], b=B[i])
+    # device z at step 3: 0 and 0; at step 4: a 0.2, b 0.4. Weight 2 / (3 + 1) = 0.5, so
+    # the weighted means are 0.1 and 0.2, against a spread of sqrt(0.5 / 1.5).
+    spread = math.sqrt(0.5 / 1.5)
+    assert core.scorer.last_parts[:, sustained].tolist() == [
+        pytest.approx(0.1 / spread, rel=1e-5),
+        pytest.approx(0.2 / spread, rel=1e-5),
+    ]
+    restored = fresh()
+    restored.restore(core.snapshot())
+    # Step 5: a moves by W * b now (z 0), b stays (z 0): the means halve.
+    for c in (core, restored):
+        step(c, len(A), a=A[-1] + W * B[-1], b=B[-1])
+    assert restored.scorer.last_parts[:, sustained].tolist() == [
+        pytest.approx(0.05 / spread, rel=1e-5),
+        pytest.approx(0.1 / spread, rel=1e-5),
+    ]
+    assert restored.scorer.last_parts.tolist() == core.scorer.last_parts.tolist()
+
+
+def test_a_signal_the_calibration_does_not_name_stays_off(tmp_path: Path) -> None:
+    """An artifact calibrated before `sustained` existed names the others only."""
+    directory = write_artifact(tmp_path / "calibrated")
+    doc = json.loads((directory / "artifact.json").read_text())
+    named = {name: 2.0 for name in SIGNALS if name not in ("range", "flatline", "sustained")}
+    doc["alerting"] = {"z_scale": 1.0, "budget": 0.05, "z_scales": named}
+    (directory / "artifact.json").write_text(json.dumps(doc))
+    core = DetectionCore(load_artifact(directory), LastValueForecaster())
+    assert core.signal_scales is not None
+    scales = dict(zip(SIGNALS, core.signal_scales.tolist(), strict=True))
+    assert scales["sustained"] == 1e6
+    assert scales["lasting"] == 2.0 and scales["forecast"] == 2.0
+    doc["alerting"]["z_scales"] = {**named, "sustained": 3.0}
+    (directory / "artifact.json").write_text(json.dumps(doc))
+    core = DetectionCore(load_artifact(directory), LastValueForecaster())
+    assert core.signal_scales is not None
+    assert core.signal_scales[SIGNALS.index("sustained")] == 3.0

@@ -262,7 +262,8 @@ def test_standardised_lasting_wins_when_the_deviation_lasts() -> None:
 
 def test_lasting_takes_its_own_divisor() -> None:
     scorer = scorer_for(config(short_window=4, learn_readings=0))
-    scales = divisors(lasting=4.0)
+    # The sustained signal is not what this test is about.
+    scales = divisors(lasting=4.0, sustained=100.0)
     for _ in range(4):
         scorer.score(
             np.array([0]),
@@ -328,3 +329,59 @@ def test_standardised_and_learnt_rows_in_one_batch() -> None:
         got.append(mixed.last_parts[:, LASTING].tolist())
     assert [g[0] for g in got] == pytest.approx(lasting_run(ZS, standardised=True))
     assert [g[1] for g in got] == pytest.approx(lasting_run(ZS, standardised=None))
+
+
+# -- sustained: a device model's deviations averaged long, judged by their law under the model
+
+SUSTAINED = SIGNALS.index("sustained")
+
+
+def sustained_parts(zs: list[float], sustained_window: int, own: bool = True) -> list[float]:
+    """Each reading's recorded sustained deviation for the device-model z's `zs`."""
+    cfg = ScoringConfig(
+        likelihood_halflife=800,
+        level_halflife=2500,
+        short_window=10,
+        range_tolerance=0.0,
+        use_level=False,
+        use_range=False,
+        learn_readings=0,
+        sustained_window=sustained_window,
+    )
+    scorer = scorer_for(cfg)
+    scorer.record_parts = True
+    out = []
+    for z in zs:
+        scorer.score(
+            np.array([0]),
+            np.array([0.0]),
+            np.array([0.0]),
+            relation_z=np.array([z]),
+            relation_resid=np.array([z]),
+            standardised=np.array([own]),
+        )
+        out.append(float(scorer.last_parts[0, SUSTAINED]))
+    return out
+
+
+def test_sustained_is_the_weighted_mean_against_its_spread() -> None:
+    zs = [1.0, 1.0, -0.5, 2.0, 1.5]
+    parts = sustained_parts(zs, sustained_window=9)
+    a = 2.0 / 10.0  # an equivalent length of 9 readings
+    mean = 0.0
+    for k, z in enumerate(zs):
+        mean += a * (z - mean)
+        assert parts[k] == pytest.approx(abs(mean) / math.sqrt(a / (2.0 - a)), rel=1e-9)
+
+
+def test_a_slow_creep_shows_in_sustained_more_than_in_lasting() -> None:
+    """Deviations of 0.8 each: the mean of 10 is 0.8 * sqrt(10) = 2.5 sd, the weighted mean
+    over 60 approaches 0.8 / 0.128 = 6.2 sd."""
+    parts = sustained_parts([0.8] * 120, sustained_window=60)
+    a = 2.0 / 61.0
+    assert parts[-1] == pytest.approx(0.8 * (1 - (1 - a) ** 120) / math.sqrt(a / (2 - a)))
+    assert parts[-1] > 0.8 * math.sqrt(10.0) * 2
+
+
+def test_rows_not_standardised_have_no_sustained_deviation() -> None:
+    assert sustained_parts([3.0] * 5, sustained_window=9, own=False) == [0.0] * 5
