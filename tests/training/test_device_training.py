@@ -109,6 +109,46 @@ def test_training_rows_hide_one_sibling_in_the_past_and_now() -> None:
     assert 120 < hidden_rows < 280  # about half of 400 rows hide one sibling
 
 
+def _step_data() -> DeviceData:
+    """A device that sits still except for one step of its metric a between positions 4
+    and 5, and one of b between 8 and 9 (positions 2..9 are training targets)."""
+    values = np.zeros((12, 2))
+    values[5:, 0] = 3.0
+    values[9:, 1] = -2.0
+    return DeviceData(("a", "b"), ["d"], [values], [10])
+
+
+def test_moved_before_is_the_devices_last_step_before_the_reading() -> None:
+    from training.device_training import moved_before
+
+    pairs = np.array([[0, p] for p in range(2, 10)])
+    # Position p sees the step from p - 2 to p - 1: a's step (5) at p = 6, b's (9) at none
+    # of these; p = 9 forecasts b's step but its input has not moved.
+    assert moved_before(_step_data(), pairs).tolist() == [0, 0, 0, 0, 3.0, 0, 0, 0]
+
+
+def test_transition_rows_are_drawn_where_the_device_moved_in_its_inputs() -> None:
+    (past, _), y, _ = rows(_step_data(), 2, True, 50, 0.0, 1, transition_share=1.0)
+    # Every row is position 6: a moved from 0 to 3 between its last two inputs.
+    np.testing.assert_array_equal(past[:, :, 0], np.tile([0.0, 3.0], (50, 1)))
+    np.testing.assert_array_equal(y, np.zeros(50))  # the change forecast is not what drew it
+
+
+def test_transition_share_draws_that_share_and_the_rest_uniformly() -> None:
+    (past, _), _, _ = rows(_step_data(), 2, True, 400, 0.0, 2, transition_share=0.5)
+    at_step = int(np.sum((past[:, 0, 0] == 0.0) & (past[:, 1, 0] == 3.0)))
+    # 200 drawn at the step, and about 1 in 8 of the 200 uniform ones (positions 2..9).
+    assert 200 + 10 <= at_step <= 200 + 45
+
+
+def test_a_device_that_never_moved_is_drawn_uniformly() -> None:
+    still = DeviceData(("a", "b"), ["d"], [np.zeros((12, 2))], [10])
+    plain = rows(still, 2, True, 64, 0.3, 5)
+    weighted = rows(still, 2, True, 64, 0.3, 5, transition_share=0.5)
+    for want, got in zip(plain[0], weighted[0], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 # -- one small fit (Keras) ----------------------------------------------------------------------
 
 
