@@ -161,21 +161,20 @@ def merge_parent_series(
     ranges: dict[str, tuple[float, float]],
     periods: dict[str, int | None],
     calibration: dict[str, dict[str, object]],
-    repeat_runs: dict[str, int | None] | None = None,
+    repeat_runs: dict[str, int | None],
 ) -> None:
     """Complete the new artifact's per-series sections with what the parent knew (in place):
     kept series' ranges and longest repeat runs joined with the parent's, series absent
     from the new data whole."""
     art = parent.artifact
-    runs = repeat_runs if repeat_runs is not None else {}
     for key in rules["kept"]:
         old = art.series_scales[key]
         if old.low is not None and old.high is not None and key in ranges:
             low, high = ranges[key]
             ranges[key] = (min(low, old.low), max(high, old.high))
         if old.repeat_run is not None:
-            new_run = runs.get(key)
-            runs[key] = old.repeat_run if new_run is None else max(new_run, old.repeat_run)
+            new_run = repeat_runs.get(key)
+            repeat_runs[key] = old.repeat_run if new_run is None else max(new_run, old.repeat_run)
     old_calibration = parent.doc.get("calibration", {}).get("per_series", {})
     for key in rules["parent_only"]:
         old = art.series_scales[key]
@@ -185,7 +184,7 @@ def merge_parent_series(
         else:  # the artifact writer needs one: the scale's own span stands in
             ranges[key] = (old.offset - old.scale, old.offset + old.scale)
         periods[key] = old.period
-        runs[key] = old.repeat_run
+        repeat_runs[key] = old.repeat_run
         if key in old_calibration:
             calibration[key] = old_calibration[key]
 

@@ -188,9 +188,9 @@ def _draw(
     """Indices into `pairs` of `n` training rows: `share` of them in proportion to
     `moved_before`, the rest uniformly (all uniformly when the device never moved)."""
     k = round(n * share)
-    weight = moved_before(data, pairs) if k else np.zeros(0)
-    total = float(weight.sum()) if k else 0.0
-    if not k or total <= 0 or not np.isfinite(total):
+    weight = moved_before(data, pairs) if k else None
+    total = 0.0 if weight is None else float(weight.sum())
+    if weight is None or not 0 < total < np.inf:
         return rng.integers(0, len(pairs), n)
     uniform = rng.integers(0, len(pairs), n - k)
     return np.concatenate([uniform, rng.choice(len(pairs), k, p=weight / total)])

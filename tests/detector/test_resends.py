@@ -5,25 +5,7 @@ from __future__ import annotations
 from detector.ingest import Inbound
 from detector.readings import Reading, Rejection
 from detector.resends import Resends, claim, message_key
-
-
-class Output:
-    """A delivery the test decides the fate of."""
-
-    def __init__(self, lost: bool = True) -> None:
-        self.confirmed = False
-        self.given_up = lost
-        self.sent_again = 0
-
-    def done(self) -> bool:
-        return self.confirmed or self.given_up
-
-    def lost(self) -> bool:
-        return self.given_up
-
-    def send_again(self) -> None:
-        self.sent_again += 1
-        self.given_up = False
+from tests.detector.scripted_delivery import ScriptedDelivery
 
 
 def message(token: str, ts: float = 1.0, redelivered: bool = False) -> Inbound:
@@ -54,7 +36,7 @@ def test_claim_moves_copies_to_the_list_that_waits_and_keeps_the_latest() -> Non
 
 def test_lost_outputs_are_sent_again_until_confirmed_then_their_messages_released() -> None:
     resends = Resends(every_s=1.0)
-    lost, confirmed = Output(), Output(lost=False)
+    lost, confirmed = ScriptedDelivery(given_up=True), ScriptedDelivery()
     confirmed.confirmed = True
     items = [message("m1")]
     assert resends.keep(items, [lost, confirmed], now=0.0)
@@ -72,6 +54,7 @@ def test_lost_outputs_are_sent_again_until_confirmed_then_their_messages_release
 
 def test_no_room_keeps_nothing() -> None:
     resends = Resends(max_outputs=2)
-    assert resends.keep([message("a")], [Output(), Output()], now=0.0)
-    assert not resends.keep([message("b", ts=2.0)], [Output()], now=0.0)
+    two = [ScriptedDelivery(given_up=True), ScriptedDelivery(given_up=True)]
+    assert resends.keep([message("a")], two, now=0.0)
+    assert not resends.keep([message("b", ts=2.0)], [ScriptedDelivery(given_up=True)], now=0.0)
     assert resends.outputs == 2 and len(resends.waiting()) == 1

@@ -26,7 +26,10 @@ UNIT_ABS = ErrorStats(mean=0.0, std=1.0, abs_quantiles={}, n=100, abs_mean=0.0, 
 
 
 def config(
-    short_window: int = 1, learn_readings: int = 0, use_range: bool = False
+    short_window: int = 1,
+    learn_readings: int = 0,
+    use_range: bool = False,
+    sustained_window: int = 60,
 ) -> ScoringConfig:
     return ScoringConfig(
         likelihood_halflife=800,
@@ -37,6 +40,7 @@ def config(
         use_range=use_range,
         learn_readings=learn_readings,
         flatline_min=0,
+        sustained_window=sustained_window,
     )
 
 
@@ -180,15 +184,15 @@ def test_record_parts_of_a_learning_series_are_zero() -> None:
 # -- the lasting signal of standardised deviations -------------------------------------------
 
 
-def lasting_run(
-    zs: list[float], standardised: bool | None, short_window: int = 3, learn: int = 4
+def relation_parts(
+    scorer: AnomalyScorer, zs: list[float], standardised: bool | None, signal: int
 ) -> list[float]:
-    """The lasting part of each reading, the relation residual being the z itself."""
-    scorer = scorer_for(config(short_window=short_window, learn_readings=learn))
+    """The recorded `signal` part of each reading, the relation z and residual being the z
+    itself (NaN: an unrelated reading)."""
     scorer.record_parts = True
+    flags = None if standardised is None else np.array([standardised])
     out = []
     for z in zs:
-        flags = None if standardised is None else np.array([standardised])
         scorer.score(
             np.array([0]),
             np.array([0.0]),
@@ -197,8 +201,16 @@ def lasting_run(
             relation_resid=np.array([z]),
             standardised=flags,
         )
-        out.append(float(scorer.last_parts[0, LASTING]))
+        out.append(float(scorer.last_parts[0, signal]))
     return out
+
+
+def lasting_run(
+    zs: list[float], standardised: bool | None, short_window: int = 3, learn: int = 4
+) -> list[float]:
+    """The lasting part of each reading, the relation residual being the z itself."""
+    scorer = scorer_for(config(short_window=short_window, learn_readings=learn))
+    return relation_parts(scorer, zs, standardised, LASTING)
 
 
 def test_standardised_lasting_is_the_recent_mean_times_root_n() -> None:
@@ -226,19 +238,9 @@ def test_standardised_lasting_averages_the_signed_deviation() -> None:
 
 def test_standardised_lasting_waits_for_related_readings_only() -> None:
     scorer = scorer_for(config(short_window=2, learn_readings=3))
-    scorer.record_parts = True
-    out = []
     # NaN relation: an unrelated reading, which neither counts nor enters the mean.
-    for z in [np.nan, 1.0, np.nan, 1.0, np.nan, 1.0, np.nan, 3.0]:
-        scorer.score(
-            np.array([0]),
-            np.array([0.0]),
-            np.array([0.0]),
-            relation_z=np.array([z]),
-            relation_resid=np.array([z]),
-            standardised=np.array([True]),
-        )
-        out.append(float(scorer.last_parts[0, LASTING]))
+    zs = [np.nan, 1.0, np.nan, 1.0, np.nan, 1.0, np.nan, 3.0]
+    out = relation_parts(scorer, zs, True, LASTING)
     # Related readings 1, 2, 3 learn; the 4th (z = 3) is the first: |(1 + 3) / 2| * sqrt 2
     assert out[:7] == [0.0] * 7
     assert out[7] == pytest.approx(2.0 * math.sqrt(2.0))
@@ -338,30 +340,8 @@ SUSTAINED = SIGNALS.index("sustained")
 
 def sustained_parts(zs: list[float], sustained_window: int, own: bool = True) -> list[float]:
     """Each reading's recorded sustained deviation for the device-model z's `zs`."""
-    cfg = ScoringConfig(
-        likelihood_halflife=800,
-        level_halflife=2500,
-        short_window=10,
-        range_tolerance=0.0,
-        use_level=False,
-        use_range=False,
-        learn_readings=0,
-        sustained_window=sustained_window,
-    )
-    scorer = scorer_for(cfg)
-    scorer.record_parts = True
-    out = []
-    for z in zs:
-        scorer.score(
-            np.array([0]),
-            np.array([0.0]),
-            np.array([0.0]),
-            relation_z=np.array([z]),
-            relation_resid=np.array([z]),
-            standardised=np.array([own]),
-        )
-        out.append(float(scorer.last_parts[0, SUSTAINED]))
-    return out
+    scorer = scorer_for(config(short_window=10, sustained_window=sustained_window))
+    return relation_parts(scorer, zs, own, SUSTAINED)
 
 
 def test_sustained_is_the_weighted_mean_against_its_spread() -> None:

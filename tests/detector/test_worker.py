@@ -20,25 +20,9 @@ from detector.payloads import PayloadDecoder
 from detector.readings import Reading
 from detector.worker import EVICT_EVERY_S, Worker, evict_interval
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact
+from tests.detector.scripted_delivery import ScriptedDelivery
 
 T0 = 1_700_000_000.0
-
-
-class Delivery:
-    def __init__(self, confirmed: bool) -> None:
-        self.confirmed = confirmed
-        self.given_up = False
-        self.sent_again = 0
-
-    def done(self) -> bool:
-        return self.confirmed or self.given_up
-
-    def lost(self) -> bool:
-        return self.given_up
-
-    def send_again(self) -> None:
-        self.given_up = False
-        self.sent_again += 1
 
 
 class FakeBroker:
@@ -46,7 +30,7 @@ class FakeBroker:
 
     def __init__(self) -> None:
         self.published: list[tuple[str, dict, int]] = []
-        self.deliveries: list[Delivery] = []
+        self.deliveries: list[ScriptedDelivery] = []
         self.acked: list[int] = []
         self.generation = 1
         self.refuse = False
@@ -56,7 +40,7 @@ class FakeBroker:
         if self.refuse:
             return None
         self.published.append((topic, json.loads(payload), qos))
-        d = Delivery(self.confirm)
+        d = ScriptedDelivery(confirmed=self.confirm)
         self.deliveries.append(d)
         return d
 
