@@ -23,7 +23,16 @@ import numpy as np
 
 from detector.artifact import ARTIFACT_JSON, KNOWN_SCALING, Artifact
 from detector.features import TIME_FEATURES
-from training import alerting, artifact_writer, continuation, export, fitting, report, windowing
+from training import (
+    alerting,
+    artifact_writer,
+    continuation,
+    device_training,
+    export,
+    fitting,
+    report,
+    windowing,
+)
 from training.calibration import calibrate, error_stats
 from training.data import DataError, LoadedData, Series, from_arrays, load_files
 from training.models import CELLS, ModelSpec, build_model, resolve_units
@@ -80,6 +89,9 @@ class TrainConfig:
     calibration is chosen for it (see `training.alerting`). 0: no calibration."""
     device_models: bool = True
     """Train a device model per metric signature (`training.device_training`)."""
+    device_rows: int = device_training.DeviceTrainConfig.max_rows
+    """Training rows drawn per device-model signature (each epoch sees them all): about a
+    minute on two cores at the default; a small plant or a demo trains well on fewer."""
     parent: Path | None = None
     """An artifact to continue from (``--from``): its shape, weights and, where the new data
     fits, its normalisation (see `training.continuation`). None: a new model."""
@@ -117,6 +129,7 @@ class TrainConfig:
             (bool(self.batch_sizes) and min(self.batch_sizes) >= 1, "bad export batch sizes"),
             (0.0 <= self.alert_budget <= 1000.0, "alert budget must be between 0 and 1000"),
             (0.0 <= self.fit_margin <= 100.0, "fit margin must be between 0 and 100"),
+            (1 <= self.device_rows <= 100_000_000, "device rows must be between 1 and 1e8"),
         ]
         for ok, message in checks:
             if not ok:
@@ -392,12 +405,12 @@ class _Devices:
 
 def _device_models(plan: _Plan, directory: Path) -> _Devices:
     """Train the device models into `directory` (none when switched off)."""
-    from training import device_training
-
     cfg = plan.cfg
     if not cfg.device_models:
         return _Devices()
-    dcfg = device_training.DeviceTrainConfig(window=min(cfg.window, 16), seed=cfg.seed)
+    dcfg = device_training.DeviceTrainConfig(
+        window=min(cfg.window, 16), seed=cfg.seed, max_rows=cfg.device_rows
+    )
     entries, reports, deviations = device_training.train_device_models(
         plan.loaded.series, plan.ws.scales, plan.ws.n_train_readings, dcfg, directory, plan.log
     )
