@@ -13,8 +13,9 @@ import hashlib
 
 import numpy as np
 
+from detector.events import AlertState
 from detector.scoring import COUNTER_CAP
-from detector.slot_arrays import grown
+from detector.slot_state import Column, ColumnState
 
 
 def event_id(key: str, onset_ts: float) -> str:
@@ -26,10 +27,26 @@ def event_id(key: str, onset_ts: float) -> str:
     return hashlib.sha1(f"{key}|{onset_ts:.6f}".encode()).hexdigest()[:16]
 
 
-class EpisodeTracker:
-    """Per-slot episode state: in an episode or not, and how many normal readings since."""
+class EpisodeTracker(ColumnState):
+    """Per-slot episode state: in an episode or not, and how many normal readings since.
 
-    def __init__(self, capacity: int, resolve_after: int, quiet_period: int = 0) -> None:
+    A `detector.slot_state.SlotState` named `name`, its snapshot names prefixed `prefix`;
+    `optional` when snapshots older than the part may lack them. With `keep_signal`, it
+    also keeps which signal fired each open episode (`signal`, an index into
+    `detector.scoring.SIGNALS`).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        resolve_after: int,
+        quiet_period: int = 0,
+        *,
+        name: str = "episodes",
+        prefix: str = "ep",
+        optional: bool = False,
+        keep_signal: bool = False,
+    ) -> None:
         self.resolve_after = max(1, resolve_after)
         self.quiet_period = max(0, quiet_period)
         self.active = np.zeros(capacity, dtype=bool)
@@ -37,36 +54,32 @@ class EpisodeTracker:
         self.normal_run = np.zeros(capacity, dtype=np.int32)
         self.since_onset = np.zeros(capacity, dtype=np.int32)
         self.onset_ts = np.zeros(capacity, dtype=np.float64)
-
-    def arrays(self, prefix: str = "ep") -> dict[str, np.ndarray]:
-        """The per-slot state, by name (for checkpoints)."""
-        return {
-            f"{prefix}_active": self.active,
-            f"{prefix}_normal_run": self.normal_run,
-            f"{prefix}_since_onset": self.since_onset,
-            f"{prefix}_onset_ts": self.onset_ts,
-        }
+        self.signal = np.zeros(capacity if keep_signal else 0, dtype=np.int8)
+        self.name = name
+        columns = [
+            Column(f"{prefix}_{attr}", attr, fill, optional)
+            for attr, fill in (
+                ("active", False),
+                ("normal_run", 0),
+                ("since_onset", 0),
+                ("onset_ts", 0.0),
+            )
+        ]
+        if keep_signal:  # added after the first checkpoints: optional
+            columns.append(Column("episode_signal", "signal", 0, optional=True))
+        self.columns = tuple(columns)
 
     def ensure_capacity(self, capacity: int) -> None:
-        self.active = grown(self.active, capacity, False)
-        self.normal_run = grown(self.normal_run, capacity, 0)
-        self.since_onset = grown(self.since_onset, capacity, 0)
-        self.onset_ts = grown(self.onset_ts, capacity, 0.0)
-
-    def reset(self, slot: int) -> None:
-        self.active[slot] = False
-        self.normal_run[slot] = 0
-        self.since_onset[slot] = 0
-        self.onset_ts[slot] = 0.0
+        self.grow(capacity)
 
     def step(
         self, slots: np.ndarray, anomalous: np.ndarray, ts: np.ndarray
-    ) -> list[tuple[int, str, float]]:
+    ) -> list[tuple[int, AlertState, float]]:
         """Advance distinct `slots` by one reading each.
 
         Returns ``(position in slots, "firing" | "resolved", onset_ts)`` for each transition.
         """
-        transitions: list[tuple[int, str, float]] = []
+        transitions: list[tuple[int, AlertState, float]] = []
         # Only slots in an episode or crossing now can change state: skip the rest cheaply.
         busy = np.flatnonzero(anomalous | self.active[slots])
         for i in busy.tolist():

@@ -27,27 +27,22 @@ if TYPE_CHECKING:
 
 _ADOPTED = (
     "store",
-    "offset",
-    "scale",
-    "has_scale",
+    "scales",
     "errors",
     "scorer",
-    "seasonal_rings",
+    "seasonal",
     "episodes",
     "held",
+    "silence",
     "relations",
-    "dev_pos",
-    "dev_row",
-    "z_scale",
-    "gap",
-    "silent",
-    "silent_suppressed",
-    "episode_signal",
     "clock",
-    "_clock_points",
-    "_silence_checked",
+    "clock_points",
+    "_capacity",
 )
-"""Everything per series (and the clock) a core keeps, by attribute."""
+"""Everything per series (and the clock) a core keeps, by attribute: the owners of its parts
+but the rules (the new core's own, assigned to every series again)."""
+_CONVERTED_APART = frozenset({"windows", "seasonal", "relations", "rules"})
+"""Parts converted in place (or re-assigned) rather than restored from the converted view."""
 
 
 def can_take_over(new: DetectionCore, old: DetectionCore) -> bool:
@@ -68,10 +63,10 @@ def take_over(new: DetectionCore, old: DetectionCore) -> CarryReport:
     store = old.store
     used = store.used_slots()
     keys = [str(store.key(int(slot))) for slot in used.tolist()]
-    view: dict[str, np.ndarray] = {name: a[used] for name, a in old._slot_arrays().items()}
-    view.update(old.scorer.seasonal_errors.state(used))
-    rings = old.seasonal_rings.rings
-    view["seasonal_period"] = np.array([rings[s].size if s in rings else 0 for s in used.tolist()])
+    view: dict[str, np.ndarray] = {}
+    for part in old.parts:
+        if part.name not in ("windows", "relations"):
+            view.update(part.snapshot(used))
     view.update(
         keys=np.array(keys, dtype=object),
         model_version=np.array(old.artifact.version),
@@ -82,12 +77,16 @@ def take_over(new: DetectionCore, old: DetectionCore) -> CarryReport:
     a = np.where(had, view["scale"] / converted["scale"], 1.0)
     b = np.where(had, (view["offset"] - converted["offset"]) / converted["scale"], 0.0)
     # A copy (arrays, dicts and lists: a fraction of a second for 100,000 series), so that
-    # the old core is untouched, and keeps running, whatever fails from here on.
+    # the old core is untouched, and keeps running, whatever fails from here on. One memo
+    # for all of it: parts that share an object (the seasonal forecast and the scorer share
+    # the seasonal error statistics) share its copy.
+    memo: dict[int, Any] = {}
     for name in _ADOPTED:
-        setattr(new, name, _clone(getattr(old, name)))
-    for name, array in new._slot_arrays().items():
-        array[used] = converted[name]
-    new.z_scale[used] = [new.artifact.z_scale_for(k) for k in keys]
+        setattr(new, name, _clone(getattr(old, name), memo))
+    for part in new.parts:
+        if part.name not in _CONVERTED_APART:
+            part.restore(used, converted)
+    new.scales.z_scale[used] = [new.artifact.z_scale_for(k) for k in keys]
     # The rules the new core was built with (those in force), assigned to every series.
     new.rules.ensure_capacity(new.store.capacity)
     new.rules.replace(new.rules.rules, zip(used.tolist(), keys, strict=True))
@@ -100,20 +99,24 @@ def take_over(new: DetectionCore, old: DetectionCore) -> CarryReport:
 _IMMUTABLE = (str, int, float, bool, type(None), frozenset, np.generic)
 
 
-def _clone(x: Any) -> Any:
+def _clone(x: Any, memo: dict[int, Any]) -> Any:
     """A copy of a core's part deep enough to change without touching the original: arrays
     copied, containers rebuilt, objects copied attribute by attribute (`copy.deepcopy` took
-    3 s for 100,000 series, most of it in its memo of the strings)."""
+    3 s for 100,000 series, most of it in its memo of the strings). An object met twice
+    (in `memo`) is copied once."""
     if isinstance(x, np.ndarray):
         return x.copy()
     if isinstance(x, _IMMUTABLE):
         return x
+    done = memo.get(id(x))
+    if done is not None:
+        return done
     if isinstance(x, list):
-        return [v if isinstance(v, _IMMUTABLE) else _clone(v) for v in x]
-    if isinstance(x, tuple):  # e.g. the core's two DeviceRelations
-        return tuple(v if isinstance(v, _IMMUTABLE) else _clone(v) for v in x)
+        return [v if isinstance(v, _IMMUTABLE) else _clone(v, memo) for v in x]
+    if isinstance(x, tuple):  # e.g. the two device models
+        return tuple(v if isinstance(v, _IMMUTABLE) else _clone(v, memo) for v in x)
     if isinstance(x, dict):
-        return {k: v if isinstance(v, _IMMUTABLE) else _clone(v) for k, v in x.items()}
+        return {k: v if isinstance(v, _IMMUTABLE) else _clone(v, memo) for k, v in x.items()}
     # typeshed's DataclassInstance does not declare the (runtime) __dataclass_params__.
     if (
         dataclasses.is_dataclass(x)
@@ -122,8 +125,9 @@ def _clone(x: Any) -> Any:
     ):
         return x  # settings
     obj = copy.copy(x)
+    memo[id(x)] = obj
     for name, value in vars(obj).items():
-        setattr(obj, name, _clone(value))
+        setattr(obj, name, _clone(value, memo))
     return obj
 
 
@@ -139,20 +143,20 @@ def _seasonal(
     new_period = converted["seasonal_period"]
     for i, slot in enumerate(used.tolist()):
         if new_period[i] != old_period[i]:
-            core._set_period(slot, int(new_period[i]) or None)
+            core.set_period(slot, int(new_period[i]) or None)
         else:
-            ring = core.seasonal_rings.rings.get(slot)
+            ring = core.seasonal.rings.rings.get(slot)
             if ring is not None:
                 ring *= a[i]
                 ring += b[i]
-    core.scorer.seasonal_errors.restore(used, converted)
+    core.seasonal.error_stats.restore(used, converted)
 
 
 def _relations(core: DetectionCore, used: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     """Each device's mean and covariance, converted with its metrics' factors: values
     (``a x + b``) for the first model, forecast residuals (``a x``) for the second."""
-    dev, pos = core.dev_row[used], core.dev_pos[used]
-    for k, relations in enumerate(core.relations):
+    dev, pos = core.relations.dev_row[used], core.relations.dev_pos[used]
+    for k, relations in enumerate(core.relations.models):
         if not relations.mean.shape[0]:
             continue
         rows = np.where(dev >= 0, relations.row_of[np.maximum(dev, 0)], -1)

@@ -35,6 +35,7 @@ from detector.checkpoint import (
     CheckpointError,
     check_state,
     finite_rows,
+    is_scalar,
     select_rows,
     state_bytes,
     state_from_bytes,
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iotad.checkpoint")
 
-_SCALARS = ("format", "model_version", "window_len", "short_window")
 PAYLOAD_HEADROOM = 4096
 """Bytes of a KV message besides its value (subject, headers)."""
 SAVE_TIMEOUT_S = 30.0
@@ -103,7 +103,7 @@ def merge_states(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     # core restores without it (optional state), rather than every partition starting cold.
     names = [n for n in states[0] if all(n in s for s in states[1:])]
     for name in names:
-        if name in _SCALARS:
+        if is_scalar(name):
             merged[name] = states[0][name]
             continue
         arrays = [s[name] for s in states]
@@ -331,10 +331,10 @@ class PartitionCheckpointer:
 
 
 def _forget_all(core: DetectionCore) -> None:
-    """Undo a partial restore: release every series (their slots are re-seeded on reuse)."""
+    """Undo a partial restore: release every series (all their state, every part's)."""
     keys = core.store.keys()  # a copy: releasing changes the store
     for key in keys:
-        core.store.release(key)
+        core.release(key)
 
 
 def _first_line(exc: BaseException) -> str:

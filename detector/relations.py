@@ -49,13 +49,14 @@ class DeviceRelations:
         self.ids: dict[str, int] = {}
         self._free_ids: list[int] = []
         self.names: list[list[str | None]] = []  # metric at each position, per device id
+        self.device_names: list[str | None] = []  # the device of each id (None: free)
         self.row_of = np.zeros(0, dtype=np.int64)  # numeric row per device id, -1: none yet
         self._free_rows: list[int] = []
         self._rows_used = 0
         p = MAX_POSITIONS
         self.mean = np.zeros((0, p))
         self.cov = np.zeros((0, p, p))
-        self.seen = np.zeros((0, p), dtype=np.int32)
+        self.seen_count = np.zeros((0, p), dtype=np.int32)
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -68,8 +69,10 @@ class DeviceRelations:
             dev = self._free_ids.pop() if self._free_ids else len(self.names)
             if dev == len(self.names):
                 self.names.append([None] * MAX_POSITIONS)
+                self.device_names.append(None)
                 self.row_of = grown(self.row_of, max(16, dev + 1 + dev // 8), -1)
             self.ids[device] = dev
+            self.device_names[dev] = device
         names = self.names[dev]
         if metric in names:
             return dev, names.index(metric)
@@ -83,10 +86,11 @@ class DeviceRelations:
             self._reset(int(self.row_of[dev]), pos)
         return dev, pos
 
-    def detach(self, device: str, pos: int) -> None:
-        """A metric's slot was released: free its position (and the device once empty)."""
-        dev = self.ids.get(device)
-        if dev is None:
+    def detach(self, dev: int, pos: int) -> None:
+        """A metric's slot was released: free its position (and the device once empty).
+        `dev` is the device id `attach` gave."""
+        device = self.device_names[dev] if 0 <= dev < len(self.device_names) else None
+        if device is None:
             return
         row = int(self.row_of[dev])
         if pos >= 0:
@@ -95,6 +99,7 @@ class DeviceRelations:
                 self._reset(row, pos)
         if all(name is None for name in self.names[dev]):
             del self.ids[device]
+            self.device_names[dev] = None
             self._free_ids.append(dev)
             if row >= 0:
                 self._free_rows.append(row)
@@ -110,7 +115,7 @@ class DeviceRelations:
                 n = max(16, row + 1 + row // 8)
                 self.mean = grown(self.mean, n, 0.0)
                 self.cov = grown(self.cov, n, 0.0)
-                self.seen = grown(self.seen, n, 0)
+                self.seen_count = grown(self.seen_count, n, 0)
         for pos in range(MAX_POSITIONS):
             self._reset(row, pos)
         return row
@@ -120,7 +125,7 @@ class DeviceRelations:
         self.cov[row, pos, :] = 0.0
         self.cov[row, :, pos] = 0.0
         self.cov[row, pos, pos] = 1.0
-        self.seen[row, pos] = 0
+        self.seen_count[row, pos] = 0
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -180,7 +185,7 @@ class DeviceRelations:
         is judged again without them (when two or more others remain), keeping the smaller
         of its two deviations.
         """
-        learnt = present & (self.seen[g_rows] >= self.learn)
+        learnt = present & (self.seen_count[g_rows] >= self.learn)
         prec = self._precision(g_rows, learnt)
         dev = np.where(learnt, obs - self.mean[g_rows], 0.0)
         resid, z = _residuals(prec, dev, learnt)
@@ -229,7 +234,7 @@ class DeviceRelations:
         to `clip` standard deviations, so a fault cannot teach the device that it is normal
         within a few readings.
         """
-        seen = self.seen[g_rows]
+        seen = self.seen_count[g_rows]
         a = np.where(present, np.maximum(self.alpha, 1.0 / (seen + 1.0)), 0.0)
         mean = self.mean[g_rows]
         cov = self.cov[g_rows]
@@ -242,7 +247,7 @@ class DeviceRelations:
         both = present[:, :, None] & present[:, None, :]
         updated = (1.0 - pair) * (cov + pair * dev[:, :, None] * dev[:, None, :])
         self.cov[g_rows] = np.where(both, updated, cov)
-        self.seen[g_rows] = np.where(present, np.minimum(seen, 2**30) + 1, seen)
+        self.seen_count[g_rows] = np.where(present, np.minimum(seen, 2**30) + 1, seen)
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -268,7 +273,7 @@ class DeviceRelations:
         }
         out["mean"][related] = self.mean[r, q]
         out["cov"][related] = self.cov[r, q]
-        out["seen"][related] = self.seen[r, q]
+        out["seen"][related] = self.seen_count[r, q]
         return out
 
     def restore_slots(
@@ -284,7 +289,7 @@ class DeviceRelations:
                 continue
             new_q, old_q = pos[members], old_pos[members]
             self.mean[row, new_q] = state["mean"][members]
-            self.seen[row, new_q] = state["seen"][members]
+            self.seen_count[row, new_q] = state["seen"][members]
             self.cov[row][np.ix_(new_q, new_q)] = state["cov"][members][:, old_q]
 
 

@@ -44,6 +44,30 @@ class SeriesRules:
         if capacity > len(self.policies):
             self.policies.extend([NO_POLICY] * (capacity - len(self.policies)))
 
+    # -- SlotState (`detector.slot_state`): derived from the rules, never in a snapshot -----
+
+    name = "rules"
+    version = 1
+    required: tuple[str, ...] = ()
+
+    def grow(self, capacity: int) -> None:
+        self.ensure_capacity(capacity)
+
+    def reset(self, slot: int) -> None:
+        self.threshold[slot] = self.default_threshold
+        self.muted[slot] = False
+        self.window_set[slot] = -1
+        self.policies[slot] = NO_POLICY
+
+    def snapshot(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        return {}
+
+    def restore(self, slots: np.ndarray, state: Mapping[str, np.ndarray]) -> None:
+        """Nothing to load: `assign` gives each series its policy when it is allocated."""
+
+    def nbytes(self) -> int:
+        return self.threshold.nbytes + self.muted.nbytes + self.window_set.nbytes
+
     def assign(self, slot: int, key: str) -> None:
         """Give `slot` (series `key`, ``device/metric``) its policy under the current rules."""
         device, _, metric = key.partition("/")

@@ -41,7 +41,10 @@ import numpy as np
 
 from detector.artifact import ErrorStats
 from detector.relations import RELATION_HALFLIFE
+from detector.scorer_parts import NO_RUN_YET as NO_RUN_YET  # part of this module's API
+from detector.scorer_parts import scorer_parts
 from detector.slot_arrays import grown
+from detector.slot_state import Column, ColumnState
 
 # A residual std of exactly zero (a perfectly forecast series) would make every later
 # deviation infinitely anomalous; this floor is far below any real sensor's noise in
@@ -91,8 +94,11 @@ def expected_abs(stats: ErrorStats) -> tuple[float, float]:
     return sigma * math.sqrt(2.0 / math.pi), sigma * math.sqrt(1.0 - 2.0 / math.pi)
 
 
-class ErrorTracker:
+class ErrorTracker(ColumnState):
     """Exponentially weighted mean and variance of signed residuals, one row per slot."""
+
+    name = "errors"
+    columns = (Column("err_mean", "mean", 0.0), Column("err_var", "var", 1.0))
 
     def __init__(self, capacity: int, halflife: float, clip: float) -> None:
         self.alpha = 1.0 - 0.5 ** (1.0 / max(halflife, 1.0))
@@ -101,8 +107,7 @@ class ErrorTracker:
         self.var = np.ones(capacity, dtype=np.float64)
 
     def ensure_capacity(self, capacity: int) -> None:
-        self.mean = grown(self.mean, capacity, 0.0)
-        self.var = grown(self.var, capacity, 1.0)
+        self.grow(capacity)
 
     def seed(self, slot: int, stats: ErrorStats) -> None:
         """Start slot `slot` from calibrated statistics (scaled units)."""
@@ -219,7 +224,7 @@ class ScoringConfig:
     sustained_window: int = 60
 
 
-class SeasonalErrors:
+class SeasonalErrorStats:
     """The seasonal-naive error statistics, kept only for the series that have a period.
 
     Most series have none (their training data showed no clear period), so the recent and
@@ -242,7 +247,7 @@ class SeasonalErrors:
         self.row = np.full(capacity, -1, dtype=np.int32)  # -1: no period, no row
         self.recent = RecentMean(0, short_window)
         self.error_run = LongRun(0, halflife)
-        self.seen = np.zeros(0, dtype=np.int32)
+        self.seen_count = np.zeros(0, dtype=np.int32)
         self._free: list[int] = []
         self._used = 0
 
@@ -258,15 +263,15 @@ class SeasonalErrors:
             else:
                 row = self._used
                 self._used += 1
-                if row >= self.seen.shape[0]:
+                if row >= self.seen_count.shape[0]:
                     rows = max(64, row + row // 8)
                     self.recent.ensure_capacity(rows)
                     self.error_run.ensure_capacity(rows)
-                    self.seen = grown(self.seen, rows, 0)
+                    self.seen_count = grown(self.seen_count, rows, 0)
             self.row[slot] = row
         self.recent.reset(row)
         self.error_run.mean[row], self.error_run.var[row] = 0.0, 1.0
-        self.seen[row] = 0
+        self.seen_count[row] = 0
 
     def detach(self, slot: int) -> None:
         """`slot` has no period (any more): its row is free for another series."""
@@ -286,16 +291,17 @@ class SeasonalErrors:
         r = rows[have]
         error = errors[have]
         recent = self.recent.push(r, error)
-        seen = self.seen[r]
+        seen = self.seen_count[r]
         learnt = seen >= learn_readings
         out[have] = np.where(learnt, self.error_run.z(r, recent), 0.0)
         self.error_run.update(r, error, np.where(learnt, np.inf, seen))
-        self.seen[r] = np.minimum(seen, COUNTER_CAP) + 1
+        self.seen_count[r] = np.minimum(seen, COUNTER_CAP) + 1
         return out
 
     def _columns(self) -> tuple[np.ndarray, ...]:
         rc = self.recent
-        return (rc.ring, rc.total, rc.count, self.error_run.mean, self.error_run.var, self.seen)
+        er = self.error_run
+        return (rc.ring, rc.total, rc.count, er.mean, er.var, self.seen_count)
 
     def state(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """The state of `slots` as per-slot arrays (a slot without a row: its initial one)."""
@@ -339,9 +345,6 @@ SUSTAINED = SIGNALS.index("sustained")
 CERTAIN = (SIGNALS.index("range"), SIGNALS.index("flatline"))
 """Signals that fire outright (score 1): no divisor applies to them."""
 
-NO_RUN_YET = np.iinfo(np.int32).max
-"""`AnomalyScorer.longest_repeat_run` of a series that has not changed value yet."""
-
 
 class AnomalyScorer:
     """Per-slot state of the signals; `score` scores one reading per slot and learns it."""
@@ -350,7 +353,7 @@ class AnomalyScorer:
         self.config = config
         self.recent_error = RecentMean(capacity, config.short_window)
         self.recent_value = RecentMean(capacity, config.short_window)
-        self.seasonal_errors = SeasonalErrors(
+        self.seasonal_error_stats = SeasonalErrorStats(
             capacity, config.short_window, config.likelihood_halflife
         )
         self.error_run = LongRun(capacity, config.likelihood_halflife)
@@ -360,20 +363,20 @@ class AnomalyScorer:
         # transients (a sensor lagging its machine at a start-up) that one reading cannot.
         self.recent_relation = RecentMean(capacity, config.short_window)
         self.relation_run = LongRun(capacity, config.relation_halflife)
-        self.relation_seen = np.zeros(capacity, dtype=np.int32)
+        self.relation_seen_count = np.zeros(capacity, dtype=np.int32)
         # A device model's deviations (unit normal under the model), exponentially weighted
         # over `sustained_window` readings: one float per series, where a ring would be 60.
         self.sustained = np.zeros(capacity)
         self._sustained_alpha = 2.0 / (max(config.sustained_window, 1) + 1.0)
         self.low = np.full(capacity, np.inf)
         self.high = np.full(capacity, -np.inf)
-        self.seen = np.zeros(capacity, dtype=np.int32)
+        self.seen_count = np.zeros(capacity, dtype=np.int32)
         self.trusted_stats = np.zeros(capacity, dtype=bool)
         self.trusted_range = np.zeros(capacity, dtype=bool)
         # Flatline: repeats of the previous value in a row now, and the longest such run that
         # ended so far (NO_RUN_YET until the value first changes).
-        self.repeat_run = np.zeros(capacity, dtype=np.int32)
-        self.longest_repeat_run = np.full(capacity, NO_RUN_YET, dtype=np.int32)
+        self.repeat_count = np.zeros(capacity, dtype=np.int32)
+        self.longest_repeat_count = np.full(capacity, NO_RUN_YET, dtype=np.int32)
         # How often the series repeats its previous value exactly (a long-run rate).
         self.repeat_rate = np.zeros(capacity, dtype=np.float64)
         self._repeat_alpha = 1.0 - 0.5 ** (1.0 / max(config.level_halflife, 1.0))
@@ -384,29 +387,13 @@ class AnomalyScorer:
         """When set, `last_parts` keeps every signal's deviation of the last call (alert
         calibration needs them one by one)."""
         self.last_parts: np.ndarray = np.zeros((0, len(SIGNALS)))
+        self.parts = scorer_parts(self)
+        """The per-slot state, one part per signal (`detector.slot_state`)."""
 
     def ensure_capacity(self, capacity: int) -> None:
-        parts = (
-            self.recent_error,
-            self.recent_value,
-            self.seasonal_errors,
-            self.error_run,
-            self.value_run,
-            self.recent_relation,
-            self.relation_run,
-        )
-        for part in parts:
-            part.ensure_capacity(capacity)
-        self.low = grown(self.low, capacity, np.inf)
-        self.high = grown(self.high, capacity, -np.inf)
-        self.seen = grown(self.seen, capacity, 0)
-        self.trusted_stats = grown(self.trusted_stats, capacity, False)
-        self.trusted_range = grown(self.trusted_range, capacity, False)
-        self.repeat_run = grown(self.repeat_run, capacity, 0)
-        self.repeat_rate = grown(self.repeat_rate, capacity, 0.0)
-        self.relation_seen = grown(self.relation_seen, capacity, 0)
-        self.sustained = grown(self.sustained, capacity, 0.0)
-        self.longest_repeat_run = grown(self.longest_repeat_run, capacity, NO_RUN_YET)
+        for part in self.parts:
+            part.grow(capacity)
+        self.seasonal_error_stats.ensure_capacity(capacity)
 
     def seed(
         self,
@@ -417,27 +404,19 @@ class AnomalyScorer:
         value_range: tuple[float, float] | None,
         trained: bool = True,
     ) -> None:
-        """Start a slot from calibration: error and value distributions in scaled units
-        (its seasonal statistics start when it gets a period: `SeasonalErrors.attach`).
+        """Start a reset slot (every part of `parts` reset) from calibration: error and
+        value distributions in scaled units (its seasonal statistics start when it gets a
+        period: `SeasonalErrorStats.attach`).
 
         `trained` says the series was in the training data: its statistics are trusted from
         the first reading. Otherwise it learns for `learn_readings` readings first.
         """
-        self.recent_error.reset(slot)
-        self.recent_value.reset(slot)
         abs_mean, abs_std = expected_abs(errors)
         self.error_run.mean[slot], self.error_run.var[slot] = abs_mean, abs_std**2
         self.value_run.mean[slot] = value_mean
         self.value_run.var[slot] = max(value_std, MIN_STD) ** 2
-        self.low[slot], self.high[slot] = value_range if value_range else (np.inf, -np.inf)
-        self.seen[slot] = 0
-        self.repeat_run[slot] = 0
-        self.repeat_rate[slot] = 0.0
-        self.recent_relation.reset(slot)
-        self.relation_run.mean[slot], self.relation_run.var[slot] = 0.0, 1.0
-        self.relation_seen[slot] = 0
-        self.sustained[slot] = 0.0
-        self.longest_repeat_run[slot] = NO_RUN_YET
+        if value_range:
+            self.low[slot], self.high[slot] = value_range
         self.trusted_stats[slot] = trained
         # A series without a recorded range (new, or an older artifact) learns it first.
         self.trusted_range[slot] = value_range is not None
@@ -489,7 +468,7 @@ class AnomalyScorer:
         if relation_resid is not None:  # NaN (no relation) stays NaN
             relation_resid = np.clip(relation_resid, -SCALED_LIMIT, SCALED_LIMIT)
         cfg = self.config
-        seen = self.seen[slots]
+        seen = self.seen_count[slots]
         learnt = seen >= cfg.learn_readings
         learning = ~(self.trusted_stats[slots] | learnt)
         related = np.isfinite(relation_z) if relation_z is not None else np.zeros(slots.shape, bool)
@@ -555,25 +534,27 @@ class AnomalyScorer:
         fast = np.where(learning, seen, np.inf)
         self.error_run.update(slots, error, fast)
         self.value_run.update(slots, values, fast)
-        self.seen[slots] = np.minimum(seen, COUNTER_CAP) + 1
+        self.seen_count[slots] = np.minimum(seen, COUNTER_CAP) + 1
         # NaN compares false with the threshold: it would read as "normal", silently.
         return np.where(np.isnan(score), 1.0, score)
 
     def _stuck(self, slots: np.ndarray, repeated: np.ndarray) -> np.ndarray:
         """Which series have now repeated one value longer than ever before (and at least
         `flatline_min` times); then count the run or close it."""
-        before = self.repeat_run[slots]
-        run = np.where(repeated, np.minimum(before, COUNTER_CAP) + 1, 0).astype(np.int32)
-        longest = self.longest_repeat_run[slots]
+        before = self.repeat_count[slots]
+        count = np.where(repeated, np.minimum(before, COUNTER_CAP) + 1, 0).astype(np.int32)
+        longest = self.longest_repeat_count[slots]
         # A run that just ended is a completed run; the first change of a series makes it
         # the first one (NO_RUN_YET is above any run, hence the explicit case).
         closed = np.where(longest == NO_RUN_YET, before, np.maximum(longest, before))
-        self.longest_repeat_run[slots] = np.where(repeated, longest, closed)
-        self.repeat_run[slots] = run
+        self.longest_repeat_count[slots] = np.where(repeated, longest, closed)
+        self.repeat_count[slots] = count
         minimum = self.config.flatline_min
         if minimum <= 0:
             return np.zeros(slots.shape, dtype=bool)
-        stuck: np.ndarray = repeated & (longest != NO_RUN_YET) & (run > longest) & (run >= minimum)
+        stuck: np.ndarray = (
+            repeated & (longest != NO_RUN_YET) & (count > longest) & (count >= minimum)
+        )
         return stuck
 
     def _lasting_relation(
@@ -596,7 +577,7 @@ class AnomalyScorer:
         r = np.flatnonzero(related)
         s = slots[r]
         recent = self.recent_relation.push(s, resid[r])
-        seen = self.relation_seen[s]
+        seen = self.relation_seen_count[s]
         learnt = seen >= self.config.learn_readings
         lasting = np.abs(self.relation_run.z(s, recent))
         if standardised is not None:
@@ -605,7 +586,7 @@ class AnomalyScorer:
             lasting = np.where(own, np.abs(recent) * root_n, lasting)
         out[r] = np.where(learnt, lasting, 0.0)
         self.relation_run.update(s, recent, np.where(learnt, np.inf, seen))
-        self.relation_seen[s] = np.minimum(seen, COUNTER_CAP) + 1
+        self.relation_seen_count[s] = np.minimum(seen, COUNTER_CAP) + 1
         return out
 
     def _sustained(self, slots: np.ndarray, own: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -636,12 +617,12 @@ class AnomalyScorer:
         alpha = np.maximum(self._repeat_alpha, 1.0 / (seen + 1.0))
         rate = self.repeat_rate[slots]
         floor = np.maximum(rate, np.maximum(self._repeat_alpha, 1.0 / (seen + 2.0)))
-        run = self.repeat_run[slots]
-        longest = self.longest_repeat_run[slots]
+        count = self.repeat_count[slots]
+        longest = self.longest_repeat_count[slots]
         # Only a run longer than any the series completed before (as for the flatline
         # signal): counts that sit still for a while every night are not stuck.
-        news = (run > 0) & (longest != NO_RUN_YET) & (run > longest)
-        log_p = run.astype(np.float64) * np.log(np.minimum(floor, 1.0))
+        news = (count > 0) & (longest != NO_RUN_YET) & (count > longest)
+        log_p = count.astype(np.float64) * np.log(np.minimum(floor, 1.0))
         z = np.where(news, tail_z(log_p), 0.0)
         self.repeat_rate[slots] = rate + alpha * (repeated - rate)
         return z
@@ -655,7 +636,7 @@ class AnomalyScorer:
         out = np.zeros(slots.shape)
         have = np.flatnonzero(np.isfinite(seasonal_residuals))
         if have.size:
-            out[have] = self.seasonal_errors.score(
+            out[have] = self.seasonal_error_stats.score(
                 slots[have], np.abs(seasonal_residuals[have]), self.config.learn_readings
             )
         return out

@@ -45,8 +45,10 @@ def estimate_period(
     return int(lags[best]) if acf[best] >= min_autocorrelation else None
 
 
-class SeasonalRings:
-    """For each slot with a period, its last `period` values (scaled), oldest overwritten."""
+class PeriodRings:
+    """For each slot with a period, its last `period` values (scaled), oldest overwritten:
+    the memory of the seasonal-naive forecast (its errors' statistics are
+    `detector.scoring.SeasonalErrorStats`)."""
 
     def __init__(self) -> None:
         self.rings: dict[int, np.ndarray] = {}

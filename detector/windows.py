@@ -14,6 +14,8 @@ decoder's `max_future_s`) used to make every genuine reading of those minutes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from detector.slot_arrays import grown
@@ -203,16 +205,24 @@ class WindowStore:
         filled: np.ndarray = self.ts[slot, positions]
         return filled
 
-    # -- checkpoints -------------------------------------------------------------------------
+    # -- SlotState (`detector.slot_state`) ----------------------------------------------------
 
-    def state(self) -> dict[str, np.ndarray]:
-        """Compact copy of every active series' window, for checkpoints."""
-        keys = self.keys()
-        slots = np.array([self._slot_of[k] for k in keys], dtype=np.int64)
+    name = "windows"
+    version = 1
+    required = ("values", "ts", "count", "last_ts", "last_value", "last_seen")
+
+    def grow(self, capacity: int) -> None:
+        if capacity > self.capacity:
+            self._grow(capacity)
+
+    def reset(self, slot: int) -> None:
+        self._reset(slot)
+
+    def snapshot(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Compact copy of the windows of `slots`, oldest reading first."""
         order = (self.pos[slots, np.newaxis] + np.arange(self.window_len)) % self.window_len
         rows = slots[:, np.newaxis]
         return {
-            "keys": np.array(keys, dtype=object),
             "values": self.values[rows, order],
             "ts": self.ts[rows, order],
             "count": self.count[slots].copy(),
@@ -222,13 +232,13 @@ class WindowStore:
             "last_seen": self.last_seen_at[slots].copy(),  # the checkpoints' name for it
         }
 
-    def restore_rows(self, slots: list[int], state: dict[str, np.ndarray]) -> None:
-        """Write row i of a `state` copy into allocated slot ``slots[i]``."""
+    def restore(self, slots: np.ndarray, state: Mapping[str, np.ndarray]) -> None:
+        """Write row i of a `snapshot` into allocated slot ``slots[i]``."""
         # Checkpoints from before the order bound (and before timestamps were always kept)
         # restore too: the bound is then the newest ts, and repeats are not recognised until
         # the window has filled again.
         order = state.get("order_ts", state["last_ts"])
-        for i, slot in enumerate(slots):
+        for i, slot in enumerate(slots.tolist()):
             self.values[slot] = state["values"][i]
             if state["ts"].shape[1] == self.window_len:
                 self.ts[slot] = state["ts"][i]
@@ -238,3 +248,7 @@ class WindowStore:
             self.order_ts[slot] = order[i]
             self.last_value[slot] = state["last_value"][i]
             self.last_seen_at[slot] = state["last_seen"][i]
+
+    def nbytes(self) -> int:
+        arrays = (self.values, self.ts, self.pos, self.count, self.last_ts, self.order_ts)
+        return sum(a.nbytes for a in (*arrays, self.last_value, self.last_seen_at))

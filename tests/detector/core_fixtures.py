@@ -66,19 +66,11 @@ def non_finite_state(core: DetectionCore) -> list[str]:
     """Names of per-series state arrays holding a non-finite value in an active slot (an
     empty range, low +inf / high -inf, is the one sentinel allowed)."""
     used = core.store.used_slots()
-    store = core.store
-    arrays = {
-        **core._slot_arrays(),
-        **core.scorer.seasonal_errors.state(used),
-        "values": store.values,
-        "ts": store.ts,
-        "last_ts": store.last_ts,
-        "order_ts": store.order_ts,
-        "last_value": store.last_value,
-    }
+    arrays: dict[str, np.ndarray] = {}
+    for part in core.parts:
+        arrays.update(part.snapshot(used))
     bad = []
-    for name, array in arrays.items():
-        rows = array if name in core.scorer.seasonal_errors.STATE else array[used]
+    for name, rows in arrays.items():
         if rows.dtype.kind != "f":
             continue
         sentinel = {"low": np.inf, "high": -np.inf, "gap": np.nan}.get(name)
@@ -87,7 +79,7 @@ def non_finite_state(core: DetectionCore) -> list[str]:
             rows = np.where(unset, 0.0, rows)
         if not np.isfinite(rows).all():
             bad.append(name)
-    for k, relations in enumerate(core.relations):  # per device: means and covariances
+    for k, relations in enumerate(core.relations.models):  # per device: means and covariances
         for name in ("mean", "cov"):
             if not np.isfinite(getattr(relations, name)).all():
                 bad.append(f"relations[{k}].{name}")

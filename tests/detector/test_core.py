@@ -165,8 +165,8 @@ def test_unknown_series_takes_its_scale_from_its_first_window() -> None:
     core.process(readings("new", [1.0, 3.0, 1.0, 3.0, 2.0]))
     slot = core.store.slot("new/temp")
     # mean 2, std 1 of the first window [1, 3, 1, 3]
-    assert core.offset[slot] == pytest.approx(2.0)
-    assert core.scale[slot] == pytest.approx(1.0)
+    assert core.scales.offset[slot] == pytest.approx(2.0)
+    assert core.scales.scale[slot] == pytest.approx(1.0)
 
 
 def test_idle_series_are_evicted() -> None:

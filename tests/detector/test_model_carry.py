@@ -87,7 +87,7 @@ def test_a_known_series_takes_the_new_normalisation_and_calibration() -> None:
     new = core_of(artifact("v2", scale=new_scale, error_std=0.7))
     new.restore(old.snapshot())
     s = new.store.slot("m1/temp")
-    assert (new.offset[s], new.scale[s]) == (5.0, 4.0)
+    assert (new.scales.offset[s], new.scales.scale[s]) == (5.0, 4.0)
     # The level, in raw units, is what it was.
     assert new.scorer.value_run.mean[s] * 4.0 + 5.0 == pytest.approx(raw_level)
     assert math.sqrt(new.scorer.value_run.var[s]) * 4.0 == pytest.approx(raw_sd)

@@ -133,16 +133,16 @@ def test_relations_are_converted_to_the_new_normalisation() -> None:
     one entry, independent of the snapshot path)."""
     old = warmed()
     slot = old.store.slot("m1/temp")
-    rel = old.relations[0]
-    row, pos = rel.row_of[old.dev_row[slot]], old.dev_pos[slot]
+    rel = old.relations.models[0]
+    row, pos = rel.row_of[old.relations.dev_row[slot]], old.relations.dev_pos[slot]
     raw = rel.mean[row, pos] * 3.0 + 0.0  # old scale 3, offset 0
     var_raw = rel.cov[row, pos, pos] * 3.0**2
     new = fresh_new()
     take_over(new, old)
-    rel2 = new.relations[0]
+    rel2 = new.relations.models[0]
     assert rel2.mean[row, pos] * 2.5 + 1.0 == pytest.approx(raw)
     assert rel2.cov[row, pos, pos] * 2.5**2 == pytest.approx(var_raw)
-    assert np.all(new.z_scale[new.store.used_slots()] == 1.5)
+    assert np.all(new.scales.z_scale[new.store.used_slots()] == 1.5)
 
 
 def test_the_rules_in_force_apply_to_every_series_after_the_swap() -> None:

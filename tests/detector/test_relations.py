@@ -19,7 +19,7 @@ def _model(cov: list[list[float]], mean: list[float] | None = None) -> DeviceRel
     row = int(rel.row_of[rel.ids["d"]])
     rel.cov[row, :n, :n] = cov
     rel.mean[row, :n] = mean or [0.0] * n
-    rel.seen[row, :n] = 10
+    rel.seen_count[row, :n] = 10
     return rel
 
 

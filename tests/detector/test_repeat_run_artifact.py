@@ -104,10 +104,10 @@ def test_the_run_seeds_the_longest_run_at_allocation() -> None:
     core.process([Reading("m1", "temp", 1000.0, 1.0)], now=1e9)
     slot = core.store.slot(KEY)
     assert slot is not None
-    assert int(core.scorer.longest_repeat_run[slot]) == RUN
+    assert int(core.scorer.longest_repeat_count[slot]) == RUN
     plain = core_for(None)
     plain.process([Reading("m1", "temp", 1000.0, 1.0)], now=1e9)
-    assert int(plain.scorer.longest_repeat_run[plain.store.slot(KEY)]) == NO_RUN_YET
+    assert int(plain.scorer.longest_repeat_count[plain.store.slot(KEY)]) == NO_RUN_YET
 
 
 def test_a_run_as_long_as_the_trained_one_is_not_a_flatline() -> None:
@@ -156,8 +156,8 @@ def test_a_checkpoint_of_the_same_model_keeps_the_seeded_run() -> None:
     restored.restore(core.snapshot())
     slot = restored.store.slot(KEY)
     assert slot is not None
-    assert int(restored.scorer.longest_repeat_run[slot]) == RUN
-    assert int(restored.scorer.repeat_run[slot]) == 2
+    assert int(restored.scorer.longest_repeat_count[slot]) == RUN
+    assert int(restored.scorer.repeat_count[slot]) == 2
 
 
 def test_a_checkpoint_that_never_saw_the_run_does_not_erase_the_artifacts() -> None:
@@ -169,7 +169,7 @@ def test_a_checkpoint_that_never_saw_the_run_does_not_erase_the_artifacts() -> N
     restored.restore(old.snapshot())
     slot = restored.store.slot(KEY)
     assert slot is not None
-    assert int(restored.scorer.longest_repeat_run[slot]) == RUN
+    assert int(restored.scorer.longest_repeat_count[slot]) == RUN
 
 
 def test_a_checkpoint_that_saw_a_longer_run_keeps_it() -> None:
@@ -179,4 +179,4 @@ def test_a_checkpoint_that_saw_a_longer_run_keeps_it() -> None:
     restored.restore(old.snapshot())
     slot = restored.store.slot(KEY)
     assert slot is not None
-    assert int(restored.scorer.longest_repeat_run[slot]) == RUN + 4
+    assert int(restored.scorer.longest_repeat_count[slot]) == RUN + 4

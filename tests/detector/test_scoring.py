@@ -98,10 +98,14 @@ def test_learnt_slots_forget_exponentially_not_as_a_running_mean() -> None:
 def test_per_slot_counters_are_int32() -> None:
     # 100,000 series: every per-slot int64 counter costs 0.4 MB more than it needs.
     scorer = AnomalyScorer(4, DetectionConfig().scoring())
-    counters = [scorer.seen, scorer.seasonal_errors.seen, scorer.recent_error.count]
+    counters = [
+        scorer.seen_count,
+        scorer.seasonal_error_stats.seen_count,
+        scorer.recent_error.count,
+    ]
     assert all(c.dtype == np.int32 for c in counters)
     scorer.ensure_capacity(8)
-    assert scorer.seen.dtype == np.int32 and scorer.recent_value.count.dtype == np.int32
+    assert scorer.seen_count.dtype == np.int32 and scorer.recent_value.count.dtype == np.int32
 
 
 def test_counters_saturate_instead_of_wrapping() -> None:
@@ -111,10 +115,10 @@ def test_counters_saturate_instead_of_wrapping() -> None:
     scorer = AnomalyScorer(1, cfg.scoring())
     stats = ErrorStats(mean=0.0, std=1.0, abs_quantiles={}, n=10, abs_mean=1.0, abs_std=1.0)
     scorer.seed(0, stats, 0.0, 1.0, (-100.0, 100.0), trained=False)
-    scorer.seen[0] = np.iinfo(np.int32).max - 1
+    scorer.seen_count[0] = np.iinfo(np.int32).max - 1
     for _ in range(3):
         score = scorer.score(np.array([0]), np.array([0.0]), np.array([50.0]))
-    assert scorer.seen[0] > 0
+    assert scorer.seen_count[0] > 0
     assert score[0] > 0.5  # still scoring: a 50-sigma error is news, not "learning"
 
 
@@ -128,17 +132,17 @@ def test_recent_mean_count_stays_bounded_and_keeps_its_ring_position() -> None:
 
 def test_only_series_with_a_period_hold_seasonal_rows() -> None:
     scorer = AnomalyScorer(1000, DetectionConfig().scoring())
-    errors = scorer.seasonal_errors
+    errors = scorer.seasonal_error_stats
     errors.attach(10)
     errors.attach(500)
-    assert errors.seen.shape[0] < 100  # rows for the periodic ones, not for 1000 slots
+    assert errors.seen_count.shape[0] < 100  # rows for the periodic ones, not for 1000 slots
     assert (errors.row >= 0).sum() == 2
     errors.detach(10)
     errors.attach(7)  # reuses the freed row
     assert sorted(errors.row[[7, 500]].tolist()) == [0, 1]
     # A slot without a row gets no seasonal score and changes nothing.
     out = errors.score(np.array([3, 7]), np.array([5.0, 5.0]), learn_readings=0)
-    assert out[0] == 0.0 and errors.seen[errors.row[7]] == 1
+    assert out[0] == 0.0 and errors.seen_count[errors.row[7]] == 1
 
 
 def _flatline_scorer(flatline_min: int) -> AnomalyScorer:
@@ -168,7 +172,7 @@ def test_flatline_scores_a_run_longer_than_any_before() -> None:
     assert scores[9:] == [1.0, 1.0]
     # The value moves again: the run of 6 is now the longest, and nothing scores.
     assert _flat_scores(scorer, [False, True, True]) == [0.0, 0.0, 0.0]
-    assert scorer.longest_repeat_run[0] == 6
+    assert scorer.longest_repeat_count[0] == 6
 
 
 def test_flatline_needs_the_minimum_length() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.seasonality import SeasonalRings, estimate_period
+from detector.seasonality import PeriodRings, estimate_period
 
 
 def test_period_of_a_repeating_pattern_is_found() -> None:
@@ -20,7 +20,7 @@ def test_noise_has_no_period() -> None:
 
 
 def test_rings_forecast_the_value_one_period_back() -> None:
-    rings = SeasonalRings()
+    rings = PeriodRings()
     rings.set_period(7, 3)
     out = [rings.forecast_and_push(np.array([7, 8]), np.array([v, -v]))[0] for v in range(6)]
     # Nothing known for the first period, then the value 3 readings earlier.
