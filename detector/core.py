@@ -130,16 +130,16 @@ class DetectionCore:
         slot = self.store.slot(key)
         if slot is not None:
             return slot
-        slot = self.store.allocate(key)  # grows the store when it must, and resets the slot
+        slot = self.store.allocate(key)  # grows the store when it must
         if slot is None:
             return None
         cap = self.store.capacity
-        grow = cap > self._capacity
-        self._capacity = cap
-        for part in self.parts[1:]:
-            if grow:
+        if cap > self._capacity:
+            for part in self.parts[1:]:
                 part.grow(cap)
-            part.reset(slot)
+            self._capacity = cap
+        # A free slot holds every part's start values already (new rows are grown with
+        # them, and `release` resets a slot it frees): only the seeds are left to set.
         self._seed(slot, key)
         return slot
 

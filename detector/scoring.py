@@ -35,6 +35,7 @@ operators (``expected ± band_sigmas · std``).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -315,7 +316,7 @@ class SeasonalErrorStats:
             out[name] = array
         return out
 
-    def restore(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def restore(self, slots: np.ndarray, state: Mapping[str, np.ndarray]) -> None:
         """Load per-slot arrays of `state` (rows `: len(slots)`) into the slots' rows."""
         rows = self.row[slots]
         has = rows >= 0

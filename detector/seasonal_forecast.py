@@ -68,7 +68,7 @@ class SeasonalForecast:
             for slot, period in zip(listed, state["seasonal_period"].tolist(), strict=False):
                 if period and slot not in self.rings.rings:
                     self.set_period(slot, int(period))
-        self.error_stats.restore(slots, dict(state))
+        self.error_stats.restore(slots, state)
         for i, slot in enumerate(listed):
             ring = self.rings.rings.get(slot)
             if ring is not None and state["seasonal_ring"].shape[1] >= ring.size:
