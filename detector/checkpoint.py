@@ -40,7 +40,6 @@ import numpy as np
 
 from detector.durable_files import fsync_dir
 from detector.readings import valid_name
-from detector.slot_state import VERSION_PREFIX
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -54,12 +53,6 @@ log = logging.getLogger("iotad.checkpoint")
 # Arrays with one row per series (besides the core's per-slot arrays, checked by the core).
 _ROW_ARRAYS = ("values", "ts", "count", "last_ts", "last_value", "last_seen")
 _SCALARS = ("format", "model_version", "window_len", "short_window")
-
-
-def is_scalar(name: str) -> bool:
-    """Whether a snapshot entry is one value for the whole snapshot (not one per series):
-    the format, the model and settings it was taken under, and each part's version."""
-    return name in _SCALARS or name.startswith(VERSION_PREFIX)
 
 
 class CheckpointError(Exception):
@@ -164,7 +157,7 @@ def check_state(state: dict[str, np.ndarray], window_len: int, model_version: st
             continue
         if array.dtype.kind not in "biuf":
             raise CheckpointError(f"array {name!r} is not numeric ({array.dtype})")
-        if not is_scalar(name) and (array.ndim == 0 or array.shape[0] != n):
+        if name not in _SCALARS and (array.ndim == 0 or array.shape[0] != n):
             raise CheckpointError(f"array {name!r} has {array.shape} rows, not {n}")
     # The windows must be as long as the snapshot says; a snapshot of another model may
     # have another length (the core re-lays them when it carries the state over).
@@ -192,7 +185,7 @@ def finite_rows(state: dict[str, np.ndarray]) -> np.ndarray:
     n = int(state["keys"].shape[0])
     ok = np.ones(n, dtype=bool)
     for name, array in state.items():
-        if name == "keys" or is_scalar(name) or array.dtype.kind != "f" or array.ndim == 0:
+        if name in ("keys", *_SCALARS) or array.dtype.kind != "f" or array.ndim == 0:
             continue
         rows = array.reshape(n, -1)
         nan = np.isnan(rows)
@@ -205,7 +198,10 @@ def finite_rows(state: dict[str, np.ndarray]) -> np.ndarray:
 
 def select_rows(state: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
     """The snapshot with only the series `keep` marks."""
-    return {name: array if is_scalar(name) else array[keep] for name, array in state.items()}
+    return {
+        name: array if name in _SCALARS or name == "model_version" else array[keep]
+        for name, array in state.items()
+    }
 
 
 def _first_line(exc: BaseException) -> str:

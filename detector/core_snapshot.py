@@ -34,7 +34,7 @@ def take_snapshot(core: DetectionCore) -> dict[str, np.ndarray]:
     parts = core.parts
     for part in parts:
         state.update(part.snapshot(slots))
-    state.update(versions(parts))
+    state.update(versions(parts, len(keys)))
     return state
 
 

@@ -35,7 +35,6 @@ from detector.checkpoint import (
     CheckpointError,
     check_state,
     finite_rows,
-    is_scalar,
     select_rows,
     state_bytes,
     state_from_bytes,
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iotad.checkpoint")
 
+_SCALARS = ("format", "model_version", "window_len", "short_window")
 PAYLOAD_HEADROOM = 4096
 """Bytes of a KV message besides its value (subject, headers)."""
 SAVE_TIMEOUT_S = 30.0
@@ -103,7 +103,7 @@ def merge_states(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     # core restores without it (optional state), rather than every partition starting cold.
     names = [n for n in states[0] if all(n in s for s in states[1:])]
     for name in names:
-        if is_scalar(name):
+        if name in _SCALARS:
             merged[name] = states[0][name]
             continue
         arrays = [s[name] for s in states]

@@ -8,7 +8,8 @@ over its parts to grow, reset, snapshot, restore and measure them, as PyTorch's
 
 A snapshot is a dict of arrays with one row per series, by *checkpoint name*: names are a
 file format, so they outlive the Python attributes that hold the arrays. Each part also
-writes its version (``version_<part>``); a snapshot without one reads as version 1.
+writes its version (``version_<part>``, one entry per series); a snapshot without one
+reads as version 1.
 """
 
 from __future__ import annotations
@@ -64,9 +65,14 @@ def version_key(part: str) -> str:
     return f"{VERSION_PREFIX}{part}"
 
 
-def versions(parts: Iterable[SlotState]) -> dict[str, np.ndarray]:
-    """The ``version_<part>`` entries of a snapshot of `parts`."""
-    return {version_key(p.name): np.array(p.version, dtype=np.int64) for p in parts}
+def versions(parts: Iterable[SlotState], series: int) -> dict[str, np.ndarray]:
+    """The ``version_<part>`` entries of a snapshot of `parts` with `series` rows.
+
+    One entry per series, like every other array of a snapshot: the checkpoint code that
+    splits and merges snapshots by rows (NATS partitions) takes them as they are, and a
+    worker older than the versions ignores them rather than refusing the checkpoint.
+    """
+    return {version_key(p.name): np.full(series, p.version, dtype=np.int16) for p in parts}
 
 
 def check_versions(parts: Iterable[SlotState], state: Mapping[str, np.ndarray]) -> None:
@@ -74,10 +80,11 @@ def check_versions(parts: Iterable[SlotState], state: Mapping[str, np.ndarray]) 
     read (a part without an entry is version 1)."""
     for part in parts:
         entry = state.get(version_key(part.name))
-        found = UNVERSIONED if entry is None else int(entry)
-        if found != part.version:
+        found = {UNVERSIONED} if entry is None else set(np.unique(entry).tolist())
+        if found - {part.version}:
+            held = ", ".join(str(v) for v in sorted(found))
             raise ValueError(
-                f"checkpoint part {part.name!r} is version {found}, "
+                f"checkpoint part {part.name!r} is version {held}, "
                 f"this build reads version {part.version}"
             )
 

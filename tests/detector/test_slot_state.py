@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from detector.artifact import Artifact, SeriesScale
+from detector.checkpoint import check_state, select_rows, state_bytes, state_from_bytes
 from detector.core import DetectionCore
 from detector.detection_config import DetectionConfig
 from detector.readings import Reading
@@ -106,7 +107,7 @@ def test_the_whole_core_round_trips_with_every_part_versioned() -> None:
     core = warmed()
     state = core.snapshot()
     for part in core.parts:
-        assert int(state[version_key(part.name)]) == part.version
+        assert state[version_key(part.name)].tolist() == [part.version] * len(SERIES)
     restored = DetectionCore(artifact(), LastValueForecaster(), CFG)
     assert restored.restore(state) == len(SERIES)
     same(state, restored.snapshot())
@@ -124,11 +125,23 @@ def test_a_snapshot_without_versions_reads_as_version_1() -> None:
 @pytest.mark.parametrize("part", ["windows", "level", "seasonal", "relations"])
 def test_a_part_version_this_code_does_not_read_is_refused(part: str) -> None:
     state = warmed().snapshot()
-    state[version_key(part)] = np.array(2)
+    state[version_key(part)] = np.full(len(SERIES), 2, dtype=np.int16)
     fresh = DetectionCore(artifact(), LastValueForecaster(), CFG)
     with pytest.raises(ValueError, match=f"part '{part}' is version 2"):
         fresh.restore(state)
     assert fresh.active_series == 0  # refused before anything was loaded
+
+
+def test_version_entries_pass_the_checkpoint_checks_and_survive_a_row_split() -> None:
+    """One entry per series: the file checks take them, and the NATS split keeps them."""
+    state = warmed().snapshot()
+    data = state_from_bytes(state_bytes(state))
+    assert check_state(data, 4, str(state["model_version"])) == len(SERIES)
+    keep = np.array([True, False, True, False, True])
+    part = select_rows(data, keep)
+    assert part[version_key("windows")].tolist() == [1, 1, 1]
+    fresh = DetectionCore(artifact(), LastValueForecaster(), CFG)
+    assert fresh.restore(part) == 3
 
 
 def test_a_part_that_changes_its_version_refuses_older_snapshots() -> None:
