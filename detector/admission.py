@@ -34,6 +34,28 @@ class Admitted:
     rank: np.ndarray  # k for the k-th reading of its series in this batch
 
 
+def _slots(
+    store: WindowStore, allocate: Callable[[str], int | None], readings: Sequence[Reading]
+) -> list[int | None]:
+    """Pass 1 of `admit`: the slot of every reading (None: no room; -1: out of range, never
+    given a slot), allocating in input order."""
+    slot_of = store.slot
+    slot_list: list[int | None] = []
+    # Locals, and the readings unpacked: this runs per reading.
+    low, high, ninf, inf = -MAX_ABS_VALUE, MAX_ABS_VALUE, -math.inf, math.inf
+    for device, metric, ts, value in readings:
+        # Comparisons are False for NaN: a NaN value (or ts) is out of range too.
+        if not (low <= value <= high and ninf < ts < inf):
+            slot_list.append(-1)
+            continue
+        key = f"{device}/{metric}"  # == reading.key, without the call
+        slot = slot_of(key)
+        if slot is None:
+            slot = allocate(key)
+        slot_list.append(slot)
+    return slot_list
+
+
 def _taken_by_slot(
     slots: list[int], stamps: list[float], values: list[float]
 ) -> dict[int, dict[float, float]]:
@@ -55,22 +77,7 @@ def admit(
     """The readings of a batch the core takes, in input order; the others are added to
     `result.dropped` with their reason. `allocate` gives a new series its slot (None: no
     room). None when no reading was taken."""
-    slot_of = store.slot
-    # Pass 1: the slot of every reading (None: no room; -1: out of range, never given a
-    # slot), allocating in input order.
-    slot_list: list[int | None] = []
-    # Locals, and the readings unpacked: this runs per reading.
-    low, high, ninf, inf = -MAX_ABS_VALUE, MAX_ABS_VALUE, -math.inf, math.inf
-    for device, metric, ts, value in readings:
-        # Comparisons are False for NaN: a NaN value (or ts) is out of range too.
-        if not (low <= value <= high and ninf < ts < inf):
-            slot_list.append(-1)
-            continue
-        key = f"{device}/{metric}"  # == reading.key, without the call
-        slot = slot_of(key)
-        if slot is None:
-            slot = allocate(key)
-        slot_list.append(slot)
+    slot_list = _slots(store, allocate, readings)
     known = list(set(slot_list) - {None, -1})
     # The stores' order bound and newest ts of every slot in one read each, not a numpy
     # scalar read per reading.
