@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detector.lineprotocol import format_line
-from detector.payloads import PayloadDecoder, PayloadLimits
-from detector.sparkplug_schema import DataType, Payload
+from detector.worker.lineprotocol import format_line
+from detector.worker.payloads import PayloadDecoder, PayloadLimits
+from detector.worker.sparkplug_schema import DataType, Payload
 
 T0 = 1_700_000_000
 METRICS = [f"m{j}" for j in range(8)]

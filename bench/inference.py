@@ -27,12 +27,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from detector.artifact import load_artifact  # noqa: E402
-from detector.core import DetectionCore  # noqa: E402
-from detector.detection_config import DetectionConfig  # noqa: E402
-from detector.features import model_input  # noqa: E402
-from detector.forecaster import LiteRTForecaster  # noqa: E402
-from detector.readings import Reading  # noqa: E402
+from detector.engine.artifact import load_artifact  # noqa: E402
+from detector.engine.core import DetectionCore  # noqa: E402
+from detector.engine.detection_config import DetectionConfig  # noqa: E402
+from detector.engine.features import model_input  # noqa: E402
+from detector.engine.forecaster import LiteRTForecaster  # noqa: E402
+from detector.engine.readings import Reading  # noqa: E402
 
 
 def train_model(out: Path, units: int, window: int) -> Path:

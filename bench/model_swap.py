@@ -42,12 +42,12 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, str(REPO))
     import numpy as np
 
-    from detector.artifact import load_artifact
-    from detector.core import DetectionCore
-    from detector.detection_config import DetectionConfig
-    from detector.forecaster import LiteRTForecaster
-    from detector.readings import Reading
-    from detector.simulation import FactoryConfig, generate_history
+    from detector.engine.artifact import load_artifact
+    from detector.engine.core import DetectionCore
+    from detector.engine.detection_config import DetectionConfig
+    from detector.engine.forecaster import LiteRTForecaster
+    from detector.engine.readings import Reading
+    from detector.sim.simulation import FactoryConfig, generate_history
     from training.pipeline import TrainConfig, train_series
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -3,7 +3,7 @@
 Starts its own nats-server (JetStream, a temp store) on a free loopback port, creates the
 output stream as a worker does, and measures:
 
-1. the outbox (`detector.nats_outbox.Outbox`): N QoS 1 publishes boxed from another thread,
+1. the outbox (`detector.worker.nats_outbox.Outbox`): N QoS 1 publishes boxed from another thread,
    as the detection thread does, sent in rounds whose publish acks are awaited together;
    publishes/s until every delivery is done (all must be confirmed);
 2. nats-py's ``js.publish`` awaited one by one (what a naive sink would do): publishes/s.
@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detector.nats_outbox import Outbox
-from detector.nats_settings import NatsSettings
-from detector.nats_stream import ensure_output_stream
+from detector.config.nats_settings import NatsSettings
+from detector.worker.nats_outbox import Outbox
+from detector.worker.nats_stream import ensure_output_stream
 from support.nats_servers import NatsCluster
 
 SUBJECTS = ["alerts.>", "iotad.deadletter"]

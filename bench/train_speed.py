@@ -34,7 +34,7 @@ def write_factory_csv(path: Path, n_readings: int, seed: int) -> str:
     """Write `n_readings` long-format readings to `path`; returns where they came from."""
     sys.path.insert(0, str(REPO))
     try:
-        from detector.simulate_cli import write_csv
+        from detector.sim.simulate_cli import write_csv
         from examples.generate import example_config, generate_history
     except ImportError:
         _write_builtin_csv(path, n_readings, seed)

@@ -16,14 +16,26 @@ from detector import __version__
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("detector.run_cli", "run the streaming worker: MQTT in, alerts and metrics out"),
-    "record": ("detector.record_cli", "record readings from MQTT into long-format history files"),
+    "run": ("detector.worker.run_cli", "run the streaming worker: MQTT in, alerts and metrics out"),
+    "record": (
+        "detector.worker.record_cli",
+        "record readings from MQTT into long-format history files",
+    ),
     "train": ("training.cli", "train a forecaster on historical readings into a model artifact"),
     "eval": ("training.eval_cli", "detection quality (NAB, simulated factory) with the core"),
-    "simulate": ("detector.simulate_cli", "publish a simulated factory to a broker"),
-    "demo": ("detector.demo", "broker, simulated sensors, worker, metrics and alerts in one go"),
-    "rules": ("detector.rules_cli", "check a rules file, explain the effective rule of a series"),
-    "config": ("detector.config_cli", "print the worker's settings in effect (secrets masked)"),
+    "simulate": ("detector.sim.simulate_cli", "publish a simulated factory to a broker"),
+    "demo": (
+        "detector.sim.demo",
+        "broker, simulated sensors, worker, metrics and alerts in one go",
+    ),
+    "rules": (
+        "detector.worker.rules_cli",
+        "check a rules file, explain the effective rule of a series",
+    ),
+    "config": (
+        "detector.worker.config_cli",
+        "print the worker's settings in effect (secrets masked)",
+    ),
 }
 
 

@@ -3,7 +3,7 @@
 Deterministic: the same arguments give the same bytes. Run ``python examples/generate.py``
 (or ``make example-data``) to regenerate it; see ``examples/README.md``.
 
-From Python, `generate_history` (re-exported from `detector.simulation`) returns the readings
+From Python, `generate_history` (re-exported from `detector.sim.simulation`) returns the readings
 without writing anything, e.g. 100,000 readings for a benchmark::
 
     from examples.generate import example_config, generate_history
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from detector.simulate_cli import parse_ts, truth_document, write_csv
-from detector.simulation import FactoryConfig, generate_history
+from detector.sim.simulate_cli import parse_ts, truth_document, write_csv
+from detector.sim.simulation import FactoryConfig, generate_history
 
 __all__ = ["example_config", "generate_history", "main"]
 

@@ -1,4 +1,4 @@
-"""Print the Markdown table of every `iotad run` setting, from `detector.settings` itself.
+"""Print the Markdown table of every `iotad run` setting, from `detector.config.settings` itself.
 
 README.md carries its output between the ``settings-table`` markers; a test checks they match,
 so the documented settings cannot drift from the code. Usage::
@@ -19,8 +19,8 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from detector.attribute_docs import attribute_docs
-from detector.settings import WorkerSettings
+from detector.config.attribute_docs import attribute_docs
+from detector.config.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"

@@ -1,12 +1,12 @@
 """Sparkplug B payloads for tests, built with the protobuf library from the schema in
-`detector.sparkplug_schema` (never written by hand)."""
+`detector.worker.sparkplug_schema` (never written by hand)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from detector.sparkplug_schema import DataType, Payload
+from detector.worker.sparkplug_schema import DataType, Payload
 
 # A metric as tests write it: (name or None, alias or None, datatype, value); value None:
 # is_null. Optional 5th item: the metric's own timestamp (epoch ms).

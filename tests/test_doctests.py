@@ -29,7 +29,12 @@ MODULES = _modules_with_examples()
 
 
 def test_the_known_examples_are_found() -> None:
-    known = {"detector.alertmanager", "detector.lineprotocol", "training.data", "training.models"}
+    known = {
+        "detector.worker.alertmanager",
+        "detector.worker.lineprotocol",
+        "training.data",
+        "training.models",
+    }
     assert known <= set(MODULES)
 
 

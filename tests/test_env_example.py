@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.settings import ENV_PREFIX, load_settings, unknown_env_vars
+from detector.config.settings import ENV_PREFIX, load_settings, unknown_env_vars
 
 EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
 # `IOTAD_X=value` lines, commented out (`# IOTAD_X=value`) or not

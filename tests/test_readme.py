@@ -46,7 +46,7 @@ def test_every_subcommand_in_the_readme_has_help() -> None:
 def test_every_setting_has_a_meaning() -> None:
     """A setting without a description would be a row without a meaning: give the field a
     ``Field(description=...)`` or a docstring under it."""
-    from detector.settings import WorkerSettings
+    from detector.config.settings import WorkerSettings
     from scripts.settings_table import rows
 
     table = rows(WorkerSettings)
@@ -82,7 +82,7 @@ def documented_reject_reasons() -> set[str]:
 
 
 def test_every_rejection_reason_is_documented() -> None:
-    from detector.metrics import REJECT_REASONS
+    from detector.worker.metrics import REJECT_REASONS
 
     documented = documented_reject_reasons()
     assert len(documented) >= 25  # the paragraph was found and read

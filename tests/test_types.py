@@ -38,7 +38,7 @@ def test_every_module_named_in_the_mypy_overrides_exists() -> None:
         for module in override["module"]
         if module.split(".")[0] in ("detector", "training")
     ]
-    assert "detector.core" in first_party
+    assert "detector.engine.core" in first_party
     missing = [m for m in first_party if not (ROOT / (m.replace(".", "/") + ".py")).is_file()]
     assert missing == []
 
@@ -48,4 +48,8 @@ def test_the_pure_core_is_checked_strictly() -> None:
     assert len(strict) == 1
     flags = ("disallow_any_generics", "warn_return_any", "disallow_untyped_calls")
     assert all(strict[0].get(flag) for flag in flags)
-    assert {"detector.windows", "detector.scoring", "detector.decision"} <= set(strict[0]["module"])
+    assert {
+        "detector.engine.windows",
+        "detector.engine.scoring",
+        "detector.engine.decision",
+    } <= set(strict[0]["module"])

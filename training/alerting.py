@@ -1,7 +1,7 @@
 """Alerting calibrated to the plant: how sensitive the detector is, chosen on held-out history.
 
 The detection core scores a reading by the largest of its likelihood deviations (z, see
-`detector.scoring`), or 1 when a certain signal fires (a value outside its range, a stuck
+`detector.engine.scoring`), or 1 when a certain signal fires (a value outside its range, a stuck
 sensor). A fixed z threshold suits no plant: each has its own share of normal events that
 look odd (shift changes, planned stops, new products). So training replays the held-out end
 of the history through the very core the worker runs, records every reading's z, and picks
@@ -27,13 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.artifact import Artifact
-from detector.core import DetectionCore
-from detector.decision import EpisodeTracker
-from detector.detection_config import DetectionConfig
-from detector.forecaster import Forecaster
-from detector.readings import Reading
-from detector.scoring import CERTAIN, SIGNALS, tail_score
+from detector.engine.artifact import Artifact
+from detector.engine.core import DetectionCore
+from detector.engine.decision import EpisodeTracker
+from detector.engine.detection_config import DetectionConfig
+from detector.engine.forecaster import Forecaster
+from detector.engine.readings import Reading
+from detector.engine.scoring import CERTAIN, SIGNALS, tail_score
 
 Trace = Sequence[tuple[np.ndarray, ...]]
 """What `DetectionCore.trace` collects: per scored round (slots, ts, z, flag, signal) and,

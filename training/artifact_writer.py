@@ -1,4 +1,4 @@
-"""Writing a model artifact that `detector.artifact.load_artifact` accepts, atomically.
+"""Writing a model artifact that `detector.engine.artifact.load_artifact` accepts, atomically.
 
 Everything is written into a hidden staging directory next to the target and renamed into
 place at the very end, after the artifact has been read back with the worker's own loader,
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from detector import __version__
-from detector.artifact import ARTIFACT_JSON, SCHEMA_VERSION, Artifact, load_artifact
+from detector.engine.artifact import ARTIFACT_JSON, SCHEMA_VERSION, Artifact, load_artifact
 from training.models import ModelSpec
 
 KERAS_FILE = "model.keras"
@@ -43,7 +43,7 @@ def artifact_doc(
     training: dict[str, Any],
     metrics: dict[str, Any],
 ) -> dict[str, Any]:
-    """The ``artifact.json`` document, laid out as `detector.artifact.parse_artifact` reads it."""
+    """The ``artifact.json`` document, laid out as `detector.engine.artifact.parse_artifact` reads it."""
     return {
         "schema_version": SCHEMA_VERSION,
         "version": version,

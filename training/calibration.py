@@ -15,7 +15,7 @@ QUANTILES = ("0.5", "0.9", "0.99", "0.999")
 def error_stats(residuals: np.ndarray) -> dict[str, object]:
     """Mean and std of the residuals and of their absolute values, |residual| quantiles, n.
 
-    The layout is what `detector.artifact.ErrorStats` reads; the worker's scorer uses the
+    The layout is what `detector.engine.artifact.ErrorStats` reads; the worker's scorer uses the
     mean and std of |residual| as they are rather than assume normal residuals. An empty
     input gives zeros.
     """

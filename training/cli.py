@@ -124,7 +124,7 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return EXIT_FAILED
-    from detector.artifact import ArtifactError
+    from detector.engine.artifact import ArtifactError
     from training.artifact_writer import ArtifactWriteError
     from training.data import DataError
     from training.export import ExportMismatchError

@@ -28,8 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from detector.artifact import ARTIFACT_JSON, Artifact, ArtifactError, SeriesScale, load_artifact
-from detector.model_reload import check_keras_safe
+from detector.engine.artifact import (
+    ARTIFACT_JSON,
+    Artifact,
+    ArtifactError,
+    SeriesScale,
+    load_artifact,
+)
+from detector.worker.model_reload import check_keras_safe
 from training.models import ModelSpec
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.readings import series_key, valid_name
+from detector.engine.readings import series_key, valid_name
 
 TS_COLUMNS = ("ts", "timestamp", "time")
 # Above this a numeric timestamp is taken as milliseconds: 1e11 s is the year 5138, while

@@ -1,4 +1,4 @@
-"""Training the device models (`detector.device_model`) on a history.
+"""Training the device models (`detector.engine.device_model`) on a history.
 
 Devices are grouped by signature (the sorted names of their metrics); each signature with a
 device of two or more metrics gets one model, shared by its devices (a fleet of like machines
@@ -10,7 +10,7 @@ calibration replays, is never trained on.
 Each training row judges one metric at one timestamp, with the previous `window` aligned
 readings of every metric and the other metrics' readings now; in a share of the rows
 (`hide_share`) one sibling is hidden, as the core hides it when judging (see the module
-docstring of `detector.device_model`). The loss is the Gaussian negative log likelihood of
+docstring of `detector.engine.device_model`). The loss is the Gaussian negative log likelihood of
 the change from the metric's last reading.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from detector.artifact import MAX_DEVICE_METRICS
-from detector.device_model import (
+from detector.engine.artifact import MAX_DEVICE_METRICS
+from detector.engine.device_model import (
     LOG_SIGMA_MAX,
     LOG_SIGMA_MIN,
     DeviceModel,

@@ -2,7 +2,7 @@
 
 ``factory`` is the simulated factory benchmark (`training.factory_cli`). ``nab`` replays NAB
 v1.1 through the worker's detection core and scores it: per file, the probationary rows train
-a forecaster; every later row goes through `detector.core.DetectionCore.process` in time
+a forecaster; every later row goes through `detector.engine.core.DetectionCore.process` in time
 order. Writes ``<out>/<category>/<name>.csv`` (``timestamp,value,anomaly_score``), detail
 CSVs, ``summary.json``; prints a table per profile at NAB's optimised threshold and at the
 detector's fixed default threshold. A file that fails counts as no detections in every table
@@ -25,7 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from detector.cli_flags import add_alias, deprecated_env
+from detector.worker.cli_flags import add_alias, deprecated_env
 
 DEFAULT_OUT = Path("runs/nab")
 NAB_ROOT_ENV = "NAB_ROOT"
@@ -163,10 +163,10 @@ def select_files(names: tuple[str, ...], patterns: list[str] | None) -> list[str
 
 def detection_config(overrides: dict[str, Any]) -> Any:
     """The core's `DetectionConfig` with `overrides`, checked against the worker's bounds
-    (`detector.settings.DETECTION_BOUNDS`): a threshold of 4 must not silently mean "never"."""
+    (`detector.config.settings.DETECTION_BOUNDS`): a threshold of 4 must not silently mean "never"."""
     from pydantic import TypeAdapter, ValidationError
 
-    from detector.settings import DetectionSettings
+    from detector.config.settings import DetectionSettings
 
     try:
         return TypeAdapter(DetectionSettings).validate_python(overrides)

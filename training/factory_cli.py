@@ -14,8 +14,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from detector.cli_flags import add_alias
-from detector.plant_config import SHAPES
+from detector.sim.plant_config import SHAPES
+from detector.worker.cli_flags import add_alias
 from training.eval_cli import parse_overrides
 from training.nab_run import _init_worker
 from training.nab_run import mmss as _mmss
@@ -104,7 +104,7 @@ def add_arguments(sub: Any) -> None:
 
 def factory_config(args: argparse.Namespace) -> Any:
     """The `BenchConfig` the flags ask for (``--quick`` starts from `QUICK`)."""
-    from detector.detection_config import DetectionConfig
+    from detector.engine.detection_config import DetectionConfig
     from training.factory_eval import QUICK, BenchConfig
 
     base = QUICK if args.quick else BenchConfig()
@@ -121,7 +121,7 @@ def factory_config(args: argparse.Namespace) -> Any:
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if getattr(args, "rules", None) is not None:
-        from detector.rules_file import RulesError, load_rules
+        from detector.worker.rules_file import RulesError, load_rules
 
         try:
             load_rules(args.rules)  # checked here: one line per problem before any run

@@ -27,15 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from detector.artifact import SCHEMA_VERSION, Artifact, parse_artifact
-from detector.core import DetectionCore
-from detector.detection_config import DetectionConfig
-from detector.faults import ALL_METRICS, FAULT_KINDS, Fault
-from detector.features import fit_scale
-from detector.forecaster import Forecaster
-from detector.plant_schedule import DAY_S
-from detector.readings import Reading
-from detector.rules_file import load_rules
+from detector.engine.artifact import SCHEMA_VERSION, Artifact, parse_artifact
+from detector.engine.core import DetectionCore
+from detector.engine.detection_config import DetectionConfig
+from detector.engine.features import fit_scale
+from detector.engine.forecaster import Forecaster
+from detector.engine.readings import Reading
+from detector.sim.faults import ALL_METRICS, FAULT_KINDS, Fault
+from detector.sim.plant_schedule import DAY_S
+from detector.worker.rules_file import load_rules
 from training.factory_match import DEFAULT_GRACE, Alert, Outcome, match
 from training.factory_scenario import (
     SHAPES,
@@ -72,7 +72,7 @@ class BenchConfig:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     rules: Path | None = None
-    """A rules file applied in the core (`detector.rules`), as `iotad run` would."""
+    """A rules file applied in the core (`detector.engine.rules`), as `iotad run` would."""
 
     def validate(self) -> None:
         if unknown := set(self.shapes) - set(SHAPES):
@@ -211,8 +211,8 @@ def fit(
             )
             info["alerting"] = cal.to_dict(budget)
         return artifact, forecaster, info
-    from detector.artifact import load_artifact
-    from detector.forecaster import LiteRTForecaster
+    from detector.engine.artifact import load_artifact
+    from detector.engine.forecaster import LiteRTForecaster
     from training.pipeline import train_series
 
     result = train_series(series, _train_config(overrides), work_dir)

@@ -16,7 +16,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from detector.faults import ALL_METRICS, Fault
+from detector.sim.faults import ALL_METRICS, Fault
 
 DEFAULT_GRACE = 5
 """Readings after a fault's end in which an alert still counts for it: the step back to
@@ -33,7 +33,7 @@ class Alert:
     ts: float
     score: float = math.nan
     signal: str = ""
-    """What fired it (`detector.events.AlertEvent.signal`); empty when unknown."""
+    """What fired it (`detector.engine.events.AlertEvent.signal`); empty when unknown."""
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.faults import FAULT_KINDS, FAULT_SAMPLES, Fault, FaultSpec
-from detector.plant_config import DEFAULT_SHAPE, IDLE_LOAD, SHAPES, FleetShape
-from detector.simulation import DAY_S, FactorySimulator
+from detector.sim.faults import FAULT_KINDS, FAULT_SAMPLES, Fault, FaultSpec
+from detector.sim.plant_config import DEFAULT_SHAPE, IDLE_LOAD, SHAPES, FleetShape
+from detector.sim.simulation import DAY_S, FactorySimulator
 
 __all__ = [
     "DEFAULT_SHAPE",

@@ -43,7 +43,7 @@ def fitted_files(
     corpus: Corpus, names: list[str], out: Path, model: str, failed: dict[str, str]
 ) -> list[FittedFile]:
     """Every file of a finished run, ready to replay (failed ones carry their error)."""
-    from detector.artifact import load_artifact
+    from detector.engine.artifact import load_artifact
     from training.nab_replay import naive_artifact, series_names
 
     files = []

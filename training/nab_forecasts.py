@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.forecaster import Forecaster
+from detector.engine.forecaster import Forecaster
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from detector.detection_config import DetectionConfig
-from detector.seasonality import MIN_AUTOCORRELATION
+from detector.engine.detection_config import DetectionConfig
+from detector.engine.seasonality import MIN_AUTOCORRELATION
 from training.nab_multi import Variant
 
 SEASONAL = "seasonal"

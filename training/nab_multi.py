@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.artifact import Artifact
-from detector.core import DetectionCore
-from detector.detection_config import DetectionConfig
-from detector.forecaster import Forecaster
-from detector.readings import Reading
-from detector.seasonality import MIN_AUTOCORRELATION, estimate_period
+from detector.engine.artifact import Artifact
+from detector.engine.core import DetectionCore
+from detector.engine.detection_config import DetectionConfig
+from detector.engine.forecaster import Forecaster
+from detector.engine.readings import Reading
+from detector.engine.seasonality import MIN_AUTOCORRELATION, estimate_period
 from training.nab_forecasts import CachedForecaster, ForecastTable, disjoint_groups
 from training.nab_replay import LastValueForecaster, nab_anomaly_score, series_names
 from training.windowing import PERIOD_SAMPLE

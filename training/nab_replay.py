@@ -2,7 +2,7 @@
 
 Per file: the probationary rows are history. A forecaster is fitted on them alone (the LSTM
 training pipeline, or the naive last-value baseline), then every later row goes through
-`detector.core.DetectionCore.process` in time order, as the worker would receive it. A row's
+`detector.engine.core.DetectionCore.process` in time order, as the worker would receive it. A row's
 score depends only on the rows before and at it: nothing looks at the file's later values,
 its overall min/max or its length (the caller passes the history length).
 
@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from detector.artifact import SCHEMA_VERSION, Artifact, load_artifact, parse_artifact
-from detector.core import DetectionCore
-from detector.detection_config import DetectionConfig
-from detector.features import fit_scale
-from detector.forecaster import Forecaster
-from detector.readings import Reading
-from detector.seasonality import estimate_period
+from detector.engine.artifact import SCHEMA_VERSION, Artifact, load_artifact, parse_artifact
+from detector.engine.core import DetectionCore
+from detector.engine.detection_config import DetectionConfig
+from detector.engine.features import fit_scale
+from detector.engine.forecaster import Forecaster
+from detector.engine.readings import Reading
+from detector.engine.seasonality import estimate_period
 from training.windowing import PERIOD_SAMPLE
 
 # What became of each row (the `status` column of the detail CSV).
@@ -204,7 +204,7 @@ def fit_forecaster(
         return naive_artifact(key, values, work_dir), LastValueForecaster(), {"model": "naive"}
     if cfg.model != "lstm":
         raise ValueError(f"unknown model {cfg.model!r} (one of {', '.join(MODELS)})")
-    from detector.forecaster import LiteRTForecaster
+    from detector.engine.forecaster import LiteRTForecaster
     from training.pipeline import train_series
 
     train_cfg = _train_config(cfg.train_overrides)
@@ -222,7 +222,7 @@ def _reusable(work_dir: Path, series: dict[str, Any], train_cfg: Any) -> Artifac
     """The artifact in `work_dir` if it was trained on `series` with `train_cfg`'s options."""
     import json
 
-    from detector.artifact import ArtifactError
+    from detector.engine.artifact import ArtifactError
     from training.data import series_fingerprint
 
     try:

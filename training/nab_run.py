@@ -1,7 +1,7 @@
 """Running NAB files for `iotad eval nab`: per-file fit and replay, in worker processes.
 
 Per file, the probationary rows train a forecaster; every later row goes through
-`detector.core.DetectionCore.process` in time order (`training.nab_replay`). A file whose
+`detector.engine.core.DetectionCore.process` in time order (`training.nab_replay`). A file whose
 fitting or replay fails never stops the others, and counts as no detections in the tables.
 """
 
@@ -131,7 +131,7 @@ def run_model(
     """
     import numpy as np
 
-    from detector.detection_config import DetectionConfig
+    from detector.engine.detection_config import DetectionConfig
     from training.eval_cli import detection_config, parse_overrides
     from training.nab import FileScores, score_profiles
     from training.nab_replay import DEFAULT_NAB_THRESHOLD, ReplayConfig

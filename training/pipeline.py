@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from detector.artifact import ARTIFACT_JSON, KNOWN_SCALING, Artifact
-from detector.features import TIME_FEATURES
+from detector.engine.artifact import ARTIFACT_JSON, KNOWN_SCALING, Artifact
+from detector.engine.features import TIME_FEATURES
 from training import (
     alerting,
     artifact_writer,
@@ -420,8 +420,8 @@ def _device_models(plan: _Plan, directory: Path) -> _Devices:
 def _calibrate_alerts(plan: _Plan, doc: dict[str, Any], directory: Path) -> dict[str, Any]:
     """Replay the held-out history through the worker's core with the exported model and
     choose the alerting divisor for the budget (`training.alerting`)."""
-    from detector.artifact import parse_artifact
-    from detector.forecaster import LiteRTForecaster
+    from detector.engine.artifact import parse_artifact
+    from detector.engine.forecaster import LiteRTForecaster
 
     artifact = parse_artifact(doc, directory)
     calibration = alerting.calibrate_artifact(

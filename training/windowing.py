@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.features import fit_scale, model_input
-from detector.seasonality import estimate_period
+from detector.engine.features import fit_scale, model_input
+from detector.engine.seasonality import estimate_period
 from training.data import Series
 
 PERIOD_SAMPLE = 20_000
@@ -93,7 +93,7 @@ class WindowSet:
 
 def longest_repeat_run(values: np.ndarray) -> int | None:
     """The most readings in a row equal to the one before; None when the series never
-    changes value (it has no run to compare with: see `detector.scoring`).
+    changes value (it has no run to compare with: see `detector.engine.scoring`).
 
     >>> longest_repeat_run(np.array([1.0, 1.0, 1.0, 2.0, 2.0, 3.0]))
     2

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from detector.settings import load_settings, unknown_env_vars
+from detector.config.settings import load_settings, unknown_env_vars
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -275,7 +275,7 @@ def test_rules_file_is_mounted_read_only(compose: dict[str, Any]) -> None:
     """Every worker (the single one and the scale-out shards) reads the shipped rules file
     from a read-only mount of its directory (a file mount would miss edits that replace the
     file), and that file loads: no rules, so the stack starts as it did without one."""
-    from detector.rules_file import load_rules
+    from detector.worker.rules_file import load_rules
 
     workers = {n: s for n, s in rules_workers(compose).items() if "entrypoint" not in s}
     assert {"worker", "iotad-shard-0", "iotad-shard-1", "iotad-shard-2"} <= workers.keys()
@@ -302,8 +302,8 @@ def test_sparkplug_lines_turn_it_on(
 ) -> None:
     """Uncommented, the worker's Sparkplug lines load, read spBv1.0/# as Sparkplug B with the
     rebirth on, and stay within the worker's broker rights (read every filter, no loop)."""
-    from detector.settings import loop_errors
-    from detector.topics import topic_matches
+    from detector.config.settings import loop_errors
+    from detector.worker.topics import topic_matches
 
     lines = commented_env("worker")
     assert lines.keys() == {
@@ -402,8 +402,8 @@ def test_iotad_commands_parse(compose: dict[str, Any]) -> None:
 def test_compose_variables_are_settings_or_the_stacks_own() -> None:
     """``IOTAD_`` is the settings' namespace: `iotad run` in a shell that sets the stack's
     knobs must not warn about them. Old names survive only as nested fallbacks."""
-    from detector.env_warnings import RENAMED
-    from detector.settings import unknown_env_vars
+    from detector.config.settings import unknown_env_vars
+    from detector.worker.env_warnings import RENAMED
 
     text = COMPOSE_FILE.read_text()
     outer = set(re.findall(r"(?<!-)\$\{(\w+)", text))  # not inside another's default

@@ -149,7 +149,7 @@ def test_shard_worker_settings_load(
     compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each worker's environment is real settings (needs the NATS worker, issue 12)."""
-    from detector.settings import load_settings, unknown_env_vars
+    from detector.config.settings import load_settings, unknown_env_vars
 
     (tmp_path / "iotad_nats__password").write_text("s3cret\n")
     for name, w in sorted(shard_workers(compose).items()):

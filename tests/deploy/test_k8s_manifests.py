@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from detector.readings import valid_name
-from detector.rules_file import load_rules
-from detector.settings import unknown_env_vars
+from detector.config.settings import unknown_env_vars
+from detector.engine.readings import valid_name
+from detector.worker.rules_file import load_rules
 from tests.deploy.k8s_rules import check_rules_mount
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")

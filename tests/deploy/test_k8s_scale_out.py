@@ -226,7 +226,7 @@ def test_shard_pods_probe_and_run_like_the_single_worker() -> None:
 def test_shard_settings_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pod's environment is real settings and pod iotad-shard-2 is shard 2/3 (needs the
     NATS worker of issue 12)."""
-    from detector.settings import load_settings, unknown_env_vars
+    from detector.config.settings import load_settings, unknown_env_vars
 
     sts, container, env = shard_parts()
     n = sts["spec"]["replicas"]

@@ -338,7 +338,7 @@ def test_worker_user_runs_partition_consumers_and_checkpoints(stream: DeployNats
 
 def test_worker_user_can_probe_the_mapping(stream: DeployNatsCluster) -> None:
     """At start a worker publishes sensors.<probe device>.iotad-probe and reads back the
-    partition the server mapped each to (detector/nats_source.py, the P check)."""
+    partition the server mapped each to (detector/worker/nats_source.py, the P check)."""
     probes = [f"iotad-probe-iotad-0-{i}" for i in range(8)]
 
     async def go() -> dict[str, int]:

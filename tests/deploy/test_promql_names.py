@@ -112,7 +112,7 @@ def test_deploy_names_are_the_contract() -> None:
         "iotad_alertmanager_sent_total",
         "iotad_alertmanager_errors_total",
         "iotad_alertmanager_dropped_total",
-        # issue 14: the alerting path (detector/metrics.py)
+        # issue 14: the alerting path (detector/worker/metrics.py)
         "iotad_publish_failed_total",
         "iotad_checkpoint_failures_total",
         # model lifecycle (docs/model-lifecycle.md)
@@ -120,7 +120,7 @@ def test_deploy_names_are_the_contract() -> None:
         # prometheus_client's standard process collector, on the worker's registry
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
-        # per-device rules (detector/metrics.py, docs/rules.md)
+        # per-device rules (detector/worker/metrics.py, docs/rules.md)
         "iotad_rules_stale",
         "iotad_alerts_suppressed_total",
         "iotad_alertmanager_active_alerts",
@@ -157,7 +157,7 @@ def test_every_dashboard_and_rule_expr_is_found() -> None:
 
 def test_scale_out_names_are_in_the_worker_code() -> None:
     """The worker's code names every metric of the scale-out contract (with the nats branch
-    merged; detector/metrics.py and the NATS source register them)."""
+    merged; detector/worker/metrics.py and the NATS source register them)."""
     code = "\n".join(p.read_text() for p in (ROOT / "detector").rglob("*.py"))
     # client_python adds _total to a counter's name when the code leaves it out
     spelt = {name: {f'"{name}"', f'"{name.removesuffix("_total")}"'} for name in SCALE_OUT_CONTRACT}

@@ -45,7 +45,7 @@ def test_figure_placeholders_are_there() -> None:
 
 def test_settings_named_are_real() -> None:
     """Every IOTAD_ variable the page names is a setting (needs the NATS worker, issue 12)."""
-    from detector.settings import unknown_env_vars
+    from detector.config.settings import unknown_env_vars
 
     names = set(re.findall(r"\b(IOTAD_[A-Z0-9_]+[A-Z0-9])\b", DOC))
     # `__CREDS_FILE`-style shorthands in the table stand for IOTAD_NATS__...

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detector.sparkplug_schema import DataType, Payload
+from detector.worker.sparkplug_schema import DataType, Payload
 from tests.conftest import TINY_START_TS, WorkerProcess
 from tests.deploy.services import MOSQUITTO, MOSQUITTO_PASSWD, DeployBroker, service_secrets
 from tests.deploy.test_compose import COMPOSE_FILE, commented_env, expand, rules_source

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from detector.artifact import SCHEMA_VERSION, Artifact, parse_artifact
-from detector.core import DetectionCore
+from detector.engine.artifact import SCHEMA_VERSION, Artifact, parse_artifact
+from detector.engine.core import DetectionCore
 
 
 def make_artifact(

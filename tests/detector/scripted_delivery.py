@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class ScriptedDelivery:
-    """An `detector.alerts.Delivery` that is done once the test sets `confirmed` or
+    """An `detector.worker.alerts.Delivery` that is done once the test sets `confirmed` or
     `given_up` (then it is lost); `send_again` makes a lost one pending again and counts."""
 
     def __init__(self, confirmed: bool = False, given_up: bool = False) -> None:

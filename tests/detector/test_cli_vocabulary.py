@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from detector.cli import build_parser
-from detector.cli_flags import DeprecatedAlias, deprecated_env, parse_duration
-from detector.run_cli import main as run_main
-from detector.run_cli import overrides_from_args
-from detector.settings import load_settings
+from detector.config.settings import load_settings
+from detector.worker.cli_flags import DeprecatedAlias, deprecated_env, parse_duration
+from detector.worker.run_cli import main as run_main
+from detector.worker.run_cli import overrides_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_DOC = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
@@ -184,7 +184,7 @@ def test_old_password_variable_still_works_and_says_so(
 def test_simulate_reads_the_worker_password_variable(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from detector.simulate_cli import _password
+    from detector.sim.simulate_cli import _password
 
     monkeypatch.setenv("IOTAD_MQTT__PASSWORD", "from-env")
     assert _password(parse("simulate")) == "from-env"

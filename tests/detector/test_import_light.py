@@ -8,7 +8,7 @@ import sys
 
 def test_import_detector_does_not_import_tensorflow() -> None:
     code = (
-        "import sys, detector, detector.cli, detector.artifact, detector.features\n"
+        "import sys, detector, detector.cli, detector.engine.artifact, detector.engine.features\n"
         "detector.cli.build_parser()\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'tensorflow', 'keras'})\n"
         "print(','.join(heavy))\n"
@@ -21,13 +21,13 @@ def test_settings_and_mqtt_client_do_not_load_the_detection_core() -> None:
     # The settings are read before anything else at start-up (and by every CLI command that
     # fails on a bad one): they hold the core's tunables, not the core.
     code = (
-        "import sys, detector.settings\n"
+        "import sys, detector.config.settings\n"
         "after_settings = 'numpy' in sys.modules\n"
-        "import detector.mqtt_client\n"
-        "core = {'detector.core', 'detector.scoring', 'detector.relations', 'detector.windows'}\n"
+        "import detector.worker.mqtt_client\n"
+        "core = {'detector.engine.core', 'detector.engine.scoring', 'detector.engine.relations', 'detector.engine.windows'}\n"
         "print(after_settings, ','.join(sorted(core & set(sys.modules))), sep=';')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     numpy_after_settings, core_loaded = out.stdout.strip().split(";")
     assert core_loaded == "", f"detection core loaded: {core_loaded}"
-    assert numpy_after_settings == "False", "importing detector.settings loaded numpy"
+    assert numpy_after_settings == "False", "importing detector.config.settings loaded numpy"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector.alertmanager import AlertmanagerSink
-from detector.alertmanager_settings import AlertmanagerSettings
+from detector.config.alertmanager_settings import AlertmanagerSettings
+from detector.worker.alertmanager import AlertmanagerSink
 from tests.deploy.services import ALERTMANAGER, RealAlertmanager, wait_for
 from tests.integration.test_alertmanager_real import event, ours
 from tests.pki import make_ca, make_cert

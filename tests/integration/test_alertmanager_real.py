@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector.alertmanager import AlertmanagerSink
-from detector.events import AlertEvent
+from detector.engine.events import AlertEvent
+from detector.worker.alertmanager import AlertmanagerSink
 from tests.deploy.services import ALERTMANAGER, RealAlertmanager, free_port, wait_for
 
 pytestmark = pytest.mark.integration

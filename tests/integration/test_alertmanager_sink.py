@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector.alertmanager import (
+from detector.engine.events import AlertEvent
+from detector.worker.alertmanager import (
     AlertmanagerSettings,
     AlertmanagerSink,
     alert_payload,
     iso_utc,
 )
-from detector.events import AlertEvent
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from detector.demo_broker import find_mosquitto
-from detector.demo_console import AlertSeen, match_faults
-from detector.simulate_publish import PublishSettings, run_publisher
-from detector.simulation import FactoryConfig, Fault, FaultSpec
+from detector.sim.demo_broker import find_mosquitto
+from detector.sim.demo_console import AlertSeen, match_faults
+from detector.sim.simulate_publish import PublishSettings, run_publisher
+from detector.sim.simulation import FactoryConfig, Fault, FaultSpec
 from tests.conftest import Collector, Mosquitto
 
 REPO = Path(__file__).resolve().parents[2]

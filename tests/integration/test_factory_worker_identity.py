@@ -25,8 +25,8 @@ HANG_GUARD_S = 600.0  # only so a broken worker cannot hang the suite; nothing i
 def test_worker_fires_the_alerts_the_factory_replay_fires(
     mosquitto: Mosquitto, start_worker, collect, tmp_path: Path
 ) -> None:
-    from detector.core import DetectionCore
-    from detector.detection_config import DetectionConfig
+    from detector.engine.core import DetectionCore
+    from detector.engine.detection_config import DetectionConfig
     from training.factory_eval import batches, fit, replay
     from training.factory_scenario import SHAPES, build_scenario
 

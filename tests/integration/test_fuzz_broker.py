@@ -1,7 +1,7 @@
 """Hypothesis-generated topics and payloads published to a real mosquitto, into a running
 worker (issue 11: fuzzing the decoder alone missed what the core did with what it let in).
 
-The worker runs in this process (`detector.run_cli.serve`, the very code `iotad run` runs) so
+The worker runs in this process (`detector.worker.run_cli.serve`, the very code `iotad run` runs) so
 that its per-series state can be inspected afterwards. It must keep going; every message
 must be accounted for (readings accepted or rejected with a known reason, exactly as many as
 the decoder says the message carries); every rejection that is dead-lettered arrives on the
@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from detector.metrics import REJECT_REASONS
-from detector.payloads import PayloadDecoder, PayloadLimits
-from detector.readings import NOT_DEAD_LETTERED
+from detector.engine.readings import NOT_DEAD_LETTERED
+from detector.worker.metrics import REJECT_REASONS
+from detector.worker.payloads import PayloadDecoder, PayloadLimits
 from tests.conftest import TINY_SERIES, Mosquitto, publish_all
 from tests.detector.core_fixtures import non_finite_state
 
@@ -40,8 +40,8 @@ class LiveWorker:
     """`serve()` on a thread against the test broker, with its registry and its core."""
 
     def __init__(self, mosquitto: Mosquitto, artifact: Path) -> None:
-        from detector.run_cli import serve
-        from detector.settings import load_settings
+        from detector.config.settings import load_settings
+        from detector.worker.run_cli import serve
 
         self.settings = load_settings(
             {

@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector.core import DetectionCore
-from detector.detection_config import DetectionConfig
-from detector.ingest import Intake
-from detector.metrics import NatsMetrics
-from detector.nats_checkpoint import PartitionCheckpointer, partition_rows
-from detector.nats_settings import NatsSettings
-from detector.nats_source import NatsSource
-from detector.partitions import Shard
-from detector.payloads import PayloadDecoder
+from detector.config.nats_settings import NatsSettings
+from detector.engine.core import DetectionCore
+from detector.engine.detection_config import DetectionConfig
+from detector.worker.ingest import Intake
+from detector.worker.metrics import NatsMetrics
+from detector.worker.nats_checkpoint import PartitionCheckpointer, partition_rows
+from detector.worker.nats_source import NatsSource
+from detector.worker.partitions import Shard
+from detector.worker.payloads import PayloadDecoder
 from support.nats_servers import PARTITIONS, NatsCluster
 from tests.detector.core_fixtures import LastValueForecaster, make_artifact
-from tests.detector.test_nats_checkpoint import DEVICES, fed_core
+from tests.detector.worker.test_nats_checkpoint import DEVICES, fed_core
 from tests.integration.conftest import _need_nats
 
 pytestmark = pytest.mark.integration

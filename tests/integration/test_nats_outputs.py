@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from detector.partitions import partition_of
+from detector.worker.partitions import partition_of
 from support.nats_servers import PARTITIONS, NatsCluster
 from tests.conftest import WorkerProcess
 from tests.integration.test_worker_pipeline import stream

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from detector.partitions import partition_of
+from detector.worker.partitions import partition_of
 from support.nats_servers import PARTITIONS, NatsCluster
 from tests.conftest import WorkerProcess
 

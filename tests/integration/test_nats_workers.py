@@ -27,7 +27,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from detector.partitions import partition_of
+from detector.worker.partitions import partition_of
 from support.nats_servers import PARTITIONS, NatsCluster, NatsCollector, NatsMessage
 from tests.conftest import WorkerProcess
 from tests.integration.test_nats_outputs import read_outputs
@@ -261,11 +261,11 @@ def test_a_killed_worker_resumes_its_partitions_and_loses_nothing(
 
 def single_worker_scores(artifact: Path, messages: list[Message]) -> dict[Key, dict]:
     """What one worker that never stopped scores: the same core, in process, in order."""
-    from detector.artifact import load_artifact
-    from detector.core import DetectionCore
-    from detector.detection_config import DetectionConfig
-    from detector.forecaster import LiteRTForecaster
-    from detector.readings import Reading
+    from detector.engine.artifact import load_artifact
+    from detector.engine.core import DetectionCore
+    from detector.engine.detection_config import DetectionConfig
+    from detector.engine.forecaster import LiteRTForecaster
+    from detector.engine.readings import Reading
 
     art = load_artifact(artifact)
     core = DetectionCore(art, LiteRTForecaster.from_artifact(art), DetectionConfig())

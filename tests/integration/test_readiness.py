@@ -35,8 +35,8 @@ class HeldWorker:
     in the middle of a batch, so that its ingest queue fills up."""
 
     def __init__(self, mosquitto: Mosquitto, artifact: Path) -> None:
-        from detector.run_cli import serve
-        from detector.settings import load_settings
+        from detector.config.settings import load_settings
+        from detector.worker.run_cli import serve
 
         settings = load_settings(
             {

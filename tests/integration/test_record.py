@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.readings import Reading
+from detector.engine.readings import Reading
 from tests.conftest import Collector, Mosquitto, WorkerProcess, free_port, publish_all
 from tests.integration.test_security_tls import pki  # noqa: F401 (a fixture)
 
@@ -107,7 +107,7 @@ def journal_rows(directory: Path) -> int:
 
 
 def settings_for(mosquitto: Mosquitto, prefix: str):  # type: ignore[no-untyped-def]
-    from detector.settings import WorkerSettings
+    from detector.config.settings import WorkerSettings
 
     return WorkerSettings(
         _env_file=None,  # type: ignore[call-arg]
@@ -126,7 +126,7 @@ def test_record_parquet_every_reading_once_then_train_and_run(
     mosquitto: Mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("pyarrow")
-    from detector.record_cli import record
+    from detector.worker.record_cli import record
 
     prefix = f"rec{uuid.uuid4().hex[:8]}"
     out = tmp_path / "history"

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from detector.readings import valid_name
+from detector.engine.readings import valid_name
 from tests.conftest import TINY_START_TS, Collector, Mosquitto, WorkerProcess, publish_all
 from tests.integration.test_reliability_broker import rejected
 
@@ -184,7 +184,7 @@ def test_series_cap_rejects_new_series_and_idle_ones_are_evicted(
 ) -> None:
     dead = collect("iotad/deadletter")
     env = {"IOTAD_DETECTION__MAX_SERIES": "5", "IOTAD_DETECTION__IDLE_EVICT_S": "1"}
-    # IDLE_EVICT_S 1: the worker sweeps every 0.25 s (detector.worker.evict_interval).
+    # IDLE_EVICT_S 1: the worker sweeps every 0.25 s (detector.worker.loop.evict_interval).
     w = WorkerProcess(mosquitto, tiny_artifact, tmp_path, "w-cap", env).start()
     try:
         w.wait_ready()
@@ -218,7 +218,7 @@ def test_series_cap_rejects_new_series_and_idle_ones_are_evicted(
 def test_unsafe_names_never_reach_topics_labels_or_checkpoint_keys(
     mosquitto: Mosquitto, start_worker, collect, tmp_path: Path
 ) -> None:
-    from detector.checkpoint import load_state
+    from detector.worker.checkpoint import load_state
 
     out = collect("scores/#", "alerts/#", "iotad/deadletter")
     state = tmp_path / "state.npz"

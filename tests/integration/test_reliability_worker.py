@@ -173,11 +173,11 @@ def test_restart_from_checkpoint_scores_like_no_restart(
 
 def straight_scores(artifact_dir: Path, messages: list) -> dict:
     """``{(series, ts): (score, expected)}`` of the core fed the whole stream, no restart."""
-    from detector.artifact import load_artifact
-    from detector.core import DetectionCore
-    from detector.detection_config import DetectionConfig
-    from detector.forecaster import LiteRTForecaster
-    from detector.payloads import PayloadDecoder
+    from detector.engine.artifact import load_artifact
+    from detector.engine.core import DetectionCore
+    from detector.engine.detection_config import DetectionConfig
+    from detector.engine.forecaster import LiteRTForecaster
+    from detector.worker.payloads import PayloadDecoder
 
     artifact = load_artifact(artifact_dir)
     core = DetectionCore(artifact, LiteRTForecaster.from_artifact(artifact), DetectionConfig())
@@ -192,7 +192,7 @@ def straight_scores(artifact_dir: Path, messages: list) -> dict:
 def test_corrupt_checkpoint_is_one_line_and_a_cold_start(
     mosquitto: Mosquitto, start_worker, tmp_path: Path
 ) -> None:
-    from detector.checkpoint import load_state
+    from detector.worker.checkpoint import load_state
 
     state = tmp_path / "state.npz"
     state.write_bytes(b"PK\x03\x04 not really a zip")

@@ -1,6 +1,6 @@
 """What a model artifact can make the worker load: only the LiteRT files artifact.json
 names, only from inside the artifact directory (symlinks resolved), and Keras models only in
-safe mode. tests/detector/test_artifact.py covers ``..`` in names; this adds symlinks,
+safe mode. tests/detector/engine/test_artifact.py covers ``..`` in names; this adds symlinks,
 absolute paths, NUL bytes, extra files and the Keras calls.
 
 No broker here: these read files only (apart from one worker start that must fail cleanly).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.artifact import ARTIFACT_JSON, ArtifactError, load_artifact
+from detector.engine.artifact import ARTIFACT_JSON, ArtifactError, load_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,7 +98,7 @@ def test_litert_opens_only_the_files_artifact_json_names(
 ) -> None:
     from ai_edge_litert import interpreter
 
-    from detector.forecaster import LiteRTForecaster
+    from detector.engine.forecaster import LiteRTForecaster
 
     (artifact_copy / "extra.tflite").write_bytes(b"not for loading")
     opened: list[str] = []
@@ -167,8 +167,8 @@ def test_every_keras_load_model_call_uses_safe_mode() -> None:
 def test_the_worker_never_imports_keras_or_tensorflow() -> None:
     # The worker loads only LiteRT flatbuffers: no Keras deserialisation path at all.
     code = (
-        "import sys, detector.run_cli, detector.forecaster, detector.artifact, "
-        "detector.checkpoint, detector.worker; "
+        "import sys, detector.worker.run_cli, detector.engine.forecaster, detector.engine.artifact, "
+        "detector.worker.checkpoint, detector.worker.loop; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))"
     )
     out = subprocess.run(

@@ -20,8 +20,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from detector.simulate_cli import PublishError, PublishSettings, PublishStats, run_publisher
-from detector.simulation import FactoryConfig, Fault, FaultSpec
+from detector.sim.simulate_cli import PublishError, PublishSettings, PublishStats, run_publisher
+from detector.sim.simulation import FactoryConfig, Fault, FaultSpec
 
 pytestmark = pytest.mark.integration
 

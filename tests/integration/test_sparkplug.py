@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from detector.sparkplug_schema import DataType
+from detector.worker.sparkplug_schema import DataType
 from tests.conftest import TINY_START_TS, Mosquitto, publish_all
 from tests.sparkplug_payloads import birth, data, death
 
@@ -84,7 +84,7 @@ def test_birth_data_death_and_rebirth(mosquitto: Mosquitto, start_worker, collec
 
 
 def test_rebirth_is_requested_when_asked(mosquitto: Mosquitto, start_worker, collect) -> None:
-    from detector.sparkplug_schema import Payload
+    from detector.worker.sparkplug_schema import Payload
 
     commands = collect("spBv1.0/+/NCMD/#")
     worker = start_worker(env={**ENV, "IOTAD_PAYLOAD__SPARKPLUG_REBIRTH": "true"})

@@ -39,7 +39,7 @@ def test_an_evicted_series_resolves_its_alert_on_the_broker_and_in_alertmanager(
     out = collect("alerts/#")
     worker: WorkerProcess = start_worker(
         env={
-            # Sweeps every 1.25 s (detector.worker.evict_interval). The stream takes far less
+            # Sweeps every 1.25 s (detector.worker.loop.evict_interval). The stream takes far less
             # than 5 s per series, and the firing alerts reach Alertmanager well within it.
             "IOTAD_DETECTION__IDLE_EVICT_S": "5",
             "IOTAD_ALERTMANAGER__URL": alertmanager.url,

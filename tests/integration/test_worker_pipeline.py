@@ -142,11 +142,11 @@ def test_spike_and_level_shift_raise_alerts_and_everything_is_counted(
 def expected_events(artifact_dir, messages: list[tuple[str, bytes]]) -> list:
     """The core's alert events for `messages`, one reading at a time (the worker batches
     differently; per-series results must not depend on batching)."""
-    from detector.artifact import load_artifact
-    from detector.core import DetectionCore
-    from detector.detection_config import DetectionConfig
-    from detector.forecaster import LiteRTForecaster
-    from detector.payloads import PayloadDecoder
+    from detector.engine.artifact import load_artifact
+    from detector.engine.core import DetectionCore
+    from detector.engine.detection_config import DetectionConfig
+    from detector.engine.forecaster import LiteRTForecaster
+    from detector.worker.payloads import PayloadDecoder
 
     artifact = load_artifact(artifact_dir)
     core = DetectionCore(artifact, LiteRTForecaster.from_artifact(artifact), DetectionConfig())

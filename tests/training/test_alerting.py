@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from detector.detection_config import DetectionConfig
-from detector.scoring import SIGNALS
+from detector.engine.detection_config import DetectionConfig
+from detector.engine.scoring import SIGNALS
 from training.alerting import calibrate, calibrate_signals, count_alerts, heldout_stream
 
 CFG = DetectionConfig(resolve_after=1, quiet_period=0)

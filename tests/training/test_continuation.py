@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.artifact import SeriesScale, load_artifact
 from detector.cli import main
+from detector.engine.artifact import SeriesScale, load_artifact
 from tests.conftest import TINY_SERIES, TINY_START_TS, TINY_STEP_S, tiny_value
 from training.continuation import fits
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.device_model import load_device_model
+from detector.engine.device_model import load_device_model
 from training.device_training import (
     DeviceData,
     DeviceTrainConfig,

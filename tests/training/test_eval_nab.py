@@ -239,7 +239,7 @@ def test_lstm_replay_of_a_prefix_matches_the_whole_file(tmp_path: Path) -> None:
 
 
 def test_detection_overrides_have_the_worker_bounds() -> None:
-    from detector.detection_config import DetectionConfig
+    from detector.engine.detection_config import DetectionConfig
 
     got = eval_cli.detection_config({"threshold": 0.7, "resolve_after": 2})
     assert got == DetectionConfig(threshold=0.7, resolve_after=2)
@@ -249,7 +249,7 @@ def test_detection_overrides_have_the_worker_bounds() -> None:
 
 
 def test_overrides_decode_json_and_reject_unknown_fields() -> None:
-    from detector.detection_config import DetectionConfig
+    from detector.engine.detection_config import DetectionConfig
 
     got = eval_cli.parse_overrides(["threshold=0.7", "resolve_after=2"], DetectionConfig)
     assert got == {"threshold": 0.7, "resolve_after": 2}

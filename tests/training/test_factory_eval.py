@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.faults import Fault
+from detector.sim.faults import Fault
 from training.factory_eval import RunResult, forecast_rmse, naive_artifact
 from training.factory_report import pooled_rmse
 from training.factory_scenario import SHAPES, Block, Scenario

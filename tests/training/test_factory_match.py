@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from detector.faults import Fault
+from detector.sim.faults import Fault
 from training.factory_match import Alert, match, overall, per_kind
 
 # Readings every 60 s; grace 5 readings = 300 s.

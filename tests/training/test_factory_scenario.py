@@ -9,8 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from detector.faults import FAULT_KINDS
-from detector.simulation import FactorySimulator
+from detector.sim.faults import FAULT_KINDS
+from detector.sim.simulation import FactorySimulator
 from training.factory_scenario import (
     MIN_GAP_READINGS,
     SHAPES,

@@ -136,7 +136,7 @@ def test_demo_without_tensorflow_says_which_extra(
 ) -> None:
     import threading
 
-    from detector.demo_model import DemoPlant, ModelError, ensure_model
+    from detector.sim.demo_model import DemoPlant, ModelError, ensure_model
 
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # what an uninstalled package is
     with pytest.raises(ModelError) as info:

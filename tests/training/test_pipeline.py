@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.artifact import ArtifactError, load_artifact
+from detector.engine.artifact import ArtifactError, load_artifact
 from training.artifact_writer import ArtifactWriteError, publish, staging_dir
 from training.data import DataError
 from training.export import ExportMismatchError, check_agreement
