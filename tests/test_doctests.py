@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _modules_with_examples() -> list[str]:
     found = []
     for package in ("detector", "training"):
-        for path in sorted((ROOT / package).glob("*.py")):
+        for path in sorted((ROOT / package).rglob("*.py")):
             if ">>>" in path.read_text(encoding="utf-8"):
-                found.append(f"{package}.{path.stem}")
+                found.append(".".join(path.relative_to(ROOT).with_suffix("").parts))
     return found
 
 

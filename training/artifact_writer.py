@@ -43,7 +43,8 @@ def artifact_doc(
     training: dict[str, Any],
     metrics: dict[str, Any],
 ) -> dict[str, Any]:
-    """The ``artifact.json`` document, laid out as `detector.engine.artifact.parse_artifact` reads it."""
+    """The ``artifact.json`` document, laid out as `detector.engine.artifact.parse_artifact`
+    reads it."""
     return {
         "schema_version": SCHEMA_VERSION,
         "version": version,

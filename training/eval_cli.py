@@ -163,7 +163,8 @@ def select_files(names: tuple[str, ...], patterns: list[str] | None) -> list[str
 
 def detection_config(overrides: dict[str, Any]) -> Any:
     """The core's `DetectionConfig` with `overrides`, checked against the worker's bounds
-    (`detector.config.settings.DETECTION_BOUNDS`): a threshold of 4 must not silently mean "never"."""
+    (`detector.config.settings.DETECTION_BOUNDS`): a threshold of 4 must not silently mean
+    "never"."""
     from pydantic import TypeAdapter, ValidationError
 
     from detector.config.settings import DetectionSettings

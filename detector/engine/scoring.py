@@ -21,7 +21,8 @@ operator would ask, combined by taking the largest:
 
 Tail probabilities p become scores as ``log(1 - p + 1e-10) / log(1e-10)`` in [0, 1]: 0.5 means
 p = 0.99999, and the score approaches 1 as 1 - p falls below 1e-10. All statistics are in
-*scaled* units (see `detector.engine.artifact.SeriesScale`), so the artifact's calibration seeds them.
+*scaled* units (see `detector.engine.artifact.SeriesScale`), so the artifact's calibration
+seeds them.
 
 A series the model was not trained on has no calibrated statistics and no known range: for its
 first `learn_readings` scored readings its statistics learn as running means (not the slow

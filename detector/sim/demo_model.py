@@ -98,8 +98,10 @@ def training_fingerprint() -> str:
     format, model inputs, the simulator), read from the source files: nothing is imported."""
     digest = hashlib.sha256(repr(sorted(RECIPE.items())).encode())
     here = Path(__file__).resolve().parent
+    engine = here.parent / "engine"
     simulator = ("simulation.py", "plant_config.py", "plant_schedule.py", "faults.py")
-    files = [here / name for name in ("artifact.py", "features.py", *simulator)]
+    files = [engine / name for name in ("artifact.py", "features.py")]
+    files += [here / name for name in simulator]
     spec = importlib.util.find_spec("training")
     for location in (spec.submodule_search_locations or []) if spec else []:
         files += sorted(Path(location).glob("*.py"))

@@ -139,7 +139,8 @@ def alert_payload(
 
 
 _DEFAULTS = AlertmanagerSettings()
-"""The sink's defaults are the settings' (stated once, in `detector.config.alertmanager_settings`)."""
+"""The sink's defaults are the settings' (stated once, in
+`detector.config.alertmanager_settings`)."""
 
 
 class AlertmanagerSink:

@@ -9,13 +9,13 @@ loaded, so an artifact still being copied into place is not read half-written.
 The detection thread does the swap (`Worker` calls `due()` and `reload()` between batches):
 load the artifact, check it (schema, files, the Keras file's safe-mode rules, the LiteRT
 models on one window), build a new core, carry the old core's state over (see
-`detector.engine.model_carry`: in place on a copy of its arrays, `detector.engine.model_takeover`, or
-through a snapshot when the window length changed) and hand the new core back. The batch
-before was processed by the old model, the batch after by the new one: no reading is lost or
-scored twice, and readiness never drops (messages wait in the bounded queue meanwhile).
-Anything that fails keeps the old model running: one error line, and
-``iotad_model_reload_failures_total`` counts it; the same broken artifact is not tried again
-until it changes or SIGHUP asks.
+`detector.engine.model_carry`: in place on a copy of its arrays,
+`detector.engine.model_takeover`, or through a snapshot when the window length changed) and
+hand the new core back. The batch before was processed by the old model, the batch after by
+the new one: no reading is lost or scored twice, and readiness never drops (messages wait in
+the bounded queue meanwhile). Anything that fails keeps the old model running: one error
+line, and ``iotad_model_reload_failures_total`` counts it; the same broken artifact is not
+tried again until it changes or SIGHUP asks.
 """
 
 from __future__ import annotations

@@ -155,8 +155,8 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
 def _install_reload_signal(service: Service) -> None:
     """SIGHUP asks the service to reload its rules file and its model (each between batches,
-    on the detection thread: `detector.worker.rules_reload`, `detector.worker.model_reload`). The handler
-    only sets flags. Installed before the service starts: SIGHUP's default would end the
+    on the detection thread: `detector.worker.rules_reload`, `detector.worker.model_reload`).
+    The handler only sets flags. Installed before the service starts: SIGHUP's default would end the
     process."""
     import signal
 

@@ -24,10 +24,12 @@ def test_settings_and_mqtt_client_do_not_load_the_detection_core() -> None:
         "import sys, detector.config.settings\n"
         "after_settings = 'numpy' in sys.modules\n"
         "import detector.worker.mqtt_client\n"
-        "core = {'detector.engine.core', 'detector.engine.scoring', 'detector.engine.relations', 'detector.engine.windows'}\n"
+        "core = {'detector.engine.core', 'detector.engine.scoring', 'detector.engine.relations',"
+        " 'detector.engine.windows'}\n"
         "print(after_settings, ','.join(sorted(core & set(sys.modules))), sep=';')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     numpy_after_settings, core_loaded = out.stdout.strip().split(";")
     assert core_loaded == "", f"detection core loaded: {core_loaded}"
     assert numpy_after_settings == "False", "importing detector.config.settings loaded numpy"
+

@@ -167,8 +167,8 @@ def test_every_keras_load_model_call_uses_safe_mode() -> None:
 def test_the_worker_never_imports_keras_or_tensorflow() -> None:
     # The worker loads only LiteRT flatbuffers: no Keras deserialisation path at all.
     code = (
-        "import sys, detector.worker.run_cli, detector.engine.forecaster, detector.engine.artifact, "
-        "detector.worker.checkpoint, detector.worker.loop; "
+        "import sys, detector.worker.run_cli, detector.engine.forecaster, "
+        "detector.engine.artifact, detector.worker.checkpoint, detector.worker.loop; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))"
     )
     out = subprocess.run(

@@ -1,4 +1,5 @@
-"""The open-episode gauges (`detector.worker.metrics.ActiveAnomalies`) and how the worker feeds them."""
+"""The open-episode gauges (`detector.worker.metrics.ActiveAnomalies`) and how the worker feeds
+them."""
 
 from __future__ import annotations
 

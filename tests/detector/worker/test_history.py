@@ -1,4 +1,5 @@
-"""detector/worker/history.py: rotation, the journal-then-rename rule, recovery, Parquet round trip."""
+"""detector/worker/history.py: rotation, the journal-then-rename rule, recovery, Parquet round
+trip."""
 
 from __future__ import annotations
 

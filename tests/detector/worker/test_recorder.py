@@ -1,4 +1,5 @@
-"""detector/worker/recorder.py: acks only after the rows are on disk; rejections counted, not written."""
+"""detector/worker/recorder.py: acks only after the rows are on disk; rejections counted, not
+written."""
 
 from __future__ import annotations
 
