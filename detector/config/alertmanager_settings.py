@@ -27,13 +27,13 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode
 
-from detector.config.setting_values import split_list
-from detector.worker.alertmanager_client import (
+from detector.config.secrets import (
     Credentials,
     SecretFileError,
     has_control_chars,
     read_secret_file,
 )
+from detector.config.setting_values import split_list
 
 MAX_URLS = 10
 """Alertmanager peers posted to at most (an HA cluster has 2 or 3); also bounds the

@@ -59,11 +59,11 @@ from detector.config.alertmanager_settings import AlertmanagerSettings
 from detector.config.attribute_docs import attribute_docs
 from detector.config.config_file import has_key, key_of, read_config
 from detector.config.nats_settings import NatsSettings
+from detector.config.payload_limits import PayloadLimits
 from detector.config.setting_values import split_list
 from detector.engine.detection_config import DetectionConfig
 from detector.engine.readings import valid_name
 from detector.worker.partitions import Shard, parse_shard
-from detector.worker.payloads import PayloadLimits
 from detector.worker.topics import DEFAULT_PATTERNS, TopicPattern, filters_overlap
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from math import isfinite
 from typing import Any
 
+from detector.config.payload_limits import UNITS_PER_S, PayloadLimits
 from detector.engine.readings import Reading, Rejection
 from detector.worker.lineprotocol import LineError, parse_line
 from detector.worker.payload_checks import (
@@ -29,8 +30,6 @@ from detector.worker.payload_checks import (
     NOT_A_NUMBER,
     NOT_AN_OBJECT,
     TOO_MANY_READINGS,
-    UNITS_PER_S,
-    PayloadLimits,
     Reject,
     check_ts,
     encode,

@@ -10,7 +10,8 @@ snake_case reason. Accepted forms (the README's "Input contract" has examples):
 - topic ``sensors/{device}``, JSON ``{"ts": ..., "values": {"temperature": 23.4, ...}}``;
 - a JSON array of such objects, each with optional ``device`` / ``metric`` fields;
 - on topics `PayloadLimits.formats` maps to them, Telegraf JSON and InfluxDB line protocol
-  (`detector.worker.metric_payloads`) and Sparkplug B (`detector.worker.sparkplug`, imported only then).
+  (`detector.worker.metric_payloads`) and Sparkplug B (`detector.worker.sparkplug`, imported
+  only then).
 
 The time and value keys are `PayloadLimits.time_keys` and `value_keys` (defaults above).
 ``ts`` is epoch seconds, epoch milliseconds (> 1e11) or an ISO 8601 string (naive = UTC),
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from detector.config.payload_limits import PayloadLimits
 from detector.engine.readings import Reading, Rejection, valid_name
 from detector.worker.metric_payloads import MetricDecoder
 from detector.worker.payload_checks import (
@@ -51,7 +53,6 @@ from detector.worker.payload_checks import (
     OVERSIZE,
     TOO_DEEP,
     TOO_MANY_READINGS,
-    PayloadLimits,
     Reject,
     check_ts,
     encode,

@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from detector.config.payload_limits import PayloadLimits
 from detector.engine.readings import NOT_A_MEASUREMENT, Reading, Rejection
 from detector.worker.payload_checks import (
     ALIAS_TABLE_FULL,
@@ -57,7 +58,6 @@ from detector.worker.payload_checks import (
     NOT_A_NUMBER,
     TOO_MANY_READINGS,
     UNKNOWN_ALIAS,
-    PayloadLimits,
     Reject,
     check_ts,
     finite,

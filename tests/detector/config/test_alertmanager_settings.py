@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from detector.config.alertmanager_settings import MAX_LABELS, MAX_URLS, is_loopback
+from detector.config.secrets import Credentials, SecretFileError, read_secret_file
 from detector.config.settings import SettingsError, WorkerSettings, load_settings, unknown_env_vars
-from detector.worker.alertmanager_client import Credentials, SecretFileError, read_secret_file
 from tests.pki import make_ca, make_cert
 
 SECRET = "Zq9-very-secret-value"
