@@ -205,7 +205,7 @@ class WindowStore:
         filled: np.ndarray = self.ts[slot, positions]
         return filled
 
-    # -- SlotState (`detector.engine.slot_state`) ----------------------------------------------------
+    # -- SlotState (`detector.engine.slot_state`) ------------------------------------------
 
     name = "windows"
     version = 1
