@@ -23,7 +23,8 @@ import numpy as np
 from detector.engine.slot_arrays import grown
 
 VERSION_PREFIX = "version_"
-"""Snapshot entries naming a part's version: ``version_<part name>``, a scalar."""
+"""Snapshot entries naming a part's version: ``version_<part name>``, one entry per series
+(so a NATS partition split or merge carries it like any other row)."""
 UNVERSIONED = 1
 """The version of a part in a snapshot written before parts had versions."""
 
