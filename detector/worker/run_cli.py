@@ -266,37 +266,83 @@ class Service:
         return True, "ready"
 
     def start(self, stop: threading.Event) -> int:
+        """Build and start every part: /metrics, the rules and the model, the source, the
+        detection thread, the connection. EXIT_OK once ready (or when `stop` came first),
+        else the exit code."""
+        if not self._serve_http():
+            return EXIT_FAILED
+        code = self._load_rules_and_model()
+        if code != EXIT_OK:
+            return code
+        artifact = self.core.artifact  # the one just loaded: no reload before the worker runs
+        decoder, intake = self._build_intake()
+        s = self.settings
+        status_extra = {"worker": s.worker_id, "model": artifact.version, "pid": os.getpid()}
+        # The source is also the publisher of the outputs and the acker of the worker: it is
+        # built first, around the intake it feeds, so everything below is wired once.
+        if s.source == "nats":
+            code = self._start_nats(intake, status_extra, stop)
+        else:
+            code = self._build_mqtt(intake, status_extra)
+        if code != EXIT_OK or stop.is_set():
+            return code
+        self._wire_sparkplug_rebirth(decoder)
+        if self.checkpointer is not None:
+            # Restored before anything is processed, so the first reading is scored at once.
+            self.checkpointer.restore(self.core)
+        worker = self._build_worker(intake, artifact)
+        # Everything built so far (modules, model, settings: ~50,000 objects) lives as long
+        # as the process: out of the cyclic collector's sight, a full collection no longer
+        # walks it while holding the GIL (measured: 30 ms stalls of both threads).
+        gc.freeze()
+        # The detection thread runs before MQTT connects: a persistent session may deliver a
+        # backlog during the handshake, and the bounded queue must be drained meanwhile.
+        worker.start()
+        self.worker = worker
+        return self._connect(stop, artifact)
+
+    # -- the steps of `start`, in order ------------------------------------------------------
+
+    def _serve_http(self) -> bool:
+        """Serve /metrics /healthz /readyz; False (logged) when the port cannot be bound."""
         import logging
 
-        from detector.engine.artifact import ArtifactError, load_artifact
-        from detector.engine.core import DetectionCore
-        from detector.engine.forecaster import LiteRTForecaster
-        from detector.worker.alertmanager import AlertmanagerSink
         from detector.worker.health import HealthServer
-        from detector.worker.ingest import Intake
-        from detector.worker.log_setup import native_stderr_logged
-        from detector.worker.loop import CONFIRM_TIMEOUT_S, Worker, evict_interval, make_outputs
-        from detector.worker.payloads import PayloadDecoder
-        from detector.worker.ratelimit import RateLimitedLog
-        from detector.worker.rules_file import RulesError
 
-        log = logging.getLogger("iotad.run")
         s = self.settings
         self.http = HealthServer(self.registry, self.ready, s.metrics.host, s.metrics.port)
         try:
             self.http.start()
         except OSError as exc:
-            log.error("cannot listen on %s:%d: %s", s.metrics.host, s.metrics.port, exc.strerror)
+            logging.getLogger("iotad.run").error(
+                "cannot listen on %s:%d: %s", s.metrics.host, s.metrics.port, exc.strerror
+            )
             self.http = None
-            return EXIT_FAILED
+            return False
+        return True
 
-        def build_core(artifact: Any) -> DetectionCore:
-            """A core for `artifact` under the rules in force (a reload builds one too)."""
-            rules = self.rules.rules if self.rules is not None else None
-            with native_stderr_logged("litert"):
-                forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
-            return DetectionCore(artifact, forecaster, s.detection, rules)
+    def _build_core(self, artifact: Any) -> Any:
+        """A core for `artifact` under the rules in force (a reload builds one too)."""
+        from detector.engine.core import DetectionCore
+        from detector.engine.forecaster import LiteRTForecaster
+        from detector.worker.log_setup import native_stderr_logged
 
+        s = self.settings
+        rules = self.rules.rules if self.rules is not None else None
+        with native_stderr_logged("litert"):
+            forecaster = LiteRTForecaster.from_artifact(artifact, num_threads=s.model.threads)
+        return DetectionCore(artifact, forecaster, s.detection, rules)
+
+    def _load_rules_and_model(self) -> int:
+        """The rules file, then the model and its core (`self.core`); the exit code."""
+        import logging
+
+        from detector.engine.artifact import ArtifactError, load_artifact
+        from detector.worker.log_setup import native_stderr_logged
+        from detector.worker.rules_file import RulesError
+
+        log = logging.getLogger("iotad.run")
+        s = self.settings
         try:
             self._load_rules()
         except RulesError as exc:
@@ -307,7 +353,7 @@ class Service:
         try:
             with native_stderr_logged("litert"):
                 artifact = load_artifact(s.model.path)  # type: ignore[arg-type]
-            core = build_core(artifact)
+            core = self._build_core(artifact)
         except ArtifactError as exc:
             log.error("cannot load the model: %s", exc)
             return EXIT_FAILED
@@ -317,31 +363,49 @@ class Service:
         self.model_version = artifact.version
         self.core = core
         self.metrics.set_model(artifact.version, artifact.cell, artifact.window_len)
+        return EXIT_OK
+
+    def _build_intake(self) -> tuple[Any, Any]:
+        """The payload decoder (its Sparkplug collector registered when it decodes Sparkplug)
+        and the intake queue it feeds."""
+        from detector.worker.ingest import Intake
+        from detector.worker.payloads import PayloadDecoder
+
+        s = self.settings
         decoder = PayloadDecoder(s.mqtt.topic_patterns, s.payload)
         if decoder.sparkplug is not None:
             from detector.worker.metrics import SparkplugCollector
 
             self.registry.register(SparkplugCollector(decoder.sparkplug))
-        intake = Intake(decoder, queue_size=s.queue_size, max_batch=s.max_batch)
-        status_extra = {"worker": s.worker_id, "model": artifact.version, "pid": os.getpid()}
-        # The source is also the publisher of the outputs and the acker of the worker: it is
-        # built first, around the intake it feeds, so everything below is wired once.
-        if s.source == "nats":
-            code = self._start_nats(intake, status_extra, stop)
-        else:
-            code = self._build_mqtt(intake, status_extra)
-        if code != EXIT_OK or stop.is_set():
-            return code
+        return decoder, Intake(decoder, queue_size=s.queue_size, max_batch=s.max_batch)
+
+    def _wire_sparkplug_rebirth(self, decoder: Any) -> None:
+        """Let the Sparkplug decoder ask for rebirths through the MQTT connection."""
+        import logging
+
+        s = self.settings
+        if decoder.sparkplug is None or not s.payload.sparkplug_rebirth:
+            return
         source = self.connection
-        if decoder.sparkplug is not None and s.payload.sparkplug_rebirth:
-            if s.source == "mqtt":
-                # QoS 0, not retained: what Sparkplug asks of a host application's commands.
-                decoder.sparkplug.commands = lambda topic, body: source.publish(topic, body, 0)
-            else:
-                log.warning("IOTAD_PAYLOAD__SPARKPLUG_REBIRTH needs IOTAD_SOURCE=mqtt; ignored")
-        if self.checkpointer is not None:
-            # Restored before anything is processed, so the first reading is scored at once.
-            self.checkpointer.restore(core)
+        if s.source == "mqtt":
+            # QoS 0, not retained: what Sparkplug asks of a host application's commands.
+            decoder.sparkplug.commands = lambda topic, body: source.publish(topic, body, 0)
+        else:
+            logging.getLogger("iotad.run").warning(
+                "IOTAD_PAYLOAD__SPARKPLUG_REBIRTH needs IOTAD_SOURCE=mqtt; ignored"
+            )
+
+    def _build_worker(self, intake: Any, artifact: Any) -> Any:
+        """The outputs (alerts, dead letters, scores, Alertmanager), the model reloader and
+        the detection worker around them; not started."""
+        import logging
+
+        from detector.worker.alertmanager import AlertmanagerSink
+        from detector.worker.loop import CONFIRM_TIMEOUT_S, Worker, evict_interval, make_outputs
+        from detector.worker.ratelimit import RateLimitedLog
+
+        s = self.settings
+        source = self.connection
         sink, dead, stream = make_outputs(
             source,
             worker_id=s.worker_id,
@@ -357,9 +421,9 @@ class Service:
         )
         self.alert_sink = sink
         sinks: list[Any] = [sink] if self.alertmanager is None else [sink, self.alertmanager]
-        self.reloader = self._model_reloader(build_core)
-        worker = Worker(
-            core,
+        self.reloader = self._model_reloader(self._build_core)
+        return Worker(
+            self.core,
             self.metrics,
             intake,
             acker=source,
@@ -379,19 +443,18 @@ class Service:
             ),
             max_labelled_series=s.detection.max_series,
         )
-        # Everything built so far (modules, model, settings: ~50,000 objects) lives as long
-        # as the process: out of the cyclic collector's sight, a full collection no longer
-        # walks it while holding the GIL (measured: 30 ms stalls of both threads).
-        gc.freeze()
-        # The detection thread runs before MQTT connects: a persistent session may deliver a
-        # backlog during the handshake, and the bounded queue must be drained meanwhile.
-        worker.start()
-        self.worker = worker
+
+    def _connect(self, stop: threading.Event, artifact: Any) -> int:
+        """Connect MQTT (NATS connected when built), then log and report readiness."""
+        import logging
+
+        log = logging.getLogger("iotad.run")
+        s = self.settings
         if s.source == "mqtt":
             from detector.worker.mqtt_client import ConnectError
 
             try:
-                source.start(stop=stop)
+                self.connection.start(stop=stop)
             except ConnectError as exc:
                 log.error("%s", exc)
                 return EXIT_FAILED
