@@ -171,6 +171,19 @@ class WorkerMetrics:
             max_active_anomalies = MetricsSettings().max_active_anomalies
         self.active_anomalies = ActiveAnomalies(max_active_anomalies)
         r.register(self.active_anomalies)
+        self._add_build_info(r)
+        self._add_ingest_metrics(r)
+        self._add_alert_metrics(r)
+        self._add_rules_metrics(r)
+        self._add_detection_metrics(r)
+        self._add_connection_metrics(r)
+        self._add_model_metrics(r)
+        self._add_output_metrics(r)
+        self._add_shard_metrics(r)
+        self._add_series_gauges(r, series_devices)
+
+    def _add_build_info(self, r: CollectorRegistry) -> None:
+        """``iotad_build_info``: the versions of iotad, Python and the model."""
         self.build_info = Gauge(
             "iotad_build_info",
             "Always 1: the iotad version, the Python version and the model artifact loaded",
@@ -179,6 +192,9 @@ class WorkerMetrics:
         )
         self._build_labels: set[tuple[str, str, str]] = set()
         self._set_build_info(model_version="")
+
+    def _add_ingest_metrics(self, r: CollectorRegistry) -> None:
+        """Messages and readings in: received, accepted, rejected by reason, scored, warming."""
         self.messages = Counter("iotad_messages_total", "MQTT messages received", registry=r)
         self.readings = Counter(
             "iotad_readings_total", "Readings received (= accepted + rejected)", registry=r
@@ -204,6 +220,9 @@ class WorkerMetrics:
             "Readings of series whose window is not full yet",
             registry=r,
         )
+
+    def _add_alert_metrics(self, r: CollectorRegistry) -> None:
+        """Anomalous readings and the alert events they raise or the rules keep back."""
         self.anomalies = Counter("iotad_anomalies_total", "Anomalous readings", registry=r)
         self.alert_events = Counter(
             "iotad_alert_events_total", "Alert events by state", ["state"], registry=r
@@ -218,6 +237,9 @@ class WorkerMetrics:
         )
         for reason in SUPPRESS_REASONS:
             self.alerts_suppressed.labels(reason)
+
+    def _add_rules_metrics(self, r: CollectorRegistry) -> None:
+        """The rules file: rules in force and its reloads."""
         self.rules_loaded = Gauge(
             "iotad_rules", "Rules in force from the rules file (0: none)", registry=r
         )
@@ -234,6 +256,9 @@ class WorkerMetrics:
             "Rules file reloads refused (unreadable or invalid: the previous rules stay)",
             registry=r,
         )
+
+    def _add_detection_metrics(self, r: CollectorRegistry) -> None:
+        """The detection thread: series held, queue, batches, model calls, lag."""
         self.series_active = Gauge("iotad_series_active", "Series with state", registry=r)
         self.series_warming = Gauge(
             "iotad_series_warming", "Series whose window is not full yet", registry=r
@@ -257,6 +282,9 @@ class WorkerMetrics:
             "iotad_lag_seconds", "Seconds from a reading's ts to its decision", LAG_BUCKETS_S
         )
         r.register(self.lag)
+
+    def _add_connection_metrics(self, r: CollectorRegistry) -> None:
+        """The broker connection and readiness."""
         self.mqtt_connected = Gauge(
             "iotad_mqtt_connected", "1 while connected to the broker", registry=r
         )
@@ -264,6 +292,9 @@ class WorkerMetrics:
             "iotad_mqtt_reconnects_total", "Connections to the broker after the first", registry=r
         )
         self.ready = Gauge("iotad_ready", "1 when connected and the model is loaded", registry=r)
+
+    def _add_model_metrics(self, r: CollectorRegistry) -> None:
+        """The model artifact loaded and its reloads."""
         self.model_info = Gauge(
             "iotad_model_info",
             "The loaded model artifact",
@@ -281,6 +312,9 @@ class WorkerMetrics:
             "New artifacts refused while running (the old model kept working)",
             registry=r,
         )
+
+    def _add_output_metrics(self, r: CollectorRegistry) -> None:
+        """Outputs: dead letters, failed publishes, resends of unconfirmed outputs (NATS)."""
         self.deadletter = Counter(
             "iotad_deadletter_total", "Messages published to the dead-letter topic", registry=r
         )
@@ -312,6 +346,9 @@ class WorkerMetrics:
             "than the worker keeps (NATS)",
             registry=r,
         )
+
+    def _add_shard_metrics(self, r: CollectorRegistry) -> None:
+        """This worker's shard, source and NATS partitions."""
         self.shard_info = Gauge(
             "iotad_shard_info",
             "This worker's shard (i/N) and source (mqtt, nats)",
@@ -321,6 +358,9 @@ class WorkerMetrics:
         self.partitions_owned = Gauge(
             "iotad_partitions_owned", "NATS partitions this worker consumes", registry=r
         )
+
+    def _add_series_gauges(self, r: CollectorRegistry, series_devices: Iterable[str]) -> None:
+        """The per-series gauges, defined only when devices are allow-listed."""
         self.series_devices = frozenset(series_devices)
         self.series_value = self.series_expected = self.series_score = None
         self.series_lower = self.series_upper = None
