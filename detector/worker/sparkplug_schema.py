@@ -107,30 +107,18 @@ def _message(
     return msg
 
 
-def _file() -> descriptor_pb2.FileDescriptorProto:
-    p = f".{_PACKAGE}.Payload"
-    fdp = descriptor_pb2.FileDescriptorProto(
-        name="iotad/sparkplug_b.proto", package=_PACKAGE, syntax="proto2"
-    )
-    payload = _message(
-        fdp,
-        "Payload",
-        [
-            ("timestamp", 1, _U64, _OPT, None, False),
-            ("metrics", 2, _MSG, _REP, f"{p}.Metric", False),
-            ("seq", 3, _U64, _OPT, None, False),
-            ("uuid", 4, _STR, _OPT, None, False),
-            ("body", 5, _BYTES, _OPT, None, False),
-        ],
-        extensions_from=6,
-    )
+_P = f".{_PACKAGE}.Payload"  # the full name nested messages are referred to by
+
+
+def _add_template(payload: Any) -> None:
+    """Payload.Template and its Parameter."""
     template = _message(
         payload,
         "Template",
         [
             ("version", 1, _STR, _OPT, None, False),
-            ("metrics", 2, _MSG, _REP, f"{p}.Metric", False),
-            ("parameters", 3, _MSG, _REP, f"{p}.Template.Parameter", False),
+            ("metrics", 2, _MSG, _REP, f"{_P}.Metric", False),
+            ("parameters", 3, _MSG, _REP, f"{_P}.Template.Parameter", False),
             ("template_ref", 4, _STR, _OPT, None, False),
             ("is_definition", 5, _BOOL, _OPT, None, False),
         ],
@@ -142,10 +130,14 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         [
             ("name", 1, _STR, _OPT, None, False),
             ("type", 2, _U32, _OPT, None, False),
-            *_scalar_values(3, f"{p}.Template.Parameter.ParameterValueExtension"),
+            *_scalar_values(3, f"{_P}.Template.Parameter.ParameterValueExtension"),
         ],
     )
     _message(parameter, "ParameterValueExtension", [], extensions_from=1)
+
+
+def _add_dataset(payload: Any) -> None:
+    """Payload.DataSet, its DataSetValue and Row."""
     dataset = _message(
         payload,
         "DataSet",
@@ -153,37 +145,41 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
             ("num_of_columns", 1, _U64, _OPT, None, False),
             ("columns", 2, _STR, _REP, None, False),
             ("types", 3, _U32, _REP, None, False),
-            ("rows", 4, _MSG, _REP, f"{p}.DataSet.Row", False),
+            ("rows", 4, _MSG, _REP, f"{_P}.DataSet.Row", False),
         ],
         extensions_from=5,
     )
     dataset_value = _message(
         dataset,
         "DataSetValue",
-        _scalar_values(1, f"{p}.DataSet.DataSetValue.DataSetValueExtension"),
+        _scalar_values(1, f"{_P}.DataSet.DataSetValue.DataSetValueExtension"),
     )
     _message(dataset_value, "DataSetValueExtension", [], extensions_from=1)
     _message(
         dataset,
         "Row",
-        [("elements", 1, _MSG, _REP, f"{p}.DataSet.DataSetValue", False)],
+        [("elements", 1, _MSG, _REP, f"{_P}.DataSet.DataSetValue", False)],
         extensions_from=2,
     )
+
+
+def _add_property_sets(payload: Any) -> None:
+    """Payload.PropertyValue, PropertySet and PropertySetList."""
     property_value = _message(
         payload,
         "PropertyValue",
         [
             ("type", 1, _U32, _OPT, None, False),
             ("is_null", 2, _BOOL, _OPT, None, False),
-            *_scalar_values(3, f"{p}.PropertyValue.PropertyValueExtension")[:-1],
-            ("propertyset_value", 9, _MSG, _OPT, f"{p}.PropertySet", True),
-            ("propertysets_value", 10, _MSG, _OPT, f"{p}.PropertySetList", True),
+            *_scalar_values(3, f"{_P}.PropertyValue.PropertyValueExtension")[:-1],
+            ("propertyset_value", 9, _MSG, _OPT, f"{_P}.PropertySet", True),
+            ("propertysets_value", 10, _MSG, _OPT, f"{_P}.PropertySetList", True),
             (
                 "extension_value",
                 11,
                 _MSG,
                 _OPT,
-                f"{p}.PropertyValue.PropertyValueExtension",
+                f"{_P}.PropertyValue.PropertyValueExtension",
                 True,
             ),
         ],
@@ -194,16 +190,20 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         "PropertySet",
         [
             ("keys", 1, _STR, _REP, None, False),
-            ("values", 2, _MSG, _REP, f"{p}.PropertyValue", False),
+            ("values", 2, _MSG, _REP, f"{_P}.PropertyValue", False),
         ],
         extensions_from=3,
     )
     _message(
         payload,
         "PropertySetList",
-        [("propertyset", 1, _MSG, _REP, f"{p}.PropertySet", False)],
+        [("propertyset", 1, _MSG, _REP, f"{_P}.PropertySet", False)],
         extensions_from=2,
     )
+
+
+def _add_metadata(payload: Any) -> None:
+    """Payload.MetaData."""
     _message(
         payload,
         "MetaData",
@@ -219,6 +219,10 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         ],
         extensions_from=9,
     )
+
+
+def _add_metric(payload: Any) -> None:
+    """Payload.Metric."""
     metric = _message(
         payload,
         "Metric",
@@ -230,8 +234,8 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
             ("is_historical", 5, _BOOL, _OPT, None, False),
             ("is_transient", 6, _BOOL, _OPT, None, False),
             ("is_null", 7, _BOOL, _OPT, None, False),
-            ("metadata", 8, _MSG, _OPT, f"{p}.MetaData", False),
-            ("properties", 9, _MSG, _OPT, f"{p}.PropertySet", False),
+            ("metadata", 8, _MSG, _OPT, f"{_P}.MetaData", False),
+            ("properties", 9, _MSG, _OPT, f"{_P}.PropertySet", False),
             ("int_value", 10, _U32, _OPT, None, True),
             ("long_value", 11, _U64, _OPT, None, True),
             ("float_value", 12, _FLT, _OPT, None, True),
@@ -239,12 +243,37 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
             ("boolean_value", 14, _BOOL, _OPT, None, True),
             ("string_value", 15, _STR, _OPT, None, True),
             ("bytes_value", 16, _BYTES, _OPT, None, True),
-            ("dataset_value", 17, _MSG, _OPT, f"{p}.DataSet", True),
-            ("template_value", 18, _MSG, _OPT, f"{p}.Template", True),
-            ("extension_value", 19, _MSG, _OPT, f"{p}.Metric.MetricValueExtension", True),
+            ("dataset_value", 17, _MSG, _OPT, f"{_P}.DataSet", True),
+            ("template_value", 18, _MSG, _OPT, f"{_P}.Template", True),
+            ("extension_value", 19, _MSG, _OPT, f"{_P}.Metric.MetricValueExtension", True),
         ],
     )
     _message(metric, "MetricValueExtension", [], extensions_from=1)
+
+
+def _file() -> descriptor_pb2.FileDescriptorProto:
+    """The schema as a file descriptor: Payload, then its nested messages in the
+    specification's order."""
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="iotad/sparkplug_b.proto", package=_PACKAGE, syntax="proto2"
+    )
+    payload = _message(
+        fdp,
+        "Payload",
+        [
+            ("timestamp", 1, _U64, _OPT, None, False),
+            ("metrics", 2, _MSG, _REP, f"{_P}.Metric", False),
+            ("seq", 3, _U64, _OPT, None, False),
+            ("uuid", 4, _STR, _OPT, None, False),
+            ("body", 5, _BYTES, _OPT, None, False),
+        ],
+        extensions_from=6,
+    )
+    _add_template(payload)
+    _add_dataset(payload)
+    _add_property_sets(payload)
+    _add_metadata(payload)
+    _add_metric(payload)
     return fdp
 
 
