@@ -1,23 +1,7 @@
 """Residual → anomaly score in [0, 1], with per-series online statistics in numpy arrays.
 
-Four signals (and a seasonal error, see `detector.engine.seasonality`), each a question an
-operator would ask, combined by taking the largest:
-
-* **Forecast error likelihood** — is the recent forecast error (mean |residual| over the last
-  `short_window` readings) unusually large against this series' own long-run error
-  distribution? A tail probability, like Numenta's anomaly likelihood; the long-run
-  distribution is an exponentially weighted mean and variance, so memory per series is fixed.
-* **Level likelihood** — is the recent level (mean of the last `short_window` values) unusual
-  against the series' long-run value distribution? Catches shifts the forecaster follows
-  too quickly to leave a large error.
-* **Range** — is the value outside everything seen so far (plus `range_tolerance` of the
-  range)? A sensor that leaves its physical envelope is news even when the forecaster
-  would have followed it.
-* **Flatline** — has the series repeated exactly the same value for longer than it ever did
-  before (and for at least `flatline_min` readings)? A stuck sensor or a feed that stopped
-  updating keeps a plausible value, so neither the forecast nor the range sees it. Only a
-  series that has changed value at least once can be stuck: one that never changed has no
-  run to compare with.
+The signals (`detector.engine.signals` says what each asks), each a question an operator
+would ask, are combined by taking the largest.
 
 Tail probabilities p become scores as ``log(1 - p + 1e-10) / log(1e-10)`` in [0, 1]: 0.5 means
 p = 0.99999, and the score approaches 1 as 1 - p falls below 1e-10. All statistics are in
@@ -29,183 +13,38 @@ first `learn_readings` scored readings its statistics learn as running means (no
 exponential forgetting) and its score is held at 0, so a fresh series does not alert on the
 very things it is still learning.
 
-`ErrorTracker` keeps the signed residual's mean and variance for the expected band shown to
-operators (``expected ± band_sigmas · std``).
+The per-slot statistics live in `detector.engine.running_stats` (with `ErrorTracker`, the signed
+residual's mean and variance for the expected band shown to operators), the signals' names
+and the pick of the strongest in `detector.engine.signals`; both are importable from here too.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from detector.engine.artifact import ErrorStats
 from detector.engine.relations import RELATION_HALFLIFE
+
+# Moved out of this module, still imported from it by the engine, training and tests.
+from detector.engine.running_stats import COUNTER_CAP as COUNTER_CAP
+from detector.engine.running_stats import MIN_STD as MIN_STD
+from detector.engine.running_stats import SCALED_LIMIT as SCALED_LIMIT
+from detector.engine.running_stats import ErrorTracker as ErrorTracker
+from detector.engine.running_stats import LongRun as LongRun
+from detector.engine.running_stats import RecentMean as RecentMean
+from detector.engine.running_stats import SeasonalErrorStats as SeasonalErrorStats
+from detector.engine.running_stats import expected_abs as expected_abs
+from detector.engine.running_stats import tail_score as tail_score
+from detector.engine.running_stats import tail_z as tail_z
 from detector.engine.scorer_parts import NO_RUN_YET as NO_RUN_YET  # part of this module's API
 from detector.engine.scorer_parts import scorer_parts
-from detector.engine.slot_arrays import grown
-from detector.engine.slot_state import Column, ColumnState
-
-# A residual std of exactly zero (a perfectly forecast series) would make every later
-# deviation infinitely anomalous; this floor is far below any real sensor's noise in
-# scaled units.
-MIN_STD = 1e-4
-_LOG_FLOOR = math.log(1e-10)
-_SQRT2 = math.sqrt(2.0)
-COUNTER_CAP = 2**30
-"""Per-slot counters are int32 and saturate here: a 100 Hz sensor passes 2**31 readings in
-248 days, and a wrapped counter would put its series back to "learning" (scored 0)."""
-_erfc = np.vectorize(math.erfc, otypes=[np.float64])
-SCALED_LIMIT = 1e15
-"""Scaled values and residuals enter the statistics clipped to ±this: far beyond any real
-deviation (a score saturates long before), and every square and sum of them stays finite,
-float32 rings included (a 1e308 once made a series' statistics inf, then NaN, for good)."""
-
-
-def tail_score(z: np.ndarray) -> np.ndarray:
-    """Score in [0, 1] of standardised deviations `z` (one-sided, upper tail).
-
-    ``log(1 - p + 1e-10) / log(1e-10)`` where p is the normal CDF of z: z <= 0 scores 0,
-    z = 4.26 scores 0.5, z = 7 scores 0.9994, NaN scores 1.
-    """
-    z = np.asarray(z, dtype=np.float64)
-    out = np.zeros(z.shape)
-    pos = z > 0
-    if pos.any():
-        tail = 0.5 * _erfc(z[pos] / _SQRT2)  # 1 - p, accurate far into the tail
-        out[pos] = np.log(np.maximum(tail, 1e-300) + 1e-10) / _LOG_FLOOR
-    # A z that is not a number (statistics gone bad) scores 1: never silently "normal".
-    return np.where(np.isnan(z), 1.0, np.clip(out, 0.0, 1.0))
-
-
-def tail_z(log_p: np.ndarray) -> np.ndarray:
-    """The standardised deviation z whose upper normal tail is exp(`log_p`), for small tails
-    (asymptotic inverse, within 0.03 of the exact z from p = 1e-3 on); 0 for p above ~0.1."""
-    t = -2.0 * np.minimum(np.asarray(log_p, dtype=np.float64), -1e-300)
-    inner = t - np.log(t) - math.log(2.0 * math.pi)
-    return np.sqrt(np.maximum(inner, 0.0))
-
-
-def expected_abs(stats: ErrorStats) -> tuple[float, float]:
-    """Mean and std of |residual| from calibration (normal approximation when not stored)."""
-    if stats.abs_mean is not None and stats.abs_std is not None:
-        return stats.abs_mean, max(stats.abs_std, MIN_STD)
-    sigma = max(stats.std, MIN_STD)
-    return sigma * math.sqrt(2.0 / math.pi), sigma * math.sqrt(1.0 - 2.0 / math.pi)
-
-
-class ErrorTracker(ColumnState):
-    """Exponentially weighted mean and variance of signed residuals, one row per slot."""
-
-    name = "errors"
-    columns = (Column("err_mean", "mean", 0.0), Column("err_var", "var", 1.0))
-
-    def __init__(self, capacity: int, halflife: float, clip: float) -> None:
-        self.alpha = 1.0 - 0.5 ** (1.0 / max(halflife, 1.0))
-        self.clip = clip
-        self.mean = np.zeros(capacity, dtype=np.float64)
-        self.var = np.ones(capacity, dtype=np.float64)
-
-    def ensure_capacity(self, capacity: int) -> None:
-        self.grow(capacity)
-
-    def seed(self, slot: int, stats: ErrorStats) -> None:
-        """Start slot `slot` from calibrated statistics (scaled units)."""
-        self.mean[slot] = stats.mean
-        self.var[slot] = max(stats.std, MIN_STD) ** 2
-
-    def std(self, slots: np.ndarray) -> np.ndarray:
-        std: np.ndarray = np.maximum(np.sqrt(self.var[slots]), MIN_STD)
-        return std
-
-    def score(self, slots: np.ndarray, residuals: np.ndarray) -> np.ndarray:
-        """Normalised error |r - mean| / std of each residual against its slot's statistics."""
-        score: np.ndarray = np.abs(residuals - self.mean[slots]) / self.std(slots)
-        return score
-
-    def update(self, slots: np.ndarray, residuals: np.ndarray) -> None:
-        """Fold one residual per slot (slots distinct) into the statistics.
-
-        Residuals are clipped to `clip` standard deviations first, so one wild reading (the
-        anomaly itself) cannot blow the statistics up and hide the readings after it.
-        """
-        mean = self.mean[slots]
-        std = self.std(slots)
-        r = np.clip(residuals, mean - self.clip * std, mean + self.clip * std)
-        diff = r - mean
-        incr = self.alpha * diff
-        self.mean[slots] = mean + incr
-        self.var[slots] = (1.0 - self.alpha) * (self.var[slots] + diff * incr)
-
-
-class RecentMean:
-    """Mean of the last `length` observations of each slot (fewer while filling)."""
-
-    def __init__(self, capacity: int, length: int) -> None:
-        self.length = max(1, length)
-        # float32: three rings of `length` values per slot were 30 MB of a 100,000-series
-        # worker. Observations are rounded to float32 as they enter, in the ring and the
-        # running total alike, so the total stays the exact sum of the ring (scores moved
-        # by < 2e-7 relative on a replay, no decision changed).
-        self.ring = np.zeros((capacity, self.length), dtype=np.float32)
-        self.total = np.zeros(capacity, dtype=np.float64)
-        # int32 counters (as elsewhere per slot): 2**31 readings is 68 years of one a second.
-        self.count = np.zeros(capacity, dtype=np.int32)
-
-    def ensure_capacity(self, capacity: int) -> None:
-        self.ring = grown(self.ring, capacity, 0.0)
-        self.total = grown(self.total, capacity, 0.0)
-        self.count = grown(self.count, capacity, 0)
-
-    def reset(self, slot: int) -> None:
-        self.ring[slot] = 0.0
-        self.total[slot] = 0.0
-        self.count[slot] = 0
-
-    def push(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Add one observation per (distinct) slot; returns the new recent means."""
-        pos = self.count[slots] % self.length
-        old = self.ring[slots, pos]
-        full = self.count[slots] >= self.length
-        # Recomputed from the ring now and then would be exact; the running total drifts by
-        # rounding only, far below anything a score can see.
-        x = np.asarray(x, dtype=np.float32)
-        self.total[slots] += x - np.where(full, old, 0.0)
-        self.ring[slots, pos] = x
-        # Past two lengths the count steps back by one: the position (count % length) and
-        # "full" stay what they were, and the int32 count never wraps.
-        count = self.count[slots] + 1
-        count = np.where(count >= 2 * self.length, count - self.length, count)
-        self.count[slots] = count
-        mean: np.ndarray = self.total[slots] / np.minimum(count, self.length)
-        return mean
-
-
-class LongRun:
-    """Exponentially weighted mean and variance of an observation, one row per slot."""
-
-    def __init__(self, capacity: int, halflife: float) -> None:
-        self.alpha = 1.0 - 0.5 ** (1.0 / max(halflife, 1.0))
-        self.mean = np.zeros(capacity, dtype=np.float64)
-        self.var = np.ones(capacity, dtype=np.float64)
-
-    def ensure_capacity(self, capacity: int) -> None:
-        self.mean = grown(self.mean, capacity, 0.0)
-        self.var = grown(self.var, capacity, 1.0)
-
-    def z(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
-        z: np.ndarray = (x - self.mean[slots]) / np.maximum(np.sqrt(self.var[slots]), MIN_STD)
-        return z
-
-    def update(self, slots: np.ndarray, x: np.ndarray, seen: np.ndarray | None = None) -> None:
-        """Fold `x` in; slots that have `seen` few observations learn as a running mean."""
-        alpha = self.alpha if seen is None else np.maximum(self.alpha, 1.0 / (seen + 1.0))
-        diff = x - self.mean[slots]
-        incr = alpha * diff
-        self.mean[slots] += incr
-        self.var[slots] = (1.0 - alpha) * (self.var[slots] + diff * incr)
+from detector.engine.signals import CERTAIN as CERTAIN
+from detector.engine.signals import LASTING as LASTING
+from detector.engine.signals import SIGNALS as SIGNALS
+from detector.engine.signals import SUSTAINED as SUSTAINED
+from detector.engine.signals import StrongestSignal
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,128 +63,6 @@ class ScoringConfig:
     flatline_min: int = 0
     relation_halflife: float = RELATION_HALFLIFE
     sustained_window: int = 60
-
-
-class SeasonalErrorStats:
-    """The seasonal-naive error statistics, kept only for the series that have a period.
-
-    Most series have none (their training data showed no clear period), so the recent and
-    long-run error statistics live in compact rows that a periodic series takes when it gets
-    its period and gives back when it loses its slot: 68 bytes per series that the others
-    no longer pay (7 MB of a 100,000-series worker).
-    """
-
-    STATE = (
-        "recent_seasonal_ring",
-        "recent_seasonal_total",
-        "recent_seasonal_count",
-        "seasonal_run_mean",
-        "seasonal_run_var",
-        "seasonal_seen",
-    )
-    """Checkpoint names of the per-series state, as before rows were compact."""
-
-    def __init__(self, capacity: int, short_window: int, halflife: float) -> None:
-        self.row = np.full(capacity, -1, dtype=np.int32)  # -1: no period, no row
-        self.recent = RecentMean(0, short_window)
-        self.error_run = LongRun(0, halflife)
-        self.seen_count = np.zeros(0, dtype=np.int32)
-        self._free: list[int] = []
-        self._used = 0
-
-    def ensure_capacity(self, capacity: int) -> None:
-        self.row = grown(self.row, capacity, -1)
-
-    def attach(self, slot: int) -> None:
-        """Give `slot` a fresh row (it has a period now)."""
-        row = int(self.row[slot])
-        if row < 0:
-            if self._free:
-                row = self._free.pop()
-            else:
-                row = self._used
-                self._used += 1
-                if row >= self.seen_count.shape[0]:
-                    rows = max(64, row + row // 8)
-                    self.recent.ensure_capacity(rows)
-                    self.error_run.ensure_capacity(rows)
-                    self.seen_count = grown(self.seen_count, rows, 0)
-            self.row[slot] = row
-        self.recent.reset(row)
-        self.error_run.mean[row], self.error_run.var[row] = 0.0, 1.0
-        self.seen_count[row] = 0
-
-    def detach(self, slot: int) -> None:
-        """`slot` has no period (any more): its row is free for another series."""
-        row = int(self.row[slot])
-        if row >= 0:
-            self._free.append(row)
-            self.row[slot] = -1
-
-    def score(self, slots: np.ndarray, errors: np.ndarray, learn_readings: int) -> np.ndarray:
-        """Standardised deviation (z) of the recent |seasonal error| of one reading per
-        distinct slot (0 while a series learns, and for a slot without a row), then learn."""
-        out = np.zeros(slots.shape)
-        rows = self.row[slots]
-        have = np.flatnonzero(rows >= 0)
-        if not have.size:
-            return out
-        r = rows[have]
-        error = errors[have]
-        recent = self.recent.push(r, error)
-        seen = self.seen_count[r]
-        learnt = seen >= learn_readings
-        out[have] = np.where(learnt, self.error_run.z(r, recent), 0.0)
-        self.error_run.update(r, error, np.where(learnt, np.inf, seen))
-        self.seen_count[r] = np.minimum(seen, COUNTER_CAP) + 1
-        return out
-
-    def _columns(self) -> tuple[np.ndarray, ...]:
-        rc = self.recent
-        er = self.error_run
-        return (rc.ring, rc.total, rc.count, er.mean, er.var, self.seen_count)
-
-    def state(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        """The state of `slots` as per-slot arrays (a slot without a row: its initial one)."""
-        rows = self.row[slots]
-        has = rows >= 0
-        out: dict[str, np.ndarray] = {}
-        initial = (0.0, 0.0, 0, 0.0, 1.0, 0)
-        for name, column, fill in zip(self.STATE, self._columns(), initial, strict=True):
-            array = np.full((len(slots), *column.shape[1:]), fill, dtype=column.dtype)
-            array[has] = column[rows[has]]
-            out[name] = array
-        return out
-
-    def restore(self, slots: np.ndarray, state: Mapping[str, np.ndarray]) -> None:
-        """Load per-slot arrays of `state` (rows `: len(slots)`) into the slots' rows."""
-        rows = self.row[slots]
-        has = rows >= 0
-        for name, column in zip(self.STATE, self._columns(), strict=True):
-            if name in state:
-                column[rows[has]] = state[name][: len(slots)][has]
-
-
-SIGNALS = (
-    "forecast",
-    "level",
-    "relation",
-    "seasonal",
-    "repeat",
-    "range",
-    "flatline",
-    "lasting",
-    "sustained",
-)
-"""Names of the signals, in the order `AnomalyScorer.last_signal` indexes them. ``relation``
-is a reading's deviation from what its device's other sensors imply, ``lasting`` the recent
-mean of that deviation (a relation that stays broken), ``sustained`` a device model's
-deviations averaged over `sustained_window` readings and judged by their law under the model
-(a sensor creeping away from what its machine implies)."""
-LASTING = SIGNALS.index("lasting")
-SUSTAINED = SIGNALS.index("sustained")
-CERTAIN = (SIGNALS.index("range"), SIGNALS.index("flatline"))
-"""Signals that fire outright (score 1): no divisor applies to them."""
 
 
 class AnomalyScorer:
@@ -456,59 +173,67 @@ class AnomalyScorer:
         in units of its own predicted spread (a device model's z): their lasting signal is
         the recent mean of it against its law under that model, not against a learnt long run.
 
-        After the call, `last_z` holds each reading's largest likelihood deviation (divided
-        by its signal's divisor, not by `z_scale`) and `last_flag` whether a certain signal
-        (range, flatline) fired, before learning: what threshold calibration needs; with
-        `record_parts`, `last_parts` holds each signal's deviation undivided.
-
-        A score that is not a number (state that went bad) comes out as 1, never as 0.
+        After the call, `last_z`, `last_flag`, `last_signal` (and `last_parts`) describe the
+        readings before learning (see `_record`). A score that is not a number (state that
+        went bad) comes out as 1, never as 0.
         """
-        values = np.clip(values, -SCALED_LIMIT, SCALED_LIMIT)
-        residuals = np.clip(residuals, -SCALED_LIMIT, SCALED_LIMIT)
-        if seasonal_residuals is not None:  # NaN (no seasonal forecast) stays NaN
-            seasonal_residuals = np.clip(seasonal_residuals, -SCALED_LIMIT, SCALED_LIMIT)
-        if relation_resid is not None:  # NaN (no relation) stays NaN
-            relation_resid = np.clip(relation_resid, -SCALED_LIMIT, SCALED_LIMIT)
-        cfg = self.config
+        values, residuals = _clipped(values), _clipped(residuals)
+        seasonal_residuals = None if seasonal_residuals is None else _clipped(seasonal_residuals)
+        relation_resid = None if relation_resid is None else _clipped(relation_resid)
         seen = self.seen_count[slots]
-        learnt = seen >= cfg.learn_readings
+        learnt = seen >= self.config.learn_readings
         learning = ~(self.trusted_stats[slots] | learnt)
         related = np.isfinite(relation_z) if relation_z is not None else np.zeros(slots.shape, bool)
         alone = ~related
         error = np.abs(residuals)
         recent_error = self.recent_error.push(slots, error)
-        z = self.error_run.z(slots, recent_error)
-        parts = np.zeros((len(slots), len(SIGNALS))) if self.record_parts else None
-        if parts is not None:
-            parts[:, 0] = z
-        if signal_scales is not None:
-            z = z / signal_scales[0]
-        which = np.zeros(slots.shape, dtype=np.int8)  # index into SIGNALS
-
-        def take(k: int, candidate: np.ndarray) -> None:
-            nonlocal z
-            if parts is not None:
-                parts[:, k] = np.maximum(parts[:, k], candidate)
-            if signal_scales is not None:
-                candidate = candidate / signal_scales[k]
-            which[candidate > z] = k
-            z = np.maximum(z, candidate)
-
+        pick = StrongestSignal(
+            self.error_run.z(slots, recent_error), signal_scales, self.record_parts
+        )
         recent_value = self.recent_value.push(slots, values)
-        if cfg.use_level:
+        if self.config.use_level:
             level_z = np.abs(self.value_run.z(slots, recent_value))
-            take(1, np.where(alone, level_z, 0.0))
+            pick.take(1, np.where(alone, level_z, 0.0))
+        self._relation_signals(pick, slots, related, relation_z, relation_resid, standardised)
+        flag = self._outside_range(slots, values, learnt, alone)
+        if seasonal_residuals is not None:
+            pick.take(3, np.where(alone, self._seasonal(slots, seasonal_residuals), 0.0))
+        if repeated is not None:
+            flag |= self._repeat_signals(pick, slots, repeated, seen)
+        score = self._record(pick, flag, learning, z_scale)
+        self._learn(slots, error, values, seen, learning)
+        # NaN compares false with the threshold: it would read as "normal", silently.
+        return np.where(np.isnan(score), 1.0, score)
+
+    def _relation_signals(
+        self,
+        pick: StrongestSignal,
+        slots: np.ndarray,
+        related: np.ndarray,
+        relation_z: np.ndarray | None,
+        relation_resid: np.ndarray | None,
+        standardised: np.ndarray | None,
+    ) -> None:
+        """The relation signal, and of it the lasting and (device models) sustained ones."""
         if relation_z is not None:
-            take(2, np.where(related, np.abs(relation_z), 0.0))
-        if relation_resid is not None:
-            lasting = related & np.isfinite(relation_resid)
-            if lasting.any():
-                take(LASTING, self._lasting_relation(slots, lasting, relation_resid, standardised))
-            if standardised is not None:
-                own = lasting & standardised
-                if own.any():
-                    take(SUSTAINED, self._sustained(slots, own, relation_resid))
+            pick.take(2, np.where(related, np.abs(relation_z), 0.0))
+        if relation_resid is None:
+            return
+        lasting = related & np.isfinite(relation_resid)
+        if lasting.any():
+            pick.take(LASTING, self._lasting_relation(slots, lasting, relation_resid, standardised))
+        if standardised is not None:
+            own = lasting & standardised
+            if own.any():
+                pick.take(SUSTAINED, self._sustained(slots, own, relation_resid))
+
+    def _outside_range(
+        self, slots: np.ndarray, values: np.ndarray, learnt: np.ndarray, alone: np.ndarray
+    ) -> np.ndarray:
+        """Which readings leave their series' range (plus `range_tolerance` of it), then
+        widen the range; none without the range signal."""
         flag = np.zeros(slots.shape, dtype=bool)
+        cfg = self.config
         if cfg.use_range:
             low, high = self.low[slots], self.high[slots]
             span = high - low
@@ -518,27 +243,55 @@ class AnomalyScorer:
             flag |= outside
             self.low[slots] = np.minimum(low, values)
             self.high[slots] = np.maximum(high, values)
-        if seasonal_residuals is not None:
-            take(3, np.where(alone, self._seasonal(slots, seasonal_residuals), 0.0))
-        if repeated is not None:
-            stuck = self._stuck(slots, repeated)
-            take(4, self._repeats(slots, repeated, seen))
-            which[stuck] = 6
-            flag |= stuck
+        return flag
+
+    def _repeat_signals(
+        self, pick: StrongestSignal, slots: np.ndarray, repeated: np.ndarray, seen: np.ndarray
+    ) -> np.ndarray:
+        """The repeat signal and the flatline; returns the stuck series (they fire outright)."""
+        stuck = self._stuck(slots, repeated)
+        pick.take(4, self._repeats(slots, repeated, seen))
+        pick.which[stuck] = 6
+        return stuck
+
+    def _record(
+        self,
+        pick: StrongestSignal,
+        flag: np.ndarray,
+        learning: np.ndarray,
+        z_scale: np.ndarray | float,
+    ) -> np.ndarray:
+        """Keep what threshold calibration needs, before learning, and return the scores.
+
+        `last_z` holds each reading's largest likelihood deviation (divided by its signal's
+        divisor, not by `z_scale`) and `last_flag` whether a certain signal (range,
+        flatline) fired; with `record_parts`, `last_parts` holds each signal's deviation
+        undivided.
+        """
+        which = pick.which
         which[flag & (which != 6)] = 5  # a flag that is not the flatline is the range
-        self.last_z = np.where(learning, 0.0, z)
-        if parts is not None:
-            self.last_parts = np.where(learning[:, None], 0.0, parts)
+        self.last_z = np.where(learning, 0.0, pick.z)
+        if pick.parts is not None:
+            self.last_parts = np.where(learning[:, None], 0.0, pick.parts)
         self.last_flag = flag & ~learning
         self.last_signal = which
-        score = np.where(self.last_flag, 1.0, tail_score(self.last_z / z_scale))
+        score: np.ndarray = np.where(self.last_flag, 1.0, tail_score(self.last_z / z_scale))
+        return score
+
+    def _learn(
+        self,
+        slots: np.ndarray,
+        error: np.ndarray,
+        values: np.ndarray,
+        seen: np.ndarray,
+        learning: np.ndarray,
+    ) -> None:
+        """Fold the readings into the error and level statistics and count them."""
         # A learnt slot counts as having seen infinitely many: plain exponential forgetting.
         fast = np.where(learning, seen, np.inf)
         self.error_run.update(slots, error, fast)
         self.value_run.update(slots, values, fast)
         self.seen_count[slots] = np.minimum(seen, COUNTER_CAP) + 1
-        # NaN compares false with the threshold: it would read as "normal", silently.
-        return np.where(np.isnan(score), 1.0, score)
 
     def _stuck(self, slots: np.ndarray, repeated: np.ndarray) -> np.ndarray:
         """Which series have now repeated one value longer than ever before (and at least
@@ -642,3 +395,9 @@ class AnomalyScorer:
                 slots[have], np.abs(seasonal_residuals[have]), self.config.learn_readings
             )
         return out
+
+
+def _clipped(x: np.ndarray) -> np.ndarray:
+    """`x` clipped to ±`SCALED_LIMIT`; NaN (no seasonal forecast, no relation) stays NaN."""
+    clipped: np.ndarray = np.clip(x, -SCALED_LIMIT, SCALED_LIMIT)
+    return clipped
