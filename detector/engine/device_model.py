@@ -157,34 +157,58 @@ class DeviceModel:
         measured on).
         """
         b, m = now.shape
-        variants = m + 1 if hiding else 1  # 0: nothing hidden; 1 + j: sibling j hidden
+        variants = m + 1 if hiding else 1  # 0: nothing hidden; 1 + k: sibling k hidden
         hide = np.zeros((variants, m))
         hide[np.arange(1, variants), np.arange(variants - 1)] = 1.0
         keep = 1.0 - hide  # (V, M)
         pasts = past[None, :, :, :] * keep[:, None, None, :]  # (V, B, W, M)
         encoded = self.encode(pasts.reshape(variants * b, self.window, m)).reshape(variants, b, -1)
         eye = np.eye(m)
-        best_z = np.full((b, m), np.inf)
-        best_mean = np.zeros((b, m))
-        best_sigma = np.ones((b, m))
+        # z, expected and sigma of every metric in every variant: (V, B, M). Hiding the
+        # judged metric itself is moot; that variant holds the one with every sibling seen.
+        z_all = np.empty((variants, b, m))
+        mean_all = np.empty((variants, b, m))
+        sigma_all = np.empty((variants, b, m))
         last = past[:, -1, :]
         for i in range(m):
-            vs = [v for v in range(variants) if v != 1 + i]  # hiding the judged one is moot
-            visible = keep[vs] * (1.0 - eye[i])  # (V', M)
+            visible = keep * (1.0 - eye[i])  # (V, M)
             cur = now[None, :, :] * visible[:, None, :]
-            onehot = np.broadcast_to(eye[i], (len(vs), b, m))
-            flags = np.broadcast_to(visible[:, None, :], (len(vs), b, m))
-            head = np.concatenate([cur, onehot, flags], axis=2).reshape(len(vs) * b, 3 * m)
-            mean, log_sigma = self.head(encoded[vs].reshape(len(vs) * b, -1), head)
-            expected = last[:, i][None, :] + mean.reshape(len(vs), b)
-            sigma = np.exp(log_sigma).reshape(len(vs), b)
-            z = (now[:, i][None, :] - expected) / sigma
-            pick = np.argmin(np.abs(z), axis=0)
-            cols = np.arange(b)
-            best_z[:, i] = z[pick, cols]
-            best_mean[:, i] = expected[pick, cols]
-            best_sigma[:, i] = sigma[pick, cols]
-        return best_z, best_mean, best_sigma
+            onehot = np.broadcast_to(eye[i], (variants, b, m))
+            flags = np.broadcast_to(visible[:, None, :], (variants, b, m))
+            head = np.concatenate([cur, onehot, flags], axis=2).reshape(variants * b, 3 * m)
+            mean, log_sigma = self.head(encoded.reshape(variants * b, -1), head)
+            expected = last[:, i][None, :] + mean.reshape(variants, b)
+            sigma = np.exp(log_sigma).reshape(variants, b)
+            z_all[:, :, i] = (now[:, i][None, :] - expected) / sigma
+            mean_all[:, :, i] = expected
+            sigma_all[:, :, i] = sigma
+        if variants > 1:
+            for i in range(m):
+                z_all[1 + i, :, i] = z_all[0, :, i]
+                mean_all[1 + i, :, i] = mean_all[0, :, i]
+                sigma_all[1 + i, :, i] = sigma_all[0, :, i]
+            # Which sibling, if any, is the device's suspect: the hypothesis whose deviations
+            # are smallest in sum of squares. "None": every metric judged with every sibling
+            # seen. "k": the others judged with k hidden, k itself with every sibling seen;
+            # k's own term is free under that hypothesis, so it is charged its expectation
+            # under the model (1) to weigh M terms against M. Each metric taking its own
+            # smallest |z| over the variants let a fault hide behind the very sibling that
+            # shows it: vibration oscillating was judged with current (which it follows)
+            # hidden, current creeping up with vibration hidden.
+            off_diagonal = (1.0 - eye)[:, None, :]  # (M, 1, M)
+            costs = np.empty((variants, b))
+            costs[0] = np.sum(z_all[0] ** 2, axis=1)
+            costs[1:] = np.sum(z_all[1:] ** 2 * off_diagonal, axis=2) + 1.0
+            best = np.argmin(costs, axis=0)  # (B,) 0: nobody; 1 + k: sibling k
+            pick = np.repeat(best[:, None], m, axis=1)  # (B, M)
+            cols = np.arange(b)[:, None]
+            metrics = np.arange(m)[None, :]
+            return (
+                z_all[pick, cols, metrics],
+                mean_all[pick, cols, metrics],
+                sigma_all[pick, cols, metrics],
+            )
+        return z_all[0], mean_all[0], sigma_all[0]
 
 
 # -- files ------------------------------------------------------------------------------------

@@ -104,6 +104,24 @@ def ref_head(model: DeviceModel, x: list[float]) -> tuple[float, float]:
     return x[0], min(max(x[1], LOG_SIGMA_MIN), LOG_SIGMA_MAX)
 
 
+def ref_variant(
+    model: DeviceModel, past: np.ndarray, now: np.ndarray, d: int, i: int, hidden: int | None
+) -> tuple[float, float, float]:
+    """``(z, expected, sigma)`` of metric `i` of device `d` with sibling `hidden` hidden."""
+    m = now.shape[1]
+    visible = [0.0 if j in (i, hidden) else 1.0 for j in range(m)]
+    window = past[d] * np.array([0.0 if j == hidden else 1.0 for j in range(m)])
+    head = (
+        [now[d, j] * visible[j] for j in range(m)]
+        + [1.0 if j == i else 0.0 for j in range(m)]
+        + visible
+    )
+    mean, log_sigma = ref_head(model, ref_encode(model, window) + head)
+    expected = window[-1, i] + mean
+    sigma = math.exp(log_sigma)
+    return (now[d, i] - expected) / sigma, expected, sigma
+
+
 def ref_judge(
     model: DeviceModel, past: np.ndarray, now: np.ndarray, hiding: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,27 +129,20 @@ def ref_judge(
     b, m = now.shape
     out = [np.zeros((b, m)) for _ in range(3)]
     for d in range(b):
-        for i in range(m):
-            best: tuple[float, float, float] | None = None
-            for hidden in [None, *(range(m) if hiding else [])]:
-                if hidden == i:
-                    continue
-                visible = [0.0 if j in (i, hidden) else 1.0 for j in range(m)]
-                window = past[d] * np.array([0.0 if j == hidden else 1.0 for j in range(m)])
-                head = (
-                    [now[d, j] * visible[j] for j in range(m)]
-                    + [1.0 if j == i else 0.0 for j in range(m)]
-                    + visible
+        suspect = None
+        if hiding:
+            # None: nobody hidden; k: the others without k, k's own term charged 1.
+            costs = {None: sum(ref_variant(model, past, now, d, j, None)[0] ** 2 for j in range(m))}
+            for k in range(m):
+                others = (
+                    ref_variant(model, past, now, d, j, k)[0] ** 2 for j in range(m) if j != k
                 )
-                mean, log_sigma = ref_head(model, ref_encode(model, window) + head)
-                expected = window[-1, i] + mean
-                sigma = math.exp(log_sigma)
-                z = (now[d, i] - expected) / sigma
-                if best is None or abs(z) < abs(best[0]):
-                    best = (z, expected, sigma)
-            assert best is not None
+                costs[k] = sum(others) + 1.0
+            suspect = min(costs, key=lambda k: costs[k])
+        for i in range(m):
+            got = ref_variant(model, past, now, d, i, None if i == suspect else suspect)
             for k in range(3):
-                out[k][d, i] = best[k]
+                out[k][d, i] = got[k]
     return out[0], out[1], out[2]
 
 
@@ -252,18 +263,19 @@ def test_predict_matches_the_reference_head_with_clipped_log_sigma() -> None:
 # -- judge: the hiding rule --------------------------------------------------------------------
 
 
-def test_a_huge_sibling_is_hidden_rather_than_blamed_on_the_judged_metric() -> None:
+def test_a_huge_sibling_is_the_suspect_and_is_hidden_from_the_judged_metric() -> None:
     model = sibling_model(w=1.0)
     model.validate()
     past = np.zeros((1, 1, 2))
     now = np.array([[0.0, 100.0]])  # a normal, b huge
 
     z, expected, sigma = model.judge(past, now)
-    # a: visible b forecasts a at 100 (z = -100); hidden b forecasts 0 (z = 0): hidden wins.
+    # Hiding b leaves a at z 0 (forecast 0); hiding a leaves b at z 100: b is the suspect.
+    # a is judged without b: z 0, where with b seen it would be -100.
     assert z[0, 0] == pytest.approx(0.0, abs=1e-12)
     assert expected[0, 0] == pytest.approx(0.0, abs=1e-12)
     assert sigma[0, 0] == pytest.approx(1.0)
-    # b: forecast from a (0) in every variant: its own deviation stays.
+    # b, the suspect, is judged with a seen (forecast 0): its own deviation stays.
     assert z[0, 1] == pytest.approx(100.0)
     assert expected[0, 1] == pytest.approx(0.0, abs=1e-12)
 
@@ -273,38 +285,93 @@ def test_a_huge_sibling_is_hidden_rather_than_blamed_on_the_judged_metric() -> N
     assert z_all[0, 1] == pytest.approx(100.0)
 
 
-def test_a_deviation_on_the_judged_metric_shows_in_every_variant() -> None:
+def test_a_deviation_on_the_judged_metric_is_judged_with_its_siblings_seen() -> None:
     model = sibling_model(w=0.5, log_sigma=math.log(2.0))
     past = np.array([[[1.0, 3.0]]])  # last readings: a = 1, b = 3
     now = np.array([[41.0, 3.0]])  # a jumps by 40; b holds
-    for hiding in (True, False):
-        z, expected, sigma = model.judge(past, now, hiding=hiding)
-        # a: visible b: expected 1 + 0.5 * 3 = 2.5; hidden b: expected 1. sigma 2.
-        want = min((41.0 - 2.5) / 2.0, (41.0 - 1.0) / 2.0, key=abs)
-        assert z[0, 0] == pytest.approx(want)
-        assert abs(z[0, 0]) > 15
-        assert sigma[0, 0] == pytest.approx(2.0)
-    # b, with hiding: visible a forecasts 3 + 20.5, hiding a forecasts 3 (z = 0).
-    z, expected, _ = model.judge(past, now)
+    z, expected, sigma = model.judge(past, now)
+    # Hiding a leaves b at z 0 (forecast 3); hiding b leaves a at z 20: a is the suspect,
+    # judged with b seen: expected 1 + 0.5 * 3 = 2.5, sigma 2.
+    assert z[0, 0] == pytest.approx((41.0 - 2.5) / 2.0)
+    assert expected[0, 0] == pytest.approx(2.5)
+    assert sigma[0, 0] == pytest.approx(2.0)
+    # b is judged without a: forecast 3, z 0.
     assert z[0, 1] == pytest.approx(0.0, abs=1e-12)
     assert expected[0, 1] == pytest.approx(3.0)
     z, expected, _ = model.judge(past, now, hiding=False)
+    assert z[0, 0] == pytest.approx((41.0 - 2.5) / 2.0)
     assert z[0, 1] == pytest.approx((3.0 - 23.5) / 2.0)
     assert expected[0, 1] == pytest.approx(23.5)
 
 
-def test_each_device_of_a_batch_keeps_its_own_best_variant() -> None:
+def test_a_fault_cannot_hide_behind_the_sibling_that_shows_it() -> None:
+    """Three metrics: a follows b, b follows a, c follows its own past; with b hidden, the
+    model forecasts a from c instead. a departs from b to where c happens to be.
+
+    Judged by its smallest |z| over the variants, a would be judged with b hidden (forecast
+    from c: z 0.5) and the fault missed. Hiding a leaves b and c consistent, so a is the
+    suspect and is judged with b seen: z 8."""
+    m, units = 3, 1
+    onehot, flags = units + m, units + 2 * m  # where the head's one-hots and flags start
+    k0 = np.zeros((units + 3 * m, 4))
+    # unit 0: b's reading now, for a only (b hidden: 0)
+    k0[units + 1, 0] = 1.0
+    k0[onehot + 1, 0] = k0[onehot + 2, 0] = -1e6
+    # unit 1: c's reading now, for a only and only while b is hidden
+    k0[units + 2, 1] = 1.0
+    k0[flags + 1, 1] = -1e3
+    k0[onehot + 1, 1] = k0[onehot + 2, 1] = -1e6
+    # unit 2: a's reading now, for b only (a hidden: 0)
+    k0[units + 0, 2] = 1.0
+    k0[onehot + 0, 2] = k0[onehot + 2, 2] = -1e6
+    k1 = np.zeros((4, 2))
+    k1[0, 0] = k1[1, 0] = k1[2, 0] = 1.0  # the forecast change is their sum; log sigma 0
+    model = DeviceModel(
+        metrics=("a", "b", "c"),
+        window=1,
+        kernel=np.zeros((m, 4 * units)),
+        recurrent=np.zeros((units, 4 * units)),
+        bias=np.zeros(4 * units),
+        dense=((k0, np.zeros(4)), (k1, np.zeros(2))),
+    )
+    model.validate()
+    past = np.array([[[0.0, 0.0, 7.5]]])
+    now = np.array([[8.0, 0.0, 7.5]])  # a departs; b and c hold
+    z, expected, _ = model.judge(past, now)
+    assert z[0, 0] == pytest.approx(8.0)  # judged against b (forecast 0)
+    assert expected[0, 0] == pytest.approx(0.0, abs=1e-12)
+    assert z[0, 1] == pytest.approx(0.0, abs=1e-12)  # b without a: forecast 0
+    assert z[0, 2] == pytest.approx(0.0, abs=1e-12)
+    # What the smallest |z| would have kept for a: its variant with b hidden.
+    got = ref_variant(model, past, now, 0, 0, 1)
+    assert got[0] == pytest.approx(0.5)
+
+
+def test_siblings_moving_together_are_judged_with_each_other_seen() -> None:
+    model = sibling_model(w=1.0)
+    # a and b jump from 0 to 8 and 7 together (a start-up): seen together they agree (z 1
+    # and -1); any one hidden, the other's jump is unexplained (z 7 or 8). Nobody is the
+    # suspect.
+    z, expected, _ = model.judge(np.zeros((1, 1, 2)), np.array([[8.0, 7.0]]))
+    assert z[0, 0] == pytest.approx(1.0)
+    assert z[0, 1] == pytest.approx(-1.0)
+    assert expected[0, 0] == pytest.approx(7.0)
+
+
+def test_each_device_of_a_batch_gets_its_own_suspect() -> None:
     model = sibling_model(w=1.0)
     past = np.zeros((2, 1, 2))
-    # Device 0: b huge (hidden wins for a). Device 1: a = 0.4 with b = 0.5, so the visible
-    # forecast of a (0.5, z = -0.1) beats the hidden one (0, z = 0.4).
+    # Device 0: b huge, the suspect. Device 1: a = 0.4, b = 0.5 agree seen together (sum of
+    # squares 0.02), against 1.16 with b hidden and 1.25 with a hidden: nobody is suspect,
+    # both are judged with the other seen.
     now = np.array([[0.0, 100.0], [0.4, 0.5]])
     z, expected, _ = model.judge(past, now)
     assert z[0, 0] == pytest.approx(0.0, abs=1e-12)
+    assert z[0, 1] == pytest.approx(100.0)
     assert z[1, 0] == pytest.approx(-0.1)
     assert expected[1, 0] == pytest.approx(0.5)
-    # b of device 1: visible a forecasts 0.4 (z = 0.1), hidden a forecasts 0 (z = 0.5).
     assert z[1, 1] == pytest.approx(0.1)
+    assert expected[1, 1] == pytest.approx(0.4)
 
 
 @pytest.mark.parametrize("hiding", [True, False])
