@@ -14,11 +14,16 @@ as a Gaussian: a mean change from the metric's last reading and a log standard d
 that a start-up may be uncertain and a steady machine precise. Its deviation is
 ``z = (value - mean) / sigma``.
 
-A faulty sensor must not make its siblings look faulty through the inputs. Each metric is
-therefore judged once with every sibling visible and once with each sibling hidden (its
-column zeroed and its visibility flag off, as in training), and keeps the variant with the
-smallest |z|: one broken sensor can explain away a sibling's deviation only by being hidden,
-and hiding it is always tried. A fault on the metric itself shows in every variant.
+A faulty sensor must not make its siblings look faulty through the inputs, and must not
+hide behind them either. Every metric is forecast with every sibling visible and with each
+sibling hidden in turn (its column zeroed and its visibility flag off, as in training). The
+device then gets one suspect: nobody (every metric judged with every sibling seen), or the
+sibling whose hiding leaves the others most consistent (the others judged without it, the
+suspect itself with every sibling seen), whichever hypothesis has the smallest sum of squared
+deviations, a suspect's own term charged 1, its expectation under the model. Letting each
+metric keep its own smallest |z| over the variants (before 2026-12-01) let a fault hide
+behind the very sibling that shows it: a vibration oscillating was judged with the current
+it follows hidden, a current creeping up with the vibration hidden.
 
 Inference is plain numpy from the trained weights (an `.npz` read with ``allow_pickle=False``:
 nothing in the file can run code), one LSTM layer over the window and a small dense head; the
@@ -151,10 +156,9 @@ class DeviceModel:
         """Each metric of B devices judged against the others.
 
         `past` ``(B, window, M)`` and `now` ``(B, M)`` are scaled readings in signature
-        order. Returns ``(z, expected, sigma)``, each ``(B, M)``: for every metric the
-        variant (every sibling visible, or one sibling hidden) with the smallest |z|; with
-        `hiding` off, the forecast with every sibling visible (what a forecast error is
-        measured on).
+        order. Returns ``(z, expected, sigma)``, each ``(B, M)``: for every metric its
+        variant under the device's suspect (see the module docstring); with `hiding` off,
+        the forecast with every sibling visible (what a forecast error is measured on).
         """
         b, m = now.shape
         variants = m + 1 if hiding else 1  # 0: nothing hidden; 1 + k: sibling k hidden
