@@ -25,10 +25,25 @@ WINDOW_LEN = 4
 TS = 1_000.0
 
 
-def z_by_hand(last: float, now: float, sibling_now: float) -> float:
-    """The least deviating variant: sibling visible (forecast last + W * sibling) or hidden
-    (forecast last)."""
-    return min(now - last - W * sibling_now, now - last, key=abs)
+def pair_by_hand(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """``(z_a, z_b)`` of a two-metric device, each given as ``(last, now)``, under the
+    suspect rule: with the sibling seen the forecast is ``last + W * sibling now``, hidden it
+    is ``last``; the device's hypothesis (nobody suspect, a, or b) is the one with the least
+    sum of squared deviations, a suspect's own term charged 1."""
+    full_a = a[1] - a[0] - W * b[1]
+    full_b = b[1] - b[0] - W * a[1]
+    alone_a, alone_b = a[1] - a[0], b[1] - b[0]
+    costs = {
+        "nobody": full_a**2 + full_b**2,
+        "a": alone_b**2 + 1.0,  # a suspect: b judged without it
+        "b": alone_a**2 + 1.0,
+    }
+    suspect = min(costs, key=lambda k: costs[k])
+    return {
+        "nobody": (full_a, full_b),
+        "a": (full_a, alone_b),
+        "b": (alone_a, full_b),
+    }[suspect]
 
 
 class Round:
@@ -75,9 +90,11 @@ KNOWN = ("d1/a", "d1/b", "d2/a", "d2/b", "d3/a", "d3/b", "d3/c")
 def test_a_complete_aligned_group_is_judged() -> None:
     judge = judge_for(*KNOWN)
     z, expected, sigma = Round().add("d1", "a", 2.0, 1.0).add("d1", "b", 3.0, 0.0).judge(judge)
-    assert z == pytest.approx([z_by_hand(1.0, 2.0, 3.0), z_by_hand(0.0, 3.0, 2.0)])
-    assert z == pytest.approx([-0.5, 2.0])  # the worked numbers
-    assert expected == pytest.approx([2.5, 1.0])
+    assert z == pytest.approx(pair_by_hand((1.0, 2.0), (0.0, 3.0)))
+    # The worked numbers: seen together a is -0.5 and b 2 (4.25 in squares); b hidden, a is
+    # 1 (2 with b's charge); a hidden, b is 3 (10). b is the suspect, judged with a seen.
+    assert z == pytest.approx([1.0, 2.0])
+    assert expected == pytest.approx([1.0, 1.0])
     assert sigma == pytest.approx([1.0, 1.0])
     assert judge.calls == 1
 
@@ -92,14 +109,9 @@ def test_readings_are_matched_by_device_and_metric_not_by_position() -> None:
         .add("d1", "a", 4.0, 4.0)
     )
     z, _, _ = r.judge(judge)
-    assert z == pytest.approx(
-        [
-            z_by_hand(0.0, 3.0, 2.0),
-            z_by_hand(0.5, -1.0, 4.0),
-            z_by_hand(1.0, 2.0, 3.0),
-            z_by_hand(4.0, 4.0, -1.0),
-        ]
-    )
+    d1_a, d1_b = pair_by_hand((4.0, 4.0), (0.5, -1.0))
+    d2_a, d2_b = pair_by_hand((1.0, 2.0), (0.0, 3.0))
+    assert z == pytest.approx([d2_b, d1_b, d2_a, d1_a])
     assert judge.calls == 1  # both devices in one batch
 
 
@@ -168,7 +180,8 @@ def test_a_device_with_more_metrics_than_the_signature() -> None:
     r = Round().add("d3", "c", 50.0, 0.0).add("d3", "b", 3.0, 0.0).add("d3", "a", 2.0, 1.0)
     z, _, _ = r.judge(judge)
     assert np.isnan(z[0])
-    assert z[1:] == pytest.approx([z_by_hand(0.0, 3.0, 2.0), z_by_hand(1.0, 2.0, 3.0)])
+    z_a, z_b = pair_by_hand((1.0, 2.0), (0.0, 3.0))
+    assert z[1:] == pytest.approx([z_b, z_a])
 
 
 def test_nothing_is_judged_without_window_timestamps_or_models() -> None:
