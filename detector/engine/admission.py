@@ -85,7 +85,7 @@ def admit(
     stored = dict(
         zip(
             known,
-            zip(store.order_ts[rows].tolist(), store.last_ts[rows].tolist(), strict=True),
+            zip(store.order_bounds(rows).tolist(), store.newest_ts(rows).tolist(), strict=True),
             strict=True,
         )
     )

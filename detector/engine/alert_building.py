@@ -26,7 +26,7 @@ def ruling(rules: SeriesRules, slot: int | None, default_threshold: float) -> Se
     with no slot, which the defaults apply to)."""
     if slot is None:
         return SeriesRuling(default_threshold, None, NO_LABELS)
-    return SeriesRuling(float(rules.threshold[slot]), rules.severity(slot), rules.labels(slot))
+    return SeriesRuling(rules.threshold_of(slot), rules.severity(slot), rules.labels(slot))
 
 
 def episode_event(
@@ -104,8 +104,8 @@ def closing_events(
             "resolved", key, max(at, silence_onset), value, silence_onset, rule
         )
         events.append(replace(resolved, reason=reason))
-    if episodes.active[slot]:
-        onset = float(episodes.onset_ts[slot])
+    onset = episodes.open_onset(slot)
+    if onset is not None:
         device, _, metric = key.partition("/")
         events.append(
             AlertEvent(
@@ -120,7 +120,7 @@ def closing_events(
                 upper=value,
                 score=0.0,
                 threshold=rule.threshold,
-                signal=SIGNALS[int(episodes.signal[slot])],
+                signal=SIGNALS[episodes.signal_of(slot)],
                 severity=rule.severity,
                 labels=rule.labels,
                 reason=reason,

@@ -122,7 +122,7 @@ class DetectionCore:
     @property
     def warming_series(self) -> int:
         used = self.store.used_slots()
-        return int(np.count_nonzero(self.store.count[used] < self.window_len))
+        return int(np.count_nonzero(~self.store.ready(used)))
 
     def allocate(self, key: str) -> int | None:
         """The slot of series `key`, a fresh one seeded from the artifact when it has none;
@@ -162,13 +162,11 @@ class DetectionCore:
         # In scaled units a standard-scaled series has mean 0 and std 1; a min-max scaled one
         # spans [0, 1] (std of a uniform spread as the prior).
         trained = known is not None
+        repeat_run = known.repeat_run if known is not None else None
         if self.artifact.scaling_method == "minmax":
-            self.scorer.seed(slot, errors, 0.5, 12**-0.5, value_range, trained)
+            self.scorer.seed(slot, errors, 0.5, 12**-0.5, value_range, trained, repeat_run)
         else:
-            self.scorer.seed(slot, errors, 0.0, 1.0, value_range, trained)
-        if known is not None and known.repeat_run is not None:
-            # A stopped machine's weekend of zeros is in the history: not news on Saturday.
-            self.scorer.longest_repeat_count[slot] = known.repeat_run
+            self.scorer.seed(slot, errors, 0.0, 1.0, value_range, trained, repeat_run)
 
     def set_rules(self, rules: RuleSet) -> None:
         """Apply new rules (a reload) to every series, from its next reading on.
@@ -216,7 +214,7 @@ class DetectionCore:
             key,
             at,
             reason,
-            float(self.store.last_value[slot]),
+            self.store.last_value_of(slot),
             self.silence.open_onset(self.store, slot),
             self.episodes,
             slot,

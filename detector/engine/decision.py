@@ -72,6 +72,24 @@ class EpisodeTracker(ColumnState):
     def ensure_capacity(self, capacity: int) -> None:
         self.grow(capacity)
 
+    def is_open(self, slots: np.ndarray) -> np.ndarray:
+        """Mask of `slots` in an episode."""
+        open_: np.ndarray = self.active[slots]
+        return open_
+
+    def open_onset(self, slot: int) -> float | None:
+        """When the open episode of `slot` began (None: it has none)."""
+        return float(self.onset_ts[slot]) if self.active[slot] else None
+
+    def signal_of(self, slot: int) -> int:
+        """The signal (an index into `detector.engine.scoring.SIGNALS`) that fired the
+        episode of `slot` (with `keep_signal`)."""
+        return int(self.signal[slot])
+
+    def set_signal(self, slot: int, signal: int) -> None:
+        """Record which signal fired the episode that `slot` just opened."""
+        self.signal[slot] = signal
+
     def step(
         self, slots: np.ndarray, anomalous: np.ndarray, ts: np.ndarray
     ) -> list[tuple[int, AlertState, float]]:

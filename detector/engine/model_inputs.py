@@ -53,11 +53,10 @@ def collect_windows(
             values, ts = store.windows(r_slots)
             core.scales.fit_missing(r_slots, values, core.artifact.scaling_method)
             scaled = core.scales.scaled(r_slots, values)
-            for j in np.flatnonzero(~np.isfinite(core.scorer.low[r_slots])).tolist():
-                core.scorer.seed_range(int(r_slots[j]), scaled[j])
+            core.scorer.seed_missing_ranges(r_slots, scaled)
             inputs.append(model_input(scaled, ts, core.features))
             owners.append(r_idx)
-            previous.append(store.last_value[r_slots])
+            previous.append(store.last_values(r_slots))
             if judging and ts is not None:
                 past_values.append(scaled)
                 past_ts.append(ts)

@@ -86,12 +86,13 @@ def take_over(new: DetectionCore, old: DetectionCore) -> CarryReport:
     for part in new.parts:
         if part.name not in _CONVERTED_APART:
             part.restore(used, converted)
-    new.scales.z_scale[used] = [new.artifact.z_scale_for(k) for k in keys]
+    new.scales.set_z_scales(used, [new.artifact.z_scale_for(k) for k in keys])
     # The rules the new core was built with (those in force), assigned to every series.
     new.rules.ensure_capacity(new.store.capacity)
-    new.rules.replace(new.rules.rules, zip(used.tolist(), keys, strict=True))
-    _seasonal(new, used, view["seasonal_period"], converted, a, b)
-    _relations(new, used, a, b)
+    new.rules.reassign(zip(used.tolist(), keys, strict=True))
+    # Rings of an unchanged period are converted in place; another period starts afresh.
+    new.seasonal.carry_over(used, converted["seasonal_period"], a, b, converted)
+    new.relations.rescale(used, a, b)
     new.last_carry = report
     return report
 
@@ -129,42 +130,3 @@ def _clone(x: Any, memo: dict[int, Any]) -> Any:
     for name, value in vars(obj).items():
         setattr(obj, name, _clone(value, memo))
     return obj
-
-
-def _seasonal(
-    core: DetectionCore,
-    used: np.ndarray,
-    old_period: np.ndarray,
-    converted: dict[str, np.ndarray],
-    a: np.ndarray,
-    b: np.ndarray,
-) -> None:
-    """Rings of an unchanged period are converted in place; another period starts afresh."""
-    new_period = converted["seasonal_period"]
-    for i, slot in enumerate(used.tolist()):
-        if new_period[i] != old_period[i]:
-            core.set_period(slot, int(new_period[i]) or None)
-        else:
-            ring = core.seasonal.rings.rings.get(slot)
-            if ring is not None:
-                ring *= a[i]
-                ring += b[i]
-    core.seasonal.error_stats.restore(used, converted)
-
-
-def _relations(core: DetectionCore, used: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-    """Each device's mean and covariance, converted with its metrics' factors: values
-    (``a x + b``) for the first model, forecast residuals (``a x``) for the second."""
-    dev, pos = core.relations.dev_row[used], core.relations.dev_pos[used]
-    for k, relations in enumerate(core.relations.models):
-        if not relations.mean.shape[0]:
-            continue
-        rows = np.where(dev >= 0, relations.row_of[np.maximum(dev, 0)], -1)
-        member = (rows >= 0) & (pos >= 0)
-        factor = np.ones_like(relations.mean)
-        shift = np.zeros_like(relations.mean)
-        factor[rows[member], pos[member]] = a[member]
-        if k == 0:  # the values; the residuals have no offset
-            shift[rows[member], pos[member]] = b[member]
-        relations.mean[:] = relations.mean * factor + shift
-        relations.cov[:] = relations.cov * factor[:, :, None] * factor[:, None, :]

@@ -258,6 +258,27 @@ class DeviceRelations:
             return np.full(devs.shape, -1, dtype=np.int64)
         return np.where(devs >= 0, self.row_of[np.maximum(devs, 0)], -1)
 
+    def rescale(
+        self, devs: np.ndarray, pos: np.ndarray, gain: np.ndarray, shift: np.ndarray | None
+    ) -> None:
+        """Convert the model in place to new units of its metrics: the metric of each
+        (device id, position) pair to ``gain * x + shift`` (no shift: ``gain * x``, e.g.
+        for residuals), its covariances with it by the gains."""
+        if not self.mean.shape[0]:
+            return
+        rows = self._rows(devs)
+        member = (rows >= 0) & (pos >= 0)
+        factor = np.ones_like(self.mean)
+        offset = np.zeros_like(self.mean)
+        factor[rows[member], pos[member]] = gain[member]
+        if shift is not None:
+            offset[rows[member], pos[member]] = shift[member]
+        self.mean[:] = self.mean * factor + offset
+        self.cov[:] = self.cov * factor[:, :, None] * factor[:, None, :]
+
+    def nbytes(self) -> int:
+        return self.mean.nbytes + self.cov.nbytes + self.seen_count.nbytes
+
     def slot_state(self, devs: np.ndarray, pos: np.ndarray) -> dict[str, np.ndarray]:
         """The model as per-series rows (checkpoints hold one row per series): each series'
         position, mean, covariance row over positions and readings learnt."""

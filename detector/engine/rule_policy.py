@@ -101,6 +101,11 @@ class SeriesRules:
         for slot, key in slots:
             self.assign(slot, key)
 
+    def reassign(self, slots: Iterable[tuple[int, str]]) -> None:
+        """The current rules given afresh to every active ``(slot, key)`` (state taken over
+        from a core that had other rules)."""
+        self.replace(self.rules, slots)
+
     def suppression(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
         """Per reading (slot, ts): `NOT_SUPPRESSED`, `MUTED` or `MAINTENANCE`; None when no
         reading of the round is suppressed (the common case, without allocating)."""
@@ -125,6 +130,14 @@ class SeriesRules:
         """`suppression` of one reading."""
         codes = self.suppression(np.array([slot]), np.array([ts], dtype=np.float64))
         return NOT_SUPPRESSED if codes is None else int(codes[0])
+
+    def thresholds(self, slots: np.ndarray) -> np.ndarray:
+        """The score threshold of each of `slots`."""
+        threshold: np.ndarray = self.threshold[slots]
+        return threshold
+
+    def threshold_of(self, slot: int) -> float:
+        return float(self.threshold[slot])
 
     def severity(self, slot: int) -> str | None:
         return self.policies[slot].severity

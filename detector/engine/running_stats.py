@@ -93,6 +93,11 @@ class ErrorTracker(ColumnState):
         std: np.ndarray = np.maximum(np.sqrt(self.var[slots]), MIN_STD)
         return std
 
+    def band(self, slots: np.ndarray, sigmas: float) -> tuple[np.ndarray, np.ndarray]:
+        """Where residuals are expected, per slot: ``mean -/+ sigmas * std``."""
+        mean, std = self.mean[slots], self.std(slots)
+        return mean - sigmas * std, mean + sigmas * std
+
     def score(self, slots: np.ndarray, residuals: np.ndarray) -> np.ndarray:
         """Normalised error |r - mean| / std of each residual against its slot's statistics."""
         score: np.ndarray = np.abs(residuals - self.mean[slots]) / self.std(slots)

@@ -122,6 +122,7 @@ class AnomalyScorer:
         value_std: float,
         value_range: tuple[float, float] | None,
         trained: bool = True,
+        longest_repeat: int | None = None,
     ) -> None:
         """Start a reset slot (every part of `parts` reset) from calibration: error and
         value distributions in scaled units (its seasonal statistics start when it gets a
@@ -129,6 +130,7 @@ class AnomalyScorer:
 
         `trained` says the series was in the training data: its statistics are trusted from
         the first reading. Otherwise it learns for `learn_readings` readings first.
+        `longest_repeat` is the longest run of one value in its history (None: not known).
         """
         abs_mean, abs_std = expected_abs(errors)
         self.error_run.mean[slot], self.error_run.var[slot] = abs_mean, abs_std**2
@@ -139,6 +141,15 @@ class AnomalyScorer:
         self.trusted_stats[slot] = trained
         # A series without a recorded range (new, or an older artifact) learns it first.
         self.trusted_range[slot] = value_range is not None
+        if longest_repeat is not None:
+            # A stopped machine's weekend of zeros is in the history: not news on Saturday.
+            self.longest_repeat_count[slot] = longest_repeat
+
+    def seed_missing_ranges(self, slots: np.ndarray, windows_scaled: np.ndarray) -> None:
+        """Slots without a range yet (series the model was not trained on) take it from
+        their first window (one row of `windows_scaled` per slot)."""
+        for j in np.flatnonzero(~np.isfinite(self.low[slots])).tolist():
+            self.seed_range(int(slots[j]), windows_scaled[j])
 
     def seed_range(self, slot: int, window_scaled: np.ndarray) -> None:
         """Range of a series the model was not trained on: its first window."""

@@ -59,20 +59,20 @@ def _view(
     cfg = core.config
     idx = inputs.owners[rows]
     slots = adm.slots[idx]
-    offset, scale = core.scales.offset[slots], core.scales.scale[slots]
-    scaled = (adm.values[idx] - offset) / scale
+    scales = core.scales
+    scaled = scales.scaled(slots, adm.values[idx])
     residual = scaled - forecast
     relation_z = relation_resid = None
     if cfg.relate_devices:
-        suspect = core.episodes.active[slots]
+        suspect = core.episodes.is_open(slots)
         residual, relation_z, relation_resid = core.relations.relate(
             slots, adm.ts[idx], scaled, residual, suspect
         )
-    mean, std = core.errors.mean[slots], core.errors.std(slots)
+    low, high = core.errors.band(slots, cfg.band_sigmas)
     # The forecast, corrected by what the device's other sensors say now.
-    expected = (scaled - residual) * scale + offset
-    lower = expected + (mean - cfg.band_sigmas * std) * scale
-    upper = expected + (mean + cfg.band_sigmas * std) * scale
+    expected = scales.to_raw(slots, scaled - residual)
+    lower = expected + scales.to_raw_width(slots, low)
+    upper = expected + scales.to_raw_width(slots, high)
     view = _View(scaled, residual, relation_z, relation_resid, None, expected, lower, upper)
     if cfg.relate_devices and inputs.past is not None:
         past_values, past_ts = inputs.past[0][rows], inputs.past[1][rows]
@@ -96,13 +96,12 @@ def _judged_by_device(
     """The device model's deviation, in its own units, is what every device-level signal
     and the error likelihood judge from here on, and its band is the one shown."""
     assert view.relation_z is not None and view.relation_resid is not None
-    offset, scale = core.scales.offset[slots], core.scales.scale[slots]
     view.judged = on
     view.residual = np.where(on, dz, view.residual)
     view.relation_z = np.where(on, dz, view.relation_z)
     view.relation_resid = np.where(on, dz, view.relation_resid)
-    centre = d_expected * scale + offset
-    half = core.config.band_sigmas * d_sigma * scale
+    centre = core.scales.to_raw(slots, d_expected)
+    half = core.scales.to_raw_width(slots, core.config.band_sigmas * d_sigma)
     view.expected = np.where(on, centre, view.expected)
     view.lower = np.where(on, centre - half, view.lower)
     view.upper = np.where(on, centre + half, view.upper)
@@ -131,14 +130,14 @@ def _score_round(
         v.scaled - seasonal_forecast,
         repeated,
         v.relation_z,
-        core.scales.z_scale[slots],
+        core.scales.z_scales(slots),
         v.relation_resid,
         core.signal_scales,
         v.judged,
     )
     if core.trace is not None:
         core.trace.append((slots, ts, sc.last_z, sc.last_flag, sc.last_signal, sc.last_parts))
-    anomalous = score >= core.rules.threshold[slots]
+    anomalous = score >= core.rules.thresholds(slots)
     # Muted readings and those in a maintenance window are scored and counted, but open no
     # episode: for the episodes they count as normal. A fault that starts in a window and
     # goes on after it fires at its first anomalous reading after.
@@ -146,7 +145,7 @@ def _score_round(
     opens = anomalous if suppressed is None else anomalous & (suppressed == 0)
     transitions = {i: (state, onset) for i, state, onset in core.episodes.step(slots, opens, ts)}
     band = (v.expected, v.lower, v.upper, score)
-    if suppressed is not None or core.held.active[slots].any():
+    if suppressed is not None or core.held.is_open(slots).any():
         _hold(core, adm, idx, anomalous, suppressed, band, result)
     _emit(core, adm, idx, band, anomalous, transitions, result)
 
@@ -179,8 +178,8 @@ def _emit(
         result.scored.append(scored)
         slot = int(slots[i])
         if firing:
-            episodes.signal[slot] = core.scorer.last_signal[i]
-        signal = SIGNALS[int(episodes.signal[slot])]
+            episodes.set_signal(slot, int(core.scorer.last_signal[i]))
+        signal = SIGNALS[episodes.signal_of(slot)]
         rule = ruling(core.rules, slot, core.config.threshold)
         result.events.append(episode_event(scored, state, onset, signal, rule))
 
@@ -206,12 +205,12 @@ def _hold(
     codes = np.zeros(slots.size, np.int8) if suppressed is None else suppressed
     free = codes == NOT_SUPPRESSED
     if free.any():
-        for slot in slots[free & held.active[slots]].tolist():
+        for slot in slots[free & held.is_open(slots)].tolist():
             held.reset(slot)
     pos = np.flatnonzero(~free)
     if not pos.size:
         return
-    wanted = anomalous[pos] & ~core.episodes.active[slots[pos]]
+    wanted = anomalous[pos] & ~core.episodes.is_open(slots[pos])
     for i, state, onset in held.step(slots[pos], wanted, adm.ts[idx[pos]]):
         if state != "firing":
             continue

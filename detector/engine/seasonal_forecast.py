@@ -37,6 +37,28 @@ class SeasonalForecast:
     def forecast_and_push(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray:
         return self.rings.forecast_and_push(slots, values)
 
+    def carry_over(
+        self,
+        slots: np.ndarray,
+        periods: np.ndarray,
+        gain: np.ndarray,
+        shift: np.ndarray,
+        state: Mapping[str, np.ndarray],
+    ) -> None:
+        """Carry `slots` over to another model in place (a hot swap): a ring whose period
+        stays is converted to the new scale (``gain * x + shift``, one pair per slot),
+        another period (`periods`, 0: none) starts afresh; the error statistics are loaded
+        from `state`, a snapshot already carried over."""
+        rings = self.rings.rings
+        for i, slot in enumerate(slots.tolist()):
+            ring = rings.get(slot)
+            if periods[i] != (0 if ring is None else ring.size):
+                self.set_period(slot, int(periods[i]) or None)
+            elif ring is not None:
+                ring *= gain[i]
+                ring += shift[i]
+        self.error_stats.restore(slots, state)
+
     # -- SlotState -------------------------------------------------------------------------
 
     def grow(self, capacity: int) -> None:

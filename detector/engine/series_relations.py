@@ -62,6 +62,15 @@ class SeriesRelations:
         left, _ = residuals.observe(rows, pos, ts, residual, suspect)
         return np.where(np.isfinite(left), left, residual), relation_z, relation_resid
 
+    def rescale(self, slots: np.ndarray, gain: np.ndarray, shift: np.ndarray) -> None:
+        """Convert each device's models to new scales of its series (a hot swap to another
+        model): the values of the series at `slots` to ``gain * x + shift``, their forecast
+        residuals to ``gain * x`` (a residual has no offset)."""
+        rows, pos = self.dev_row[slots], self.dev_pos[slots]
+        levels, residuals = self.models
+        levels.rescale(rows, pos, gain, shift)
+        residuals.rescale(rows, pos, gain, None)
+
     # -- SlotState -------------------------------------------------------------------------
 
     def grow(self, capacity: int) -> None:
@@ -91,5 +100,5 @@ class SeriesRelations:
                 model.restore_slots(self.dev_row[slots], self.dev_pos[slots], per_series)
 
     def nbytes(self) -> int:
-        models = sum(m.mean.nbytes + m.cov.nbytes + m.seen_count.nbytes for m in self.models)
+        models = sum(m.nbytes() for m in self.models)
         return models + self.dev_row.nbytes + self.dev_pos.nbytes

@@ -43,6 +43,26 @@ class SeriesScales(ColumnState):
             out = (values - self.offset[slots]) / self.scale[slots]
         return out
 
+    def to_raw(self, slots: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+        """One scaled value per slot back in the series' own units."""
+        raw: np.ndarray = scaled * self.scale[slots] + self.offset[slots]
+        return raw
+
+    def to_raw_width(self, slots: np.ndarray, width: np.ndarray) -> np.ndarray:
+        """One distance (a band's width, an error's mean) per slot in the series' own
+        units: scaled, but not shifted."""
+        raw: np.ndarray = width * self.scale[slots]
+        return raw
+
+    def z_scales(self, slots: np.ndarray) -> np.ndarray:
+        """The alerting divisor of each slot."""
+        divisor: np.ndarray = self.z_scale[slots]
+        return divisor
+
+    def set_z_scales(self, slots: np.ndarray, divisors: list[float]) -> None:
+        """Give `slots` the alerting divisors of a (new) artifact."""
+        self.z_scale[slots] = divisors
+
     def fit_missing(self, slots: np.ndarray, windows: np.ndarray, method: str) -> None:
         """Series the model was not trained on take their scale from their first window."""
         missing = ~self.has_scale[slots]

@@ -51,7 +51,7 @@ class SilenceWatch(ColumnState):
         that long gaps are normal. Call before the readings are pushed."""
         # From the order bound, not the newest ts: after a reading stamped in the future the
         # next genuine interval must not come out negative (nor silence wait for that future).
-        gap = ts - store.order_ts[slots]
+        gap = ts - store.order_bounds(slots)
         gap = np.where(gap > 0, gap, np.nan)  # no interval: learn nothing from it
         old = self.gap[slots]
         fresh = np.isfinite(gap) & ~np.isfinite(old)
@@ -75,7 +75,7 @@ class SilenceWatch(ColumnState):
         `ts` are the round's timestamps, ``readings[idx]`` its readings, `clock_points` the
         times the clock took."""
         # The order bound: the newest ts unless that was stamped in the future (`learn_gap`).
-        prev = store.order_ts[slots]
+        prev = store.order_bounds(slots)
         limit = prev + self.silence_after * self.gap[slots]  # NaN gap: never
         # The first clock point past the limit, if any, must come before this reading.
         after = np.searchsorted(clock_points, limit, side="right")
@@ -87,7 +87,7 @@ class SilenceWatch(ColumnState):
             onset = float(prev[i])
             rule = ruling(rules, slot, self.default_threshold)
             if not self.silent[slot]:
-                value = float(store.last_value[slot])
+                value = store.last_value_of(slot)
                 firing = silence_event("firing", r.key, float(limit[i]), value, onset, rule)
                 self._fires(rules, slot, firing, result)
             self.silent[slot] = False
@@ -110,16 +110,16 @@ class SilenceWatch(ColumnState):
         cap = store.capacity
         # From the order bound, not the newest ts (see `learn_gap`): a reading stamped in the
         # future must not hold its series' silence off. A free slot has no readings (count 0).
-        limit = store.order_ts + self.silence_after * self.gap[:cap]
+        limit = store.order_bounds() + self.silence_after * self.gap[:cap]
         gone = np.flatnonzero(
-            (store.count > 0) & (clock > limit) & ~self.silent[:cap]
+            store.has_readings() & (clock > limit) & ~self.silent[:cap]
         )  # NaN gap: never
         for slot in gone.tolist():
             key = store.key(slot)
             if key is None:
                 continue
             self.silent[slot] = True
-            value, onset = float(store.last_value[slot]), float(store.order_ts[slot])
+            value, onset = store.last_value_of(slot), store.order_bound_of(slot)
             at = onset + self.silence_after * float(self.gap[slot])
             rule = ruling(rules, slot, self.default_threshold)
             self._fires(rules, slot, silence_event("firing", key, at, value, onset, rule), result)
@@ -127,7 +127,7 @@ class SilenceWatch(ColumnState):
     def open_onset(self, store: WindowStore, slot: int) -> float | None:
         """When the open, unsuppressed silence of `slot` began (None: there is none)."""
         if self.silent[slot] and not self.silent_suppressed[slot]:
-            return float(store.order_ts[slot])
+            return store.order_bound_of(slot)
         return None
 
     def _fires(self, rules: SeriesRules, slot: int, event: AlertEvent, result: BatchResult) -> None:

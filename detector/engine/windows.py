@@ -155,6 +155,34 @@ class WindowStore:
         full: np.ndarray = self.count[slots] >= self.window_len
         return full
 
+    def has_readings(self) -> np.ndarray:
+        """Mask of every slot (the whole capacity) that holds a reading."""
+        held: np.ndarray = self.count > 0
+        return held
+
+    def order_bounds(self, slots: np.ndarray | None = None) -> np.ndarray:
+        """The order bound of each of `slots`; None: of every slot, the whole capacity (the
+        store's own array, not a copy, for the per-batch sweeps: read it, never write)."""
+        bounds: np.ndarray = self.order_ts if slots is None else self.order_ts[slots]
+        return bounds
+
+    def order_bound_of(self, slot: int) -> float:
+        return float(self.order_ts[slot])
+
+    def newest_ts(self, slots: np.ndarray) -> np.ndarray:
+        """The ts of the newest reading of each of `slots` (-inf: none yet)."""
+        newest: np.ndarray = self.last_ts[slots]
+        return newest
+
+    def last_values(self, slots: np.ndarray) -> np.ndarray:
+        """The value of the last reading pushed to each of `slots` (exact, unlike the
+        float32 window; NaN: none yet)."""
+        last: np.ndarray = self.last_value[slots]
+        return last
+
+    def last_value_of(self, slot: int) -> float:
+        return float(self.last_value[slot])
+
     def windows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Windows of `slots`, oldest first: values ``(n, W)`` and timestamps (None unless
         `keep_ts`)."""
