@@ -168,51 +168,42 @@ class DeviceModel:
         pasts = past[None, :, :, :] * keep[:, None, None, :]  # (V, B, W, M)
         encoded = self.encode(pasts.reshape(variants * b, self.window, m)).reshape(variants, b, -1)
         eye = np.eye(m)
-        # z, expected and sigma of every metric in every variant: (V, B, M). Hiding the
-        # judged metric itself is moot; that variant holds the one with every sibling seen.
-        z_all = np.empty((variants, b, m))
-        mean_all = np.empty((variants, b, m))
-        sigma_all = np.empty((variants, b, m))
+        # z, expected and sigma of every metric in every variant: (3, M, V, B). Hiding the
+        # judged metric itself is moot: that variant is not computed, it holds the one with
+        # every sibling seen.
+        out = np.empty((3, m, variants, b))
         last = past[:, -1, :]
         for i in range(m):
-            visible = keep * (1.0 - eye[i])  # (V, M)
+            vs = [v for v in range(variants) if v != 1 + i]
+            visible = keep[vs] * (1.0 - eye[i])  # (V', M)
             cur = now[None, :, :] * visible[:, None, :]
-            onehot = np.broadcast_to(eye[i], (variants, b, m))
-            flags = np.broadcast_to(visible[:, None, :], (variants, b, m))
-            head = np.concatenate([cur, onehot, flags], axis=2).reshape(variants * b, 3 * m)
-            mean, log_sigma = self.head(encoded.reshape(variants * b, -1), head)
-            expected = last[:, i][None, :] + mean.reshape(variants, b)
-            sigma = np.exp(log_sigma).reshape(variants, b)
-            z_all[:, :, i] = (now[:, i][None, :] - expected) / sigma
-            mean_all[:, :, i] = expected
-            sigma_all[:, :, i] = sigma
-        if variants > 1:
-            for i in range(m):
-                z_all[1 + i, :, i] = z_all[0, :, i]
-                mean_all[1 + i, :, i] = mean_all[0, :, i]
-                sigma_all[1 + i, :, i] = sigma_all[0, :, i]
-            # Which sibling, if any, is the device's suspect: the hypothesis whose deviations
-            # are smallest in sum of squares. "None": every metric judged with every sibling
-            # seen. "k": the others judged with k hidden, k itself with every sibling seen;
-            # k's own term is free under that hypothesis, so it is charged its expectation
-            # under the model (1) to weigh M terms against M. Each metric taking its own
-            # smallest |z| over the variants let a fault hide behind the very sibling that
-            # shows it: vibration oscillating was judged with current (which it follows)
-            # hidden, current creeping up with vibration hidden.
-            off_diagonal = (1.0 - eye)[:, None, :]  # (M, 1, M)
-            costs = np.empty((variants, b))
-            costs[0] = np.sum(z_all[0] ** 2, axis=1)
-            costs[1:] = np.sum(z_all[1:] ** 2 * off_diagonal, axis=2) + 1.0
-            best = np.argmin(costs, axis=0)  # (B,) 0: nobody; 1 + k: sibling k
-            pick = np.repeat(best[:, None], m, axis=1)  # (B, M)
-            cols = np.arange(b)[:, None]
-            metrics = np.arange(m)[None, :]
-            return (
-                z_all[pick, cols, metrics],
-                mean_all[pick, cols, metrics],
-                sigma_all[pick, cols, metrics],
-            )
-        return z_all[0], mean_all[0], sigma_all[0]
+            onehot = np.broadcast_to(eye[i], (len(vs), b, m))
+            flags = np.broadcast_to(visible[:, None, :], (len(vs), b, m))
+            head = np.concatenate([cur, onehot, flags], axis=2).reshape(len(vs) * b, 3 * m)
+            mean, log_sigma = self.head(encoded[vs].reshape(len(vs) * b, -1), head)
+            expected = last[:, i][None, :] + mean.reshape(len(vs), b)
+            sigma = np.exp(log_sigma).reshape(len(vs), b)
+            out[:, i, vs] = np.stack([(now[:, i][None, :] - expected) / sigma, expected, sigma])
+            if hiding:
+                out[:, i, 1 + i] = out[:, i, 0]
+        if not hiding:
+            return out[0, :, 0].T, out[1, :, 0].T, out[2, :, 0].T
+        # Which sibling, if any, is the device's suspect: the hypothesis whose deviations are
+        # smallest in sum of squares. "None": every metric judged with every sibling seen.
+        # "k": the others judged with k hidden, k itself with every sibling seen; k's own term
+        # is free under that hypothesis, so it is charged its expectation under the model (1)
+        # to weigh M terms against M. Each metric taking its own smallest |z| over the
+        # variants let a fault hide behind the very sibling that shows it: vibration
+        # oscillating was judged with current (which it follows) hidden, current creeping up
+        # with vibration hidden.
+        z_sq = out[0] ** 2  # (M, V, B)
+        costs = np.empty((variants, b))
+        costs[0] = np.sum(z_sq[:, 0], axis=0)
+        costs[1:] = np.sum(z_sq[:, 1:] * (1.0 - eye)[:, :, None], axis=0) + 1.0
+        best = np.argmin(costs, axis=0)  # (B,) 0: nobody; 1 + k: sibling k
+        picked = out[:, np.arange(m)[None, :], best[:, None], np.arange(b)[:, None]]  # (3, B, M)
+        z, expected, sigma = picked
+        return z, expected, sigma
 
 
 # -- files ------------------------------------------------------------------------------------
