@@ -9,6 +9,8 @@ import numpy as np
 
 from detector.engine.artifact import SCHEMA_VERSION, Artifact, parse_artifact
 from detector.engine.core import DetectionCore
+from detector.engine.events import AlertEvent
+from detector.engine.readings import Reading
 
 
 def make_artifact(
@@ -84,3 +86,20 @@ def non_finite_state(core: DetectionCore) -> list[str]:
             if not np.isfinite(getattr(relations, name)).all():
                 bad.append(f"relations[{k}].{name}")
     return bad
+
+
+def run_with_bystander(
+    core: DetectionCore, start: int, stop: int, level: dict[str, float], step: float = 60.0
+) -> list[AlertEvent]:
+    """One reading per step of each series in `level` (device/metric -> level, wiggling a
+    little) and of a bystander (m2/temp) that always reports; the clock is the readings'
+    time. Returns the events."""
+    events: list[AlertEvent] = []
+    for k in range(start, stop):
+        t = step * k
+        batch = [Reading("m2", "temp", t, 30.0 + 0.1 * (k % 3))]
+        for key, base in level.items():
+            device, metric = key.split("/")
+            batch.append(Reading(device, metric, t, base + 0.1 * (k % 3)))
+        events += core.process(batch, now=t).events
+    return events

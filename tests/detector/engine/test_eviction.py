@@ -7,9 +7,8 @@ from __future__ import annotations
 from detector.engine.core import DetectionCore
 from detector.engine.detection_config import DetectionConfig
 from detector.engine.events import AlertEvent
-from detector.engine.readings import Reading
 from detector.engine.rules import Rule, RuleSet
-from tests.detector.core_fixtures import LastValueForecaster, make_artifact
+from tests.detector.core_fixtures import LastValueForecaster, make_artifact, run_with_bystander
 
 STEP = 60.0
 IDLE_S = 3600.0
@@ -21,17 +20,7 @@ def _core(rules: RuleSet | None = None) -> DetectionCore:
 
 
 def _run(core: DetectionCore, start: int, stop: int, level: dict[str, float]) -> list[AlertEvent]:
-    """One reading per step of each series in `level` (device/metric -> level, wiggling a
-    little) and of a bystander that always reports; the clock is the readings' time."""
-    events: list[AlertEvent] = []
-    for k in range(start, stop):
-        t = STEP * k
-        batch = [Reading("m2", "temp", t, 30.0 + 0.1 * (k % 3))]
-        for key, base in level.items():
-            device, metric = key.split("/")
-            batch.append(Reading(device, metric, t, base + 0.1 * (k % 3)))
-        events += core.process(batch, now=t).events
-    return events
+    return run_with_bystander(core, start, stop, level, STEP)
 
 
 def _fire_episode(core: DetectionCore) -> AlertEvent:
