@@ -79,7 +79,9 @@ def test_birth_data_death_and_rebirth(mosquitto: Mosquitto, start_worker, collec
     assert worker.sample("iotad_readings_rejected_total", reason="not_a_measurement") == 3
     # not_a_measurement is never dead-lettered: only the two unknown aliases were
     worker.settle(mosquitto.port)
-    reasons = sorted(json.loads(m.payload)["reason"] for m in letters.snapshot())
+    # settle's own second dead letter is published after the count it waits on: wait for it.
+    got = letters.wait_for(lambda ms: len(ms) >= 4)
+    reasons = sorted(json.loads(m.payload)["reason"] for m in got)
     assert reasons == ["bad_topic"] * 2 + ["unknown_alias"] * 2
 
 
