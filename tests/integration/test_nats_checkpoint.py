@@ -67,10 +67,24 @@ def checkpointer(source: NatsSource) -> PartitionCheckpointer:
 
 
 async def _keys(source: NatsSource) -> dict[str, bytes]:
+    """Every live key of the checkpoint bucket and its value.
+
+    Listed from the bucket's stream, not with `kv.keys()`: nats-py's watcher behind it can
+    end its listing before the entries already sent to it arrive (nats.py issue #842), and
+    once raised NoKeysError on a full bucket here (CI, 2026-12-01).
+    """
+    from nats.js.errors import NotFoundError
+
     kv = await source.js.key_value("iotad-checkpoints")
+    prefix = "$KV.iotad-checkpoints."
+    info = await source.js.stream_info("KV_iotad-checkpoints", subjects_filter=prefix + ">")
     out = {}
-    for key in await kv.keys():
-        out[key] = (await kv.get(key)).value or b""
+    for subject in sorted(info.state.subjects or {}):
+        key = subject.removeprefix(prefix)
+        try:
+            out[key] = (await kv.get(key)).value or b""
+        except NotFoundError:  # deleted or purged: its marker is all that is left
+            continue
     return out
 
 
