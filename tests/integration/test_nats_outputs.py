@@ -65,7 +65,11 @@ async def _stored(jsc: Any) -> list[tuple[str, dict]] | None:
         return []
     except APIError:
         return None
-    out = []
+    out: list[tuple[str, dict]] = []
+    if not info.state.messages:
+        # An empty stream reports first_seq 0, and message 0 is a bad request: reading it
+        # as "not this time" waited forever on a run that raised no alert at all.
+        return out
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         try:
             msg = await jsc.get_msg(OUTPUT, seq)
@@ -78,8 +82,12 @@ async def _stored(jsc: Any) -> list[tuple[str, dict]] | None:
 
 
 def read_outputs(url: str) -> list[tuple[str, dict]]:
-    """`_stored`, read again until the stream answers."""
+    """`_stored`, read again until the stream answers (a failure, not a hang, if it never
+    does)."""
+    deadline = time.monotonic() + SAFETY_S
     while (out := js(url, _stored)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the output stream on {url} did not answer")
         time.sleep(0.1)
     return out
 
