@@ -19,29 +19,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def parse_time(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        stamp = datetime.fromisoformat(text)
-        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
-
-
 def main(argv: list[str]) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     sys.path.insert(0, str(REPO))
+    from detector.sim.simulate_cli import parse_ts
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="an `iotad eval factory --out` directory")
     parser.add_argument("shape")
     parser.add_argument("seed", type=int)
     parser.add_argument("series", help="device/metric")
-    parser.add_argument("at", type=parse_time, help="UTC time (ISO 8601) or epoch seconds")
+    parser.add_argument("at", type=parse_ts, help="UTC time (ISO 8601) or epoch seconds")
     parser.add_argument("--before", type=int, default=20, help="readings before (20)")
     parser.add_argument("--after", type=int, default=50, help="readings after (50)")
     args = parser.parse_args(argv)
@@ -52,10 +45,10 @@ def main(argv: list[str]) -> int:
     from detector.engine.core import DetectionCore
     from detector.engine.forecaster import LiteRTForecaster
     from detector.engine.signals import SIGNALS
-    from training.factory_eval import BenchConfig, batches, prime_ticks
+    from training.factory_eval import BenchConfig, batches, case_dir, prime_ticks
 
     scenario = BenchConfig().scenario(args.shape, args.seed)
-    model_dir = args.run / "models" / f"{args.shape}-seed{args.seed}" / "lstm"
+    model_dir = case_dir(args.run, args.shape, args.seed) / "lstm"
     if not (model_dir / "artifact.json").is_file():
         print(f"no trained artifact in {model_dir}", file=sys.stderr)
         return 2

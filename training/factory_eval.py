@@ -409,9 +409,14 @@ def evaluate(scenario: Scenario, model: str, cfg: BenchConfig, work_dir: Path) -
     return result
 
 
+def case_dir(out: Path, shape: str, seed: int) -> Path:
+    """Where a run in `out` keeps the models of one (shape, seed), one folder per model."""
+    return out / "models" / f"{shape}-seed{seed}"
+
+
 def evaluate_case(shape: str, seed: int, cfg: BenchConfig, out: Path) -> list[RunResult]:
     """Every model of `cfg` on one (shape, seed); picklable, for worker processes."""
     scenario = cfg.scenario(shape, seed)
-    work = out / "models" / f"{shape}-seed{seed}"
+    work = case_dir(out, shape, seed)
     work.mkdir(parents=True, exist_ok=True)
     return [evaluate(scenario, model, cfg, work / model) for model in cfg.models]
